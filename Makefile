@@ -1,0 +1,43 @@
+# adamant — build, install and test entry points.
+#   make            release build: dist/lib/libadamant.so (+ .a), dist/bin/adamant, dist/include, adamant.pc
+#   make test       every test: Swift (XCTest), C example + ABI checks, Python (pytest)
+#   make demo       the README's demo on data shipped in examples/
+PREFIX ?= $(CURDIR)/dist
+SWIFT ?= swift
+CONFIG ?= release
+BUILD_FLAGS = -c $(CONFIG) -Xswiftc -static-stdlib -Xswiftc -gnone
+BIN = $(shell $(SWIFT) build $(BUILD_FLAGS) --show-bin-path)
+PYTHON ?= python3
+
+.PHONY: all build dist test test-swift test-c test-python demo clean
+
+all: dist
+
+build:
+	$(SWIFT) build $(BUILD_FLAGS) --product adamant -Xlinker --version-script=$(CURDIR)/Sources/AdamantC/exports.map
+	$(SWIFT) build $(BUILD_FLAGS) --product adamant-static
+	$(SWIFT) build $(BUILD_FLAGS) --product adamant-cli --static-swift-stdlib
+
+dist: build
+	mkdir -p $(PREFIX)/lib/pkgconfig $(PREFIX)/include $(PREFIX)/bin
+	cp $(BIN)/libadamant.so $(PREFIX)/lib/libadamant.so
+	cp include/adamant.h $(PREFIX)/include/adamant.h
+	cp $(BIN)/adamant-cli $(PREFIX)/bin/adamant
+	sed -e 's|@PREFIX@|$(PREFIX)|' bindings/c/adamant.pc.in > $(PREFIX)/lib/pkgconfig/adamant.pc
+
+test: dist test-swift test-c test-python
+
+test-swift:
+	$(SWIFT) test
+
+test-c: dist
+	bash bindings/c/run_tests.sh $(PREFIX)
+
+test-python: dist
+	ADAMANT_LIBRARY=$(PREFIX)/lib/libadamant.so $(PYTHON) -m pytest -q bindings/python/tests
+
+demo: dist
+	bash examples/demo.sh
+
+clean:
+	rm -rf .build dist

@@ -1,0 +1,49 @@
+// swift-tools-version:5.9
+// adamant — a C-embeddable Swift runtime for robust ResNets with BatchNorm domains.
+import PackageDescription
+
+let package = Package(
+    name: "adamant",
+    products: [
+        // libadamant.so: the C ABI (include/adamant.h). Build with `make` so that the Swift
+        // runtime is linked statically and only the adm_* symbols are exported.
+        .library(name: "adamant", type: .dynamic, targets: ["AdamantC"]),
+        .library(name: "adamant-static", type: .static, targets: ["AdamantC"]),
+        // The command-line tool; `make` installs it as dist/bin/adamant.
+        .executable(name: "adamant-cli", targets: ["AdamantCLI"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        // libonnx (protobuf classes + checker) behind a plain C interface.
+        .target(
+            name: "COnnx",
+            cxxSettings: [.define("ONNX_NAMESPACE", to: "onnx"), .define("ONNX_ML", to: "1")],
+            linkerSettings: [.linkedLibrary("onnx"), .linkedLibrary("onnx_proto"), .linkedLibrary("protobuf")]
+        ),
+        // OpenBLAS loader (picks the right GEMM kernel), CPUID/XCR0 feature checks.
+        .target(name: "CBackend", linkerSettings: [.linkedLibrary("dl"), .linkedLibrary("pthread")]),
+        // JPEG/PNG decode and encode, CIFAR-style tar(.gz) reading (used by the CLI).
+        .target(
+            name: "CImageIO",
+            linkerSettings: [.linkedLibrary("jpeg"), .linkedLibrary("png"), .linkedLibrary("z")]
+        ),
+        // The public header as a module, so the C ABI layer uses the very same declarations.
+        .target(name: "AdamantABI"),
+        // The Swift core: load -> optimize -> plan -> run, ops, attacks, calibration.
+        .target(name: "Adamant", dependencies: ["COnnx", "CBackend"]),
+        // The C ABI: `public @_cdecl` functions only.
+        .target(name: "AdamantC", dependencies: ["Adamant", "AdamantABI"], exclude: ["exports.map"]),
+        // The `adamant` command-line tool.
+        .executableTarget(
+            name: "AdamantCLI",
+            dependencies: [
+                "Adamant", "CImageIO",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .testTarget(name: "AdamantTests", dependencies: ["Adamant", "CImageIO"]),
+    ],
+    cxxLanguageStandard: .cxx17
+)

@@ -1,0 +1,83 @@
+/// Everything an op needs at run time beyond its inputs.
+final class ExecContext {
+    /// BN parameters of the selected domain, indexed by ``BatchNorm/slot``.
+    let bn: [BNParams]
+    /// The graph's declared (fixed) batch, if any, and the batch being run.
+    let declaredBatch: Int?
+    let batch: Int
+    /// Set while calibrating: BatchNorm normalizes with batch statistics and records them here.
+    var calibration: CalibrationRecorder?
+
+    init(bn: [BNParams], declaredBatch: Int?, batch: Int, calibration: CalibrationRecorder? = nil) {
+        self.bn = bn
+        self.declaredBatch = declaredBatch
+        self.batch = batch
+        self.calibration = calibration
+    }
+}
+
+/// Facts shape inference needs beyond the input shapes.
+struct ShapeEnv {
+    var declaredBatch: Int?
+    var batch: Int
+}
+
+/// An operator of adamant's internal graph. Forward, backward and shape logic live side by side,
+/// one file per op family, in `Sources/Adamant/Ops/`.
+protocol Op {
+    /// The ONNX op type, e.g. "Conv".
+    var type: String { get }
+    /// Output shapes for the given input shapes (also validates attributes against the inputs).
+    func shapes(_ inputs: [[Int]], _ env: ShapeEnv) throws -> [[Int]]
+    /// Computes the outputs.
+    func forward(_ inputs: [Tensor], _ ctx: ExecContext) throws -> [Tensor]
+    /// Given the forward inputs/outputs and the gradient of each output, returns the gradient of
+    /// each input for which `needs[i]` is true (nil otherwise).
+    func backward(_ inputs: [Tensor], _ outputs: [Tensor], _ gradOutputs: [Tensor], needs: [Bool],
+                  _ ctx: ExecContext) throws -> [Tensor?]
+    /// Multiply-adds times two, per whole batch, for the given shapes.
+    func flops(_ inputs: [[Int]], _ outputs: [[Int]]) -> Int
+    /// Learned parameters held by the op (weights and biases).
+    var parameterCount: Int { get }
+}
+
+extension Op {
+    func flops(_ inputs: [[Int]], _ outputs: [[Int]]) -> Int { 0 }
+    var parameterCount: Int { 0 }
+}
+
+/// Reads typed attributes of a raw node, with clear errors naming the node.
+struct Attrs {
+    let node: RawNode
+    let opset: Int
+
+    func int(_ name: String, _ def: Int) throws -> Int {
+        guard let a = node.attributes[name] else { return def }
+        if case .int(let v) = a { return v }
+        throw bad(name, "an integer")
+    }
+    func float(_ name: String, _ def: Float) throws -> Float {
+        guard let a = node.attributes[name] else { return def }
+        if case .float(let v) = a { return v }
+        throw bad(name, "a float")
+    }
+    func ints(_ name: String) throws -> [Int]? {
+        guard let a = node.attributes[name] else { return nil }
+        if case .ints(let v) = a { return v }
+        throw bad(name, "a list of integers")
+    }
+    func string(_ name: String, _ def: String) throws -> String {
+        guard let a = node.attributes[name] else { return def }
+        if case .string(let v) = a { return v }
+        throw bad(name, "a string")
+    }
+    func bad(_ name: String, _ what: String) -> AdamantError {
+        fail(.parse, "\(node.label): attribute '\(name)' must be \(what)")
+    }
+    func unsupported(_ what: String) -> AdamantError {
+        fail(.unsupported, "\(node.label) (opset \(opset)): \(what) is not supported")
+    }
+    func invalid(_ what: String) -> AdamantError {
+        fail(.parse, "\(node.label): \(what)")
+    }
+}

@@ -1,0 +1,169 @@
+import COnnx
+
+/// Metadata keys of adamant's single-file multi-domain format.
+enum FormatKeys {
+    static let format = "adamant.format"
+    static let domains = "adamant.domains"
+    static let defaultDomain = "adamant.default_domain"
+    static let mean = "adamant.mean"
+    static let std = "adamant.std"
+    static let pixelRange = "adamant.pixel_range"
+    static let roles = ["scale", "bias", "mean", "var"]
+
+    /// Name of the initializer holding one BN tensor of one domain.
+    static func tensorName(domain: String, bnOutput: String, role: String) -> String {
+        "adamant.domain.\(domain).\(bnOutput).\(role)"
+    }
+}
+
+/// The name a plain single-domain model gives its one domain.
+public let plainDomainName = "default"
+
+extension Model {
+    /// Loads one ONNX file: a plain model (one domain, "default") or adamant's single-file format.
+    public static func load(path: String, options: LoadOptions = LoadOptions()) throws -> Model {
+        try load(file: try ONNXFile.read(path: path), source: path, options: options)
+    }
+
+    /// Loads a model from serialized ONNX bytes.
+    public static func load(bytes: [UInt8], options: LoadOptions = LoadOptions()) throws -> Model {
+        try load(file: try ONNXFile(bytes: bytes, source: "<memory>"), source: "<memory>", options: options)
+    }
+
+    static func parseFloats(_ s: String, key: String, source: String) throws -> [Float] {
+        let parts = s.split(separator: ",").map { $0.trimmingCharacters() }
+        let v = parts.compactMap { Float($0) }
+        guard v.count == parts.count, !v.isEmpty else { throw fail(.parse, "\(source): metadata \(key)='\(s)' is not a list of numbers") }
+        return v
+    }
+
+    static func load(file: ONNXFile, source: String, options: LoadOptions) throws -> Model {
+        let built = try GraphBuilder.build(file, source: source)
+        var pre = Preprocessing()
+        var names = [plainDomainName]
+        var bn = [built.bn]
+        var def = 0
+        if let list = file.metadata[FormatKeys.domains] {
+            names = list.split(separator: ",").map { String($0) }
+            guard !names.isEmpty, Set(names).count == names.count else {
+                throw fail(.parse, "\(source): metadata \(FormatKeys.domains)='\(list)' must list distinct domain names")
+            }
+            try names.forEach(validateDomainName)
+            bn = try names.map { d in
+                try built.graph.bnNodes.enumerated().map { slot, node in
+                    let t = try FormatKeys.roles.map { role -> [Float] in
+                        let key = FormatKeys.tensorName(domain: d, bnOutput: node.outputName, role: role)
+                        guard let t = file.initializers[key] else {
+                            throw fail(.parse, "\(source): domain '\(d)' lacks tensor '\(key)'")
+                        }
+                        guard t.floats.count == node.channels else {
+                            throw fail(.parse, "\(source): tensor '\(key)' has \(t.floats.count) values for \(node.channels) channels")
+                        }
+                        return t.floats
+                    }
+                    _ = slot
+                    return BNParams(scale: t[0], bias: t[1], mean: t[2], variance: t[3])
+                }
+            }
+            if let d = file.metadata[FormatKeys.defaultDomain] {
+                guard let i = names.firstIndex(of: d) else {
+                    throw fail(.parse, "\(source): default domain '\(d)' is not among \(names)")
+                }
+                def = i
+            }
+            if names.count > 1 && built.graph.bnNodes.isEmpty {
+                throw fail(.domain, "\(source): \(names.count) domains declared but the graph has no BatchNormalization nodes")
+            }
+        }
+        if let m = file.metadata[FormatKeys.mean] { pre.mean = try parseFloats(m, key: FormatKeys.mean, source: source) }
+        if let s = file.metadata[FormatKeys.std] { pre.std = try parseFloats(s, key: FormatKeys.std, source: source) }
+        if let r = file.metadata[FormatKeys.pixelRange] {
+            let v = try parseFloats(r, key: FormatKeys.pixelRange, source: source)
+            guard v.count == 2 else { throw fail(.parse, "\(source): \(FormatKeys.pixelRange) needs two numbers") }
+            pre.pixelMin = v[0]; pre.pixelMax = v[1]
+        }
+        return try finish(graph: built.graph, bn: bn, names: names, defaultDomain: def, pre: pre,
+                          bytes: file.bytes, options: options)
+    }
+
+    static func finish(graph: Graph, bn: [[BNParams]], names: [String], defaultDomain: Int, pre: Preprocessing,
+                       bytes: [UInt8], options: LoadOptions) throws -> Model {
+        var pre = pre
+        if let m = options.mean { pre.mean = m }
+        if let s = options.std { pre.std = s }
+        if (pre.mean == nil) != (pre.std == nil) {
+            if pre.mean == nil { pre.mean = [Float](repeating: 0, count: graph.inputShape[0]) }
+            if pre.std == nil { pre.std = [Float](repeating: 1, count: graph.inputShape[0]) }
+        }
+        if let r = options.pixelRange { pre.pixelMin = r.0; pre.pixelMax = r.1 }
+        var def = defaultDomain
+        if let d = options.defaultDomain {
+            guard let i = names.firstIndex(of: d) else {
+                throw fail(.domain, "default domain '\(d)' is not among \(names.joined(separator: ", "))")
+            }
+            def = i
+        }
+        return try Model(graph: graph, bn: bn, domains: names, defaultDomain: def, preprocessing: pre, baseBytes: bytes)
+    }
+
+    /// Loads per-domain ONNX exports of one network (`[(name, path)]`, the first is the default
+    /// unless the options say otherwise). Graphs and every non-BN tensor must be identical.
+    public static func load(domains: [(name: String, path: String)], options: LoadOptions = LoadOptions()) throws -> Model {
+        guard !domains.isEmpty else { throw fail(.invalidArgument, "no domain files given") }
+        guard Set(domains.map(\.name)).count == domains.count else {
+            throw fail(.invalidArgument, "domain names must be distinct: \(domains.map(\.name))")
+        }
+        try domains.forEach { try validateDomainName($0.name) }
+        var files: [ONNXFile] = []
+        var builts: [BuiltGraph] = []
+        for d in domains {
+            let f = try ONNXFile.read(path: d.path)
+            if f.metadata[FormatKeys.domains] != nil {
+                throw fail(.invalidArgument, "\(d.path) is already a multi-domain adamant file; load it on its own")
+            }
+            files.append(f)
+            builts.append(try GraphBuilder.build(f, source: d.path))
+        }
+        let base = builts[0]
+        if domains.count > 1 && base.graph.bnNodes.isEmpty {
+            throw fail(.domain, "\(domains[0].path) has no BatchNormalization nodes (BN folded into Conv at export?), so it cannot carry the \(domains.count) BN domains \(domains.map(\.name)); export with BN kept (e.g. torch.onnx.export(..., do_constant_folding=False) or training=TrainingMode.PRESERVE)")
+        }
+        for k in 1..<max(1, domains.count) {
+            if let diff = firstDifference(base, builts[k]) {
+                throw fail(.domain, "domain '\(domains[k].name)' (\(domains[k].path)) is not the same network as domain '\(domains[0].name)' (\(domains[0].path)): \(diff)")
+            }
+        }
+        return try finish(graph: base.graph, bn: builts.map(\.bn), names: domains.map(\.name), defaultDomain: 0,
+                          pre: Preprocessing(), bytes: files[0].bytes, options: options)
+    }
+
+    /// The first structural or non-BN difference between two built graphs, or nil.
+    static func firstDifference(_ a: BuiltGraph, _ b: BuiltGraph) -> String? {
+        if a.graph.inputShape != b.graph.inputShape {
+            return "input shapes differ: \(a.graph.inputShape) vs \(b.graph.inputShape)"
+        }
+        for (i, (x, y)) in zip(a.signature, b.signature).enumerated() {
+            if x.opType != y.opType { return "node #\(i) is \(x.label) in one and \(y.label) in the other" }
+            if x.attributes != y.attributes { return "\(x.label): attributes differ (\(x.attributes) vs \(y.attributes))" }
+            if x.inputs.count != y.inputs.count { return "\(x.label): input counts differ" }
+            for (k, (p, q)) in zip(x.inputs, y.inputs).enumerated() where p != q {
+                if case .constant(let d1, let v1) = p, case .constant(let d2, let v2) = q {
+                    if d1 != d2 { return "\(x.label): input \(k) has shape \(d1) vs \(d2)" }
+                    let j = (0..<min(v1.count, v2.count)).first { v1[$0].bitPattern != v2[$0].bitPattern } ?? 0
+                    return "\(x.label): constant input \(k) differs at element \(j) (\(v1[j]) vs \(v2[j])); only BatchNormalization parameters may differ between domains"
+                }
+                return "\(x.label): input \(k) is wired differently"
+            }
+        }
+        if a.signature.count != b.signature.count {
+            return "node counts differ (\(a.signature.count) vs \(b.signature.count))"
+        }
+        return nil
+    }
+}
+
+extension Substring {
+    func trimmingCharacters() -> String {
+        String(self.drop(while: { $0 == " " }).reversed().drop(while: { $0 == " " }).reversed())
+    }
+}

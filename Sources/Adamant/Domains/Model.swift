@@ -1,0 +1,118 @@
+/// Per-channel input normalization and the valid pixel range: part of the model, so callers and
+/// attacks work in pixel space.
+public struct Preprocessing: Sendable, Equatable {
+    /// Per-channel mean in pixel units (nil = no normalization).
+    public var mean: [Float]?
+    /// Per-channel standard deviation in pixel units.
+    public var std: [Float]?
+    /// Lowest valid pixel value.
+    public var pixelMin: Float = 0
+    /// Highest valid pixel value.
+    public var pixelMax: Float = 1
+
+    /// No normalization, pixels in [0, 1].
+    public init(mean: [Float]? = nil, std: [Float]? = nil, pixelMin: Float = 0, pixelMax: Float = 1) {
+        self.mean = mean
+        self.std = std
+        self.pixelMin = pixelMin
+        self.pixelMax = pixelMax
+    }
+}
+
+/// Overrides applied when loading a model.
+public struct LoadOptions: Sendable {
+    /// Replaces the stored per-channel mean.
+    public var mean: [Float]?
+    /// Replaces the stored per-channel std.
+    public var std: [Float]?
+    /// Replaces the stored pixel range.
+    public var pixelRange: (Float, Float)?
+    /// Names the default domain.
+    public var defaultDomain: String?
+
+    /// No overrides.
+    public init(mean: [Float]? = nil, std: [Float]? = nil, pixelRange: (Float, Float)? = nil, defaultDomain: String? = nil) {
+        self.mean = mean
+        self.std = std
+        self.pixelRange = pixelRange
+        self.defaultDomain = defaultDomain
+    }
+}
+
+/// A loaded network with one or more named BatchNorm domains. Immutable; share it across threads.
+public final class Model: @unchecked Sendable {
+    let graph: Graph
+    let executor: Executor
+    /// BN parameters: `bn[domain][slot]`.
+    let bn: [[BNParams]]
+    /// The ONNX bytes the graph came from (written back by ``save(to:)``).
+    let baseBytes: [UInt8]
+    /// The names of the BN domains, in index order.
+    public let domains: [String]
+    /// Index of the domain used when none is named.
+    public let defaultDomain: Int
+    /// Input normalization and pixel range.
+    public let preprocessing: Preprocessing
+    /// Per-sample input shape [C, H, W].
+    public var inputShape: [Int] { graph.inputShape }
+    /// Logits per sample.
+    public let numClasses: Int
+    /// The ai.onnx opset of the source file.
+    public var opset: Int { graph.opset }
+    /// Number of BatchNormalization nodes (0 for BN-folded exports).
+    public var batchNormCount: Int { graph.bnNodes.count }
+
+    init(graph: Graph, bn: [[BNParams]], domains: [String], defaultDomain: Int, preprocessing: Preprocessing,
+         baseBytes: [UInt8]) throws {
+        self.graph = graph
+        self.executor = Executor(graph: graph)
+        self.bn = bn
+        self.domains = domains
+        self.defaultDomain = defaultDomain
+        self.preprocessing = preprocessing
+        self.baseBytes = baseBytes
+        let shapes = try graph.inferShapes(batch: graph.declaredBatch ?? 1)
+        numClasses = shapes[graph.output]![1]
+        if let m = preprocessing.mean, m.count != graph.inputShape[0] {
+            throw fail(.invalidArgument, "mean has \(m.count) values for \(graph.inputShape[0]) input channels")
+        }
+        if let s = preprocessing.std {
+            guard s.count == graph.inputShape[0] else {
+                throw fail(.invalidArgument, "std has \(s.count) values for \(graph.inputShape[0]) input channels")
+            }
+            guard s.allSatisfy({ $0 > 0 && $0.isFinite }) else { throw fail(.invalidArgument, "std values must be positive") }
+        }
+        guard preprocessing.pixelMin < preprocessing.pixelMax, preprocessing.pixelMin.isFinite, preprocessing.pixelMax.isFinite else {
+            throw fail(.invalidArgument, "pixel range [\(preprocessing.pixelMin), \(preprocessing.pixelMax)] is empty")
+        }
+    }
+
+    /// Index of the domain called `name`.
+    public func domainIndex(_ name: String) throws -> Int {
+        guard let i = domains.firstIndex(of: name) else {
+            throw fail(.domain, "unknown BN domain '\(name)'; the model has \(domains.joined(separator: ", "))")
+        }
+        return i
+    }
+
+    /// Validates a domain index.
+    func checkDomain(_ d: Int) throws {
+        guard d >= 0 && d < domains.count else {
+            throw fail(.domain, "BN domain index \(d) out of range; the model has \(domains.count) domain(s): \(domains.joined(separator: ", "))")
+        }
+    }
+
+    /// BN parameters of one domain, by slot (for inspection and tests).
+    public func batchNormParameters(domain: Int) throws -> [BNParams] {
+        try checkDomain(domain)
+        return bn[domain]
+    }
+}
+
+/// Valid domain names: letters, digits, '_' and '-'.
+func validateDomainName(_ name: String) throws {
+    guard !name.isEmpty, name.count <= 64,
+          name.unicodeScalars.allSatisfy({ ($0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0))) || $0 == "_" || $0 == "-" }) else {
+        throw fail(.invalidArgument, "invalid domain name '\(name)': use 1-64 letters, digits, '_' or '-'")
+    }
+}

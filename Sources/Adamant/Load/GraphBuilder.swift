@@ -1,0 +1,308 @@
+/// How a node input is wired, for comparing the per-domain exports of one network.
+enum InputSignature: Equatable {
+    case empty
+    case graphInput
+    case node(position: Int, output: Int)
+    case constant(dims: [Int], data: [Float])
+    /// A BN parameter: allowed to differ between domains.
+    case bnParameter
+}
+
+/// A node reduced to what must agree between domain files.
+struct NodeSignature {
+    var label: String
+    var opType: String
+    var attributes: String
+    var inputs: [InputSignature]
+}
+
+/// The ops adamant runs, for error messages.
+let supportedOps = ["Add", "AveragePool", "BatchNormalization", "Clip", "Concat", "Constant", "Conv", "Div",
+                    "Flatten", "Gemm", "GlobalAveragePool", "Identity", "MatMul", "MaxPool", "Mul", "Pad",
+                    "Relu", "Reshape", "Softmax", "Sub"]
+
+/// The result of building one file: the graph, its BN parameters and its signature.
+struct BuiltGraph {
+    var graph: Graph
+    /// BN parameters of this file, by slot.
+    var bn: [BNParams]
+    var signature: [NodeSignature]
+}
+
+/// Turns an ``ONNXFile`` into a ``Graph``: topological sort, constant binding, op construction,
+/// dead-code removal, validation.
+enum GraphBuilder {
+    static func build(_ file: ONNXFile, source: String) throws -> BuiltGraph {
+        func err(_ kind: ErrorKind, _ msg: String) -> AdamantError { fail(kind, "\(source): \(msg)") }
+        var consts = file.initializers
+
+        // The image input: the one graph input that is not an initializer.
+        let realInputs = file.inputs.filter { consts[$0.name] == nil }
+        guard realInputs.count == 1 else {
+            throw err(.unsupported, "adamant runs models with exactly one image input; this one has \(realInputs.count) (\(realInputs.map(\.name)))")
+        }
+        let inp = realInputs[0]
+        guard let dims = inp.dims, dims.count == 4, dims[1...].allSatisfy({ $0 > 0 }) else {
+            throw err(.unsupported, "input '\(inp.name)' must be a 4-D NCHW image tensor with known C, H, W; it is \(inp.dims.map { "\($0)" } ?? "unshaped")")
+        }
+        guard let out = file.outputs.first else { throw err(.parse, "the graph has no outputs") }
+
+        // Producers, duplicate outputs.
+        var producer: [String: Int] = [:]
+        for n in file.nodes {
+            for o in n.outputs where !o.isEmpty {
+                if producer[o] != nil || o == inp.name || consts[o] != nil {
+                    throw err(.parse, "value '\(o)' is defined twice (again by \(n.label))")
+                }
+                producer[o] = n.index
+            }
+        }
+        // Kahn's algorithm.
+        var available = Set(consts.keys)
+        available.insert(inp.name)
+        for n in file.nodes {
+            for i in n.inputs where !i.isEmpty && !available.contains(i) && producer[i] == nil {
+                throw err(.parse, "\(n.label) reads '\(i)', which is neither an initializer, a graph input nor a node output (missing initializer?)")
+            }
+        }
+        var remaining = file.nodes
+        var order: [RawNode] = []
+        while !remaining.isEmpty {
+            let before = remaining.count
+            var next: [RawNode] = []
+            for n in remaining {
+                if n.inputs.allSatisfy({ $0.isEmpty || available.contains($0) }) {
+                    order.append(n)
+                    for o in n.outputs where !o.isEmpty { available.insert(o) }
+                } else { next.append(n) }
+            }
+            remaining = next
+            if remaining.count == before {
+                throw err(.parse, "the graph has a cycle through \(remaining.prefix(4).map(\.label).joined(separator: ", "))")
+            }
+        }
+        guard available.contains(out.name) else { throw err(.parse, "output '\(out.name)' is never computed") }
+
+        // Liveness: nodes the output needs.
+        var needed: Set<String> = [out.name]
+        var live = Set<Int>()
+        for n in order.reversed() where n.outputs.contains(where: { needed.contains($0) }) {
+            live.insert(n.index)
+            for i in n.inputs where !i.isEmpty { needed.insert(i) }
+        }
+
+        var ids: [String: Int] = [:]
+        var names: [String] = []
+        var constants: [Int: Tensor] = [:]
+        func id(_ name: String) -> Int {
+            if let i = ids[name] { return i }
+            ids[name] = names.count
+            names.append(name)
+            return names.count - 1
+        }
+        let inputId = id(inp.name)
+        var nodes: [Node] = []
+        var bnNodes: [(Int, String, Int)] = []
+        var bnParams: [BNParams] = []
+        var signature: [NodeSignature] = []
+        var position: [String: (Int, Int)] = [:]  // value -> (signature position, output slot)
+
+        for raw in order where live.contains(raw.index) {
+            if raw.domain != "" && raw.domain != "ai.onnx" {
+                throw err(.unsupported, "\(raw.label): op domain '\(raw.domain)' is not supported (opset \(file.opset))")
+            }
+            let a = Attrs(node: raw, opset: file.opset)
+            // Constants and identities of constants fold away.
+            if raw.opType == "Constant" {
+                consts[raw.outputs[0]] = try constantValue(a)
+                continue
+            }
+            if raw.opType == "Identity", let c = consts[raw.inputs.first ?? ""] {
+                consts[raw.outputs[0]] = c
+                continue
+            }
+            let inputConsts = raw.inputs.map { $0.isEmpty ? nil : consts[$0] }
+            var bound = Set<Int>()  // inputs bound into the op
+            let op: any Op
+            do {
+                (op, bound) = try makeOp(raw, a, inputConsts, opset: file.opset, bnSlot: bnParams.count)
+            } catch let e as AdamantError {
+                throw AdamantError(e.kind, "\(source): \(e.message)")
+            }
+            if let bn = op as? BatchNorm {
+                let p = BNParams(scale: inputConsts[1]!.floats, bias: inputConsts[2]!.floats,
+                                 mean: inputConsts[3]!.floats, variance: inputConsts[4]!.floats)
+                bnParams.append(p)
+                bnNodes.append((raw.index, raw.outputs[0], bn.channels))
+            }
+            var inIds: [Int] = []
+            var sigInputs: [InputSignature] = []
+            for (k, name) in raw.inputs.enumerated() {
+                if name.isEmpty { sigInputs.append(.empty); continue }
+                if let c = consts[name] {
+                    sigInputs.append(op is BatchNorm && k >= 1 ? .bnParameter : .constant(dims: c.dims, data: c.floats))
+                } else if name == inp.name {
+                    sigInputs.append(.graphInput)
+                } else if let p = position[name] {
+                    sigInputs.append(.node(position: p.0, output: p.1))
+                }
+                if bound.contains(k) { continue }
+                let vid = id(name)
+                if let c = consts[name], constants[vid] == nil { constants[vid] = Tensor(shape: c.dims, data: c.floats) }
+                inIds.append(vid)
+            }
+            let usedOutputs = raw.outputs.enumerated().filter { !$0.element.isEmpty && needed.contains($0.element) }
+            if usedOutputs.contains(where: { $0.offset > 0 }) {
+                throw err(.unsupported, "\(raw.label): only the first output is supported (opset \(file.opset))")
+            }
+            for (k, o) in raw.outputs.enumerated() where !o.isEmpty { position[o] = (signature.count, k) }
+            signature.append(NodeSignature(label: raw.label, opType: raw.opType,
+                                           attributes: describe(raw.attributes), inputs: sigInputs))
+            nodes.append(Node(op: op, inputs: inIds, outputs: [id(raw.outputs[0])], label: raw.label, onnxIndex: raw.index))
+        }
+        let outputId: Int
+        if let c = consts[out.name], ids[out.name] == nil {
+            // A graph whose output is a constant: legal but useless; keep it working.
+            outputId = id(out.name)
+            constants[outputId] = Tensor(shape: c.dims, data: c.floats)
+        } else {
+            outputId = id(out.name)
+        }
+        let graph = Graph(valueNames: names, constants: constants, input: inputId, output: outputId, nodes: nodes,
+                          inputShape: Array(dims[1...]), declaredBatch: dims[0] > 0 ? dims[0] : nil,
+                          inputName: inp.name, outputName: out.name,
+                          bnNodes: bnNodes.map { (onnxIndex: $0.0, outputName: $0.1, channels: $0.2) }, opset: file.opset)
+        // Validate shapes end to end now, so a bad model fails at load, not at the first call.
+        let shapes = try graph.inferShapes(batch: graph.declaredBatch ?? 1).map { $0 }
+        guard let o = shapes[outputId], o.count == 2 else {
+            throw err(.unsupported, "the output '\(out.name)' must be [batch, classes]; it is \(shapes[outputId].map { "\($0)" } ?? "unknown")")
+        }
+        return BuiltGraph(graph: graph, bn: bnParams, signature: signature)
+    }
+
+    /// The tensor of a `Constant` node.
+    static func constantValue(_ a: Attrs) throws -> RawTensor {
+        let n = a.node
+        if case .tensor(let t)? = n.attributes["value"] { return t }
+        if case .float(let f)? = n.attributes["value_float"] { return RawTensor(name: "", dims: [], floats: [f], ints: nil) }
+        if case .floats(let f)? = n.attributes["value_floats"] { return RawTensor(name: "", dims: [f.count], floats: f, ints: nil) }
+        if case .int(let i)? = n.attributes["value_int"] { return RawTensor(name: "", dims: [], floats: [Float(i)], ints: [Int64(i)]) }
+        if case .ints(let i)? = n.attributes["value_ints"] {
+            return RawTensor(name: "", dims: [i.count], floats: i.map { Float($0) }, ints: i.map { Int64($0) })
+        }
+        throw a.unsupported("a Constant without a tensor, float(s) or int(s) value")
+    }
+
+    static func describe(_ attrs: [String: Attribute]) -> String {
+        attrs.keys.sorted().map { k -> String in
+            switch attrs[k]! {
+            case .float(let f): return "\(k)=\(f)"
+            case .int(let i): return "\(k)=\(i)"
+            case .string(let s): return "\(k)='\(s)'"
+            case .floats(let f): return "\(k)=\(f)"
+            case .ints(let i): return "\(k)=\(i)"
+            case .tensor(let t): return "\(k)=tensor\(t.dims):\(t.floats.hashValue)"
+            case .other(let t): return "\(k)=<type \(t)>"
+            }
+        }.joined(separator: ",")
+    }
+
+    /// Builds the op for a node; returns it and the input positions it binds as constants.
+    static func makeOp(_ raw: RawNode, _ a: Attrs, _ c: [RawTensor?], opset: Int, bnSlot: Int) throws -> (any Op, Set<Int>) {
+        func need(_ count: ClosedRange<Int>) throws {
+            guard count.contains(raw.inputs.count) else {
+                throw a.invalid("expects \(count.lowerBound == count.upperBound ? "\(count.lowerBound)" : "\(count.lowerBound)-\(count.upperBound)") inputs, has \(raw.inputs.count)")
+            }
+            guard !raw.inputs[0].isEmpty, c[0] == nil else { throw a.unsupported("a constant or missing first input") }
+        }
+        func const(_ i: Int, _ what: String) throws -> RawTensor {
+            guard i < c.count, let t = c[i] else { throw a.unsupported("a non-constant \(what) (input \(i))") }
+            return t
+        }
+        func ints(_ t: RawTensor) -> [Int] { (t.ints ?? t.floats.map { Int64($0) }).map { Int($0) } }
+        switch raw.opType {
+        case "Conv":
+            try need(2...3)
+            let w = try const(1, "weight")
+            let b = raw.inputs.count > 2 && !raw.inputs[2].isEmpty ? try const(2, "bias") : nil
+            return (try Conv(a, weight: w, bias: b), [1, 2])
+        case "BatchNormalization":
+            try need(5...5)
+            if try a.int("training_mode", 0) != 0 { throw a.unsupported("training_mode=1") }
+            if opset < 9, try a.int("spatial", 1) != 1 { throw a.unsupported("spatial=0") }
+            let p = try (1...4).map { try const($0, ["scale", "bias", "mean", "var"][$0 - 1]) }
+            let ch = p[0].floats.count
+            guard p.allSatisfy({ $0.floats.count == ch }) else { throw a.invalid("scale, bias, mean and var differ in length") }
+            return (BatchNorm(slot: bnSlot, channels: ch, epsilon: try a.float("epsilon", 1e-5)), [1, 2, 3, 4])
+        case "Relu":
+            try need(1...1); return (Relu(), [])
+        case "Identity":
+            try need(1...1); return (IdentityOp(), [])
+        case "Add", "Sub", "Mul", "Div":
+            guard raw.inputs.count == 2 else { throw a.invalid("expects 2 inputs") }
+            if opset < 7, raw.attributes["broadcast"] != nil || raw.attributes["axis"] != nil {
+                throw a.unsupported("legacy broadcast/axis attributes")
+            }
+            return (Binary(kind: Binary.Kind(rawValue: raw.opType)!), [])
+        case "MaxPool":
+            try need(1...1); return (try Pool(a, kind: .max), [])
+        case "AveragePool":
+            try need(1...1); return (try Pool(a, kind: .average), [])
+        case "GlobalAveragePool":
+            try need(1...1); return (GlobalAveragePool(), [])
+        case "Flatten":
+            try need(1...1); return (Flatten(axis: try a.int("axis", 1)), [])
+        case "Reshape":
+            if opset < 5 {
+                try need(1...1)
+                guard let s = try a.ints("shape") else { throw a.invalid("missing shape attribute") }
+                return (Reshape(target: s, allowZero: false), [])
+            }
+            try need(2...2)
+            return (Reshape(target: ints(try const(1, "shape")), allowZero: try a.int("allowzero", 0) != 0), [1])
+        case "Gemm":
+            try need(2...3)
+            let b = try const(1, "B")
+            guard b.dims.count == 2 else { throw a.invalid("B must be 2-D, is \(b.dims)") }
+            let cT = raw.inputs.count > 2 && !raw.inputs[2].isEmpty ? try const(2, "C") : nil
+            return (Gemm(transA: try a.int("transA", 0) != 0, b: b.floats, bRows: b.dims[0], bCols: b.dims[1],
+                         transB: try a.int("transB", 0) != 0, alpha: try a.float("alpha", 1), beta: try a.float("beta", 1),
+                         c: cT?.floats, cShape: cT?.dims ?? []), [1, 2])
+        case "MatMul":
+            try need(2...2)
+            let b = try const(1, "right-hand side")
+            guard b.dims.count == 2 else { throw a.unsupported("a MatMul right-hand side of shape \(b.dims) (2-D only)") }
+            return (MatMul(b: b.floats, k: b.dims[0], n: b.dims[1]), [1])
+        case "Pad":
+            let modeName = try a.string("mode", "constant")
+            guard let mode = Pad.Mode(rawValue: modeName) else { throw a.unsupported("Pad mode '\(modeName)'") }
+            if opset < 11 {
+                try need(1...1)
+                guard let p = try a.ints("pads") ?? a.ints("paddings") else { throw a.invalid("missing pads") }
+                return (Pad(mode: mode, pads: p, value: try a.float("value", 0)), [])
+            }
+            try need(2...4)
+            if raw.inputs.count > 3 && !raw.inputs[3].isEmpty { throw a.unsupported("the axes input") }
+            let v = raw.inputs.count > 2 && !raw.inputs[2].isEmpty ? try const(2, "constant_value").floats.first ?? 0 : 0
+            return (Pad(mode: mode, pads: ints(try const(1, "pads")), value: v), [1, 2, 3])
+        case "Concat":
+            guard !raw.inputs.isEmpty else { throw a.invalid("needs inputs") }
+            guard let ax = raw.attributes["axis"], case .int(let axis) = ax else { throw a.invalid("missing axis") }
+            return (Concat(axis: axis), [])
+        case "Clip":
+            if opset < 11 {
+                try need(1...1)
+                return (Clip(lo: try a.float("min", -.greatestFiniteMagnitude), hi: try a.float("max", .greatestFiniteMagnitude)), [])
+            }
+            try need(1...3)
+            let lo = raw.inputs.count > 1 && !raw.inputs[1].isEmpty ? try const(1, "min").floats.first ?? -.infinity : -.infinity
+            let hi = raw.inputs.count > 2 && !raw.inputs[2].isEmpty ? try const(2, "max").floats.first ?? .infinity : .infinity
+            return (Clip(lo: lo, hi: hi), [1, 2])
+        case "Softmax":
+            try need(1...1)
+            return (Softmax(axis: try a.int("axis", opset < 13 ? 1 : -1), legacy: opset < 13), [])
+        default:
+            throw fail(.unsupported, "op type '\(raw.opType)' (node '\(raw.name.isEmpty ? "#\(raw.index)" : raw.name)', opset \(opset)) is not supported; adamant runs \(supportedOps.joined(separator: ", "))")
+        }
+    }
+}

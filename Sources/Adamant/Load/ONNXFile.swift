@@ -1,0 +1,193 @@
+import COnnx
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// An attribute value of an ONNX node, as read from the protobuf.
+enum Attribute {
+    case float(Float)
+    case int(Int)
+    case string(String)
+    case floats([Float])
+    case ints([Int])
+    case tensor(RawTensor)
+    case other(Int32)
+}
+
+/// A constant read from the file: float data, or integer data for shape-like inputs.
+struct RawTensor {
+    var name: String
+    var dims: [Int]
+    var floats: [Float]
+    /// Set when the stored type is an integer type.
+    var ints: [Int64]?
+}
+
+/// One ONNX node, as written in the file.
+struct RawNode {
+    var index: Int
+    var opType: String
+    var name: String
+    var domain: String
+    var inputs: [String]
+    var outputs: [String]
+    var attributes: [String: Attribute]
+
+    /// The node named for error messages: `Conv 'conv1' (node #3)`.
+    var label: String { "\(opType) '\(name.isEmpty ? "#\(index)" : name)'" }
+}
+
+/// A graph input or output with its declared shape (-1 = symbolic).
+struct RawValueInfo {
+    var name: String
+    var dims: [Int]?
+}
+
+/// An ONNX model read into Swift values: stage one of load -> optimize -> plan -> run.
+struct ONNXFile {
+    var irVersion: Int
+    var opset: Int
+    var producer: String
+    var metadata: [String: String]
+    var inputs: [RawValueInfo]
+    var outputs: [RawValueInfo]
+    var initializers: [String: RawTensor]
+    var nodes: [RawNode]
+    /// The checker's verdict: nil when it passed, else why it was skipped.
+    var checkerNote: String?
+    /// The serialized bytes, kept to write the single-file multi-domain format.
+    var bytes: [UInt8]
+
+    /// Reads a file from disk.
+    static func read(path: String) throws -> ONNXFile {
+        try ONNXFile(bytes: try readFile(path), source: path)
+    }
+
+    /// Parses and validates serialized ModelProto bytes.
+    init(bytes: [UInt8], source: String) throws {
+        var err = [CChar](repeating: 0, count: 1024)
+        var handle: OpaquePointer?
+        let rc = bytes.withUnsafeBytes { buf in
+            ox_parse(buf.baseAddress, buf.count, &handle, &err, err.count)
+        }
+        guard rc == 0, let m = handle else {
+            throw fail(.parse, "\(source): \(String(cString: err))")
+        }
+        defer { ox_free(m) }
+        self.bytes = bytes
+
+        irVersion = Int(ox_ir_version(m))
+        producer = String(cString: ox_producer_name(m))
+        var opset = 0
+        for i in 0..<ox_opset_count(m) {
+            let d = String(cString: ox_opset_domain(m, i))
+            if d.isEmpty || d == "ai.onnx" { opset = Int(ox_opset_version(m, i)) }
+        }
+        if opset == 0 { opset = irVersion < 3 ? 1 : 0 }
+        guard opset > 0 else { throw fail(.parse, "\(source): the model imports no ai.onnx opset") }
+        self.opset = opset
+
+        let check = ox_check(m, &err, err.count)
+        switch check {
+        case 0: checkerNote = nil
+        case 2: checkerNote = String(cString: err)
+        default: throw fail(.parse, "\(source): ONNX checker: \(String(cString: err))")
+        }
+
+        var metadata: [String: String] = [:]
+        for i in 0..<ox_metadata_count(m) {
+            metadata[String(cString: ox_metadata_key(m, i))] = String(cString: ox_metadata_value(m, i))
+        }
+        self.metadata = metadata
+
+        var inits: [String: RawTensor] = [:]
+        for i in 0..<ox_initializer_count(m) {
+            let t = try ONNXFile.readTensor(ox_initializer(m, i)!, source: source)
+            inits[t.name] = t
+        }
+        initializers = inits
+
+        inputs = (0..<ox_input_count(m)).map { i in
+            let rank = ox_input_rank(m, i)
+            return RawValueInfo(name: String(cString: ox_input_name(m, i)),
+                                dims: rank < 0 ? nil : (0..<Int(rank)).map { Int(ox_input_dim(m, i, $0)) })
+        }
+        outputs = (0..<ox_output_count(m)).map { i in
+            let rank = ox_output_rank(m, i)
+            return RawValueInfo(name: String(cString: ox_output_name(m, i)),
+                                dims: rank < 0 ? nil : (0..<Int(rank)).map { Int(ox_output_dim(m, i, $0)) })
+        }
+
+        var nodes: [RawNode] = []
+        for n in 0..<ox_node_count(m) {
+            var attrs: [String: Attribute] = [:]
+            for a in 0..<ox_attr_count(m, n) {
+                let name = String(cString: ox_attr_name(m, n, a))
+                let type = ox_attr_type(m, n, a)
+                switch type {
+                case 1: attrs[name] = .float(ox_attr_f(m, n, a))
+                case 2: attrs[name] = .int(Int(ox_attr_i(m, n, a)))
+                case 3: attrs[name] = .string(String(cString: ox_attr_s(m, n, a)))
+                case 4: attrs[name] = .tensor(try ONNXFile.readTensor(ox_attr_tensor(m, n, a)!, source: source))
+                case 6: attrs[name] = .floats((0..<ox_attr_floats_count(m, n, a)).map { ox_attr_floats_at(m, n, a, $0) })
+                case 7: attrs[name] = .ints((0..<ox_attr_ints_count(m, n, a)).map { Int(ox_attr_ints_at(m, n, a, $0)) })
+                default: attrs[name] = .other(type)
+                }
+            }
+            nodes.append(RawNode(
+                index: n,
+                opType: String(cString: ox_node_op_type(m, n)),
+                name: String(cString: ox_node_name(m, n)),
+                domain: String(cString: ox_node_domain(m, n)),
+                inputs: (0..<ox_node_input_count(m, n)).map { String(cString: ox_node_input(m, n, $0)) },
+                outputs: (0..<ox_node_output_count(m, n)).map { String(cString: ox_node_output(m, n, $0)) },
+                attributes: attrs))
+        }
+        self.nodes = nodes
+    }
+
+    static func readTensor(_ t: OpaquePointer, source: String) throws -> RawTensor {
+        var err = [CChar](repeating: 0, count: 512)
+        let name = String(cString: ox_tensor_name(t))
+        let dims = (0..<ox_tensor_rank(t)).map { Int(ox_tensor_dim(t, $0)) }
+        var n = 0
+        guard ox_tensor_numel(t, &n, &err, err.count) == 0 else {
+            throw fail(.parse, "\(source): \(String(cString: err))")
+        }
+        let dt = ox_tensor_data_type(t)
+        var floats = [Float](repeating: 0, count: n)
+        var ints: [Int64]? = nil
+        if dt == 1 || dt == 11 {
+            guard ox_tensor_to_float(t, &floats, n, &err, err.count) == 0 else {
+                throw fail(.parse, "\(source): \(String(cString: err))")
+            }
+        } else {
+            var iv = [Int64](repeating: 0, count: n)
+            guard ox_tensor_to_int64(t, &iv, n, &err, err.count) == 0 else {
+                throw fail(.unsupported, "\(source): \(String(cString: err))")
+            }
+            ints = iv
+            floats = iv.map { Float($0) }
+        }
+        return RawTensor(name: name, dims: dims, floats: floats, ints: ints)
+    }
+}
+
+/// Reads a whole file, failing with an `.io` error.
+func readFile(_ path: String) throws -> [UInt8] {
+    guard let f = fopen(path, "rb") else {
+        throw fail(.io, "cannot open '\(path)': \(String(cString: strerror(errno)))")
+    }
+    defer { fclose(f) }
+    var out: [UInt8] = []
+    var chunk = [UInt8](repeating: 0, count: 1 << 20)
+    while true {
+        let n = fread(&chunk, 1, chunk.count, f)
+        if n > 0 { out.append(contentsOf: chunk[0..<n]) }
+        if n < chunk.count {
+            if ferror(f) != 0 { throw fail(.io, "error reading '\(path)'") }
+            break
+        }
+    }
+    return out
+}

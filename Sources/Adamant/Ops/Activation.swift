@@ -1,0 +1,110 @@
+/// ONNX `Relu`.
+struct Relu: Op {
+    let type = "Relu"
+    func shapes(_ inputs: [[Int]], _ env: ShapeEnv) throws -> [[Int]] { [inputs[0]] }
+    func forward(_ inputs: [Tensor], _ ctx: ExecContext) throws -> [Tensor] {
+        var y = inputs[0]
+        y.data.withUnsafeMutableBufferPointer { p in
+            for i in 0..<p.count where !(p[i] > 0) { p[i] = 0 }
+        }
+        return [y]
+    }
+    func backward(_ inputs: [Tensor], _ outputs: [Tensor], _ gradOutputs: [Tensor], needs: [Bool],
+                  _ ctx: ExecContext) throws -> [Tensor?] {
+        var dx = gradOutputs[0]
+        let x = inputs[0].data
+        dx.data.withUnsafeMutableBufferPointer { d in
+            x.withUnsafeBufferPointer { xp in
+                for i in 0..<d.count where !(xp[i] > 0) { d[i] = 0 }
+            }
+        }
+        return [dx]
+    }
+}
+
+/// ONNX `Clip` (min/max as attributes before opset 11, as constant inputs after).
+struct Clip: Op {
+    let type = "Clip"
+    let lo: Float
+    let hi: Float
+    func shapes(_ inputs: [[Int]], _ env: ShapeEnv) throws -> [[Int]] { [inputs[0]] }
+    func forward(_ inputs: [Tensor], _ ctx: ExecContext) throws -> [Tensor] {
+        var y = inputs[0]
+        for i in 0..<y.count { y.data[i] = min(max(y.data[i], lo), hi) }
+        return [y]
+    }
+    func backward(_ inputs: [Tensor], _ outputs: [Tensor], _ gradOutputs: [Tensor], needs: [Bool],
+                  _ ctx: ExecContext) throws -> [Tensor?] {
+        var dx = gradOutputs[0]
+        let x = inputs[0].data
+        // Like PyTorch's clamp: gradient passes where lo <= x <= hi.
+        for i in 0..<dx.count where x[i] < lo || x[i] > hi { dx.data[i] = 0 }
+        return [dx]
+    }
+}
+
+/// ONNX `Softmax` along one axis (opset >= 13 semantics; earlier opsets coerce to 2-D at `axis`).
+struct Softmax: Op {
+    let type = "Softmax"
+    let axis: Int
+    /// Opset < 13: flatten to [outer, inner] at axis and softmax over inner.
+    let legacy: Bool
+
+    func shapes(_ inputs: [[Int]], _ env: ShapeEnv) throws -> [[Int]] {
+        let r = inputs[0].count
+        guard axis >= -r && axis < r else { throw fail(.shape, "Softmax axis \(axis) out of range for rank \(r)") }
+        return [inputs[0]]
+    }
+
+    /// (outer, axisLen, inner) view of the data.
+    private func view(_ shape: [Int]) -> (Int, Int, Int) {
+        let a = axis < 0 ? axis + shape.count : axis
+        if legacy { return (Array(shape[..<a]).product, Array(shape[a...]).product, 1) }
+        return (Array(shape[..<a]).product, shape[a], Array(shape[(a + 1)...]).product)
+    }
+
+    func forward(_ inputs: [Tensor], _ ctx: ExecContext) throws -> [Tensor] {
+        var y = inputs[0]
+        let (outer, len, inner) = view(y.shape)
+        for o in 0..<outer {
+            for i in 0..<inner {
+                let base = o * len * inner + i
+                var m = -Float.infinity
+                for k in 0..<len { m = max(m, y.data[base + k * inner]) }
+                var s: Float = 0
+                for k in 0..<len { let e = (y.data[base + k * inner] - m).exp(); y.data[base + k * inner] = e; s += e }
+                for k in 0..<len { y.data[base + k * inner] /= s }
+            }
+        }
+        return [y]
+    }
+
+    func backward(_ inputs: [Tensor], _ outputs: [Tensor], _ gradOutputs: [Tensor], needs: [Bool],
+                  _ ctx: ExecContext) throws -> [Tensor?] {
+        let y = outputs[0]
+        var dx = gradOutputs[0]
+        let (outer, len, inner) = view(y.shape)
+        for o in 0..<outer {
+            for i in 0..<inner {
+                let base = o * len * inner + i
+                var dot: Float = 0
+                for k in 0..<len { dot += dx.data[base + k * inner] * y.data[base + k * inner] }
+                for k in 0..<len {
+                    let j = base + k * inner
+                    dx.data[j] = y.data[j] * (dx.data[j] - dot)
+                }
+            }
+        }
+        return [dx]
+    }
+}
+
+extension Float {
+    /// e^self
+    @inline(__always) func exp() -> Float { Float(Foundation_exp(Double(self))) }
+}
+
+#if canImport(Glibc)
+import Glibc
+@inline(__always) func Foundation_exp(_ x: Double) -> Double { Glibc.exp(x) }
+#endif

@@ -1,0 +1,290 @@
+import CBackend
+
+/// 2-D convolution (ONNX `Conv`, NCHW): im2col + OpenBLAS GEMM, input gradient by GEMM + col2im.
+struct Conv: Op {
+    let type = "Conv"
+    /// [M, C/group, kh, kw]
+    let weight: [Float]
+    let bias: [Float]?
+    let outChannels, inPerGroup, kh, kw: Int
+    let group: Int
+    let strides: (Int, Int)
+    let dilations: (Int, Int)
+    /// top, left, bottom, right (resolved at shape time for SAME_* auto_pad)
+    let pads: (Int, Int, Int, Int)
+    let autoPad: String
+
+    init(_ a: Attrs, weight w: RawTensor, bias b: RawTensor?) throws {
+        guard w.dims.count == 4 else { throw a.unsupported("a \(w.dims.count - 2)-D convolution (weight \(w.dims))") }
+        outChannels = w.dims[0]; inPerGroup = w.dims[1]; kh = w.dims[2]; kw = w.dims[3]
+        weight = w.floats
+        group = try a.int("group", 1)
+        guard group >= 1, outChannels % group == 0 else { throw a.invalid("group \(group) does not divide \(outChannels) output channels") }
+        if let ks = try a.ints("kernel_shape"), ks != [kh, kw] {
+            throw a.invalid("kernel_shape \(ks) does not match the weight's \([kh, kw])")
+        }
+        let s = try a.ints("strides") ?? [1, 1]
+        let d = try a.ints("dilations") ?? [1, 1]
+        let p = try a.ints("pads") ?? [0, 0, 0, 0]
+        guard s.count == 2, d.count == 2, p.count == 4, s.allSatisfy({ $0 >= 1 }), d.allSatisfy({ $0 >= 1 }),
+              p.allSatisfy({ $0 >= 0 }) else {
+            throw a.invalid("strides \(s), dilations \(d) or pads \(p) are invalid for a 2-D convolution")
+        }
+        strides = (s[0], s[1]); dilations = (d[0], d[1]); pads = (p[0], p[1], p[2], p[3])
+        autoPad = try a.string("auto_pad", "NOTSET")
+        guard ["NOTSET", "VALID", "SAME_UPPER", "SAME_LOWER"].contains(autoPad) else { throw a.unsupported("auto_pad \(autoPad)") }
+        if let b {
+            guard b.floats.count == outChannels else { throw a.invalid("bias has \(b.floats.count) values for \(outChannels) channels") }
+            bias = b.floats
+        } else { bias = nil }
+    }
+
+    var parameterCount: Int { weight.count + (bias?.count ?? 0) }
+
+    /// Effective pads (top, left, bottom, right) for an input of size h x w.
+    func resolvedPads(_ h: Int, _ w: Int) -> (Int, Int, Int, Int) {
+        switch autoPad {
+        case "VALID": return (0, 0, 0, 0)
+        case "SAME_UPPER", "SAME_LOWER":
+            func split(_ size: Int, _ k: Int, _ s: Int, _ d: Int) -> (Int, Int) {
+                let out = (size + s - 1) / s
+                let total = max(0, (out - 1) * s + (k - 1) * d + 1 - size)
+                return autoPad == "SAME_UPPER" ? (total / 2, total - total / 2) : (total - total / 2, total / 2)
+            }
+            let (t, b) = split(h, kh, strides.0, dilations.0)
+            let (l, r) = split(w, kw, strides.1, dilations.1)
+            return (t, l, b, r)
+        default: return pads
+        }
+    }
+
+    func shapes(_ inputs: [[Int]], _ env: ShapeEnv) throws -> [[Int]] {
+        let x = inputs[0]
+        guard x.count == 4 else { throw fail(.shape, "Conv expects a 4-D NCHW input, got \(x)") }
+        guard x[1] == inPerGroup * group else {
+            throw fail(.shape, "Conv expects \(inPerGroup * group) input channels, got \(x[1])")
+        }
+        let p = resolvedPads(x[2], x[3])
+        let oh = (x[2] + p.0 + p.2 - dilations.0 * (kh - 1) - 1) / strides.0 + 1
+        let ow = (x[3] + p.1 + p.3 - dilations.1 * (kw - 1) - 1) / strides.1 + 1
+        guard oh >= 1, ow >= 1 else { throw fail(.shape, "Conv kernel \(kh)x\(kw) does not fit input \(x)") }
+        return [[x[0], outChannels, oh, ow]]
+    }
+
+    func flops(_ inputs: [[Int]], _ outputs: [[Int]]) -> Int {
+        2 * outputs[0].product * inPerGroup * kh * kw
+    }
+
+    private func isPointwise(_ p: (Int, Int, Int, Int)) -> Bool {
+        kh == 1 && kw == 1 && strides == (1, 1) && p == (0, 0, 0, 0)
+    }
+
+    /// Samples per GEMM: enough columns to keep the BLAS busy, bounded scratch.
+    private func samplesPerChunk(_ n: Int, _ ohw: Int, _ kdim: Int) -> Int {
+        if ohw >= 1024 { return 1 }
+        let wanted = max(1, 4096 / ohw)
+        let memCap = max(1, (8 << 20) / max(1, kdim * ohw))
+        return max(1, min(n, wanted, memCap))
+    }
+
+    func forward(_ inputs: [Tensor], _ ctx: ExecContext) throws -> [Tensor] {
+        let x = inputs[0]
+        let outShape = try shapes([x.shape], ShapeEnv(declaredBatch: nil, batch: x.shape[0]))[0]
+        let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
+        let (oh, ow) = (outShape[2], outShape[3])
+        let p = resolvedPads(h, w)
+        let mg = outChannels / group
+        let kdim = inPerGroup * kh * kw
+        let ohw = oh * ow
+        var y = Tensor(zeros: outShape)
+        let pointwise = isPointwise(p)
+        let nb = samplesPerChunk(n, ohw, kdim)
+        var col = [Float](repeating: 0, count: (pointwise && nb == 1) ? 0 : kdim * nb * ohw)
+        var tmp = [Float](repeating: 0, count: nb == 1 ? 0 : mg * nb * ohw)
+        x.data.withUnsafeBufferPointer { xp in
+            weight.withUnsafeBufferPointer { wp in
+                y.data.withUnsafeMutableBufferPointer { yp in
+                    col.withUnsafeMutableBufferPointer { cp in
+                        tmp.withUnsafeMutableBufferPointer { tp in
+                            var n0 = 0
+                            while n0 < n {
+                                let cnt = min(nb, n - n0)
+                                for g in 0..<group {
+                                    let wg = wp.baseAddress! + g * mg * kdim
+                                    if nb == 1 {
+                                        let yOut = yp.baseAddress! + (n0 * outChannels + g * mg) * ohw
+                                        let src: UnsafePointer<Float>
+                                        if pointwise {
+                                            src = UnsafePointer(xp.baseAddress! + (n0 * c + g * inPerGroup) * h * w)
+                                        } else {
+                                            im2col(xp.baseAddress! + (n0 * c + g * inPerGroup) * h * w, h, w, oh, ow, p,
+                                                   cp.baseAddress!, ldc: ohw)
+                                            src = UnsafePointer(cp.baseAddress!)
+                                        }
+                                        abk_sgemm(0, 0, Int32(mg), Int32(ohw), Int32(kdim), 1, wg, Int32(kdim), src,
+                                                  Int32(ohw), 0, yOut, Int32(ohw))
+                                    } else {
+                                        let ld = cnt * ohw
+                                        for s in 0..<cnt {
+                                            let xs = xp.baseAddress! + ((n0 + s) * c + g * inPerGroup) * h * w
+                                            im2col(xs, h, w, oh, ow, p, cp.baseAddress! + s * ohw, ldc: ld)
+                                        }
+                                        abk_sgemm(0, 0, Int32(mg), Int32(ld), Int32(kdim), 1, wg, Int32(kdim),
+                                                  cp.baseAddress!, Int32(ld), 0, tp.baseAddress!, Int32(ld))
+                                        for s in 0..<cnt {
+                                            for m in 0..<mg {
+                                                let dst = yp.baseAddress! + ((n0 + s) * outChannels + g * mg + m) * ohw
+                                                dst.update(from: tp.baseAddress! + m * ld + s * ohw, count: ohw)
+                                            }
+                                        }
+                                    }
+                                }
+                                n0 += cnt
+                            }
+                            if let bias {
+                                for s in 0..<n {
+                                    for m in 0..<outChannels {
+                                        let b = bias[m]
+                                        let dst = yp.baseAddress! + (s * outChannels + m) * ohw
+                                        for i in 0..<ohw { dst[i] += b }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        return [y]
+    }
+
+    func backward(_ inputs: [Tensor], _ outputs: [Tensor], _ gradOutputs: [Tensor], needs: [Bool],
+                  _ ctx: ExecContext) throws -> [Tensor?] {
+        guard needs[0] else { return [nil] }
+        let x = inputs[0]
+        let dy = gradOutputs[0]
+        let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
+        let (oh, ow) = (dy.shape[2], dy.shape[3])
+        let p = resolvedPads(h, w)
+        let mg = outChannels / group
+        let kdim = inPerGroup * kh * kw
+        let ohw = oh * ow
+        var dx = Tensor(zeros: x.shape)
+        let pointwise = isPointwise(p)
+        let nb = samplesPerChunk(n, ohw, kdim)
+        var col = [Float](repeating: 0, count: (pointwise && nb == 1) ? 0 : kdim * nb * ohw)
+        var tmp = [Float](repeating: 0, count: nb == 1 ? 0 : mg * nb * ohw)
+        dy.data.withUnsafeBufferPointer { dyp in
+            weight.withUnsafeBufferPointer { wp in
+                dx.data.withUnsafeMutableBufferPointer { dxp in
+                    col.withUnsafeMutableBufferPointer { cp in
+                        tmp.withUnsafeMutableBufferPointer { tp in
+                            var n0 = 0
+                            while n0 < n {
+                                let cnt = min(nb, n - n0)
+                                for g in 0..<group {
+                                    let wg = wp.baseAddress! + g * mg * kdim
+                                    if nb == 1 {
+                                        let dyg = dyp.baseAddress! + (n0 * outChannels + g * mg) * ohw
+                                        let dxg = dxp.baseAddress! + (n0 * c + g * inPerGroup) * h * w
+                                        if pointwise {
+                                            abk_sgemm(1, 0, Int32(kdim), Int32(ohw), Int32(mg), 1, wg, Int32(kdim), dyg,
+                                                      Int32(ohw), 0, dxg, Int32(ohw))
+                                        } else {
+                                            abk_sgemm(1, 0, Int32(kdim), Int32(ohw), Int32(mg), 1, wg, Int32(kdim), dyg,
+                                                      Int32(ohw), 0, cp.baseAddress!, Int32(ohw))
+                                            col2im(cp.baseAddress!, ldc: ohw, h, w, oh, ow, p, dxg)
+                                        }
+                                    } else {
+                                        let ld = cnt * ohw
+                                        for s in 0..<cnt {
+                                            for m in 0..<mg {
+                                                let src = dyp.baseAddress! + ((n0 + s) * outChannels + g * mg + m) * ohw
+                                                (tp.baseAddress! + m * ld + s * ohw).update(from: src, count: ohw)
+                                            }
+                                        }
+                                        abk_sgemm(1, 0, Int32(kdim), Int32(ld), Int32(mg), 1, wg, Int32(kdim),
+                                                  tp.baseAddress!, Int32(ld), 0, cp.baseAddress!, Int32(ld))
+                                        for s in 0..<cnt {
+                                            let dxs = dxp.baseAddress! + ((n0 + s) * c + g * inPerGroup) * h * w
+                                            col2im(cp.baseAddress! + s * ohw, ldc: ld, h, w, oh, ow, p, dxs)
+                                        }
+                                    }
+                                }
+                                n0 += cnt
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        return [dx]
+    }
+
+    /// Unfolds one sample's group channels into rows (c, ki, kj) x columns (oh, ow) with row stride ldc.
+    private func im2col(_ x: UnsafePointer<Float>, _ h: Int, _ w: Int, _ oh: Int, _ ow: Int,
+                        _ p: (Int, Int, Int, Int), _ col: UnsafeMutablePointer<Float>, ldc: Int) {
+        let (sh, sw) = strides
+        let (dh, dw) = dilations
+        var row = 0
+        for ci in 0..<inPerGroup {
+            let xc = x + ci * h * w
+            for ki in 0..<kh {
+                for kj in 0..<kw {
+                    let dst = col + row * ldc
+                    row += 1
+                    let jOff = kj * dw - p.1
+                    // Range of ow whose input column lies inside [0, w).
+                    let owLo = jOff < 0 ? min(ow, (-jOff + sw - 1) / sw) : 0
+                    let owHi = w - 1 - jOff < 0 ? owLo : max(owLo, min(ow, (w - 1 - jOff) / sw + 1))
+                    for o in 0..<oh {
+                        let ih = o * sh + ki * dh - p.0
+                        let d = dst + o * ow
+                        if ih < 0 || ih >= h {
+                            d.update(repeating: 0, count: ow)
+                            continue
+                        }
+                        let src = xc + ih * w
+                        if owLo > 0 { d.update(repeating: 0, count: owLo) }
+                        if sw == 1 {
+                            if owHi > owLo { (d + owLo).update(from: src + owLo + jOff, count: owHi - owLo) }
+                        } else {
+                            var iw = owLo * sw + jOff
+                            for q in owLo..<owHi { d[q] = src[iw]; iw += sw }
+                        }
+                        if owHi < ow { (d + owHi).update(repeating: 0, count: ow - owHi) }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Adds the columns back into one sample's group channels (the adjoint of im2col).
+    private func col2im(_ col: UnsafePointer<Float>, ldc: Int, _ h: Int, _ w: Int, _ oh: Int, _ ow: Int,
+                        _ p: (Int, Int, Int, Int), _ x: UnsafeMutablePointer<Float>) {
+        let (sh, sw) = strides
+        let (dh, dw) = dilations
+        var row = 0
+        for ci in 0..<inPerGroup {
+            let xc = x + ci * h * w
+            for ki in 0..<kh {
+                for kj in 0..<kw {
+                    let src = col + row * ldc
+                    row += 1
+                    let jOff = kj * dw - p.1
+                    for o in 0..<oh {
+                        let ih = o * sh + ki * dh - p.0
+                        if ih < 0 || ih >= h { continue }
+                        let dst = xc + ih * w
+                        let s = src + o * ow
+                        var iw = jOff
+                        for q in 0..<ow {
+                            if iw >= 0 && iw < w { dst[iw] += s[q] }
+                            iw += sw
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

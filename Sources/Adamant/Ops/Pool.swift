@@ -1,0 +1,165 @@
+/// ONNX `MaxPool` and `AveragePool` over NCHW.
+struct Pool: Op {
+    enum Kind { case max, average }
+    let kind: Kind
+    var type: String { kind == .max ? "MaxPool" : "AveragePool" }
+    let kh, kw: Int
+    let strides: (Int, Int)
+    let dilations: (Int, Int)
+    let pads: (Int, Int, Int, Int)
+    let ceilMode: Bool
+    let countIncludePad: Bool
+    let autoPad: String
+
+    init(_ a: Attrs, kind: Kind) throws {
+        self.kind = kind
+        guard let k = try a.ints("kernel_shape"), k.count == 2, k.allSatisfy({ $0 >= 1 }) else {
+            throw a.invalid("kernel_shape must list two positive sizes (only 2-D pooling is supported)")
+        }
+        kh = k[0]; kw = k[1]
+        let s = try a.ints("strides") ?? [1, 1]
+        let d = try a.ints("dilations") ?? [1, 1]
+        let p = try a.ints("pads") ?? [0, 0, 0, 0]
+        guard s.count == 2, d.count == 2, p.count == 4, s.allSatisfy({ $0 >= 1 }), d.allSatisfy({ $0 >= 1 }),
+              p.allSatisfy({ $0 >= 0 }) else { throw a.invalid("invalid strides \(s), dilations \(d) or pads \(p)") }
+        strides = (s[0], s[1]); dilations = (d[0], d[1]); pads = (p[0], p[1], p[2], p[3])
+        ceilMode = try a.int("ceil_mode", 0) != 0
+        countIncludePad = try a.int("count_include_pad", 0) != 0
+        autoPad = try a.string("auto_pad", "NOTSET")
+        guard ["NOTSET", "VALID", "SAME_UPPER", "SAME_LOWER"].contains(autoPad) else { throw a.unsupported("auto_pad \(autoPad)") }
+        if kind == .max, try a.int("storage_order", 0) != 0 { throw a.unsupported("storage_order 1") }
+    }
+
+    private func resolved(_ h: Int, _ w: Int) -> (Int, Int, Int, Int) {
+        switch autoPad {
+        case "VALID": return (0, 0, 0, 0)
+        case "SAME_UPPER", "SAME_LOWER":
+            func split(_ size: Int, _ k: Int, _ s: Int, _ d: Int) -> (Int, Int) {
+                let out = (size + s - 1) / s
+                let total = max(0, (out - 1) * s + (k - 1) * d + 1 - size)
+                return autoPad == "SAME_UPPER" ? (total / 2, total - total / 2) : (total - total / 2, total / 2)
+            }
+            let (t, b) = split(h, kh, strides.0, dilations.0)
+            let (l, r) = split(w, kw, strides.1, dilations.1)
+            return (t, l, b, r)
+        default: return pads
+        }
+    }
+
+    private func outSize(_ size: Int, _ k: Int, _ s: Int, _ d: Int, _ p0: Int, _ p1: Int) -> Int {
+        let span = size + p0 + p1 - ((k - 1) * d + 1)
+        guard span >= 0 else { return 0 }
+        var o = (ceilMode ? (span + s - 1) / s : span / s) + 1
+        // A window must start inside the input or the left padding.
+        if ceilMode && (o - 1) * s >= size + p0 { o -= 1 }
+        return o
+    }
+
+    func shapes(_ inputs: [[Int]], _ env: ShapeEnv) throws -> [[Int]] {
+        let x = inputs[0]
+        guard x.count == 4 else { throw fail(.shape, "\(type) expects a 4-D NCHW input, got \(x)") }
+        let p = resolved(x[2], x[3])
+        let oh = outSize(x[2], kh, strides.0, dilations.0, p.0, p.2)
+        let ow = outSize(x[3], kw, strides.1, dilations.1, p.1, p.3)
+        guard oh >= 1, ow >= 1 else { throw fail(.shape, "\(type) window \(kh)x\(kw) does not fit input \(x)") }
+        return [[x[0], x[1], oh, ow]]
+    }
+
+    func flops(_ inputs: [[Int]], _ outputs: [[Int]]) -> Int { outputs[0].product * kh * kw }
+
+    /// Visits each output position with its valid input taps.
+    private func run(_ shape: [Int], _ out: [Int], _ body: (_ plane: Int, _ o: Int, _ taps: [Int], _ divisor: Int) -> Void) {
+        let (h, w) = (shape[2], shape[3])
+        let p = resolved(h, w)
+        let (oh, ow) = (out[2], out[3])
+        var taps: [Int] = []
+        taps.reserveCapacity(kh * kw)
+        for plane in 0..<(shape[0] * shape[1]) {
+            for i in 0..<oh {
+                for j in 0..<ow {
+                    taps.removeAll(keepingCapacity: true)
+                    let h0 = i * strides.0 - p.0, w0 = j * strides.1 - p.1
+                    var padded = 0
+                    for ki in 0..<kh {
+                        let ih = h0 + ki * dilations.0
+                        for kj in 0..<kw {
+                            let iw = w0 + kj * dilations.1
+                            if ih >= -p.0 && ih < h + p.2 && iw >= -p.1 && iw < w + p.3 { padded += 1 }
+                            if ih >= 0 && ih < h && iw >= 0 && iw < w { taps.append(plane * h * w + ih * w + iw) }
+                        }
+                    }
+                    body(plane, (plane * oh + i) * ow + j, taps, countIncludePad ? padded : taps.count)
+                }
+            }
+        }
+    }
+
+    func forward(_ inputs: [Tensor], _ ctx: ExecContext) throws -> [Tensor] {
+        let x = inputs[0]
+        let outShape = try shapes([x.shape], ShapeEnv(declaredBatch: nil, batch: x.shape[0]))[0]
+        var y = Tensor(zeros: outShape)
+        run(x.shape, outShape) { _, o, taps, divisor in
+            if kind == .max {
+                var m = -Float.infinity
+                for t in taps where x.data[t] > m || m.isNaN { m = x.data[t] }
+                y.data[o] = m
+            } else {
+                var s: Float = 0
+                for t in taps { s += x.data[t] }
+                y.data[o] = divisor > 0 ? s / Float(divisor) : 0
+            }
+        }
+        return [y]
+    }
+
+    func backward(_ inputs: [Tensor], _ outputs: [Tensor], _ gradOutputs: [Tensor], needs: [Bool],
+                  _ ctx: ExecContext) throws -> [Tensor?] {
+        let x = inputs[0], g = gradOutputs[0]
+        var dx = Tensor(zeros: x.shape)
+        run(x.shape, g.shape) { _, o, taps, divisor in
+            if kind == .max {
+                var best = -1
+                for t in taps where best < 0 || x.data[t] > x.data[best] { best = t }
+                if best >= 0 { dx.data[best] += g.data[o] }
+            } else if divisor > 0 {
+                let v = g.data[o] / Float(divisor)
+                for t in taps { dx.data[t] += v }
+            }
+        }
+        return [dx]
+    }
+}
+
+/// ONNX `GlobalAveragePool`: mean over all spatial positions.
+struct GlobalAveragePool: Op {
+    let type = "GlobalAveragePool"
+    func shapes(_ inputs: [[Int]], _ env: ShapeEnv) throws -> [[Int]] {
+        let x = inputs[0]
+        guard x.count >= 3 else { throw fail(.shape, "GlobalAveragePool expects rank >= 3, got \(x)") }
+        return [[x[0], x[1]] + [Int](repeating: 1, count: x.count - 2)]
+    }
+    func flops(_ inputs: [[Int]], _ outputs: [[Int]]) -> Int { inputs[0].product }
+    func forward(_ inputs: [Tensor], _ ctx: ExecContext) throws -> [Tensor] {
+        let x = inputs[0]
+        let planes = x.shape[0] * x.shape[1]
+        let inner = Array(x.shape[2...]).product
+        var y = Tensor(zeros: try shapes([x.shape], ShapeEnv(declaredBatch: nil, batch: 0))[0])
+        for p in 0..<planes {
+            var s: Float = 0
+            for i in 0..<inner { s += x.data[p * inner + i] }
+            y.data[p] = s / Float(inner)
+        }
+        return [y]
+    }
+    func backward(_ inputs: [Tensor], _ outputs: [Tensor], _ gradOutputs: [Tensor], needs: [Bool],
+                  _ ctx: ExecContext) throws -> [Tensor?] {
+        let x = inputs[0], g = gradOutputs[0]
+        let inner = Array(x.shape[2...]).product
+        var dx = Tensor(zeros: x.shape)
+        for p in 0..<(x.shape[0] * x.shape[1]) {
+            let v = g.data[p] / Float(inner)
+            for i in 0..<inner { dx.data[p * inner + i] = v }
+        }
+        return [dx]
+    }
+}

@@ -1,0 +1,68 @@
+/// Runs a ``Graph``: stage four of load -> optimize -> plan -> run.
+///
+/// `forward` evaluates the nodes in order; with `keep` it keeps every value for `backward`, which
+/// walks the nodes in reverse and returns the gradient with respect to the graph input.
+struct Executor {
+    let graph: Graph
+    /// For each value, the index of the last node that reads it (to free memory early).
+    let lastUse: [Int]
+    let dependsOnInput: [Bool]
+
+    init(graph: Graph) {
+        self.graph = graph
+        var last = [Int](repeating: -1, count: graph.valueNames.count)
+        for (k, n) in graph.nodes.enumerated() { for i in n.inputs { last[i] = k } }
+        last[graph.output] = Int.max
+        lastUse = last
+        dependsOnInput = graph.dependsOnInput()
+    }
+
+    /// Evaluates the graph on a normalized NCHW batch.
+    func forward(_ x: Tensor, _ ctx: ExecContext, keep: Bool) throws -> (output: Tensor, values: [Tensor?]) {
+        var values = [Tensor?](repeating: nil, count: graph.valueNames.count)
+        for (id, t) in graph.constants { values[id] = t }
+        values[graph.input] = x
+        for (k, n) in graph.nodes.enumerated() {
+            let ins = n.inputs.map { values[$0]! }
+            let outs: [Tensor]
+            do { outs = try n.op.forward(ins, ctx) } catch let e as AdamantError {
+                throw AdamantError(e.kind, "\(n.label): \(e.message)")
+            }
+            for (i, o) in n.outputs.enumerated() { values[o] = outs[i] }
+            if !keep {
+                for i in n.inputs where lastUse[i] == k && graph.constants[i] == nil { values[i] = nil }
+            }
+        }
+        guard let y = values[graph.output] else { throw fail(.internal, "output was not computed") }
+        return (y, values)
+    }
+
+    /// Gradient of sum(output * gradOutput) with respect to the graph input.
+    func backward(_ values: [Tensor?], gradOutput: Tensor, _ ctx: ExecContext) throws -> Tensor {
+        var grads = [Tensor?](repeating: nil, count: graph.valueNames.count)
+        grads[graph.output] = gradOutput
+        for n in graph.nodes.reversed() {
+            guard n.outputs.contains(where: { grads[$0] != nil }) else { continue }
+            let needs = n.inputs.map { dependsOnInput[$0] }
+            guard needs.contains(true) else { continue }
+            let ins = n.inputs.map { values[$0]! }
+            let outs = n.outputs.map { values[$0]! }
+            let gOut = n.outputs.map { grads[$0] ?? Tensor(zeros: values[$0]!.shape) }
+            let gIn: [Tensor?]
+            do { gIn = try n.op.backward(ins, outs, gOut, needs: needs, ctx) } catch let e as AdamantError {
+                throw AdamantError(e.kind, "\(n.label) (backward): \(e.message)")
+            }
+            for (i, vid) in n.inputs.enumerated() where needs[i] {
+                guard let g = gIn[i] else { continue }
+                if var acc = grads[vid] {
+                    for j in 0..<acc.count { acc.data[j] += g.data[j] }
+                    grads[vid] = acc
+                } else {
+                    grads[vid] = g
+                }
+            }
+            for o in n.outputs where o != graph.output { grads[o] = nil }
+        }
+        return grads[graph.input] ?? Tensor(zeros: values[graph.input]!.shape)
+    }
+}

@@ -1,0 +1,154 @@
+/// Per-sample losses adamant differentiates.
+public enum Loss: Int32, Sendable {
+    /// Cross-entropy: -log softmax(z)[label].
+    case crossEntropy = 0
+    /// Carlini-Wagner margin: max_{j != label} z_j - z_label.
+    case cwMargin = 1
+}
+
+/// A per-thread execution context for one model: runs inference, gradients and attacks.
+/// Not thread-safe; create one per thread (the model itself is shared).
+public final class Session {
+    /// The model this session runs.
+    public let model: Model
+
+    /// Creates a session for `model`.
+    public init(model: Model) { self.model = model }
+
+    /// Checks a pixel batch's length and returns its batch tensor after normalization.
+    func normalizedInput(_ x: UnsafeBufferPointer<Float>, batch: Int) throws -> Tensor {
+        guard batch >= 1 else { throw fail(.shape, "batch must be at least 1") }
+        let per = model.inputShape.product
+        let (need, o) = batch.multipliedReportingOverflow(by: per)
+        guard !o, x.count == need else {
+            throw fail(.shape, "expected \(batch) x \(model.inputShape) = \(o ? "too many" : "\(need)") floats, got \(x.count)")
+        }
+        var t = Tensor(shape: [batch] + model.inputShape, data: Array(x))
+        normalize(&t)
+        return t
+    }
+
+    func normalize(_ t: inout Tensor) {
+        guard let mean = model.preprocessing.mean, let std = model.preprocessing.std else { return }
+        let c = model.inputShape[0], hw = model.inputShape[1] * model.inputShape[2]
+        for n in 0..<t.shape[0] {
+            for ch in 0..<c {
+                let base = (n * c + ch) * hw
+                let (m, s) = (mean[ch], std[ch])
+                for i in 0..<hw { t.data[base + i] = (t.data[base + i] - m) / s }
+            }
+        }
+    }
+
+    func context(domain: Int, batch: Int, calibration: CalibrationRecorder? = nil) throws -> ExecContext {
+        try model.checkDomain(domain)
+        return ExecContext(bn: model.bn[domain], declaredBatch: model.graph.declaredBatch, batch: batch, calibration: calibration)
+    }
+
+    /// Logits [batch, classes] for pixel-space images through BN `domain`.
+    public func predict(_ x: UnsafeBufferPointer<Float>, batch: Int, domain: Int) throws -> [Float] {
+        let t = try normalizedInput(x, batch: batch)
+        return try logits(t, domain: domain)
+    }
+
+    /// Convenience overload for arrays.
+    public func predict(_ x: [Float], batch: Int, domain: Int) throws -> [Float] {
+        try x.withUnsafeBufferPointer { try predict($0, batch: batch, domain: domain) }
+    }
+
+    func logits(_ normalized: Tensor, domain: Int) throws -> [Float] {
+        let ctx = try context(domain: domain, batch: normalized.shape[0])
+        let y = try model.executor.forward(normalized, ctx, keep: false).output
+        try checkOutput(y, batch: normalized.shape[0])
+        return y.data
+    }
+
+    func checkOutput(_ y: Tensor, batch: Int) throws {
+        guard y.shape == [batch, model.numClasses] else {
+            throw fail(.shape, "the model produced \(y.shape) for a batch of \(batch); expected \([batch, model.numClasses]) (is the graph per-sample?)")
+        }
+    }
+
+    /// Per-sample losses and their gradients with respect to the pixel-space input.
+    public func gradient(_ x: UnsafeBufferPointer<Float>, batch: Int, labels: [Int64], loss: Loss, domain: Int) throws
+        -> (loss: [Float], gradient: [Float], logits: [Float]) {
+        let t = try normalizedInput(x, batch: batch)
+        return try gradient(normalized: t, labels: labels, loss: loss, domain: domain)
+    }
+
+    /// Convenience overload for arrays.
+    public func gradient(_ x: [Float], batch: Int, labels: [Int64], loss: Loss, domain: Int) throws
+        -> (loss: [Float], gradient: [Float], logits: [Float]) {
+        try x.withUnsafeBufferPointer { try gradient($0, batch: batch, labels: labels, loss: loss, domain: domain) }
+    }
+
+    func checkLabels(_ labels: [Int64], batch: Int, what: String = "label") throws {
+        guard labels.count == batch else { throw fail(.shape, "expected \(batch) \(what)s, got \(labels.count)") }
+        for (i, l) in labels.enumerated() where l < 0 || l >= Int64(model.numClasses) {
+            throw fail(.invalidArgument, "\(what) \(l) of sample \(i) is out of range [0, \(model.numClasses))")
+        }
+    }
+
+    func gradient(normalized t: Tensor, labels: [Int64], loss: Loss, domain: Int) throws
+        -> (loss: [Float], gradient: [Float], logits: [Float]) {
+        let batch = t.shape[0]
+        try checkLabels(labels, batch: batch)
+        let ctx = try context(domain: domain, batch: batch)
+        let (y, values) = try model.executor.forward(t, ctx, keep: true)
+        try checkOutput(y, batch: batch)
+        let (l, dz) = Losses.evaluate(logits: y.data, classes: model.numClasses, labels: labels, loss: loss)
+        var g = try model.executor.backward(values, gradOutput: Tensor(shape: y.shape, data: dz), ctx)
+        // Back through the normalization: d(pixel) = d(normalized) / std.
+        if let std = model.preprocessing.std {
+            let c = model.inputShape[0], hw = model.inputShape[1] * model.inputShape[2]
+            for n in 0..<batch { for ch in 0..<c { let s = std[ch]; for i in 0..<hw { g.data[(n * c + ch) * hw + i] /= s } } }
+        }
+        return (l, g.data, y.data)
+    }
+}
+
+/// Per-sample losses and their gradients with respect to the logits.
+enum Losses {
+    static func evaluate(logits: [Float], classes k: Int, labels: [Int64], loss: Loss) -> ([Float], [Float]) {
+        let n = labels.count
+        var l = [Float](repeating: 0, count: n)
+        var dz = [Float](repeating: 0, count: n * k)
+        for i in 0..<n {
+            let z = logits[(i * k)..<((i + 1) * k)].map { Double($0) }
+            let y = Int(labels[i])
+            switch loss {
+            case .crossEntropy:
+                let m = z.max()!
+                let e = z.map { ($0 - m).exponential }
+                let s = e.reduce(0, +)
+                l[i] = Float(m + s.logarithm - z[y])
+                for j in 0..<k { dz[i * k + j] = Float(e[j] / s) - (j == y ? 1 : 0) }
+            case .cwMargin:
+                var best = -1
+                for j in 0..<k where j != y && (best < 0 || z[j] > z[best]) { best = j }
+                if best < 0 { continue }
+                l[i] = Float(z[best] - z[y])
+                dz[i * k + best] = 1
+                dz[i * k + y] = -1
+            }
+        }
+        return (l, dz)
+    }
+
+    /// Index of the largest logit of each sample.
+    static func argmax(_ logits: [Float], classes k: Int) -> [Int64] {
+        (0..<(logits.count / k)).map { i in
+            var b = 0
+            for j in 1..<k where logits[i * k + j] > logits[i * k + b] { b = j }
+            return Int64(b)
+        }
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+extension Double {
+    var exponential: Double { Glibc.exp(self) }
+    var logarithm: Double { Glibc.log(self) }
+}
+#endif

@@ -1,0 +1,359 @@
+// The C ABI of include/adamant.h: `public @_cdecl` functions only. Every argument is validated
+// here, so a bad call returns a status and a message instead of trapping in the host process.
+import Adamant
+import AdamantABI
+import CBackend
+
+let versionString: StaticString = "0.1.0"
+
+@_cdecl("adm_version")
+public func adm_version() -> UnsafePointer<CChar> {
+    UnsafeRawPointer(versionString.utf8Start).assumingMemoryBound(to: CChar.self)
+}
+
+@_cdecl("adm_abi_version")
+public func adm_abi_version() -> Int32 { 1 }
+
+@_cdecl("adm_last_error")
+public func adm_last_error() -> UnsafePointer<CChar> { LastError.pointer }
+
+@_cdecl("adm_backend_info")
+public func adm_backend_info() -> UnsafePointer<CChar> { abk_info() }
+
+@_cdecl("adm_set_num_threads")
+public func adm_set_num_threads(_ threads: Int32) -> adm_status {
+    guarded {
+        guard threads >= 0 && threads <= 1024 else { throw invalid("threads must be in [0, 1024], got \(threads)") }
+        abk_set_threads(threads)
+    }
+}
+
+// MARK: Loading
+
+@_cdecl("adm_load_options_default")
+public func adm_load_options_default(_ opts: UnsafeMutablePointer<adm_load_options>?) {
+    guard let opts else { return }
+    opts.pointee = adm_load_options()
+    opts.pointee.struct_size = MemoryLayout<adm_load_options>.size
+    opts.pointee.pixel_min = 0
+    opts.pointee.pixel_max = 1
+}
+
+func loadOptions(_ p: UnsafePointer<adm_load_options>?) throws -> LoadOptions {
+    var o = LoadOptions()
+    guard let p else { return o }
+    guard p.pointee.struct_size == MemoryLayout<adm_load_options>.size else {
+        throw invalid("adm_load_options.struct_size is \(p.pointee.struct_size), expected \(MemoryLayout<adm_load_options>.size) (call adm_load_options_default)")
+    }
+    let v = p.pointee
+    if v.mean != nil || v.mean_len > 0 { o.mean = Array(try buffer(v.mean, try count(v.mean_len, "mean_len"), "mean")) }
+    if v.std != nil || v.std_len > 0 { o.std = Array(try buffer(v.std, try count(v.std_len, "std_len"), "std")) }
+    if v.set_pixel_range != 0 { o.pixelRange = (v.pixel_min, v.pixel_max) }
+    if let d = v.default_domain { o.defaultDomain = String(cString: d) }
+    return o
+}
+
+@_cdecl("adm_model_load")
+public func adm_model_load(_ path: UnsafePointer<CChar>?, _ opts: UnsafePointer<adm_load_options>?,
+                           _ out: UnsafeMutablePointer<OpaquePointer?>?) -> adm_status {
+    guarded {
+        let out = try required(out, "out")
+        out.pointee = nil
+        let m = try Model.load(path: try string(path, "path"), options: try loadOptions(opts))
+        out.pointee = retained(ModelBox(m))
+    }
+}
+
+@_cdecl("adm_model_load_memory")
+public func adm_model_load_memory(_ data: UnsafeRawPointer?, _ len: Int, _ opts: UnsafePointer<adm_load_options>?,
+                                  _ out: UnsafeMutablePointer<OpaquePointer?>?) -> adm_status {
+    guarded {
+        let out = try required(out, "out")
+        out.pointee = nil
+        let n = try count(len, "len")
+        let bytes = n == 0 ? [] : Array(UnsafeRawBufferPointer(start: try required(data, "data"), count: n))
+        let m = try Model.load(bytes: bytes, options: try loadOptions(opts))
+        out.pointee = retained(ModelBox(m))
+    }
+}
+
+@_cdecl("adm_model_load_domains")
+public func adm_model_load_domains(_ names: UnsafePointer<UnsafePointer<CChar>?>?,
+                                   _ paths: UnsafePointer<UnsafePointer<CChar>?>?, _ n: Int,
+                                   _ opts: UnsafePointer<adm_load_options>?,
+                                   _ out: UnsafeMutablePointer<OpaquePointer?>?) -> adm_status {
+    guarded {
+        let out = try required(out, "out")
+        out.pointee = nil
+        let c = try count(n, "count")
+        guard c >= 1 else { throw invalid("count must be at least 1") }
+        let names = try required(names, "names"), paths = try required(paths, "paths")
+        let list = try (0..<c).map { i in
+            (name: try string(names[i], "names[\(i)]"), path: try string(paths[i], "paths[\(i)]"))
+        }
+        let m = try Model.load(domains: list, options: try loadOptions(opts))
+        out.pointee = retained(ModelBox(m))
+    }
+}
+
+@_cdecl("adm_model_free")
+public func adm_model_free(_ model: OpaquePointer?) {
+    guard let model, let b = try? modelBox(model) else { return }
+    Unmanaged.passUnretained(b).release()
+}
+
+@_cdecl("adm_model_save")
+public func adm_model_save(_ model: OpaquePointer?, _ path: UnsafePointer<CChar>?) -> adm_status {
+    guarded { try modelBox(model).model.save(to: try string(path, "path")) }
+}
+
+// MARK: Introspection
+
+@_cdecl("adm_model_domain_count")
+public func adm_model_domain_count(_ model: OpaquePointer?, _ out: UnsafeMutablePointer<Int>?) -> adm_status {
+    guarded { try required(out, "out").pointee = try modelBox(model).model.domains.count }
+}
+
+@_cdecl("adm_model_domain_name")
+public func adm_model_domain_name(_ model: OpaquePointer?, _ index: Int,
+                                  _ out: UnsafeMutablePointer<UnsafePointer<CChar>?>?) -> adm_status {
+    guarded {
+        let out = try required(out, "out")
+        let b = try modelBox(model)
+        guard index >= 0 && index < b.domainNames.count else {
+            throw AdamantError(.domain, "domain index \(index) out of range; the model has \(b.domainNames.count)")
+        }
+        out.pointee = UnsafePointer(b.domainNames[index])
+    }
+}
+
+@_cdecl("adm_model_domain_index")
+public func adm_model_domain_index(_ model: OpaquePointer?, _ name: UnsafePointer<CChar>?,
+                                   _ out: UnsafeMutablePointer<Int>?) -> adm_status {
+    guarded {
+        let out = try required(out, "out")
+        out.pointee = try modelBox(model).model.domainIndex(try string(name, "name"))
+    }
+}
+
+@_cdecl("adm_model_default_domain")
+public func adm_model_default_domain(_ model: OpaquePointer?, _ out: UnsafeMutablePointer<Int>?) -> adm_status {
+    guarded { try required(out, "out").pointee = try modelBox(model).model.defaultDomain }
+}
+
+@_cdecl("adm_model_input_shape")
+public func adm_model_input_shape(_ model: OpaquePointer?, _ c: UnsafeMutablePointer<Int>?,
+                                  _ h: UnsafeMutablePointer<Int>?, _ w: UnsafeMutablePointer<Int>?) -> adm_status {
+    guarded {
+        let s = try modelBox(model).model.inputShape
+        let (c, h, w) = (try required(c, "channels"), try required(h, "height"), try required(w, "width"))
+        c.pointee = s[0]; h.pointee = s[1]; w.pointee = s[2]
+    }
+}
+
+@_cdecl("adm_model_num_classes")
+public func adm_model_num_classes(_ model: OpaquePointer?, _ out: UnsafeMutablePointer<Int>?) -> adm_status {
+    guarded { try required(out, "out").pointee = try modelBox(model).model.numClasses }
+}
+
+@_cdecl("adm_model_pixel_range")
+public func adm_model_pixel_range(_ model: OpaquePointer?, _ lo: UnsafeMutablePointer<Float>?,
+                                  _ hi: UnsafeMutablePointer<Float>?) -> adm_status {
+    guarded {
+        let p = try modelBox(model).model.preprocessing
+        let (lo, hi) = (try required(lo, "lo"), try required(hi, "hi"))
+        lo.pointee = p.pixelMin; hi.pointee = p.pixelMax
+    }
+}
+
+@_cdecl("adm_model_info_json")
+public func adm_model_info_json(_ model: OpaquePointer?, _ buf: UnsafeMutablePointer<CChar>?, _ bufLen: Int,
+                                _ needed: UnsafeMutablePointer<Int>?) -> adm_status {
+    guarded {
+        let needed = try required(needed, "needed")
+        let json = try modelBox(model).model.info().json
+        let bytes = Array(json.utf8) + [0]
+        needed.pointee = bytes.count
+        guard bufLen >= bytes.count else {
+            if bufLen > 0, let buf { buf[0] = 0 }
+            throw invalid("buffer of \(bufLen) bytes is too small; \(bytes.count) needed")
+        }
+        let dst = try required(buf, "buf")
+        bytes.withUnsafeBufferPointer { src in
+            UnsafeMutableRawPointer(dst).copyMemory(from: src.baseAddress!, byteCount: bytes.count)
+        }
+    }
+}
+
+// MARK: Contexts and inference
+
+@_cdecl("adm_context_create")
+public func adm_context_create(_ model: OpaquePointer?, _ out: UnsafeMutablePointer<OpaquePointer?>?) -> adm_status {
+    guarded {
+        let out = try required(out, "out")
+        out.pointee = nil
+        out.pointee = retained(ContextBox(try modelBox(model)))
+    }
+}
+
+@_cdecl("adm_context_free")
+public func adm_context_free(_ ctx: OpaquePointer?) {
+    guard let ctx, let b = try? contextBox(ctx) else { return }
+    Unmanaged.passUnretained(b).release()
+}
+
+@_cdecl("adm_predict")
+public func adm_predict(_ ctx: OpaquePointer?, _ domain: Int, _ x: UnsafePointer<Float>?, _ xLen: Int, _ batch: Int,
+                        _ logits: UnsafeMutablePointer<Float>?, _ logitsLen: Int) -> adm_status {
+    guarded {
+        let s = try contextBox(ctx).session
+        let b = try count(batch, "batch")
+        let xs = try buffer(x, try count(xLen, "x_len"), "x")
+        let need = b * s.model.numClasses
+        guard logitsLen == need else {
+            throw AdamantError(.shape, "logits_len is \(logitsLen); \(b) x \(s.model.numClasses) = \(need) needed")
+        }
+        let out = try required(logits, "logits")
+        let y = try s.predict(xs, batch: b, domain: domain)
+        out.update(from: y, count: need)
+    }
+}
+
+// MARK: Gradients
+
+@_cdecl("adm_gradient")
+public func adm_gradient(_ ctx: OpaquePointer?, _ domain: Int, _ loss: Int32, _ x: UnsafePointer<Float>?, _ xLen: Int,
+                         _ batch: Int, _ labels: UnsafePointer<Int64>?, _ labelsLen: Int,
+                         _ lossOut: UnsafeMutablePointer<Float>?, _ lossLen: Int,
+                         _ grad: UnsafeMutablePointer<Float>?, _ gradLen: Int) -> adm_status {
+    guarded {
+        let s = try contextBox(ctx).session
+        guard let l = Loss(rawValue: loss) else { throw invalid("unknown loss \(loss) (ADM_LOSS_CE = 0, ADM_LOSS_CW = 1)") }
+        let b = try count(batch, "batch")
+        let xs = try buffer(x, try count(xLen, "x_len"), "x")
+        let ls = Array(try buffer(labels, try count(labelsLen, "labels_len"), "labels"))
+        if lossOut != nil && lossLen != b { throw AdamantError(.shape, "loss_len is \(lossLen), batch is \(b)") }
+        if grad != nil && gradLen != xLen { throw AdamantError(.shape, "grad_len is \(gradLen), x_len is \(xLen)") }
+        let r = try s.gradient(xs, batch: b, labels: ls, loss: l, domain: domain)
+        lossOut?.update(from: r.loss, count: b)
+        grad?.update(from: r.gradient, count: r.gradient.count)
+    }
+}
+
+// MARK: Attacks
+
+@_cdecl("adm_attack_config_default")
+public func adm_attack_config_default(_ cfg: UnsafeMutablePointer<adm_attack_config>?) {
+    guard let cfg else { return }
+    let d = PGDConfig()
+    var c = adm_attack_config()
+    c.struct_size = MemoryLayout<adm_attack_config>.size
+    c.norm = d.norm.rawValue
+    c.eps = d.eps
+    c.alpha = d.alpha
+    c.steps = Int32(d.steps)
+    c.random_start = d.randomStart ? 1 : 0
+    c.restarts = Int32(d.restarts)
+    c.loss = d.loss.rawValue
+    c.target_mode = 0
+    c.early_stop = 0
+    c.seed = 0
+    cfg.pointee = c
+}
+
+func pgdConfig(_ p: UnsafePointer<adm_attack_config>?, batch: Int) throws -> PGDConfig {
+    let v = try required(p, "cfg").pointee
+    guard v.struct_size == MemoryLayout<adm_attack_config>.size else {
+        throw invalid("adm_attack_config.struct_size is \(v.struct_size), expected \(MemoryLayout<adm_attack_config>.size) (call adm_attack_config_default)")
+    }
+    var c = PGDConfig()
+    guard let norm = Norm(rawValue: v.norm) else { throw invalid("unknown norm \(v.norm)") }
+    guard let loss = Loss(rawValue: v.loss) else { throw invalid("unknown loss \(v.loss)") }
+    c.norm = norm; c.loss = loss
+    c.eps = v.eps; c.alpha = v.alpha
+    c.steps = Int(v.steps); c.restarts = Int(v.restarts)
+    c.randomStart = v.random_start != 0
+    c.earlyStop = v.early_stop != 0
+    c.attackDomain = v.attack_domain; c.evalDomain = v.eval_domain
+    c.seed = v.seed
+    switch v.target_mode {
+    case 0: c.targets = .untargeted
+    case 1:
+        let t = Array(try buffer(v.targets, try count(v.targets_len, "targets_len"), "targets"))
+        guard t.count == batch else { throw AdamantError(.shape, "targets_len is \(t.count), batch is \(batch)") }
+        c.targets = .targeted(t)
+    case 2: c.targets = .random
+    default: throw invalid("unknown target_mode \(v.target_mode)")
+    }
+    return c
+}
+
+@_cdecl("adm_attack_pgd")
+public func adm_attack_pgd(_ ctx: OpaquePointer?, _ cfg: UnsafePointer<adm_attack_config>?, _ x: UnsafePointer<Float>?,
+                           _ xLen: Int, _ batch: Int, _ labels: UnsafePointer<Int64>?, _ labelsLen: Int,
+                           _ xAdv: UnsafeMutablePointer<Float>?, _ xAdvLen: Int,
+                           _ outputs: UnsafeMutablePointer<adm_attack_outputs>?) -> adm_status {
+    guarded {
+        let s = try contextBox(ctx).session
+        let b = try count(batch, "batch")
+        let c = try pgdConfig(cfg, batch: b)
+        let xs = try buffer(x, try count(xLen, "x_len"), "x")
+        let ls = Array(try buffer(labels, try count(labelsLen, "labels_len"), "labels"))
+        guard xAdvLen == xLen else { throw AdamantError(.shape, "x_adv_len is \(xAdvLen), x_len is \(xLen)") }
+        let dst = try required(xAdv, "x_adv")
+        if let o = outputs {
+            guard o.pointee.struct_size == MemoryLayout<adm_attack_outputs>.size else {
+                throw invalid("adm_attack_outputs.struct_size is \(o.pointee.struct_size), expected \(MemoryLayout<adm_attack_outputs>.size)")
+            }
+            guard o.pointee.len == b else { throw AdamantError(.shape, "outputs->len is \(o.pointee.len), batch is \(b)") }
+        }
+        let r = try s.pgd(xs, batch: b, labels: ls, config: c)
+        dst.update(from: r.adversarial, count: r.adversarial.count)
+        if let o = outputs?.pointee {
+            for i in 0..<b {
+                o.success?[i] = r.success[i] ? 1 : 0
+                o.loss?[i] = r.loss[i]
+                o.steps_used?[i] = r.stepsUsed[i]
+                o.targets?[i] = r.targets[i]
+                o.predictions?[i] = r.predictions[i]
+            }
+        }
+    }
+}
+
+// MARK: Calibration
+
+@_cdecl("adm_calibrator_create")
+public func adm_calibrator_create(_ model: OpaquePointer?, _ baseDomain: Int,
+                                  _ out: UnsafeMutablePointer<OpaquePointer?>?) -> adm_status {
+    guarded {
+        let out = try required(out, "out")
+        out.pointee = nil
+        out.pointee = retained(CalibratorBox(try Calibrator(model: try modelBox(model).model, baseDomain: baseDomain)))
+    }
+}
+
+@_cdecl("adm_calibrator_add")
+public func adm_calibrator_add(_ cal: OpaquePointer?, _ x: UnsafePointer<Float>?, _ xLen: Int, _ batch: Int) -> adm_status {
+    guarded {
+        let c = try calibratorBox(cal).calibrator
+        try c.add(try buffer(x, try count(xLen, "x_len"), "x"), batch: try count(batch, "batch"))
+    }
+}
+
+@_cdecl("adm_calibrator_finish")
+public func adm_calibrator_finish(_ cal: OpaquePointer?, _ name: UnsafePointer<CChar>?,
+                                  _ out: UnsafeMutablePointer<OpaquePointer?>?) -> adm_status {
+    guarded {
+        let out = try required(out, "out")
+        out.pointee = nil
+        let m = try calibratorBox(cal).calibrator.finish(name: try string(name, "name"))
+        out.pointee = retained(ModelBox(m))
+    }
+}
+
+@_cdecl("adm_calibrator_free")
+public func adm_calibrator_free(_ cal: OpaquePointer?) {
+    guard let cal, let b = try? calibratorBox(cal) else { return }
+    Unmanaged.passUnretained(b).release()
+}

@@ -1,0 +1,2 @@
+import Adamant
+AdamantCommand.main()

@@ -1,0 +1,52 @@
+/*
+ * backend.h — adamant's compute backend: CPU feature detection and GEMM.
+ *
+ * GEMM comes from OpenBLAS, loaded with dlopen so that adamant can choose
+ * its kernel before OpenBLAS initialises: Debian's DYNAMIC_ARCH build falls
+ * back to slow Prescott kernels on CPU models it does not know. When the CPU
+ * reports AVX-512 (F, BW, DQ, VL) *and* the OS enables the ZMM state (XCR0
+ * bits 1,2,5,6,7), adamant asks for the SkylakeX kernels; with AVX2+FMA (and
+ * the YMM state enabled) for Haswell ones. A user's own OPENBLAS_CORETYPE
+ * always wins. If OpenBLAS cannot be loaded a portable (slow) GEMM is used
+ * and abk_info() says so.
+ */
+#ifndef ADAMANT_BACKEND_H
+#define ADAMANT_BACKEND_H
+#include <stddef.h>
+#include <stdint.h>
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** CPU facts from CPUID and XGETBV. */
+typedef struct abk_cpu {
+    char vendor[13];
+    int family, model;
+    int avx2, fma, avx512;  /**< CPUID feature bits (avx512 = F+BW+DQ+VL) */
+    int os_avx, os_avx512;  /**< XCR0 says the OS saves YMM / ZMM state */
+} abk_cpu;
+
+/** Reads the CPU's features (cheap; no side effects). */
+void abk_cpu_features(abk_cpu *out);
+
+/** Loads OpenBLAS once (thread-safe). Returns 1 if OpenBLAS is in use, 0 for the fallback GEMM. */
+int abk_init(void);
+
+/** Row-major single-precision GEMM: C = alpha * op(A) * op(B) + beta * C. */
+void abk_sgemm(int trans_a, int trans_b, int m, int n, int k, float alpha, const float *a, int lda,
+               const float *b, int ldb, float beta, float *c, int ldc);
+
+/** Threads used by GEMM (0 = one per available CPU). */
+void abk_set_threads(int n);
+int abk_get_threads(void);
+
+/** GEMM kernel name as the BLAS reports it (e.g. "SkylakeX"), or "portable". */
+const char *abk_kernel(void);
+
+/** One-line description: library, version/config, kernel, threads, CPU features. */
+const char *abk_info(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

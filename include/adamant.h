@@ -1,0 +1,315 @@
+/*
+ * adamant.h — the public C ABI of adamant.
+ *
+ * adamant loads trained ResNets from ONNX, keeps one or more named BatchNorm
+ * domains (e.g. "clean" and "adv", as in Mixture BN), runs batched float32
+ * inference through the domain the caller picks, computes input gradients
+ * and generates PGD adversarial examples.
+ *
+ * Conventions
+ *  - Every function that can fail returns an adm_status. ADM_OK is 0. On
+ *    failure, adm_last_error() returns a message for the calling thread that
+ *    stays valid until that thread's next adamant call.
+ *  - Handles are opaque. An adm_model is immutable after loading and may be
+ *    shared by any number of threads. An adm_context owns scratch memory and
+ *    must be used by one thread at a time; create one per thread.
+ *  - Every buffer crosses the boundary with its length in elements. A length
+ *    that does not match the shape is an error (ADM_ERR_SHAPE), never a
+ *    silent over-read.
+ *  - Images are float32 NCHW in *pixel space* (by default [0,1]); per-channel
+ *    normalization (mean/std) belongs to the model and is applied inside.
+ *  - Labels and targets are int64 class indices.
+ *  - NULL where a pointer is required is ADM_ERR_INVALID_ARGUMENT.
+ *  - Ownership: whatever adamant allocates and hands out (models, contexts,
+ *    calibrators) is released with the matching *_free function. Strings
+ *    returned as `const char *` are owned by adamant.
+ *
+ * Versioning: ADAMANT_ABI_VERSION changes when a declaration here changes
+ * incompatibly. Structs that may grow carry `struct_size` as their first
+ * field; set it to sizeof(the struct) (the *_default functions do).
+ */
+#ifndef ADAMANT_H
+#define ADAMANT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** ABI version of this header. Compare with adm_abi_version() at run time. */
+#define ADAMANT_ABI_VERSION 1
+
+/** Status codes returned by every fallible call. */
+typedef int32_t adm_status;
+#define ADM_OK                   0 /**< success */
+#define ADM_ERR_INVALID_ARGUMENT 1 /**< NULL pointer, bad value, bad struct_size */
+#define ADM_ERR_IO               2 /**< a file could not be read or written */
+#define ADM_ERR_PARSE            3 /**< malformed or invalid ONNX model */
+#define ADM_ERR_UNSUPPORTED      4 /**< an op or attribute adamant does not run */
+#define ADM_ERR_SHAPE            5 /**< wrong batch shape or buffer length */
+#define ADM_ERR_DOMAIN           6 /**< unknown BN domain, or domains that disagree */
+#define ADM_ERR_INTERNAL         7 /**< a bug in adamant: please report it */
+
+/** Opaque model: graph, weights and every BN domain. Immutable, thread-safe. */
+typedef struct adm_model adm_model;
+/** Opaque per-thread execution context owning scratch memory. */
+typedef struct adm_context adm_context;
+/** Opaque accumulator that builds a new BN domain from data. */
+typedef struct adm_calibrator adm_calibrator;
+
+/* ------------------------------------------------------------------------ */
+/* Library                                                                  */
+/* ------------------------------------------------------------------------ */
+
+/** Library version string, e.g. "0.1.0". Never NULL. */
+const char *adm_version(void);
+
+/** ABI version compiled into the library (compare with ADAMANT_ABI_VERSION). */
+int32_t adm_abi_version(void);
+
+/** Message describing the calling thread's last failure ("" if none). Never NULL. */
+const char *adm_last_error(void);
+
+/**
+ * Describes the compute backend: BLAS library and version, the GEMM kernel
+ * in use (e.g. "SkylakeX"), thread count, and CPU features (AVX2, AVX-512,
+ * whether the OS enables AVX-512 state). Never NULL.
+ */
+const char *adm_backend_info(void);
+
+/**
+ * Sets the number of threads adamant's compute backend uses (0 = one per
+ * online CPU, the default). Affects every model and context in the process.
+ */
+adm_status adm_set_num_threads(int32_t threads);
+
+/* ------------------------------------------------------------------------ */
+/* Loading                                                                  */
+/* ------------------------------------------------------------------------ */
+
+/**
+ * Options for loading a model. Initialise with adm_load_options_default().
+ * mean/std override the preprocessing stored in the model (NULL = keep the
+ * stored one; models without one get no normalization). Their length must
+ * equal the model's input channels.
+ */
+typedef struct adm_load_options {
+    size_t struct_size;          /**< sizeof(adm_load_options) */
+    const float *mean;           /**< per-channel mean in pixel units, or NULL */
+    size_t mean_len;             /**< length of mean */
+    const float *std;            /**< per-channel std in pixel units, or NULL */
+    size_t std_len;              /**< length of std */
+    int32_t set_pixel_range;     /**< non-zero: use pixel_min/pixel_max below */
+    float pixel_min;             /**< lowest valid pixel value (default 0) */
+    float pixel_max;             /**< highest valid pixel value (default 1) */
+    const char *default_domain;  /**< NULL = keep the model's default domain */
+} adm_load_options;
+
+/** Fills *opts with defaults (no overrides). */
+void adm_load_options_default(adm_load_options *opts);
+
+/**
+ * Loads a model from one ONNX file. The file is either a plain ONNX model
+ * (one BN domain named "default") or adamant's single-file multi-domain
+ * format (see README: extra BN tensors as initializers named
+ * "adamant.domain.<domain>.<bn output>.<scale|bias|mean|var>" plus
+ * metadata_props "adamant.domains", "adamant.default_domain",
+ * "adamant.mean", "adamant.std", "adamant.pixel_range").
+ * opts may be NULL. On success *out owns a new model.
+ */
+adm_status adm_model_load(const char *path, const adm_load_options *opts, adm_model **out);
+
+/** Like adm_model_load, from bytes in memory (copied; the caller keeps data). */
+adm_status adm_model_load_memory(const void *data, size_t len, const adm_load_options *opts,
+                                 adm_model **out);
+
+/**
+ * Loads a set of per-domain ONNX exports of one network: names[i] is the
+ * domain stored in paths[i]. The graphs and every non-BN tensor must be
+ * identical; otherwise ADM_ERR_DOMAIN names the first difference. A network
+ * without BatchNormalization nodes (BN folded at export) cannot carry more
+ * than one domain and is rejected. The first name is the default domain
+ * unless opts->default_domain says otherwise.
+ */
+adm_status adm_model_load_domains(const char *const *names, const char *const *paths, size_t count,
+                                  const adm_load_options *opts, adm_model **out);
+
+/** Releases a model. NULL is allowed. Contexts made from it must be freed first. */
+void adm_model_free(adm_model *model);
+
+/** Writes the model, with all its domains and preprocessing, as one ONNX file
+ *  that ONNX Runtime runs unchanged with the default domain. */
+adm_status adm_model_save(const adm_model *model, const char *path);
+
+/* ------------------------------------------------------------------------ */
+/* Introspection                                                            */
+/* ------------------------------------------------------------------------ */
+
+/** Number of BN domains (>= 1). */
+adm_status adm_model_domain_count(const adm_model *model, size_t *out);
+
+/** Name of domain `index`; the string lives as long as the model. */
+adm_status adm_model_domain_name(const adm_model *model, size_t index, const char **out);
+
+/** Index of the domain called `name` (ADM_ERR_DOMAIN if there is none). */
+adm_status adm_model_domain_index(const adm_model *model, const char *name, size_t *out);
+
+/** Index of the default domain. */
+adm_status adm_model_default_domain(const adm_model *model, size_t *out);
+
+/** Per-sample input shape: channels, height, width. */
+adm_status adm_model_input_shape(const adm_model *model, size_t *channels, size_t *height,
+                                 size_t *width);
+
+/** Number of output classes (logits per sample). */
+adm_status adm_model_num_classes(const adm_model *model, size_t *out);
+
+/** Valid pixel range [lo, hi] that attacks clip to. */
+adm_status adm_model_pixel_range(const adm_model *model, float *lo, float *hi);
+
+/**
+ * A JSON description of the model (inputs, classes, domains, op counts,
+ * parameters, FLOPs per sample, preprocessing). Writes at most buf_len bytes
+ * including the terminating NUL into buf (may be NULL when buf_len is 0) and
+ * always sets *needed to the full length including the NUL. Returns
+ * ADM_ERR_INVALID_ARGUMENT if buf_len < *needed (buf then holds nothing useful).
+ */
+adm_status adm_model_info_json(const adm_model *model, char *buf, size_t buf_len, size_t *needed);
+
+/* ------------------------------------------------------------------------ */
+/* Contexts and inference                                                   */
+/* ------------------------------------------------------------------------ */
+
+/** Creates a context for `model` (which must outlive it). */
+adm_status adm_context_create(const adm_model *model, adm_context **out);
+
+/** Releases a context. NULL is allowed. */
+void adm_context_free(adm_context *ctx);
+
+/**
+ * Runs inference on `batch` images through BN domain `domain`.
+ * x: batch*C*H*W floats (x_len), pixel space. logits: batch*classes floats.
+ */
+adm_status adm_predict(adm_context *ctx, size_t domain, const float *x, size_t x_len, size_t batch,
+                       float *logits, size_t logits_len);
+
+/* ------------------------------------------------------------------------ */
+/* Gradients                                                                */
+/* ------------------------------------------------------------------------ */
+
+/** Per-sample losses. Each sample's gradient depends on that sample alone. */
+typedef int32_t adm_loss;
+/** Cross-entropy of softmax(logits) against label: -log p_label. */
+#define ADM_LOSS_CE 0
+/** Carlini-Wagner margin: max_{j != label} z_j - z_label (> 0 means misclassified). */
+#define ADM_LOSS_CW 1
+
+/**
+ * Computes, for each sample, loss(model(x), label) through BN domain
+ * `domain` (inference mode) and its gradient with respect to the pixel-space
+ * input. loss_out (batch floats) may be NULL; grad (x_len floats) may be
+ * NULL. Labels must lie in [0, classes).
+ */
+adm_status adm_gradient(adm_context *ctx, size_t domain, adm_loss loss, const float *x, size_t x_len,
+                        size_t batch, const int64_t *labels, size_t labels_len, float *loss_out,
+                        size_t loss_len, float *grad, size_t grad_len);
+
+/* ------------------------------------------------------------------------ */
+/* Attacks                                                                  */
+/* ------------------------------------------------------------------------ */
+
+/** Threat-model norm. */
+typedef int32_t adm_norm;
+#define ADM_NORM_LINF 0 /**< L-infinity ball, sign-gradient steps */
+#define ADM_NORM_L2   1 /**< L2 ball, normalized-gradient steps */
+
+/** How targets are chosen. */
+typedef int32_t adm_target_mode;
+#define ADM_UNTARGETED     0 /**< ascend the loss on the true label */
+#define ADM_TARGETED       1 /**< descend the loss on caller-given targets */
+#define ADM_TARGETED_RANDOM 2 /**< targets drawn uniformly among the wrong classes */
+
+/**
+ * PGD configuration. Names and defaults follow torchattacks' PGD:
+ * eps=8/255, alpha=2/255, steps=10, random_start=1. eps and alpha are in
+ * pixel units. FGSM is steps=1, alpha=eps, random_start=0.
+ */
+typedef struct adm_attack_config {
+    size_t struct_size;          /**< sizeof(adm_attack_config) */
+    adm_norm norm;               /**< ADM_NORM_LINF (default) or ADM_NORM_L2 */
+    float eps;                   /**< radius of the ball (> 0) */
+    float alpha;                 /**< step size (> 0) */
+    int32_t steps;               /**< PGD iterations (>= 1) */
+    int32_t random_start;        /**< non-zero: start uniformly in the ball */
+    int32_t restarts;            /**< independent runs; per sample the strongest is kept (>= 1) */
+    adm_loss loss;               /**< ADM_LOSS_CE (default) or ADM_LOSS_CW */
+    adm_target_mode target_mode; /**< ADM_UNTARGETED (default), ADM_TARGETED, ADM_TARGETED_RANDOM */
+    const int64_t *targets;      /**< ADM_TARGETED: batch target labels, each != label */
+    size_t targets_len;          /**< length of targets */
+    int32_t early_stop;          /**< non-zero: stop a sample once it succeeds (default 0) */
+    size_t attack_domain;        /**< BN domain used to compute gradients */
+    size_t eval_domain;          /**< BN domain used to judge success */
+    uint64_t seed;               /**< RNG seed (random start, random targets) */
+} adm_attack_config;
+
+/** Fills *cfg with torchattacks-compatible defaults; both domains 0, seed 0. */
+void adm_attack_config_default(adm_attack_config *cfg);
+
+/**
+ * Optional per-sample outputs of an attack. Any pointer may be NULL; the
+ * non-NULL ones must hold `len` == batch elements.
+ */
+typedef struct adm_attack_outputs {
+    size_t struct_size;   /**< sizeof(adm_attack_outputs) */
+    size_t len;           /**< batch size of every array below */
+    uint8_t *success;     /**< 1 if the attack succeeded under eval_domain */
+    float *loss;          /**< final loss (attack_domain) of the kept example */
+    int32_t *steps_used;  /**< steps run for the kept example */
+    int64_t *targets;     /**< target per sample (-1 when untargeted) */
+    int64_t *predictions; /**< eval_domain prediction on the adversarial example */
+} adm_attack_outputs;
+
+/**
+ * Runs PGD on `batch` images x with true labels, writing adversarial images
+ * to x_adv (x_len floats, may alias nothing). Success means prediction !=
+ * label (untargeted) or prediction == target (targeted), judged with
+ * eval_domain. Deterministic for a given seed and thread count.
+ * outputs may be NULL.
+ */
+adm_status adm_attack_pgd(adm_context *ctx, const adm_attack_config *cfg, const float *x,
+                          size_t x_len, size_t batch, const int64_t *labels, size_t labels_len,
+                          float *x_adv, size_t x_adv_len, adm_attack_outputs *outputs);
+
+/* ------------------------------------------------------------------------ */
+/* Calibration: build a new BN domain from data                             */
+/* ------------------------------------------------------------------------ */
+
+/**
+ * Starts building a new BN domain from model's `base_domain`: affine
+ * parameters are copied from the base; running mean/var are re-estimated
+ * from the batches added (each BN normalizes with its batch's statistics, as
+ * in training mode; the per-batch means and unbiased variances are averaged
+ * with equal weight per image). Fails with ADM_ERR_UNSUPPORTED for models
+ * without BatchNormalization nodes.
+ */
+adm_status adm_calibrator_create(const adm_model *model, size_t base_domain, adm_calibrator **out);
+
+/** Adds `batch` (>= 2) pixel-space images to the statistics. */
+adm_status adm_calibrator_add(adm_calibrator *cal, const float *x, size_t x_len, size_t batch);
+
+/**
+ * Returns a new model: `model`'s domains plus domain `name` (which must not
+ * exist yet) with the estimated statistics. The calibrator stays usable.
+ */
+adm_status adm_calibrator_finish(adm_calibrator *cal, const char *name, adm_model **out);
+
+/** Releases a calibrator. NULL is allowed. */
+void adm_calibrator_free(adm_calibrator *cal);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* ADAMANT_H */
