@@ -1,0 +1,116 @@
+import ArgumentParser
+import Adamant
+import Foundation
+
+/// PGD settings shared by attack, eval and calibrate.
+struct AttackOptions: ParsableArguments {
+    @Option(help: "Radius in pixel units (e.g. 8/255).") var eps: String = "8/255"
+    @Option(help: "Step size in pixel units (default: eps/4 for PGD, eps for FGSM).") var alpha: String?
+    @Option(help: "PGD iterations.") var steps: Int = 10
+    @Option(help: "linf or l2.") var norm: String = "linf"
+    @Option(help: "'random' (uniform among wrong classes) or a class index; omit for untargeted.") var targeted: String?
+    @Option(help: "Independent restarts; per sample the strongest is kept.") var restarts: Int = 1
+    @Option(help: "ce or cw.") var loss: String = "ce"
+    @Flag(inversion: .prefixedNo, help: "Start uniformly inside the ball.") var randomStart = true
+    @Flag(help: "Stop a sample once it succeeds.") var earlyStop = false
+    @Option(help: "Domain whose gradients drive the attack (default: the evaluated domain).") var attackDomain: String?
+    @Option(help: "Random seed.") var seed: UInt64 = 0
+
+    func config(model: Model, batchLabels: [Int64]? = nil, fgsm: Bool = false) throws -> PGDConfig {
+        var c = PGDConfig()
+        c.eps = try parseNumber(eps)
+        c.alpha = try alpha.map(parseNumber) ?? (fgsm ? c.eps : c.eps / 4)
+        c.steps = fgsm ? 1 : steps
+        c.randomStart = fgsm ? false : randomStart
+        c.restarts = restarts
+        c.earlyStop = earlyStop
+        c.seed = seed
+        switch norm.lowercased() {
+        case "linf", "inf": c.norm = .linf
+        case "l2": c.norm = .l2
+        default: throw ValidationError("--norm must be linf or l2")
+        }
+        switch loss.lowercased() {
+        case "ce": c.loss = .crossEntropy
+        case "cw": c.loss = .cwMargin
+        default: throw ValidationError("--loss must be ce or cw")
+        }
+        if let t = targeted {
+            if t == "random" { c.targets = .random }
+            else if let cls = Int64(t), let labels = batchLabels { c.targets = .targeted([Int64](repeating: cls, count: labels.count)) }
+            else if Int64(t) == nil { throw ValidationError("--targeted must be 'random' or a class index") }
+        }
+        return c
+    }
+
+    var isTargeted: Bool { targeted != nil }
+}
+
+struct Attack: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Generate adversarial images (PNG) and a JSON report.",
+        discussion: "Labels come from the dataset folders, or --label for image files (default: the model's own prediction).")
+    @OptionGroup var model: ModelOptions
+    @Argument(help: "Image files (JPEG/PNG), or one .tar/.tar.gz/directory of <class>/<image>.") var images: [String] = []
+    @OptionGroup var attack: AttackOptions
+    @Option(help: "Domain that judges success (default: the default domain).") var evalDomain: String?
+    @Option(help: "True label for image files (default: the model's prediction on the clean image).") var label: Int64?
+    @Option(help: "Read at most this many images.") var limit: Int = 0
+    @Option(help: "Images per attack call.") var batchSize: Int = 100
+    @Option(name: [.customShort("o"), .long], help: "Output directory for PNGs and report.json.") var output: String = "adamant-attack"
+    @Flag(help: "Use FGSM (one step of size eps).") var fgsm = false
+
+    func run() throws {
+        var opts = model, inputs = images
+        if !opts.domainFiles.isEmpty, let first = opts.model { inputs.insert(first, at: 0); opts.model = nil }
+        let m = try opts.load()
+        let set = try loadInputs(inputs, model: m, limit: limit)
+        let session = Session(model: m)
+        let evalD = try evalDomain.map { try resolveDomains($0, m)[0] } ?? m.defaultDomain
+        let attackD = try attack.attackDomain.map { try resolveDomains($0, m)[0] } ?? evalD
+        let per = m.inputShape.reduce(1, *)
+        var labels = set.labels ?? []
+        if labels.isEmpty {
+            if let l = label { labels = [Int64](repeating: l, count: set.count) } else {
+                let z = try session.predict(set.pixels, batch: set.count, domain: evalD)
+                labels = (0..<set.count).map { i in
+                    let row = z[(i * m.numClasses)..<((i + 1) * m.numClasses)]
+                    return Int64(row.indices.max { row[$0] < row[$1] }! - i * m.numClasses)
+                }
+            }
+        }
+        try FileManager.default.createDirectory(atPath: output, withIntermediateDirectories: true)
+        var c = try attack.config(model: m, batchLabels: labels, fgsm: fgsm)
+        c.attackDomain = attackD; c.evalDomain = evalD
+        let bar = ProgressBar(total: set.count, label: "attack")
+        var records: [[String: Any]] = []
+        var start = 0
+        while start < set.count {
+            let n = min(batchSize, set.count - start)
+            var cc = c
+            if case .targeted(let t) = c.targets { cc.targets = .targeted(Array(t[start..<(start + n)])) }
+            let x = Array(set.pixels[(start * per)..<((start + n) * per)])
+            let r = try session.pgd(x, batch: n, labels: Array(labels[start..<(start + n)]), config: cc)
+            for i in 0..<n {
+                let file = String(format: "%05d.png", start + i)
+                try writePNG(output + "/" + file, r.adversarial[(i * per)..<((i + 1) * per)], shape: m.inputShape)
+                var linf: Float = 0, l2: Float = 0
+                for j in 0..<per { let d = r.adversarial[i * per + j] - x[i * per + j]; linf = max(linf, abs(d)); l2 += d * d }
+                records.append(["source": set.names[start + i], "png": file, "label": Int(labels[start + i]),
+                                "target": Int(r.targets[i]), "prediction": Int(r.predictions[i]), "success": r.success[i],
+                                "loss": Double(r.loss[i]), "steps_used": Int(r.stepsUsed[i]),
+                                "linf": Double(linf), "l2": Double(l2.squareRoot())])
+            }
+            start += n
+            bar.update(start)
+        }
+        let rate = Double(records.filter { $0["success"] as! Bool }.count) / Double(max(1, records.count))
+        let report: [String: Any] = [
+            "model": model.model ?? model.domainFiles.joined(separator: ","), "attack_domain": m.domains[attackD],
+            "eval_domain": m.domains[evalD], "eps": Double(c.eps), "alpha": Double(c.alpha), "steps": c.steps,
+            "norm": attack.norm, "targeted": attack.targeted ?? "no", "restarts": c.restarts, "seed": c.seed,
+            "success_rate": rate, "images": records]
+        try writeJSON(report, to: output + "/report.json")
+        print("attack success rate \(percent(rate)) on \(records.count) images (\(m.domains[attackD]) -> \(m.domains[evalD])); wrote \(output)/report.json and \(records.count) PNGs")
+    }
+}

@@ -1,0 +1,149 @@
+import ArgumentParser
+import Adamant
+import Foundation
+
+struct Eval: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Accuracy under attack per BN domain, as in the paper's tables.",
+        discussion: """
+        For each evaluated domain: clean accuracy, accuracy under attack, and attack success rate
+        (untargeted: prediction != label; targeted: prediction == target, over all images). The attack
+        runs through the evaluated domain unless --attack-domain is given.
+        """)
+    @OptionGroup var model: ModelOptions
+    @Option(help: "A .tar/.tar.gz/directory of <class>/<image> (e.g. ../shared/data/cifar10/test.tar.gz).") var data: String
+    @Option(help: "Use at most this many images, spread evenly over the sorted set (0 = all).") var limit: Int = 1000
+    @Option(help: "pgd, fgsm or none.") var attack: String = "pgd"
+    @OptionGroup var attackOptions: AttackOptions
+    @Option(help: "Domains to evaluate (comma-separated, or 'all').") var domains: String = "all"
+    @Option(help: "Images per call.") var batchSize: Int = 100
+    @Option(help: "Write the results as JSON to this file.") var json: String?
+
+    func run() throws {
+        let m = try model.load()
+        let set = try readDataset(data, limit: limit)
+        guard set.shape == m.inputShape else { throw ValidationError("images are \(set.shape), the model expects \(m.inputShape)") }
+        let labels = set.labels!
+        let session = Session(model: m)
+        let doms = try resolveDomains(domains, m)
+        let kind = attack.lowercased()
+        guard ["pgd", "fgsm", "none"].contains(kind) else { throw ValidationError("--attack must be pgd, fgsm or none") }
+        let per = m.inputShape.reduce(1, *), k = m.numClasses
+        var base = try attackOptions.config(model: m, batchLabels: labels, fgsm: kind == "fgsm")
+        let attackD = try attackOptions.attackDomain.map { try resolveDomains($0, m)[0] }
+        var rows: [[String]] = []
+        var results: [[String: Any]] = []
+        let started = Date()
+        for d in doms {
+            var clean = 0, robust = 0, success = 0
+            let bar = ProgressBar(total: set.count, label: "\(m.domains[d])")
+            var start = 0
+            let t0 = Date()
+            while start < set.count {
+                let n = min(batchSize, set.count - start)
+                let x = Array(set.pixels[(start * per)..<((start + n) * per)])
+                let y = Array(labels[start..<(start + n)])
+                let z = try session.predict(x, batch: n, domain: d)
+                for i in 0..<n where argmax(z, i, k) == y[i] { clean += 1 }
+                if kind != "none" {
+                    var c = base
+                    c.attackDomain = attackD ?? d
+                    c.evalDomain = d
+                    if case .targeted(let t) = base.targets { c.targets = .targeted(Array(t[start..<(start + n)])) }
+                    let r = try session.pgd(x, batch: n, labels: y, config: c)
+                    for i in 0..<n {
+                        if r.predictions[i] == y[i] { robust += 1 }
+                        if r.success[i] { success += 1 }
+                    }
+                }
+                start += n
+                bar.update(start)
+            }
+            let secs = Date().timeIntervalSince(t0)
+            let nn = Double(set.count)
+            var rec: [String: Any] = ["domain": m.domains[d], "images": set.count, "clean_acc": Double(clean) / nn, "seconds": secs]
+            var row = [m.domains[d], "\(set.count)", percent(Double(clean) / nn)]
+            if kind != "none" {
+                rec["robust_acc"] = Double(robust) / nn
+                rec["attack_success_rate"] = Double(success) / nn
+                rec["attack_domain"] = m.domains[attackD ?? d]
+                row += [m.domains[attackD ?? d], percent(Double(robust) / nn), percent(Double(success) / nn)]
+            }
+            row.append(String(format: "%.1f s", secs))
+            rows.append(row)
+            results.append(rec)
+        }
+        base.attackDomain = 0
+        let name = kind == "none" ? "none" : (kind == "fgsm" ? "FGSM" : "PGD-\(base.steps)") +
+            (attackOptions.isTargeted ? " targeted(\(attackOptions.targeted!))" : "") +
+            " \(attackOptions.norm) eps=\(attackOptions.eps)"
+        print("\nattack: \(name)\(kind == "pgd" ? ", alpha=\(base.alpha), restarts=\(base.restarts), random start=\(base.randomStart)" : "")")
+        var header = ["domain", "images", "clean acc"]
+        if kind != "none" { header += ["attacked via", "acc under attack", "attack success"] }
+        header.append("time")
+        printTable(header, rows)
+        if let json {
+            try writeJSON(["model": model.model ?? model.domainFiles.joined(separator: ","), "data": data, "attack": name,
+                           "eps": Double(base.eps), "alpha": Double(base.alpha), "steps": base.steps,
+                           "targeted": attackOptions.targeted ?? "no", "seed": base.seed,
+                           "seconds": Date().timeIntervalSince(started), "results": results], to: json)
+        }
+    }
+}
+
+func argmax(_ z: [Float], _ i: Int, _ k: Int) -> Int64 {
+    var b = 0
+    for j in 1..<k where z[i * k + j] > z[i * k + b] { b = j }
+    return Int64(b)
+}
+
+struct Calibrate: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Build a new BN domain from data and write the multi-domain model.",
+        discussion: """
+        Images (clean, or adversarial ones adamant generates with --source pgd) run through the network
+        with every BatchNorm normalizing by its batch statistics; the new domain's running mean/var are
+        their averages, its affine parameters are copied from --base.
+        """)
+    @OptionGroup var model: ModelOptions
+    @Option(help: "A .tar/.tar.gz/directory of <class>/<image>.") var data: String
+    @Option(help: "Name of the new domain.") var name: String
+    @Option(help: "Domain to copy affine parameters from (and to attack through with --source pgd).") var base: String?
+    @Option(help: "clean or pgd.") var source: String = "clean"
+    @OptionGroup var attackOptions: AttackOptions
+    @Option(help: "Use at most this many images.") var limit: Int = 1000
+    @Option(help: "Images per batch (batch statistics are taken per batch).") var batchSize: Int = 100
+    @Option(name: [.customShort("o"), .long], help: "Output ONNX file.") var output: String
+
+    func run() throws {
+        let m = try model.load()
+        let set = try readDataset(data, limit: limit)
+        guard set.shape == m.inputShape else { throw ValidationError("images are \(set.shape), the model expects \(m.inputShape)") }
+        let baseD = try base.map { try resolveDomains($0, m)[0] } ?? m.defaultDomain
+        guard ["clean", "pgd"].contains(source) else { throw ValidationError("--source must be clean or pgd") }
+        let cal = try Calibrator(model: m, baseDomain: baseD)
+        let session = Session(model: m)
+        var c = try attackOptions.config(model: m, batchLabels: set.labels)
+        c.attackDomain = try attackOptions.attackDomain.map { try resolveDomains($0, m)[0] } ?? baseD
+        c.evalDomain = c.attackDomain
+        let per = m.inputShape.reduce(1, *)
+        let bar = ProgressBar(total: set.count, label: "calibrate")
+        var start = 0
+        while start < set.count {
+            let n = min(batchSize, set.count - start)
+            guard n >= 2 else { break }
+            var x = Array(set.pixels[(start * per)..<((start + n) * per)])
+            if source == "pgd" {
+                var cc = c
+                if case .targeted(let t) = c.targets { cc.targets = .targeted(Array(t[start..<(start + n)])) }
+                x = try session.pgd(x, batch: n, labels: Array(set.labels![start..<(start + n)]), config: cc).adversarial
+            }
+            try cal.add(x, batch: n)
+            start += n
+            bar.update(start)
+        }
+        let out = try cal.finish(name: name)
+        try out.save(to: output)
+        print("wrote \(output): domains \(out.domains.joined(separator: ", ")); '\(name)' calibrated on \(cal.images) \(source) images from '\(m.domains[baseD])'")
+    }
+}

@@ -1,0 +1,95 @@
+import ArgumentParser
+import Adamant
+import CImageIO
+import Foundation
+
+let cifar10Classes = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+/// A batch of images in pixel space with optional labels.
+struct ImageSet {
+    var pixels: [Float]
+    var count: Int
+    var shape: [Int]
+    var labels: [Int64]?
+    var names: [String]
+    var classNames: [String]?
+}
+
+func isDataset(_ path: String) -> Bool {
+    var dir: ObjCBool = false
+    if FileManager.default.fileExists(atPath: path, isDirectory: &dir), dir.boolValue { return true }
+    return path.hasSuffix(".tar") || path.hasSuffix(".tar.gz") || path.hasSuffix(".tgz")
+}
+
+/// Reads a dataset archive or directory laid out as <class>/<image>. Class indices follow CIFAR-10's
+/// order when the folder names are CIFAR-10's, else the sorted folder names.
+func readDataset(_ path: String, limit: Int, spread: Bool = true) throws -> ImageSet {
+    var ds = aio_dataset()
+    var err = [CChar](repeating: 0, count: 512)
+    // First try CIFAR-10 names; fall back to the folders' own names if some folder is not one of them.
+    var cNames = cifar10Classes.map { strdup($0) }
+    defer { cNames.forEach { free($0) } }
+    var rc = cNames.withUnsafeMutableBufferPointer { buf -> Int32 in
+        buf.withMemoryRebound(to: UnsafePointer<CChar>?.self) {
+            aio_dataset_read(path, limit, spread ? 1 : 0, $0.baseAddress, cifar10Classes.count, &ds, &err, err.count)
+        }
+    }
+    if rc != 0 {
+        rc = aio_dataset_read(path, limit, spread ? 1 : 0, nil, 0, &ds, &err, err.count)
+    }
+    guard rc == 0 else { throw ValidationError("cannot read dataset '\(path)': \(String(cString: err))") }
+    defer { aio_dataset_free(&ds) }
+    let n = ds.count, per = ds.channels * ds.height * ds.width
+    return ImageSet(pixels: Array(UnsafeBufferPointer(start: ds.pixels, count: n * per)), count: n,
+                    shape: [ds.channels, ds.height, ds.width],
+                    labels: Array(UnsafeBufferPointer(start: ds.labels, count: n)),
+                    names: (0..<n).map { String(cString: ds.paths[$0]!) },
+                    classNames: (0..<ds.num_classes).map { String(cString: ds.class_names[$0]!) })
+}
+
+/// Decodes image files, resizing (bilinear) to the model's input size when needed.
+func readImages(_ paths: [String], shape: [Int]) throws -> ImageSet {
+    var pixels: [Float] = []
+    var err = [CChar](repeating: 0, count: 512)
+    for p in paths {
+        var img = aio_image()
+        guard aio_decode_file(p, &img, &err, err.count) == 0 else {
+            throw ValidationError("cannot decode '\(p)': \(String(cString: err))")
+        }
+        defer { aio_image_free(&img) }
+        guard img.channels == shape[0] else { throw ValidationError("'\(p)' has \(img.channels) channels, the model wants \(shape[0])") }
+        if img.height == shape[1] && img.width == shape[2] {
+            pixels += UnsafeBufferPointer(start: img.data, count: img.channels * img.height * img.width)
+        } else {
+            var out: UnsafeMutablePointer<Float>?
+            guard aio_resize(img.data, img.channels, img.height, img.width, shape[1], shape[2], &out, &err, err.count) == 0,
+                  let out else { throw ValidationError("cannot resize '\(p)': \(String(cString: err))") }
+            pixels += UnsafeBufferPointer(start: out, count: shape.reduce(1, *))
+            free(out)
+        }
+    }
+    return ImageSet(pixels: pixels, count: paths.count, shape: shape, labels: nil, names: paths, classNames: nil)
+}
+
+/// Images from files or one dataset, checked against the model's input shape.
+func loadInputs(_ inputs: [String], model: Model, limit: Int) throws -> ImageSet {
+    var set: ImageSet
+    if inputs.count == 1 && isDataset(inputs[0]) {
+        set = try readDataset(inputs[0], limit: limit)
+    } else {
+        guard !inputs.isEmpty else { throw ValidationError("no images given") }
+        set = try readImages(limit > 0 ? Array(inputs.prefix(limit)) : inputs, shape: model.inputShape)
+    }
+    guard set.shape == model.inputShape else {
+        throw ValidationError("images are \(set.shape), the model expects \(model.inputShape)")
+    }
+    return set
+}
+
+func writePNG(_ path: String, _ chw: ArraySlice<Float>, shape: [Int]) throws {
+    var err = [CChar](repeating: 0, count: 512)
+    let rc = Array(chw).withUnsafeBufferPointer {
+        aio_write_png(path, $0.baseAddress, shape[0], shape[1], shape[2], &err, err.count)
+    }
+    guard rc == 0 else { throw ValidationError("cannot write '\(path)': \(String(cString: err))") }
+}
