@@ -58,7 +58,7 @@ struct Gemm: Op {
                       &da.data, Int32(k))
         } else {
             // A is [k, m]: dA = alpha * B' * dY^T
-            abk_sgemm(transB ? 0 : 1, 1, Int32(k), Int32(m), Int32(n), alpha, b, Int32(bCols), g.data, Int32(n), 0,
+            abk_sgemm(transB ? 1 : 0, 1, Int32(k), Int32(m), Int32(n), alpha, b, Int32(bCols), g.data, Int32(n), 0,
                       &da.data, Int32(m))
         }
         return [da]
