@@ -5,7 +5,7 @@ struct Relu: Op {
     func forward(_ inputs: [Tensor], _ ctx: ExecContext) throws -> [Tensor] {
         var y = inputs[0]
         y.data.withUnsafeMutableBufferPointer { p in
-            for i in 0..<p.count where !(p[i] > 0) { p[i] = 0 }
+            for i in 0..<p.count { p[i] = p[i] > 0 ? p[i] : 0 }
         }
         return [y]
     }
@@ -15,7 +15,7 @@ struct Relu: Op {
         let x = inputs[0].data
         dx.data.withUnsafeMutableBufferPointer { d in
             x.withUnsafeBufferPointer { xp in
-                for i in 0..<d.count where !(xp[i] > 0) { d[i] = 0 }
+                for i in 0..<d.count { d[i] = xp[i] > 0 ? d[i] : 0 }
             }
         }
         return [dx]

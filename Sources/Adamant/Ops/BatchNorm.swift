@@ -74,15 +74,13 @@ struct BatchNorm: Op {
         } else {
             (a, b) = p.affine(epsilon: epsilon)
         }
-        var y = Tensor(zeros: x.shape)
-        x.data.withUnsafeBufferPointer { xp in
-            y.data.withUnsafeMutableBufferPointer { yp in
-                for i in 0..<n {
-                    for c in 0..<channels {
-                        let base = (i * channels + c) * inner
-                        let (ac, bc) = (a[c], b[c])
-                        for j in 0..<inner { yp[base + j] = xp[base + j] * ac + bc }
-                    }
+        var y = x
+        y.data.withUnsafeMutableBufferPointer { yp in
+            for i in 0..<n {
+                for c in 0..<channels {
+                    let base = (i * channels + c) * inner
+                    let (ac, bc) = (a[c], b[c])
+                    for j in 0..<inner { yp[base + j] = yp[base + j] * ac + bc }
                 }
             }
         }
@@ -97,12 +95,14 @@ struct BatchNorm: Op {
         let n = dy.shape[0]
         let inner = dy.shape.count > 2 ? Array(dy.shape[2...]).product : 1
         let (a, _) = ctx.bn[slot].affine(epsilon: epsilon)
-        var dx = Tensor(zeros: dy.shape)
-        for i in 0..<n {
-            for c in 0..<channels {
-                let base = (i * channels + c) * inner
-                let ac = a[c]
-                for j in 0..<inner { dx.data[base + j] = dy.data[base + j] * ac }
+        var dx = dy
+        dx.data.withUnsafeMutableBufferPointer { p in
+            for i in 0..<n {
+                for c in 0..<channels {
+                    let base = (i * channels + c) * inner
+                    let ac = a[c]
+                    for j in 0..<inner { p[base + j] *= ac }
+                }
             }
         }
         return [dx]

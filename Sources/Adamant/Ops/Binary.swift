@@ -58,6 +58,13 @@ struct Binary: Op {
     func forward(_ inputs: [Tensor], _ ctx: ExecContext) throws -> [Tensor] {
         let a = inputs[0], b = inputs[1]
         let outShape = try broadcastShapes(a.shape, b.shape)
+        if a.shape == b.shape && kind == .add {
+            var y = a
+            y.data.withUnsafeMutableBufferPointer { yp in
+                b.data.withUnsafeBufferPointer { bp in for i in 0..<yp.count { yp[i] += bp[i] } }
+            }
+            return [y]
+        }
         var y = Tensor(zeros: outShape)
         let k = kind
         a.data.withUnsafeBufferPointer { ap in
@@ -83,6 +90,15 @@ struct Binary: Op {
                   _ ctx: ExecContext) throws -> [Tensor?] {
         let a = inputs[0], b = inputs[1], g = gradOutputs[0]
         let out = g.shape
+        if a.shape == b.shape && (kind == .add || kind == .sub) {
+            // Residual connections: no broadcasting to undo.
+            var db: Tensor? = nil
+            if needs[1] {
+                db = g
+                if kind == .sub { db!.data.withUnsafeMutableBufferPointer { p in for i in 0..<p.count { p[i] = -p[i] } } }
+            }
+            return [needs[0] ? g : nil, db]
+        }
         let sa = broadcastStrides(a.shape, into: out), sb = broadcastStrides(b.shape, into: out)
         var da = needs[0] ? Tensor(zeros: a.shape) : nil
         var db = needs[1] ? Tensor(zeros: b.shape) : nil

@@ -272,15 +272,19 @@ struct Conv: Op {
                     let src = col + row * ldc
                     row += 1
                     let jOff = kj * dw - p.1
+                    let owLo = jOff < 0 ? min(ow, (-jOff + sw - 1) / sw) : 0
+                    let owHi = w - 1 - jOff < 0 ? owLo : max(owLo, min(ow, (w - 1 - jOff) / sw + 1))
                     for o in 0..<oh {
                         let ih = o * sh + ki * dh - p.0
                         if ih < 0 || ih >= h { continue }
                         let dst = xc + ih * w
                         let s = src + o * ow
-                        var iw = jOff
-                        for q in 0..<ow {
-                            if iw >= 0 && iw < w { dst[iw] += s[q] }
-                            iw += sw
+                        if sw == 1 {
+                            let d = dst + jOff
+                            for q in owLo..<owHi { d[q] += s[q] }
+                        } else {
+                            var iw = owLo * sw + jOff
+                            for q in owLo..<owHi { dst[iw] += s[q]; iw += sw }
                         }
                     }
                 }

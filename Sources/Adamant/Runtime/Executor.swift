@@ -54,9 +54,12 @@ struct Executor {
             }
             for (i, vid) in n.inputs.enumerated() where needs[i] {
                 guard let g = gIn[i] else { continue }
-                if var acc = grads[vid] {
-                    for j in 0..<acc.count { acc.data[j] += g.data[j] }
-                    grads[vid] = acc
+                if grads[vid] != nil {
+                    grads[vid]!.data.withUnsafeMutableBufferPointer { acc in
+                        g.data.withUnsafeBufferPointer { gp in
+                            for j in 0..<acc.count { acc[j] += gp[j] }
+                        }
+                    }
                 } else {
                     grads[vid] = g
                 }

@@ -24,18 +24,32 @@ typedef struct aio_image {
     size_t width;
 } aio_image;
 
-/** Decodes a JPEG or PNG file (format sniffed from the magic bytes). */
+/**
+ * Decodes a JPEG or PNG file (format sniffed from the magic bytes).
+ * JPEG: libjpeg defaults (ISLOW IDCT, fancy upsampling), i.e. the same pixels as Pillow;
+ * grayscale is expanded to RGB, CMYK/YCCK are rejected, truncated or corrupt data is an
+ * error (not gray padding). PNG: palette, gray (1..16 bit), 16-bit (high byte kept) and
+ * alpha (dropped, not composited) all become 8-bit RGB; interlaced images are supported.
+ * Values are k/255.0f. Sizes above AIO_MAX_DIM per side are rejected.
+ */
 int aio_decode_file(const char *path, aio_image *out, char *err, size_t err_len);
 /** Decodes a JPEG or PNG held in memory. */
 int aio_decode_memory(const uint8_t *bytes, size_t len, aio_image *out, char *err, size_t err_len);
 /** Frees the pixels of an image (the struct itself is the caller's). */
 void aio_image_free(aio_image *img);
 
-/** Resizes (bilinear, align_corners=false) CHW float pixels to out_h x out_w; *out is malloc'ed. */
+/**
+ * Resizes (bilinear, align_corners=false) CHW float pixels to out_h x out_w; *out is malloc'ed.
+ * Same as PyTorch F.interpolate(mode='bilinear', align_corners=False, antialias=False).
+ */
 int aio_resize(const float *src, size_t channels, size_t h, size_t w, size_t out_h, size_t out_w,
                float **out, char *err, size_t err_len);
 
-/** Writes float CHW pixels in [0,1] (clamped, rounded) as an 8-bit RGB PNG (channels 1 or 3). */
+/**
+ * Writes float CHW pixels in [0,1] (clamped, rounded) as an 8-bit RGB PNG (channels 1 or 3).
+ * One channel is written as an 8-bit grayscale PNG. NaN is written as 0. A partially
+ * written file is removed on failure.
+ */
 int aio_write_png(const char *path, const float *chw, size_t channels, size_t height, size_t width,
                   char *err, size_t err_len);
 
@@ -45,6 +59,17 @@ int aio_write_png(const char *path, const float *chw, size_t channels, size_t he
  * Entries are sorted by path. The label of an entry is the index of its class
  * folder in `class_names` when given (e.g. the ten CIFAR-10 names), otherwise
  * the index among the sorted distinct class folder names.
+ *
+ * Details: the class of an entry is the name of the folder that directly contains the
+ * file; files without a folder and paths with a component starting with '.' are ignored.
+ * Archives are sniffed (gzip or plain tar, whatever the extension), read as a stream in
+ * two passes (headers, then only the selected entries), and must be well-formed: a
+ * truncated/corrupt archive, an undecodable selected image, a class folder missing from
+ * `class_names`, or images of different sizes (message names the file) are errors.
+ * Supported tar flavours: v7, ustar (prefix field), GNU (long names, base-256 sizes),
+ * pax (path/size records); a path stored twice keeps its last copy; links and other
+ * special entries are ignored. Duplicate `class_names` are an error. `paths` holds the archive entry paths (leading "./" removed),
+ * or for a directory the file paths (`path` + "/" + relative path).
  */
 typedef struct aio_dataset {
     size_t count;          /**< images read */
@@ -52,7 +77,7 @@ typedef struct aio_dataset {
     float *pixels;         /**< count*C*H*W floats, malloc'ed */
     int64_t *labels;       /**< count labels */
     char **paths;          /**< count entry paths (malloc'ed strings) */
-    size_t num_classes;
+    size_t num_classes;    /**< num_class_names if class_names was given, else the folders found */
     char **class_names;    /**< num_classes names (malloc'ed strings) */
 } aio_dataset;
 
@@ -66,7 +91,7 @@ typedef struct aio_dataset {
 int aio_dataset_read(const char *path, size_t limit, int stride_select,
                      const char *const *class_names, size_t num_class_names,
                      aio_dataset *out, char *err, size_t err_len);
-/** Frees everything a dataset owns. */
+/** Frees everything a dataset owns (and zeroes it; safe on a zeroed or failed dataset). */
 void aio_dataset_free(aio_dataset *ds);
 
 #ifdef __cplusplus
