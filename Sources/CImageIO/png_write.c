@@ -1,0 +1,104 @@
+/*
+ * png_write.c — float CHW [0,1] -> 8-bit RGB / gray PNG (libpng).
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <errno.h>
+#include <setjmp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <png.h>
+
+#include "imageio_internal.h"
+
+typedef struct {
+    char msg[256];
+} aio_png_wctx;
+
+static void pngw_error_cb(png_structp png, png_const_charp msg) {
+    aio_png_wctx *c = (aio_png_wctx *)png_get_error_ptr(png);
+    snprintf(c->msg, sizeof c->msg, "%s", msg ? msg : "unknown error");
+    png_longjmp(png, 1);
+}
+
+static void pngw_warning_cb(png_structp png, png_const_charp msg) {
+    (void)png;
+    (void)msg;
+}
+
+/* Clamp to [0,1] (NaN -> 0) and round to nearest: k/255 maps back to exactly k. */
+static inline png_byte to_u8(float v) {
+    if (!(v > 0.0f)) return 0;
+    if (v >= 1.0f) return 255;
+    return (png_byte)(v * 255.0f + 0.5f);
+}
+
+int aio_write_png(const char *path, const float *chw, size_t channels, size_t height, size_t width,
+                  char *err, size_t err_len) {
+    if (path == NULL || chw == NULL) return aio__fail(err, err_len, "aio_write_png: NULL argument");
+    if (channels != 1 && channels != 3)
+        return aio__fail(err, err_len, "aio_write_png: channels must be 1 or 3 (got %zu)", channels);
+    if (height == 0 || width == 0 || height > AIO_MAX_DIM || width > AIO_MAX_DIM)
+        return aio__fail(err, err_len, "aio_write_png: size %zux%zu out of range (1..%d per side)",
+                         height, width, AIO_MAX_DIM);
+    size_t plane, stride;
+    if (aio__mul(height, width, &plane) || aio__mul(width, channels, &stride))
+        return aio__fail(err, err_len, "aio_write_png: size overflow");
+
+    FILE *volatile fp = fopen(path, "wb");
+    if (fp == NULL) return aio__fail(err, err_len, "%s: cannot create: %s", path, strerror(errno));
+    png_byte *volatile row = malloc(stride);
+    if (row == NULL) {
+        fclose(fp);
+        remove(path);
+        return aio__fail(err, err_len, "aio_write_png: out of memory");
+    }
+    aio_png_wctx ctx;
+    memset(&ctx, 0, sizeof ctx);
+    png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, &ctx, pngw_error_cb,
+                                              pngw_warning_cb);
+    png_infop info = png ? png_create_info_struct(png) : NULL;
+    if (png == NULL || info == NULL) {
+        png_destroy_write_struct(&png, NULL);
+        free(row);
+        fclose(fp);
+        remove(path);
+        return aio__fail(err, err_len, "aio_write_png: out of memory");
+    }
+    if (setjmp(png_jmpbuf(png))) {
+        png_destroy_write_struct(&png, &info);
+        free(row);
+        fclose(fp);
+        remove(path);
+        return aio__fail(err, err_len, "%s: PNG write failed: %s", path, ctx.msg);
+    }
+    png_init_io(png, fp);
+    png_set_IHDR(png, info, (png_uint_32)width, (png_uint_32)height, 8,
+                 channels == 3 ? PNG_COLOR_TYPE_RGB : PNG_COLOR_TYPE_GRAY, PNG_INTERLACE_NONE,
+                 PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+    png_write_info(png, info);
+    for (size_t y = 0; y < height; y++) {
+        const float *base = chw + y * width;
+        if (channels == 3) {
+            for (size_t x = 0; x < width; x++) {
+                row[3 * x] = to_u8(base[x]);
+                row[3 * x + 1] = to_u8(base[plane + x]);
+                row[3 * x + 2] = to_u8(base[2 * plane + x]);
+            }
+        } else {
+            for (size_t x = 0; x < width; x++) row[x] = to_u8(base[x]);
+        }
+        png_write_row(png, row);
+    }
+    png_write_end(png, NULL);
+    png_destroy_write_struct(&png, &info);
+    free(row);
+    int ferr = ferror(fp);
+    int cerr = fclose(fp);
+    if (ferr || cerr != 0) {
+        remove(path);
+        return aio__fail(err, err_len, "%s: write error", path);
+    }
+    return 0;
+}
