@@ -9,9 +9,18 @@ BUILD_FLAGS = -c $(CONFIG) -Xswiftc -static-stdlib -Xswiftc -gnone
 BIN = $(shell $(SWIFT) build $(BUILD_FLAGS) --show-bin-path)
 PYTHON ?= python3
 
-.PHONY: all build dist test test-swift test-c test-python demo clean
+.PHONY: all setup build dist test test-swift test-c test-python demo clean
+
+APT_PACKAGES = libonnx-dev libprotobuf-dev libopenblas-dev libjpeg-dev libpng-dev zlib1g-dev pkg-config
 
 all: dist
+
+# System and Python dependencies (Debian; run as root or with sudo).
+setup:
+	@command -v apt-get >/dev/null || { echo "make setup needs apt-get (Debian/Ubuntu); install: $(APT_PACKAGES)"; exit 1; }
+	$(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+	$(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES)
+	$(PYTHON) -m pip install -q -r requirements-dev.txt
 
 build:
 	$(SWIFT) build $(BUILD_FLAGS) --product adamant -Xlinker --version-script=$(CURDIR)/Sources/AdamantC/exports.map

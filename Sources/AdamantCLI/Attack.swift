@@ -61,9 +61,10 @@ struct Attack: ParsableCommand {
     @Flag(help: "Use FGSM (one step of size eps).") var fgsm = false
 
     func run() throws {
-        var opts = model, inputs = images
-        if !opts.domainFiles.isEmpty, let first = opts.model { inputs.insert(first, at: 0); opts.model = nil }
-        let m = try opts.load()
+        var inputs = images, modelPath = model.model
+        if !model.domainFiles.isEmpty, let first = modelPath { inputs.insert(first, at: 0); modelPath = nil }
+        let m = try loadModel(model: modelPath, domainFiles: model.domainFiles, mean: model.mean, std: model.std,
+                              pixelRange: model.pixelRange, defaultDomain: model.defaultDomain)
         let set = try loadInputs(inputs, model: m, limit: limit)
         let session = Session(model: m)
         let evalD = try evalDomain.map { try resolveDomains($0, m)[0] } ?? m.defaultDomain

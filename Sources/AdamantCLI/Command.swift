@@ -54,9 +54,10 @@ struct Predict: ParsableCommand {
 
     func run() throws {
         // With --domain, the first positional argument is an image, not a model.
-        var opts = model, inputs = images
-        if !opts.domainFiles.isEmpty, let first = opts.model { inputs.insert(first, at: 0); opts.model = nil }
-        let m = try opts.load()
+        var inputs = images, modelPath = model.model
+        if !model.domainFiles.isEmpty, let first = modelPath { inputs.insert(first, at: 0); modelPath = nil }
+        let m = try loadModel(model: modelPath, domainFiles: model.domainFiles, mean: model.mean, std: model.std,
+                              pixelRange: model.pixelRange, defaultDomain: model.defaultDomain)
         let set = try loadInputs(inputs, model: m, limit: limit)
         let doms = try resolveDomains(domains, m)
         let session = Session(model: m)
@@ -105,10 +106,8 @@ struct Merge: ParsableCommand {
 
     func run() throws {
         guard !domainFiles.isEmpty else { throw ValidationError("give at least one --domain NAME=PATH") }
-        var opts = ModelOptions()
-        opts.domainFiles = domainFiles; opts.mean = mean; opts.std = std; opts.pixelRange = pixelRange
-        opts.defaultDomain = defaultDomain
-        let m = try opts.load()
+        let m = try loadModel(model: nil, domainFiles: domainFiles, mean: mean, std: std, pixelRange: pixelRange,
+                              defaultDomain: defaultDomain)
         try m.save(to: output)
         print("wrote \(output): domains \(m.domains.joined(separator: ", ")) (default \(m.domains[m.defaultDomain]))")
     }

@@ -36,26 +36,33 @@ struct ModelOptions: ParsableArguments {
     var defaultDomain: String?
 
     func load() throws -> Model {
-        var o = LoadOptions()
-        if let m = mean { o.mean = try parseList(m) }
-        if let s = std { o.std = try parseList(s) }
-        if let r = pixelRange {
-            let v = try parseList(r)
-            guard v.count == 2 else { throw ValidationError("--pixel-range needs lo,hi") }
-            o.pixelRange = (v[0], v[1])
-        }
-        o.defaultDomain = defaultDomain
-        if !domainFiles.isEmpty {
-            guard model == nil else { throw ValidationError("give either MODEL or --domain NAME=PATH, not both") }
-            let list = try domainFiles.map { spec -> (name: String, path: String) in
-                guard let eq = spec.firstIndex(of: "=") else { throw ValidationError("--domain expects NAME=PATH, got '\(spec)'") }
-                return (String(spec[..<eq]), String(spec[spec.index(after: eq)...]))
-            }
-            return try Model.load(domains: list, options: o)
-        }
-        guard let model else { throw ValidationError("missing MODEL (or --domain NAME=PATH)") }
-        return try Model.load(path: model, options: o)
+        try loadModel(model: model, domainFiles: domainFiles, mean: mean, std: std, pixelRange: pixelRange,
+                      defaultDomain: defaultDomain)
     }
+}
+
+/// Loads one model file, or a set of per-domain files given as NAME=PATH, with overrides.
+func loadModel(model: String?, domainFiles: [String], mean: String?, std: String?, pixelRange: String?,
+               defaultDomain: String?) throws -> Model {
+    var o = LoadOptions()
+    if let m = mean { o.mean = try parseList(m) }
+    if let s = std { o.std = try parseList(s) }
+    if let r = pixelRange {
+        let v = try parseList(r)
+        guard v.count == 2 else { throw ValidationError("--pixel-range needs lo,hi") }
+        o.pixelRange = (v[0], v[1])
+    }
+    o.defaultDomain = defaultDomain
+    if !domainFiles.isEmpty {
+        guard model == nil else { throw ValidationError("give either MODEL or --domain NAME=PATH, not both") }
+        let list = try domainFiles.map { spec -> (name: String, path: String) in
+            guard let eq = spec.firstIndex(of: "=") else { throw ValidationError("--domain expects NAME=PATH, got '\(spec)'") }
+            return (String(spec[..<eq]), String(spec[spec.index(after: eq)...]))
+        }
+        return try Model.load(domains: list, options: o)
+    }
+    guard let model else { throw ValidationError("missing MODEL (or --domain NAME=PATH)") }
+    return try Model.load(path: model, options: o)
 }
 
 /// Resolves "clean,adv" (or "all") to domain indices.
