@@ -29,9 +29,10 @@ build:
 
 dist: build
 	mkdir -p $(PREFIX)/lib/pkgconfig $(PREFIX)/include $(PREFIX)/bin
-	cp $(BIN)/libadamant.so $(PREFIX)/lib/libadamant.so
-	cp include/adamant.h $(PREFIX)/include/adamant.h
-	cp $(BIN)/adamant-cli $(PREFIX)/bin/adamant
+	# install(1) replaces files by rename, so running programs keep their mapped copy
+	install -m 755 $(BIN)/libadamant.so $(PREFIX)/lib/libadamant.so
+	install -m 644 include/adamant.h $(PREFIX)/include/adamant.h
+	install -m 755 $(BIN)/adamant-cli $(PREFIX)/bin/adamant
 	sed -e 's|@PREFIX@|$(PREFIX)|' bindings/c/adamant.pc.in > $(PREFIX)/lib/pkgconfig/adamant.pc
 
 test: dist test-swift test-c test-python

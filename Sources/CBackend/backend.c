@@ -91,7 +91,9 @@ static void load_once(void) {
     }
     if (g_sgemm && g_corename) snprintf(g_kernel, sizeof g_kernel, "%s", g_corename());
     g_threads = available_cpus();
-    if (g_set_threads) g_set_threads(g_threads);
+    // adamant owns parallelism: it splits work across its own threads, and every GEMM call runs
+    // single-threaded inside OpenBLAS, so a multi-threaded host is never oversubscribed.
+    if (g_set_threads) g_set_threads(1);
 }
 
 int abk_init(void) {
@@ -103,7 +105,6 @@ void abk_set_threads(int n) {
     abk_init();
     if (n <= 0) n = available_cpus();
     g_threads = n;
-    if (g_set_threads) g_set_threads(n);
 }
 
 int abk_get_threads(void) {
@@ -122,7 +123,7 @@ const char *abk_info(void) {
     abk_cpu_features(&cpu);
     pthread_mutex_lock(&g_info_lock);
     snprintf(g_info, sizeof g_info,
-             "blas=%s kernel=%s threads=%d cpu=%s family=%d model=%d avx2=%d fma=%d avx512=%d os_avx512=%d",
+             "blas=%s kernel=%s threads=%d (adamant-managed; BLAS calls single-threaded) cpu=%s family=%d model=%d avx2=%d fma=%d avx512=%d os_avx512=%d",
              g_sgemm ? (g_config ? g_config() : "OpenBLAS") : "portable (OpenBLAS not found)", g_kernel, g_threads,
              cpu.vendor, cpu.family, cpu.model, cpu.avx2, cpu.fma, cpu.avx512, cpu.os_avx512);
     pthread_mutex_unlock(&g_info_lock);

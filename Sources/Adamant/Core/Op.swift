@@ -7,12 +7,15 @@ final class ExecContext {
     let batch: Int
     /// Set while calibrating: BatchNorm normalizes with batch statistics and records them here.
     var calibration: CalibrationRecorder?
+    /// Threads an op may split its own work over (1 inside an already parallel batch chunk).
+    let threads: Int
 
-    init(bn: [BNParams], declaredBatch: Int?, batch: Int, calibration: CalibrationRecorder? = nil) {
+    init(bn: [BNParams], declaredBatch: Int?, batch: Int, calibration: CalibrationRecorder? = nil, threads: Int = 1) {
         self.bn = bn
         self.declaredBatch = declaredBatch
         self.batch = batch
         self.calibration = calibration
+        self.threads = max(1, threads)
     }
 }
 

@@ -49,7 +49,7 @@ public final class Calibrator {
     public func add(_ x: UnsafeBufferPointer<Float>, batch: Int) throws {
         guard batch >= 2 else { throw fail(.invalidArgument, "calibration batches need at least 2 images (batch statistics), got \(batch)") }
         let t = try session.normalizedInput(x, batch: batch)
-        let ctx = try session.context(domain: baseDomain, batch: batch, calibration: recorder)
+        let ctx = try session.context(domain: baseDomain, batch: batch, calibration: recorder, threads: Parallel.threads)
         _ = try model.executor.forward(t, ctx, keep: false)
         images += batch
     }

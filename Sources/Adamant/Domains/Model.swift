@@ -59,6 +59,8 @@ public final class Model: @unchecked Sendable {
     public let numClasses: Int
     /// The ai.onnx opset of the source file.
     public var opset: Int { graph.opset }
+    /// Samples per execution piece, chosen so a piece's activations stay in cache.
+    let cacheFriendlyBatch: Int
     /// Number of BatchNormalization nodes (0 for BN-folded exports).
     public var batchNormCount: Int { graph.bnNodes.count }
 
@@ -73,6 +75,9 @@ public final class Model: @unchecked Sendable {
         self.baseBytes = baseBytes
         let shapes = try graph.inferShapes(batch: graph.declaredBatch ?? 1)
         numClasses = shapes[graph.output]![1]
+        // Samples per execution piece: keep the largest activation of a piece around 512 KiB.
+        let perSample = shapes.compactMap { $0 }.map { $0.dropFirst().reduce(1, *) }.max() ?? 1
+        cacheFriendlyBatch = max(1, 131_072 / max(1, perSample))
         if let m = preprocessing.mean, m.count != graph.inputShape[0] {
             throw fail(.invalidArgument, "mean has \(m.count) values for \(graph.inputShape[0]) input channels")
         }

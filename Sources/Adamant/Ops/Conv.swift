@@ -117,20 +117,23 @@ struct Conv: Op {
                                         if pointwise {
                                             src = UnsafePointer(xp.baseAddress! + (n0 * c + g * inPerGroup) * h * w)
                                         } else {
-                                            im2col(xp.baseAddress! + (n0 * c + g * inPerGroup) * h * w, h, w, oh, ow, p,
-                                                   cp.baseAddress!, ldc: ohw)
+                                            let xs = xp.baseAddress! + (n0 * c + g * inPerGroup) * h * w
+                                            let colBase = cp.baseAddress!
+                                            Parallel.forRanges(inPerGroup, threads: ohw * kdim > 100_000 ? ctx.threads : 1) { r in
+                                                im2col(xs, h, w, oh, ow, p, colBase, ldc: ohw, channels: r)
+                                            }
                                             src = UnsafePointer(cp.baseAddress!)
                                         }
-                                        abk_sgemm(0, 0, Int32(mg), Int32(ohw), Int32(kdim), 1, wg, Int32(kdim), src,
-                                                  Int32(ohw), 0, yOut, Int32(ohw))
+                                        gemmColumns(transA: false, m: mg, n: ohw, k: kdim, a: wg, lda: kdim, b: src,
+                                                    ldb: ohw, c: yOut, ldc: ohw, threads: ctx.threads)
                                     } else {
                                         let ld = cnt * ohw
                                         for s in 0..<cnt {
                                             let xs = xp.baseAddress! + ((n0 + s) * c + g * inPerGroup) * h * w
                                             im2col(xs, h, w, oh, ow, p, cp.baseAddress! + s * ohw, ldc: ld)
                                         }
-                                        abk_sgemm(0, 0, Int32(mg), Int32(ld), Int32(kdim), 1, wg, Int32(kdim),
-                                                  cp.baseAddress!, Int32(ld), 0, tp.baseAddress!, Int32(ld))
+                                        gemmColumns(transA: false, m: mg, n: ld, k: kdim, a: wg, lda: kdim,
+                                                    b: cp.baseAddress!, ldb: ld, c: tp.baseAddress!, ldc: ld, threads: ctx.threads)
                                         for s in 0..<cnt {
                                             for m in 0..<mg {
                                                 let dst = yp.baseAddress! + ((n0 + s) * outChannels + g * mg + m) * ohw
@@ -188,12 +191,15 @@ struct Conv: Op {
                                         let dyg = dyp.baseAddress! + (n0 * outChannels + g * mg) * ohw
                                         let dxg = dxp.baseAddress! + (n0 * c + g * inPerGroup) * h * w
                                         if pointwise {
-                                            abk_sgemm(1, 0, Int32(kdim), Int32(ohw), Int32(mg), 1, wg, Int32(kdim), dyg,
-                                                      Int32(ohw), 0, dxg, Int32(ohw))
+                                            gemmColumns(transA: true, m: kdim, n: ohw, k: mg, a: wg, lda: kdim, b: dyg,
+                                                        ldb: ohw, c: dxg, ldc: ohw, threads: ctx.threads)
                                         } else {
-                                            abk_sgemm(1, 0, Int32(kdim), Int32(ohw), Int32(mg), 1, wg, Int32(kdim), dyg,
-                                                      Int32(ohw), 0, cp.baseAddress!, Int32(ohw))
-                                            col2im(cp.baseAddress!, ldc: ohw, h, w, oh, ow, p, dxg)
+                                            gemmColumns(transA: true, m: kdim, n: ohw, k: mg, a: wg, lda: kdim, b: dyg,
+                                                        ldb: ohw, c: cp.baseAddress!, ldc: ohw, threads: ctx.threads)
+                                            let colBase = UnsafePointer(cp.baseAddress!)
+                                            Parallel.forRanges(inPerGroup, threads: ohw * kdim > 100_000 ? ctx.threads : 1) { r in
+                                                col2im(colBase, ldc: ohw, h, w, oh, ow, p, dxg, channels: r)
+                                            }
                                         }
                                     } else {
                                         let ld = cnt * ohw
@@ -203,11 +209,11 @@ struct Conv: Op {
                                                 (tp.baseAddress! + m * ld + s * ohw).update(from: src, count: ohw)
                                             }
                                         }
-                                        abk_sgemm(1, 0, Int32(kdim), Int32(ld), Int32(mg), 1, wg, Int32(kdim),
-                                                  tp.baseAddress!, Int32(ld), 0, cp.baseAddress!, Int32(ld))
+                                        gemmColumns(transA: true, m: kdim, n: ld, k: mg, a: wg, lda: kdim,
+                                                    b: tp.baseAddress!, ldb: ld, c: cp.baseAddress!, ldc: ld, threads: ctx.threads)
                                         for s in 0..<cnt {
                                             let dxs = dxp.baseAddress! + ((n0 + s) * c + g * inPerGroup) * h * w
-                                            col2im(cp.baseAddress! + s * ohw, ldc: ld, h, w, oh, ow, p, dxs)
+                                            col2im(cp.baseAddress! + s * ohw, ldc: ld, h, w, oh, ow, p, dxs, channels: 0..<inPerGroup)
                                         }
                                     }
                                 }
@@ -223,11 +229,13 @@ struct Conv: Op {
 
     /// Unfolds one sample's group channels into rows (c, ki, kj) x columns (oh, ow) with row stride ldc.
     private func im2col(_ x: UnsafePointer<Float>, _ h: Int, _ w: Int, _ oh: Int, _ ow: Int,
-                        _ p: (Int, Int, Int, Int), _ col: UnsafeMutablePointer<Float>, ldc: Int) {
+                        _ p: (Int, Int, Int, Int), _ col: UnsafeMutablePointer<Float>, ldc: Int,
+                        channels: Range<Int>? = nil) {
         let (sh, sw) = strides
         let (dh, dw) = dilations
-        var row = 0
-        for ci in 0..<inPerGroup {
+        let channels = channels ?? 0..<inPerGroup
+        var row = channels.lowerBound * kh * kw
+        for ci in channels {
             let xc = x + ci * h * w
             for ki in 0..<kh {
                 for kj in 0..<kw {
@@ -261,11 +269,11 @@ struct Conv: Op {
 
     /// Adds the columns back into one sample's group channels (the adjoint of im2col).
     private func col2im(_ col: UnsafePointer<Float>, ldc: Int, _ h: Int, _ w: Int, _ oh: Int, _ ow: Int,
-                        _ p: (Int, Int, Int, Int), _ x: UnsafeMutablePointer<Float>) {
+                        _ p: (Int, Int, Int, Int), _ x: UnsafeMutablePointer<Float>, channels: Range<Int>) {
         let (sh, sw) = strides
         let (dh, dw) = dilations
-        var row = 0
-        for ci in 0..<inPerGroup {
+        var row = channels.lowerBound * kh * kw
+        for ci in channels {
             let xc = x + ci * h * w
             for ki in 0..<kh {
                 for kj in 0..<kw {

@@ -1,3 +1,4 @@
+import Dispatch
 /// Per-sample losses adamant differentiates.
 public enum Loss: Int32, Sendable {
     /// Cross-entropy: -log softmax(z)[label].
@@ -40,9 +41,45 @@ public final class Session {
         }
     }
 
-    func context(domain: Int, batch: Int, calibration: CalibrationRecorder? = nil) throws -> ExecContext {
+    func context(domain: Int, batch: Int, calibration: CalibrationRecorder? = nil, threads: Int = 1) throws -> ExecContext {
         try model.checkDomain(domain)
-        return ExecContext(bn: model.bn[domain], declaredBatch: model.graph.declaredBatch, batch: batch, calibration: calibration)
+        return ExecContext(bn: model.bn[domain], declaredBatch: model.graph.declaredBatch, batch: batch,
+                           calibration: calibration, threads: threads)
+    }
+
+    /// Runs `body` over the batch in pieces of samples small enough that a piece's activations stay in
+    /// cache, spread over the threads (each piece single-threaded inside). A batch that makes a
+    /// single piece runs whole, with ops splitting their own work over the threads. Samples never
+    /// interact (BN runs in inference mode), so the split changes no result.
+    func chunked<R>(_ x: Tensor, _ body: (Tensor, Range<Int>, Int) throws -> R) throws -> [R] {
+        let batch = x.shape[0], threads = Parallel.threads
+        let piece = max(1, model.cacheFriendlyBatch)
+        let pieces = (batch + piece - 1) / piece
+        if pieces <= 1 || (threads <= 1 && pieces == 1) { return [try body(x, 0..<batch, threads)] }
+        // Enough pieces for every thread, each at most `piece` samples.
+        let count = max(pieces, min(threads, batch))
+        let per = x.count / batch
+        var results = [R?](repeating: nil, count: count)
+        var errors = [Error?](repeating: nil, count: count)
+        let workers = max(1, min(threads, count))
+        results.withUnsafeMutableBufferPointer { res in
+            errors.withUnsafeMutableBufferPointer { errs in
+                let (rp, ep) = (res.baseAddress!, errs.baseAddress!)
+                withoutActuallyEscaping(body) { body in
+                    let run = { (w: Int) in
+                        for i in stride(from: w, to: count, by: workers) {
+                            let lo = batch * i / count, hi = batch * (i + 1) / count
+                            let sub = Tensor(shape: [hi - lo] + Array(x.shape.dropFirst()),
+                                             data: Array(x.data[(lo * per)..<(hi * per)]))
+                            do { rp[i] = try body(sub, lo..<hi, 1) } catch { ep[i] = error }
+                        }
+                    }
+                    if workers == 1 { run(0) } else { DispatchQueue.concurrentPerform(iterations: workers, execute: run) }
+                }
+            }
+        }
+        if let e = errors.compactMap({ $0 }).first { throw e }
+        return results.map { $0! }
     }
 
     /// Logits [batch, classes] for pixel-space images through BN `domain`.
@@ -57,10 +94,13 @@ public final class Session {
     }
 
     func logits(_ normalized: Tensor, domain: Int) throws -> [Float] {
-        let ctx = try context(domain: domain, batch: normalized.shape[0])
-        let y = try model.executor.forward(normalized, ctx, keep: false).output
-        try checkOutput(y, batch: normalized.shape[0])
-        return y.data
+        try model.checkDomain(domain)
+        return try chunked(normalized) { t, _, threads in
+            let ctx = try context(domain: domain, batch: t.shape[0], threads: threads)
+            let y = try model.executor.forward(t, ctx, keep: false).output
+            try checkOutput(y, batch: t.shape[0])
+            return y.data
+        }.flatMap { $0 }
     }
 
     func checkOutput(_ y: Tensor, batch: Int) throws {
@@ -89,21 +129,30 @@ public final class Session {
         }
     }
 
-    func gradient(normalized t: Tensor, labels: [Int64], loss: Loss, domain: Int) throws
+    func gradient(normalized x: Tensor, labels: [Int64], loss: Loss, domain: Int) throws
         -> (loss: [Float], gradient: [Float], logits: [Float]) {
-        let batch = t.shape[0]
+        let batch = x.shape[0]
         try checkLabels(labels, batch: batch)
-        let ctx = try context(domain: domain, batch: batch)
-        let (y, values) = try model.executor.forward(t, ctx, keep: true)
-        try checkOutput(y, batch: batch)
-        let (l, dz) = Losses.evaluate(logits: y.data, classes: model.numClasses, labels: labels, loss: loss)
-        var g = try model.executor.backward(values, gradOutput: Tensor(shape: y.shape, data: dz), ctx)
+        try model.checkDomain(domain)
+        let parts = try chunked(x) { t, range, threads -> ([Float], [Float], [Float]) in
+            let n = t.shape[0]
+            let ctx = try context(domain: domain, batch: n, threads: threads)
+            let (y, values) = try model.executor.forward(t, ctx, keep: true)
+            try checkOutput(y, batch: n)
+            let lab = Array(labels[range])
+            let (l, dz) = Losses.evaluate(logits: y.data, classes: model.numClasses, labels: lab, loss: loss)
+            let g = try model.executor.backward(values, gradOutput: Tensor(shape: y.shape, data: dz), ctx)
+            return (l, g.data, y.data)
+        }
+        var g = Tensor(shape: x.shape, data: parts.flatMap { $0.1 })
+        let l = parts.flatMap { $0.0 }
+        let y = parts.flatMap { $0.2 }
         // Back through the normalization: d(pixel) = d(normalized) / std.
         if let std = model.preprocessing.std {
             let c = model.inputShape[0], hw = model.inputShape[1] * model.inputShape[2]
             for n in 0..<batch { for ch in 0..<c { let s = std[ch]; for i in 0..<hw { g.data[(n * c + ch) * hw + i] /= s } } }
         }
-        return (l, g.data, y.data)
+        return (l, g.data, y)
     }
 }
 

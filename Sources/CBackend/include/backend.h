@@ -36,7 +36,10 @@ int abk_init(void);
 void abk_sgemm(int trans_a, int trans_b, int m, int n, int k, float alpha, const float *a, int lda,
                const float *b, int ldb, float beta, float *c, int ldc);
 
-/** Threads used by GEMM (0 = one per available CPU). */
+/**
+ * Threads adamant splits its work over (0 = one per available CPU, the default). OpenBLAS itself is
+ * kept single-threaded: adamant runs independent GEMMs (batch chunks, column blocks) on its threads.
+ */
 void abk_set_threads(int n);
 int abk_get_threads(void);
 
