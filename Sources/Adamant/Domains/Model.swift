@@ -42,7 +42,10 @@ public struct LoadOptions: Sendable {
 /// A loaded network with one or more named BatchNorm domains. Immutable; share it across threads.
 public final class Model: @unchecked Sendable {
     let graph: Graph
+    /// Runs the unfolded graph (calibration needs each BatchNorm's input statistics).
     let executor: Executor
+    /// Per domain: the graph with that domain's BatchNorms folded into the convolutions.
+    let plans: [Executor]
     /// BN parameters: `bn[domain][slot]`.
     let bn: [[BNParams]]
     /// The ONNX bytes the graph came from (written back by ``save(to:)``).
@@ -68,6 +71,7 @@ public final class Model: @unchecked Sendable {
          baseBytes: [UInt8]) throws {
         self.graph = graph
         self.executor = Executor(graph: graph)
+        self.plans = bn.map { Executor(graph: Optimizer.foldBatchNorm(graph, bn: $0)) }
         self.bn = bn
         self.domains = domains
         self.defaultDomain = defaultDomain

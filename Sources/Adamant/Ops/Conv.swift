@@ -4,8 +4,8 @@ import CBackend
 struct Conv: Op {
     let type = "Conv"
     /// [M, C/group, kh, kw]
-    let weight: [Float]
-    let bias: [Float]?
+    var weight: [Float]
+    var bias: [Float]?
     let outChannels, inPerGroup, kh, kw: Int
     let group: Int
     let strides: (Int, Int)

@@ -97,7 +97,7 @@ public final class Session {
         try model.checkDomain(domain)
         return try chunked(normalized) { t, _, threads in
             let ctx = try context(domain: domain, batch: t.shape[0], threads: threads)
-            let y = try model.executor.forward(t, ctx, keep: false).output
+            let y = try model.plans[domain].forward(t, ctx, keep: false).output
             try checkOutput(y, batch: t.shape[0])
             return y.data
         }.flatMap { $0 }
@@ -137,11 +137,11 @@ public final class Session {
         let parts = try chunked(x) { t, range, threads -> ([Float], [Float], [Float]) in
             let n = t.shape[0]
             let ctx = try context(domain: domain, batch: n, threads: threads)
-            let (y, values) = try model.executor.forward(t, ctx, keep: true)
+            let (y, values) = try model.plans[domain].forward(t, ctx, keep: true)
             try checkOutput(y, batch: n)
             let lab = Array(labels[range])
             let (l, dz) = Losses.evaluate(logits: y.data, classes: model.numClasses, labels: lab, loss: loss)
-            let g = try model.executor.backward(values, gradOutput: Tensor(shape: y.shape, data: dz), ctx)
+            let g = try model.plans[domain].backward(values, gradOutput: Tensor(shape: y.shape, data: dz), ctx)
             return (l, g.data, y.data)
         }
         var g = Tensor(shape: x.shape, data: parts.flatMap { $0.1 })
