@@ -29,6 +29,9 @@ struct Graph {
     var bnNodes: [(onnxIndex: Int, outputName: String, channels: Int)]
     var opset: Int
 
+    /// Largest activation (values per sample) adamant accepts: 2^28 floats, 1 GiB.
+    static let maxActivation = 1 << 28
+
     /// Which values depend on the graph input (the only ones that need gradients).
     func dependsOnInput() -> [Bool] {
         var dep = [Bool](repeating: false, count: valueNames.count)
@@ -51,7 +54,14 @@ struct Graph {
             do { outs = try n.op.shapes(ins, env) } catch let e as AdamantError {
                 throw AdamantError(e.kind, "\(n.label): \(e.message)")
             }
-            for (i, o) in n.outputs.enumerated() where i < outs.count { shapes[o] = outs[i] }
+            for (i, o) in n.outputs.enumerated() where i < outs.count {
+                // Bound every activation so an absurd graph fails here instead of at allocation.
+                let perSample = try checkedProduct(Array(outs[i].dropFirst()), what: "\(n.label): output")
+                guard perSample <= Graph.maxActivation else {
+                    throw fail(.shape, "\(n.label): output \(outs[i]) holds \(perSample) values per sample; adamant's limit is \(Graph.maxActivation)")
+                }
+                shapes[o] = outs[i]
+            }
         }
         return shapes
     }

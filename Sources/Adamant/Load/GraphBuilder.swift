@@ -45,6 +45,13 @@ enum GraphBuilder {
         guard let dims = inp.dims, dims.count == 4, dims[1...].allSatisfy({ $0 > 0 }) else {
             throw err(.unsupported, "input '\(inp.name)' must be a 4-D NCHW image tensor with known C, H, W; it is \(inp.dims.map { "\($0)" } ?? "unshaped")")
         }
+        guard inp.elemType == 1 || inp.elemType == 0 else {
+            throw err(.unsupported, "input '\(inp.name)' has ONNX element type \(inp.elemType); adamant runs float32 (type 1) images")
+        }
+        guard dims[1...].allSatisfy({ $0 <= 65_536 }),
+              (try? checkedProduct(Array(dims[1...]), what: "input")).map({ $0 <= Graph.maxActivation }) == true else {
+            throw err(.shape, "input '\(inp.name)' of shape \(dims) is too large")
+        }
         guard let out = file.outputs.first else { throw err(.parse, "the graph has no outputs") }
 
         // Producers, duplicate outputs.
@@ -233,7 +240,9 @@ enum GraphBuilder {
             let p = try (1...4).map { try const($0, ["scale", "bias", "mean", "var"][$0 - 1]) }
             let ch = p[0].floats.count
             guard p.allSatisfy({ $0.floats.count == ch }) else { throw a.invalid("scale, bias, mean and var differ in length") }
-            return (BatchNorm(slot: bnSlot, channels: ch, epsilon: try a.float("epsilon", 1e-5)), [1, 2, 3, 4])
+            let eps = try a.float("epsilon", 1e-5)
+            guard eps >= 0, eps.isFinite else { throw a.invalid("epsilon must be a non-negative number, is \(eps)") }
+            return (BatchNorm(slot: bnSlot, channels: ch, epsilon: eps), [1, 2, 3, 4])
         case "Relu":
             try need(1...1); return (Relu(), [])
         case "Identity":

@@ -41,6 +41,8 @@ struct RawNode {
 struct RawValueInfo {
     var name: String
     var dims: [Int]?
+    /// ONNX element type (1 = float; 0 = not given).
+    var elemType: Int32 = 0
 }
 
 /// An ONNX model read into Swift values: stage one of load -> optimize -> plan -> run.
@@ -87,12 +89,6 @@ struct ONNXFile {
         guard opset > 0 else { throw fail(.parse, "\(source): the model imports no ai.onnx opset") }
         self.opset = opset
 
-        let check = ox_check(m, &err, err.count)
-        switch check {
-        case 0: checkerNote = nil
-        case 2: checkerNote = String(cString: err)
-        default: throw fail(.parse, "\(source): ONNX checker: \(String(cString: err))")
-        }
 
         var metadata: [String: String] = [:]
         for i in 0..<ox_metadata_count(m) {
@@ -110,7 +106,8 @@ struct ONNXFile {
         inputs = (0..<ox_input_count(m)).map { i in
             let rank = ox_input_rank(m, i)
             return RawValueInfo(name: String(cString: ox_input_name(m, i)),
-                                dims: rank < 0 ? nil : (0..<Int(rank)).map { Int(ox_input_dim(m, i, $0)) })
+                                dims: rank < 0 ? nil : (0..<Int(rank)).map { Int(ox_input_dim(m, i, $0)) },
+                                elemType: ox_input_elem_type(m, i))
         }
         outputs = (0..<ox_output_count(m)).map { i in
             let rank = ox_output_rank(m, i)
@@ -144,6 +141,20 @@ struct ONNXFile {
                 attributes: attrs))
         }
         self.nodes = nodes
+
+        // Name a dangling reference plainly before the checker reports it as an ordering problem.
+        var defined = Set(inits.keys).union(inputs.map(\.name))
+        for n in nodes { defined.formUnion(n.outputs) }
+        for n in nodes {
+            for i in n.inputs where !i.isEmpty && !defined.contains(i) {
+                throw fail(.parse, "\(source): \(n.label) reads '\(i)', which is neither an initializer, a graph input nor a node output (missing initializer?)")
+            }
+        }
+        switch ox_check(m, &err, err.count) {
+        case 0: checkerNote = nil
+        case 2: checkerNote = String(cString: err)
+        default: throw fail(.parse, "\(source): ONNX checker: \(String(cString: err))")
+        }
     }
 
     static func readTensor(_ t: OpaquePointer, source: String) throws -> RawTensor {

@@ -5,7 +5,8 @@ struct Relu: Op {
     func forward(_ inputs: [Tensor], _ ctx: ExecContext) throws -> [Tensor] {
         var y = inputs[0]
         y.data.withUnsafeMutableBufferPointer { p in
-            for i in 0..<p.count { p[i] = p[i] > 0 ? p[i] : 0 }
+            // max(x, 0) keeps NaN, as ONNX Runtime does (a NaN is never silently turned into 0).
+            for i in 0..<p.count { p[i] = Swift.max(p[i], 0) }
         }
         return [y]
     }

@@ -72,7 +72,7 @@ struct Conv: Op {
     }
 
     func flops(_ inputs: [[Int]], _ outputs: [[Int]]) -> Int {
-        2 * outputs[0].product * inPerGroup * kh * kw
+        2 &* outputs[0].product &* inPerGroup &* kh &* kw
     }
 
     private func isPointwise(_ p: (Int, Int, Int, Int)) -> Bool {

@@ -23,6 +23,9 @@ struct Pool: Op {
         guard s.count == 2, d.count == 2, p.count == 4, s.allSatisfy({ $0 >= 1 }), d.allSatisfy({ $0 >= 1 }),
               p.allSatisfy({ $0 >= 0 }) else { throw a.invalid("invalid strides \(s), dilations \(d) or pads \(p)") }
         strides = (s[0], s[1]); dilations = (d[0], d[1]); pads = (p[0], p[1], p[2], p[3])
+        guard p[0] < kh * d[0] && p[2] < kh * d[0] && p[1] < kw * d[1] && p[3] < kw * d[1] else {
+            throw a.invalid("pads \(p) must be smaller than the kernel \([kh, kw])")
+        }
         ceilMode = try a.int("ceil_mode", 0) != 0
         countIncludePad = try a.int("count_include_pad", 0) != 0
         autoPad = try a.string("auto_pad", "NOTSET")

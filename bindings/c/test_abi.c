@@ -1,0 +1,333 @@
+/*
+ * test_abi.c — checks of adamant's C ABI contract (include/adamant.h):
+ * NULL pointers are ADM_ERR_INVALID_ARGUMENT (never a crash), wrong lengths
+ * are ADM_ERR_SHAPE, struct_size mismatches are rejected, adm_last_error()
+ * explains every failure and is cleared by success, and predict / gradient /
+ * PGD / calibration / save work.
+ *
+ *   cc test_abi.c $(pkg-config --cflags --libs adamant) -lm -o test_abi
+ *   ./test_abi MODEL.clean.onnx [MODEL.adv.onnx]
+ *
+ * MODEL.* are the two BN-domain exports of one network with BatchNormalization
+ * kept (e.g. examples/models/mbn_resnet8.{clean,adv}.onnx); without the second
+ * file the clean one is used for both domains. Prints one line per check and
+ * "N passed, M failed"; exits non-zero on any failure.
+ */
+#include <adamant.h>
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int passed = 0, failed = 0;
+
+static void report(int ok, const char *what, int line) {
+    if (ok) {
+        passed++;
+    } else {
+        failed++;
+        printf("FAIL (line %d): %s [last error: %s]\n", line, what, adm_last_error());
+    }
+}
+
+#define EXPECT(cond) report((cond) != 0, #cond, __LINE__)
+/* The call returns `want`; a failing status must leave a non-empty message, success an empty one. */
+#define EXPECT_STATUS(call, want)                                                                  \
+    do {                                                                                           \
+        adm_status got_ = (call);                                                                  \
+        int ok_ = got_ == (want);                                                                  \
+        if (ok_ && got_ != ADM_OK) ok_ = adm_last_error()[0] != '\0';                              \
+        if (ok_ && got_ == ADM_OK) ok_ = adm_last_error()[0] == '\0';                              \
+        if (!ok_) printf("  got status %d, wanted %d\n", (int)got_, (int)(want));                  \
+        report(ok_, #call " == " #want, __LINE__);                                                 \
+    } while (0)
+#define INVALID(call) EXPECT_STATUS(call, ADM_ERR_INVALID_ARGUMENT)
+#define SHAPE(call) EXPECT_STATUS(call, ADM_ERR_SHAPE)
+#define OK(call) EXPECT_STATUS(call, ADM_OK)
+
+static void fill_images(float *x, size_t n, unsigned seed) {
+    for (size_t i = 0; i < n; i++) {
+        seed = seed * 1103515245u + 12345u;
+        x[i] = (float)((seed >> 8) & 0xFFFF) / 65535.0f;
+    }
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        fprintf(stderr, "usage: %s MODEL.clean.onnx [MODEL.adv.onnx]\n", argv[0]);
+        return 2;
+    }
+    const char *clean_path = argv[1];
+    const char *adv_path = argc > 2 ? argv[2] : argv[1];
+
+    /* ---- library ---------------------------------------------------------------- */
+    EXPECT(adm_version() != NULL && adm_version()[0] != '\0');
+    EXPECT(adm_abi_version() == ADAMANT_ABI_VERSION);
+    EXPECT(adm_last_error() != NULL);
+    EXPECT(adm_backend_info() != NULL && adm_backend_info()[0] != '\0');
+    INVALID(adm_set_num_threads(-1));
+    OK(adm_set_num_threads(0));
+    adm_load_options_default(NULL);  /* must not crash */
+    adm_attack_config_default(NULL);
+
+    /* ---- loading: NULLs, IO, struct_size ------------------------------------------ */
+    adm_model *m = NULL, *m2 = NULL;
+    adm_load_options opts;
+    adm_load_options_default(&opts);
+    EXPECT(opts.struct_size == sizeof(adm_load_options));
+    INVALID(adm_model_load(NULL, NULL, &m));
+    INVALID(adm_model_load(clean_path, NULL, NULL));
+    INVALID(adm_model_load(clean_path, &opts, NULL));
+    EXPECT_STATUS(adm_model_load("/nonexistent/dir/model.onnx", NULL, &m), ADM_ERR_IO);
+    EXPECT(m == NULL);
+    EXPECT(strstr(adm_last_error(), "/nonexistent/dir/model.onnx") != NULL);
+    INVALID(adm_model_load_memory(NULL, 16, NULL, &m));
+    INVALID(adm_model_load_memory("abc", 3, NULL, NULL));
+    EXPECT_STATUS(adm_model_load_memory("not an onnx model", 17, NULL, &m), ADM_ERR_PARSE);
+
+    adm_load_options bad = opts;
+    bad.struct_size = sizeof(adm_load_options) + 8;
+    INVALID(adm_model_load(clean_path, &bad, &m));
+    EXPECT(strstr(adm_last_error(), "struct_size") != NULL);
+    bad.struct_size = 0;
+    INVALID(adm_model_load(clean_path, &bad, &m));
+    bad = opts;
+    bad.mean = NULL;
+    bad.mean_len = 3; /* NULL buffer with a length */
+    INVALID(adm_model_load(clean_path, &bad, &m));
+
+    const char *names[2] = {"clean", "adv"};
+    const char *paths[2] = {clean_path, adv_path};
+    const char *null_names[2] = {"clean", NULL};
+    INVALID(adm_model_load_domains(NULL, paths, 2, NULL, &m));
+    INVALID(adm_model_load_domains(names, NULL, 2, NULL, &m));
+    INVALID(adm_model_load_domains(names, paths, 2, NULL, NULL));
+    INVALID(adm_model_load_domains(null_names, paths, 2, NULL, &m));
+    INVALID(adm_model_load_domains(names, paths, 0, NULL, &m));
+    adm_model_free(NULL);
+
+    OK(adm_model_load_domains(names, paths, 2, &opts, &m));
+    if (!m) {
+        printf("cannot continue without a model\n");
+        printf("%d passed, %d failed\n", passed, failed + 1);
+        return 1;
+    }
+
+    /* ---- introspection ------------------------------------------------------------ */
+    size_t count = 0, idx = 0, c = 0, h = 0, w = 0, classes = 0, needed = 0;
+    const char *name = NULL;
+    float lo = -1, hi = -1;
+    INVALID(adm_model_domain_count(NULL, &count));
+    INVALID(adm_model_domain_count(m, NULL));
+    OK(adm_model_domain_count(m, &count));
+    EXPECT(count == 2);
+    INVALID(adm_model_domain_name(NULL, 0, &name));
+    INVALID(adm_model_domain_name(m, 0, NULL));
+    EXPECT_STATUS(adm_model_domain_name(m, 2, &name), ADM_ERR_DOMAIN);
+    OK(adm_model_domain_name(m, 1, &name));
+    EXPECT(name && strcmp(name, "adv") == 0);
+    INVALID(adm_model_domain_index(NULL, "adv", &idx));
+    INVALID(adm_model_domain_index(m, NULL, &idx));
+    INVALID(adm_model_domain_index(m, "adv", NULL));
+    EXPECT_STATUS(adm_model_domain_index(m, "nope", &idx), ADM_ERR_DOMAIN);
+    EXPECT(strstr(adm_last_error(), "nope") != NULL);
+    OK(adm_model_domain_index(m, "adv", &idx));
+    EXPECT(idx == 1);
+    INVALID(adm_model_default_domain(NULL, &idx));
+    INVALID(adm_model_default_domain(m, NULL));
+    OK(adm_model_default_domain(m, &idx));
+    EXPECT(idx == 0);
+    INVALID(adm_model_input_shape(NULL, &c, &h, &w));
+    INVALID(adm_model_input_shape(m, NULL, &h, &w));
+    INVALID(adm_model_input_shape(m, &c, NULL, &w));
+    INVALID(adm_model_input_shape(m, &c, &h, NULL));
+    OK(adm_model_input_shape(m, &c, &h, &w));
+    INVALID(adm_model_num_classes(NULL, &classes));
+    INVALID(adm_model_num_classes(m, NULL));
+    OK(adm_model_num_classes(m, &classes));
+    EXPECT(c > 0 && h > 0 && w > 0 && classes >= 2);
+    INVALID(adm_model_pixel_range(NULL, &lo, &hi));
+    INVALID(adm_model_pixel_range(m, NULL, &hi));
+    INVALID(adm_model_pixel_range(m, &lo, NULL));
+    OK(adm_model_pixel_range(m, &lo, &hi));
+    EXPECT(lo == 0.0f && hi == 1.0f);
+    INVALID(adm_model_info_json(NULL, NULL, 0, &needed));
+    char small[4];
+    INVALID(adm_model_info_json(m, small, sizeof small, NULL));
+    INVALID(adm_model_info_json(m, NULL, 0, &needed)); /* size query */
+    EXPECT(needed > 1);
+    INVALID(adm_model_info_json(m, small, sizeof small, &needed));
+    char *json = malloc(needed);
+    if (json) {
+        OK(adm_model_info_json(m, json, needed, &needed));
+        EXPECT(json[0] == '{' && strstr(json, "\"domains\"") && strlen(json) + 1 == needed);
+        free(json);
+    }
+
+    /* ---- contexts and predict ------------------------------------------------------ */
+    adm_context *ctx = NULL;
+    INVALID(adm_context_create(NULL, &ctx));
+    INVALID(adm_context_create(m, NULL));
+    OK(adm_context_create(m, &ctx));
+    adm_context_free(NULL);
+
+    enum { B = 4 };
+    size_t per = c * h * w, n = B * per;
+    float *x = malloc(n * sizeof *x), *x2 = malloc(n * sizeof *x2), *grad = malloc(n * sizeof *grad);
+    float logits[B * 64], one[64], loss[B];
+    int64_t labels[B] = {0, 1, 2, 3}, targets[B];
+    if (!x || !x2 || !grad || classes > 64) {
+        printf("setup failed\n");
+        return 1;
+    }
+    for (int i = 0; i < B; i++) { labels[i] = (int64_t)((size_t)i % classes); targets[i] = (labels[i] + 1) % (int64_t)classes; }
+    fill_images(x, n, 42);
+    size_t nl = B * classes;
+
+    INVALID(adm_predict(NULL, 0, x, n, B, logits, nl));
+    INVALID(adm_predict(ctx, 0, NULL, n, B, logits, nl));
+    INVALID(adm_predict(ctx, 0, x, n, B, NULL, nl));
+    SHAPE(adm_predict(ctx, 0, x, n - 1, B, logits, nl));
+    SHAPE(adm_predict(ctx, 0, x, n + per, B, logits, nl));
+    SHAPE(adm_predict(ctx, 0, x, n, B, logits, nl - 1));
+    SHAPE(adm_predict(ctx, 0, x, 0, 0, logits, 0));
+    EXPECT_STATUS(adm_predict(ctx, 2, x, n, B, logits, nl), ADM_ERR_DOMAIN);
+    OK(adm_predict(ctx, 0, x, n, B, logits, nl));
+    int finite = 1;
+    for (size_t i = 0; i < nl; i++) finite &= isfinite(logits[i]) != 0;
+    EXPECT(finite);
+    /* batch independence: sample 2 alone gives the same logits */
+    OK(adm_predict(ctx, 0, x + 2 * per, per, 1, one, classes));
+    float maxdiff = 0;
+    for (size_t j = 0; j < classes; j++) maxdiff = fmaxf(maxdiff, fabsf(one[j] - logits[2 * classes + j]));
+    EXPECT(maxdiff < 1e-4f);
+    /* the two domains differ */
+    float other[B * 64];
+    OK(adm_predict(ctx, 1, x, n, B, other, nl));
+    if (adv_path != clean_path) EXPECT(memcmp(other, logits, nl * sizeof(float)) != 0);
+
+    /* ---- gradients ----------------------------------------------------------------- */
+    INVALID(adm_gradient(NULL, 0, ADM_LOSS_CE, x, n, B, labels, B, loss, B, grad, n));
+    INVALID(adm_gradient(ctx, 0, ADM_LOSS_CE, NULL, n, B, labels, B, loss, B, grad, n));
+    INVALID(adm_gradient(ctx, 0, ADM_LOSS_CE, x, n, B, NULL, B, loss, B, grad, n));
+    INVALID(adm_gradient(ctx, 0, 7, x, n, B, labels, B, loss, B, grad, n));
+    SHAPE(adm_gradient(ctx, 0, ADM_LOSS_CE, x, n - 1, B, labels, B, loss, B, grad, n - 1));
+    SHAPE(adm_gradient(ctx, 0, ADM_LOSS_CE, x, n, B, labels, B - 1, loss, B, grad, n));
+    SHAPE(adm_gradient(ctx, 0, ADM_LOSS_CE, x, n, B, labels, B, loss, B - 1, grad, n));
+    SHAPE(adm_gradient(ctx, 0, ADM_LOSS_CE, x, n, B, labels, B, loss, B, grad, n - 1));
+    int64_t bad_labels[B] = {0, 1, (int64_t)classes, 0};
+    INVALID(adm_gradient(ctx, 0, ADM_LOSS_CE, x, n, B, bad_labels, B, loss, B, grad, n));
+    OK(adm_gradient(ctx, 0, ADM_LOSS_CE, x, n, B, labels, B, loss, B, grad, n));
+    double gnorm = 0;
+    finite = 1;
+    for (size_t i = 0; i < n; i++) { finite &= isfinite(grad[i]) != 0; gnorm += (double)grad[i] * grad[i]; }
+    for (int i = 0; i < B; i++) finite &= isfinite(loss[i]) && loss[i] >= 0;
+    EXPECT(finite && gnorm > 0);
+    OK(adm_gradient(ctx, 1, ADM_LOSS_CW, x, n, B, labels, B, NULL, 0, grad, n)); /* loss may be NULL */
+    OK(adm_gradient(ctx, 1, ADM_LOSS_CW, x, n, B, labels, B, loss, B, NULL, 0)); /* grad may be NULL */
+
+    /* ---- attacks -------------------------------------------------------------------- */
+    adm_attack_config cfg;
+    adm_attack_config_default(&cfg);
+    EXPECT(cfg.struct_size == sizeof(adm_attack_config));
+    cfg.steps = 2;
+    uint8_t success[B];
+    float aloss[B];
+    int32_t steps_used[B];
+    int64_t out_targets[B], preds[B];
+    adm_attack_outputs out = {sizeof(adm_attack_outputs), B, success, aloss, steps_used, out_targets, preds};
+    INVALID(adm_attack_pgd(NULL, &cfg, x, n, B, labels, B, x2, n, &out));
+    INVALID(adm_attack_pgd(ctx, NULL, x, n, B, labels, B, x2, n, &out));
+    INVALID(adm_attack_pgd(ctx, &cfg, NULL, n, B, labels, B, x2, n, &out));
+    INVALID(adm_attack_pgd(ctx, &cfg, x, n, B, NULL, B, x2, n, &out));
+    INVALID(adm_attack_pgd(ctx, &cfg, x, n, B, labels, B, NULL, n, &out));
+    SHAPE(adm_attack_pgd(ctx, &cfg, x, n, B, labels, B, x2, n - 1, &out));
+    SHAPE(adm_attack_pgd(ctx, &cfg, x, n - 1, B, labels, B, x2, n - 1, &out));
+    SHAPE(adm_attack_pgd(ctx, &cfg, x, n, B, labels, B - 1, x2, n, &out));
+    out.len = B - 1;
+    SHAPE(adm_attack_pgd(ctx, &cfg, x, n, B, labels, B, x2, n, &out));
+    out.len = B;
+    out.struct_size = 8;
+    INVALID(adm_attack_pgd(ctx, &cfg, x, n, B, labels, B, x2, n, &out));
+    out.struct_size = sizeof(adm_attack_outputs);
+    adm_attack_config badcfg = cfg;
+    badcfg.struct_size = sizeof(adm_attack_config) - 8;
+    INVALID(adm_attack_pgd(ctx, &badcfg, x, n, B, labels, B, x2, n, &out));
+    badcfg = cfg;
+    badcfg.eps = -1;
+    INVALID(adm_attack_pgd(ctx, &badcfg, x, n, B, labels, B, x2, n, &out));
+    badcfg = cfg;
+    badcfg.steps = 0;
+    INVALID(adm_attack_pgd(ctx, &badcfg, x, n, B, labels, B, x2, n, &out));
+    badcfg = cfg;
+    badcfg.norm = 9;
+    INVALID(adm_attack_pgd(ctx, &badcfg, x, n, B, labels, B, x2, n, &out));
+    badcfg = cfg;
+    badcfg.eval_domain = 5;
+    EXPECT_STATUS(adm_attack_pgd(ctx, &badcfg, x, n, B, labels, B, x2, n, &out), ADM_ERR_DOMAIN);
+    badcfg = cfg;
+    badcfg.target_mode = ADM_TARGETED;
+    badcfg.targets = NULL;
+    badcfg.targets_len = B;
+    INVALID(adm_attack_pgd(ctx, &badcfg, x, n, B, labels, B, x2, n, &out));
+    badcfg.targets = targets;
+    badcfg.targets_len = B - 1;
+    SHAPE(adm_attack_pgd(ctx, &badcfg, x, n, B, labels, B, x2, n, &out));
+    badcfg.targets = labels; /* target == label */
+    badcfg.targets_len = B;
+    INVALID(adm_attack_pgd(ctx, &badcfg, x, n, B, labels, B, x2, n, &out));
+
+    OK(adm_attack_pgd(ctx, &cfg, x, n, B, labels, B, x2, n, &out));
+    float maxdev = 0, xmin = 1, xmax = 0;
+    for (size_t i = 0; i < n; i++) {
+        maxdev = fmaxf(maxdev, fabsf(x2[i] - x[i]));
+        xmin = fminf(xmin, x2[i]);
+        xmax = fmaxf(xmax, x2[i]);
+    }
+    EXPECT(maxdev <= cfg.eps + 1e-6f && maxdev > 0 && xmin >= 0 && xmax <= 1);
+    int steps_ok = 1;
+    for (int i = 0; i < B; i++) steps_ok &= steps_used[i] == 2 && out_targets[i] == -1 && success[i] <= 1;
+    EXPECT(steps_ok);
+    OK(adm_attack_pgd(ctx, &cfg, x, n, B, labels, B, x2, n, NULL)); /* outputs may be NULL */
+    cfg.target_mode = ADM_TARGETED_RANDOM;
+    OK(adm_attack_pgd(ctx, &cfg, x, n, B, labels, B, x2, n, &out));
+    int tgt_ok = 1;
+    for (int i = 0; i < B; i++) tgt_ok &= out_targets[i] != labels[i] && out_targets[i] >= 0;
+    EXPECT(tgt_ok);
+
+    /* ---- calibration and saving ----------------------------------------------------- */
+    adm_calibrator *cal = NULL;
+    INVALID(adm_calibrator_create(NULL, 0, &cal));
+    INVALID(adm_calibrator_create(m, 0, NULL));
+    EXPECT_STATUS(adm_calibrator_create(m, 9, &cal), ADM_ERR_DOMAIN);
+    OK(adm_calibrator_create(m, 0, &cal));
+    INVALID(adm_calibrator_add(NULL, x, n, B));
+    INVALID(adm_calibrator_add(cal, NULL, n, B));
+    SHAPE(adm_calibrator_add(cal, x, n - 1, B));
+    INVALID(adm_calibrator_add(cal, x, per, 1)); /* batch statistics need >= 2 images */
+    OK(adm_calibrator_add(cal, x, n, B));
+    INVALID(adm_calibrator_finish(NULL, "cal", &m2));
+    INVALID(adm_calibrator_finish(cal, NULL, &m2));
+    INVALID(adm_calibrator_finish(cal, "cal", NULL));
+    EXPECT_STATUS(adm_calibrator_finish(cal, "clean", &m2), ADM_ERR_DOMAIN);
+    OK(adm_calibrator_finish(cal, "cal", &m2));
+    adm_calibrator_free(cal);
+    adm_calibrator_free(NULL);
+    if (m2) {
+        OK(adm_model_domain_count(m2, &count));
+        EXPECT(count == 3);
+        INVALID(adm_model_save(NULL, "/tmp/x.onnx"));
+        INVALID(adm_model_save(m2, NULL));
+        EXPECT_STATUS(adm_model_save(m2, "/nonexistent/dir/x.onnx"), ADM_ERR_IO);
+        adm_model_free(m2);
+    }
+
+    adm_context_free(ctx);
+    adm_model_free(m);
+    free(x);
+    free(x2);
+    free(grad);
+    printf("%d passed, %d failed\n", passed, failed);
+    return failed ? 1 : 0;
+}

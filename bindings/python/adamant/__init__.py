@@ -1,0 +1,30 @@
+"""adamant: robust ResNets with BatchNorm domains, from Python.
+
+A thin ctypes layer over the C ABI of ``libadamant.so`` (``include/adamant.h``):
+load ResNets from ONNX, keep named BatchNorm domains (e.g. ``clean``/``adv``),
+run inference, input gradients and PGD attacks, calibrate new BN domains.
+
+Example::
+
+    import adamant, numpy as np
+    m = adamant.load({"clean": "mbn_resnet8.clean.onnx", "adv": "mbn_resnet8.adv.onnx"})
+    logits = m.predict(x, domain="adv")             # x: float32 (N, 3, 32, 32) in [0, 1]
+    x_adv = m.pgd(x, y, eps=8 / 255, domain="adv")
+    print(m.evaluate(x, y, attack="pgd"))
+
+The shared library is found through ``ADAMANT_LIBRARY``, then a copy bundled
+in this package, then ``ctypes.util.find_library("adamant")``.
+"""
+from ._errors import (AdamantError, AdamantIOError, DomainError, InternalError, InvalidArgument,
+                      ParseError, ShapeError, UnsupportedError)
+from ._lib import ABI_VERSION, LIBRARY_PATH
+from ._model import Calibrator, Model, abi_version, backend_info, load, set_num_threads, version
+
+#: Version of the loaded libadamant (``adm_version()``).
+__version__ = version()
+
+__all__ = [
+    "__version__", "ABI_VERSION", "LIBRARY_PATH", "load", "Model", "Calibrator", "backend_info",
+    "set_num_threads", "version", "abi_version", "AdamantError", "InvalidArgument", "AdamantIOError",
+    "ParseError", "UnsupportedError", "ShapeError", "DomainError", "InternalError",
+]

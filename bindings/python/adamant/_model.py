@@ -1,0 +1,797 @@
+"""The Pythonic layer: :func:`load`, :class:`Model` and :class:`Calibrator`.
+
+Arrays cross into C without a copy whenever they already are C-contiguous
+float32 (images) or int64 (labels): ``np.ascontiguousarray`` only copies when
+the dtype or the layout has to change. Every length is handed to the C layer,
+which validates shapes, labels, domains and attack settings; the Python layer
+only converts types (and rejects image layouts whose element count matches
+but whose trailing dimensions do not, e.g. NHWC, which C could not detect).
+"""
+import ctypes
+import json
+import os
+import threading
+from ctypes import byref, c_char_p, c_float, c_size_t
+
+import numpy as np
+
+from . import _lib as L
+from ._errors import InvalidArgument, ShapeError
+from ._lib import LIB
+
+__all__ = ["load", "Model", "Calibrator", "backend_info", "set_num_threads", "version", "abi_version"]
+
+_FP = ctypes.POINTER(ctypes.c_float)
+_I64P = ctypes.POINTER(ctypes.c_int64)
+_I32P = ctypes.POINTER(ctypes.c_int32)
+_U8P = ctypes.POINTER(ctypes.c_uint8)
+
+_NORMS = {"linf": L.ADM_NORM_LINF, "inf": L.ADM_NORM_LINF, "l2": L.ADM_NORM_L2}
+_LOSSES = {"ce": L.ADM_LOSS_CE, "cw": L.ADM_LOSS_CW}
+_INT32_MAX = 2 ** 31 - 1
+
+
+# ---------------------------------------------------------------------------
+# Library-level functions
+# ---------------------------------------------------------------------------
+
+def version():
+    """The library's version string (``adm_version()``), e.g. ``"0.1.0"``."""
+    return LIB.adm_version().decode()
+
+
+def abi_version():
+    """The ABI version compiled into the loaded library (``adm_abi_version()``)."""
+    return int(LIB.adm_abi_version())
+
+
+def backend_info():
+    """A description of the compute backend: BLAS, GEMM kernel, threads, CPU features."""
+    return LIB.adm_backend_info().decode("utf-8", "replace")
+
+
+def set_num_threads(n):
+    """Sets the number of compute threads for the whole process (0 = one per online CPU).
+
+    Raises :class:`InvalidArgument` for values the library rejects.
+    """
+    LIB.adm_set_num_threads(_int32(n, "threads"))
+
+
+# ---------------------------------------------------------------------------
+# Helpers
+# ---------------------------------------------------------------------------
+
+def _int32(v, name):
+    """Converts v to a Python int that fits an int32, or raises InvalidArgument."""
+    try:
+        i = int(v)
+    except (TypeError, ValueError):
+        raise InvalidArgument("%s must be an integer, got %r" % (name, v)) from None
+    if i != v or not -_INT32_MAX - 1 <= i <= _INT32_MAX:
+        raise InvalidArgument("%s must be an int32, got %r" % (name, v))
+    return i
+
+
+def _ptr(a, ptype):
+    """A typed ctypes pointer to the data of numpy array a, or None."""
+    return None if a is None else a.ctypes.data_as(ptype)
+
+
+def _labels(y, name="labels"):
+    """Labels (any int-like array or scalar) as a contiguous 1-D int64 array (no copy if already so)."""
+    a = np.asarray(y)
+    if a.dtype.kind == "f":
+        if not np.all(np.isfinite(a)) or not np.all(a == np.round(a)):
+            raise InvalidArgument("%s must be integer class indices" % name)
+    elif a.dtype.kind not in "iub":
+        raise InvalidArgument("%s must be integer class indices, got dtype %s" % (name, a.dtype))
+    return np.ascontiguousarray(a.reshape(-1), dtype=np.int64)
+
+
+def _chunks(n, batch_size):
+    """[(start, stop)] covering range(n) in pieces of at most batch_size (one piece if None)."""
+    if batch_size is None or n == 0:
+        return [(0, n)]
+    bs = int(batch_size)
+    if bs < 1:
+        raise InvalidArgument("batch_size must be at least 1, got %r" % (batch_size,))
+    return [(s, min(n, s + bs)) for s in range(0, n, bs)]
+
+
+class _NoBar:
+    """Stand-in for a tqdm bar when progress is off or tqdm is missing."""
+
+    def update(self, n=1):
+        """Does nothing."""
+
+    def close(self):
+        """Does nothing."""
+
+
+def _bar(total, enabled, desc):
+    """A tqdm progress bar when enabled and tqdm is installed, otherwise a no-op."""
+    if not enabled:
+        return _NoBar()
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # pragma: no cover - tqdm is optional
+        return _NoBar()
+    return tqdm(total=total, desc=desc, leave=False)
+
+
+def _chunk_seed(seed, k):
+    """Seed of chunk k: the seed itself for the first chunk, decorrelated for the others."""
+    return seed if k == 0 else (seed ^ (k * 0x9E3779B97F4A7C15)) & 0xFFFFFFFFFFFFFFFF
+
+
+# ---------------------------------------------------------------------------
+# Handles
+# ---------------------------------------------------------------------------
+
+class _ModelHandle:
+    """Owns one adm_model*; freed when the last reference (Model, contexts, calibrators) goes.
+
+    Passed to ctypes functions directly (``_as_parameter_``) so that it stays
+    alive for the duration of the call.
+    """
+
+    __slots__ = ("ptr", "__weakref__")
+
+    def __init__(self, ptr):
+        self.ptr = ptr
+
+    @property
+    def _as_parameter_(self):
+        return self.ptr
+
+    def __del__(self):
+        p, self.ptr = self.ptr, None
+        if p:
+            try:
+                LIB.adm_model_free(p)
+            except Exception:  # pragma: no cover - interpreter shutdown
+                pass
+
+
+class _Context:
+    """Owns one adm_context* of one thread; keeps the model handle alive until freed.
+
+    Passed to ctypes functions directly (``_as_parameter_``), so a caller that
+    holds it keeps the context alive for the whole C call even if the model
+    is closed from another thread meanwhile.
+    """
+
+    __slots__ = ("ptr", "model")
+
+    @property
+    def _as_parameter_(self):
+        return self.ptr
+
+    def __init__(self, model_handle):
+        self.model = model_handle
+        self.ptr = None
+        p = ctypes.c_void_p()
+        LIB.adm_context_create(model_handle.ptr, byref(p))
+        self.ptr = p.value
+
+    def __del__(self):
+        p, self.ptr = self.ptr, None
+        if p:
+            try:
+                LIB.adm_context_free(p)
+            except Exception:  # pragma: no cover - interpreter shutdown
+                pass
+        self.model = None  # the model handle may go only after its contexts
+
+
+# ---------------------------------------------------------------------------
+# Loading
+# ---------------------------------------------------------------------------
+
+def _floats(v):
+    """A sequence of numbers as a contiguous 1-D float32 array (the C layer checks its length)."""
+    return np.ascontiguousarray(np.asarray(v, dtype=np.float32).reshape(-1))
+
+
+def load(source, mean=None, std=None, pixel_range=None, default_domain=None):
+    """Loads a model.
+
+    Args:
+        source: one of
+            * a path (str or os.PathLike) of a plain ONNX file (one BN domain
+              named ``"default"``) or of adamant's single-file multi-domain format;
+            * a dict ``{domain_name: path}`` of per-domain exports of one
+              network (dict order = domain order; the first is the default
+              domain unless ``default_domain`` says otherwise), or a list of
+              ``(name, path)`` pairs;
+            * ``bytes``/``bytearray``/``memoryview`` holding a serialized model.
+        mean, std: per-channel normalization in pixel units (length = input
+            channels), overriding what the file stores; None keeps the stored
+            one (files without one get no normalization).
+        pixel_range: ``(lo, hi)`` valid pixel range attacks clip to, or None to
+            keep the stored one (default ``(0, 1)``).
+        default_domain: name of the domain used when none is given.
+
+    Returns:
+        :class:`Model`
+
+    Raises:
+        AdamantIOError, ParseError, UnsupportedError, DomainError, InvalidArgument.
+    """
+    opts = L.adm_load_options()
+    LIB.adm_load_options_default(byref(opts))
+    keep = []
+    if mean is not None:
+        m = _floats(mean)
+        keep.append(m)
+        opts.mean, opts.mean_len = _ptr(m, _FP), m.size
+    if std is not None:
+        s = _floats(std)
+        keep.append(s)
+        opts.std, opts.std_len = _ptr(s, _FP), s.size
+    if pixel_range is not None:
+        try:
+            lo, hi = pixel_range
+        except (TypeError, ValueError):
+            raise InvalidArgument("pixel_range must be (lo, hi), got %r" % (pixel_range,)) from None
+        opts.set_pixel_range, opts.pixel_min, opts.pixel_max = 1, float(lo), float(hi)
+    if default_domain is not None:
+        if not isinstance(default_domain, str):
+            raise InvalidArgument("default_domain must be a domain name (str), got %r" % (default_domain,))
+        opts.default_domain = default_domain.encode()
+
+    out = ctypes.c_void_p()
+    if isinstance(source, dict) or (isinstance(source, (list, tuple)) and source
+                                     and all(isinstance(p, (list, tuple)) and len(p) == 2 for p in source)):
+        pairs = list(source.items()) if isinstance(source, dict) else [tuple(p) for p in source]
+        names = [str(n).encode() for n, _ in pairs]
+        paths = [os.fsencode(os.fspath(p)) for _, p in pairs]
+        n = len(pairs)
+        c_names = (c_char_p * max(n, 1))(*names)
+        c_paths = (c_char_p * max(n, 1))(*paths)
+        LIB.adm_model_load_domains(c_names, c_paths, n, byref(opts), byref(out))
+    elif isinstance(source, (bytes, bytearray, memoryview)):
+        buf = np.frombuffer(source, dtype=np.uint8)
+        LIB.adm_model_load_memory(buf.ctypes.data if buf.size else None, buf.size, byref(opts), byref(out))
+    else:
+        LIB.adm_model_load(os.fsencode(os.fspath(source)), byref(opts), byref(out))
+    del keep
+    return Model._from_handle(out.value)
+
+
+# ---------------------------------------------------------------------------
+# Model
+# ---------------------------------------------------------------------------
+
+class Model:
+    """A loaded network with one or more named BatchNorm domains.
+
+    Immutable and shareable between threads: each thread lazily gets its own
+    C execution context. Create with :func:`load` (or from a
+    :class:`Calibrator`). Images are float32 NCHW in pixel space.
+
+    Attributes:
+        domains: list of domain names, in order (index = position).
+        default_domain: name of the default domain.
+        default_domain_index: its index.
+        input_shape: ``(C, H, W)`` of one sample.
+        num_classes: number of logits per sample.
+        pixel_range: ``(lo, hi)`` valid pixel range attacks clip to.
+    """
+
+    def __init__(self, *args, **kwargs):
+        raise TypeError("use adamant.load(...) to create a Model")
+
+    @classmethod
+    def _from_handle(cls, ptr):
+        """Wraps a fresh adm_model* (owned from now on) and caches its static properties."""
+        self = object.__new__(cls)
+        self._handle = _ModelHandle(ptr)
+        self._tls = threading.local()
+        h = ptr
+        n = c_size_t()
+        LIB.adm_model_domain_count(h, byref(n))
+        names = []
+        for i in range(n.value):
+            s = c_char_p()
+            LIB.adm_model_domain_name(h, i, byref(s))
+            names.append(s.value.decode())
+        self.domains = names
+        d = c_size_t()
+        LIB.adm_model_default_domain(h, byref(d))
+        self.default_domain_index = d.value
+        self.default_domain = names[d.value]
+        c, hh, w = c_size_t(), c_size_t(), c_size_t()
+        LIB.adm_model_input_shape(h, byref(c), byref(hh), byref(w))
+        self.input_shape = (c.value, hh.value, w.value)
+        k = c_size_t()
+        LIB.adm_model_num_classes(h, byref(k))
+        self.num_classes = k.value
+        lo, hi = c_float(), c_float()
+        LIB.adm_model_pixel_range(h, byref(lo), byref(hi))
+        self.pixel_range = (lo.value, hi.value)
+        return self
+
+    # -- lifetime ---------------------------------------------------------
+
+    def close(self):
+        """Drops this object's references to the C model and this thread's context.
+
+        The C model is freed once no context or calibrator uses it any more
+        (contexts of other threads go when those threads end). Using the model
+        afterwards raises :class:`InvalidArgument`.
+        """
+        self._tls = None
+        self._handle = None
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # pragma: no cover
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _h(self):
+        """The live model handle, or InvalidArgument if the model was closed."""
+        h = getattr(self, "_handle", None)
+        if h is None or not h.ptr:
+            raise InvalidArgument("the model is closed")
+        return h
+
+    def _ctx(self):
+        """This thread's context (a ``_Context``, created on first use; ``.ptr`` is the adm_context*)."""
+        h = self._h()
+        tls = self._tls
+        if tls is None:  # closed by another thread meanwhile
+            raise InvalidArgument("the model is closed")
+        ctx = getattr(tls, "ctx", None)
+        if ctx is None:
+            ctx = _Context(h)
+            tls.ctx = ctx
+        return ctx
+
+    def __repr__(self):
+        if getattr(self, "_handle", None) is None:
+            return "<adamant.Model (closed)>"
+        return "<adamant.Model input=%s classes=%d domains=%s default=%r>" % (
+            self.input_shape, self.num_classes, self.domains, self.default_domain)
+
+    # -- introspection ----------------------------------------------------
+
+    def info(self):
+        """The library's JSON description of the model, as a dict.
+
+        Keys include ``input``, ``classes``, ``domains``, ``default_domain``,
+        ``opset``, ``ops``, ``parameters``, ``flops_per_sample``,
+        ``batchnorm_nodes`` and ``preprocessing``.
+        """
+        h = self._h()
+        needed = c_size_t(0)
+        st = LIB.adm_model_info_json(h, None, 0, byref(needed))
+        if st != L.ADM_OK and needed.value == 0:
+            L._errcheck(st, LIB.adm_model_info_json, ())
+        buf = ctypes.create_string_buffer(needed.value)
+        st = LIB.adm_model_info_json(h, buf, needed.value, byref(needed))
+        if st != L.ADM_OK:
+            L._errcheck(st, LIB.adm_model_info_json, ())
+        return json.loads(buf.value.decode("utf-8"))
+
+    def domain_index(self, domain=None):
+        """Index of ``domain`` (a name or an index; None = the default domain).
+
+        Names are resolved by the library (unknown name -> :class:`DomainError`);
+        indices are passed through and validated where they are used.
+        """
+        if domain is None:
+            return self.default_domain_index
+        if isinstance(domain, str):
+            out = c_size_t()
+            LIB.adm_model_domain_index(self._h(), domain.encode(), byref(out))
+            return out.value
+        if isinstance(domain, (bool, np.bool_)) or not isinstance(domain, (int, np.integer)):
+            raise InvalidArgument("domain must be a name (str) or an index (int), got %r" % (domain,))
+        i = int(domain)
+        return i if i >= 0 else i & 0xFFFFFFFFFFFFFFFF  # C reports it as out of range
+
+    def _images(self, x):
+        """x as a C-contiguous float32 array with a batch axis (view if possible), and whether it was 3-D."""
+        a = np.ascontiguousarray(x, dtype=np.float32)
+        single = a.ndim == 3
+        if single:
+            a = a.reshape((1,) + a.shape)
+        if a.ndim != 4:
+            raise ShapeError("images must be (N, C, H, W) or (C, H, W) float32 arrays, got shape %s; "
+                             "the model takes (N,) + %s" % (a.shape, self.input_shape))
+        per = int(np.prod(self.input_shape))
+        if tuple(a.shape[1:]) != tuple(self.input_shape) and a[0:1].size == per:
+            # Same element count but another layout (NHWC?): C cannot see this.
+            raise ShapeError("images have shape %s but the model takes (N,) + %s (NCHW)"
+                             % (a.shape, self.input_shape))
+        return a, single
+
+    # -- inference --------------------------------------------------------
+
+    def _predict_into(self, a, d, out, batch_size, bar):
+        """Writes the logits of images a (contiguous float32 NCHW) through domain index d into out."""
+        ctx = self._ctx()
+        k = self.num_classes
+        for s, e in _chunks(a.shape[0], batch_size):
+            xs, ys = a[s:e], out[s:e]
+            LIB.adm_predict(ctx, d, _ptr(xs, _FP), xs.size, e - s, _ptr(ys, _FP), (e - s) * k)
+            bar.update(1)
+
+    def predict(self, x, domain=None, batch_size=None, progress=False):
+        """Logits for pixel-space images.
+
+        Args:
+            x: float32 ``(N, C, H, W)`` images (or one ``(C, H, W)`` image,
+                treated as a batch of 1), pixel space.
+            domain: BN domain name or index; None = the default domain.
+            batch_size: run in chunks of at most this many images (None = all at once).
+            progress: show a tqdm progress bar over chunks.
+
+        Returns:
+            float32 array ``(N, num_classes)``.
+        """
+        a, _ = self._images(x)
+        d = self.domain_index(domain)
+        out = np.empty((a.shape[0], self.num_classes), dtype=np.float32)
+        bar = _bar(len(_chunks(a.shape[0], batch_size)), progress, "predict")
+        try:
+            self._predict_into(a, d, out, batch_size, bar)
+        finally:
+            bar.close()
+        return out
+
+    def gradient(self, x, y, domain=None, loss="ce", batch_size=None):
+        """Per-sample loss and its gradient with respect to the pixel-space input.
+
+        Args:
+            x: float32 ``(N, C, H, W)`` (or ``(C, H, W)``) images.
+            y: int labels, ``N`` of them, each in ``[0, num_classes)``.
+            domain: BN domain (name or index, None = default), inference mode.
+            loss: ``"ce"`` (cross-entropy) or ``"cw"`` (Carlini-Wagner margin
+                ``max_{j != y} z_j - z_y``).
+            batch_size: optional chunking (results do not depend on it).
+
+        Returns:
+            ``(loss, grad)``: float32 ``(N,)`` and float32 of x's shape.
+        """
+        lid = _LOSSES.get(loss)
+        if lid is None:
+            raise InvalidArgument("loss must be 'ce' or 'cw', got %r" % (loss,))
+        a, single = self._images(x)
+        lab = _labels(y)
+        d = self.domain_index(domain)
+        n = a.shape[0]
+        losses = np.empty(n, dtype=np.float32)
+        grad = np.empty(a.shape, dtype=np.float32)
+        ctx = self._ctx()
+        chunks = _chunks(n, batch_size) if lab.size == n else [(0, n)]  # let C report the mismatch
+        for s, e in chunks:
+            xs, gs, ls = a[s:e], grad[s:e], losses[s:e]
+            lb = lab[s:e] if len(chunks) > 1 else lab
+            LIB.adm_gradient(ctx, d, lid, _ptr(xs, _FP), xs.size, e - s, _ptr(lb, _I64P), lb.size,
+                             _ptr(ls, _FP), ls.size, _ptr(gs, _FP), gs.size)
+        return losses, (grad[0] if single else grad)
+
+    # -- attacks ----------------------------------------------------------
+
+    def _attack_config(self, eps, alpha, steps, random_start, norm, restarts, loss, early_stop,
+                       attack_domain, eval_domain, seed):
+        """An adm_attack_config from Python arguments (types converted; values checked by C)."""
+        cfg = L.adm_attack_config()
+        LIB.adm_attack_config_default(byref(cfg))
+        nid = _NORMS.get(str(norm).lower())
+        if nid is None:
+            raise InvalidArgument("norm must be 'linf' or 'l2', got %r" % (norm,))
+        lid = _LOSSES.get(loss)
+        if lid is None:
+            raise InvalidArgument("loss must be 'ce' or 'cw', got %r" % (loss,))
+        cfg.norm, cfg.loss = nid, lid
+        cfg.eps, cfg.alpha = float(eps), float(alpha)
+        cfg.steps = _int32(steps, "steps")
+        cfg.restarts = _int32(restarts, "restarts")
+        cfg.random_start = 1 if random_start else 0
+        cfg.early_stop = 1 if early_stop else 0
+        cfg.attack_domain = self.domain_index(attack_domain)
+        cfg.eval_domain = self.domain_index(eval_domain)
+        try:
+            s = int(seed)
+        except (TypeError, ValueError):
+            raise InvalidArgument("seed must be an integer in [0, 2**64), got %r" % (seed,)) from None
+        if not 0 <= s < 2 ** 64:
+            raise InvalidArgument("seed must be an integer in [0, 2**64), got %r" % (seed,))
+        cfg.seed = s
+        return cfg
+
+    def pgd(self, x, y, eps=8 / 255, alpha=2 / 255, steps=10, random_start=True, norm="linf",
+            targeted=False, target=None, restarts=1, loss="ce", early_stop=False, domain=None,
+            attack_domain=None, eval_domain=None, seed=0, return_details=False, batch_size=None,
+            progress=False):
+        """Projected gradient descent (torchattacks semantics and defaults).
+
+        Args:
+            x: float32 ``(N, C, H, W)`` (or ``(C, H, W)``) images in the pixel range.
+            y: true labels (N ints).
+            eps, alpha: ball radius and step size, pixel units (> 0).
+            steps: iterations (>= 1).
+            random_start: start uniformly inside the ball.
+            norm: ``"linf"`` (sign steps) or ``"l2"`` (normalized steps).
+            targeted: with ``target=None``, targets drawn uniformly among the
+                wrong classes (``ADM_TARGETED_RANDOM``).
+            target: explicit target labels (N ints, each != its label);
+                implies a targeted attack (``ADM_TARGETED``).
+            restarts: independent runs; per sample the strongest is kept (>= 1).
+            loss: ``"ce"`` or ``"cw"``.
+            early_stop: stop a sample once it succeeds.
+            domain: shorthand for both ``attack_domain`` and ``eval_domain``.
+            attack_domain: BN domain whose gradients drive the attack (default:
+                ``domain``, else the default domain).
+            eval_domain: BN domain that judges success (default: ``domain``,
+                else the default domain).
+            seed: RNG seed (random start, random targets), 0 <= seed < 2**64.
+                Same seed, batch and thread count => bit-identical output.
+            return_details: also return a dict of per-sample outcomes.
+            batch_size: attack in chunks (None = one call). Random starts and
+                random targets depend on a sample's index within its chunk, so
+                results change with batch_size (chunk k > 0 uses a derived seed).
+            progress: show a tqdm progress bar over chunks.
+
+        Returns:
+            ``x_adv`` (float32, x's shape), or ``(x_adv, details)`` with
+            details = ``{"success": bool (N,), "loss": float32 (N,),
+            "steps_used": int32 (N,), "targets": int64 (N,) (-1 untargeted),
+            "predictions": int64 (N,)}`` (success and predictions judged in
+            ``eval_domain``).
+        """
+        a, single = self._images(x)
+        lab = _labels(y)
+        cfg = self._attack_config(eps, alpha, steps, random_start, norm, restarts, loss, early_stop,
+                                  domain if attack_domain is None else attack_domain,
+                                  domain if eval_domain is None else eval_domain, seed)
+        tgt = None
+        if target is not None:
+            tgt = _labels(target, "target")
+            cfg.target_mode = L.ADM_TARGETED
+        elif targeted:
+            cfg.target_mode = L.ADM_TARGETED_RANDOM
+        bar = _bar(len(_chunks(a.shape[0], batch_size)), progress, "pgd")
+        try:
+            adv, details = self._pgd_into(a, lab, tgt, cfg, batch_size, bar)
+        finally:
+            bar.close()
+        if single:
+            adv = adv[0]
+        return (adv, details) if return_details else adv
+
+    def _pgd_into(self, a, lab, tgt, cfg, batch_size, bar):
+        """Runs adm_attack_pgd over chunks of a; returns (x_adv, details dict)."""
+        n = a.shape[0]
+        adv = np.empty(a.shape, dtype=np.float32)
+        det = {
+            "success": np.zeros(n, dtype=np.uint8),
+            "loss": np.zeros(n, dtype=np.float32),
+            "steps_used": np.zeros(n, dtype=np.int32),
+            "targets": np.full(n, -1, dtype=np.int64),
+            "predictions": np.zeros(n, dtype=np.int64),
+        }
+        ctx = self._ctx()
+        seed = cfg.seed
+        consistent = lab.size == n and (tgt is None or tgt.size == n)
+        chunks = _chunks(n, batch_size) if consistent else [(0, n)]  # let C report mismatches
+        for k, (s, e) in enumerate(chunks):
+            whole = len(chunks) == 1
+            xs, xa = a[s:e], adv[s:e]
+            lb = lab if whole else lab[s:e]
+            if tgt is not None:
+                t = tgt if whole else tgt[s:e]
+                cfg.targets, cfg.targets_len = _ptr(t, _I64P), t.size
+            cfg.seed = _chunk_seed(seed, k)
+            out = L.adm_attack_outputs()
+            out.struct_size = ctypes.sizeof(out)
+            out.len = e - s
+            out.success = _ptr(det["success"][s:e], _U8P)
+            out.loss = _ptr(det["loss"][s:e], _FP)
+            out.steps_used = _ptr(det["steps_used"][s:e], _I32P)
+            out.targets = _ptr(det["targets"][s:e], _I64P)
+            out.predictions = _ptr(det["predictions"][s:e], _I64P)
+            LIB.adm_attack_pgd(ctx, byref(cfg), _ptr(xs, _FP), xs.size, e - s, _ptr(lb, _I64P), lb.size,
+                               _ptr(xa, _FP), xa.size, byref(out))
+            bar.update(1)
+        cfg.seed = seed
+        det["success"] = det["success"].astype(bool)
+        return adv, det
+
+    def fgsm(self, x, y, eps=8 / 255, loss="ce", targeted=False, target=None, domain=None,
+             attack_domain=None, eval_domain=None, seed=0, return_details=False, batch_size=None,
+             progress=False):
+        """Fast gradient sign method: ``pgd(steps=1, alpha=eps, random_start=False)``.
+
+        Arguments and return value as in :meth:`pgd` (L-infinity only).
+        """
+        return self.pgd(x, y, eps=eps, alpha=eps, steps=1, random_start=False, norm="linf",
+                        targeted=targeted, target=target, restarts=1, loss=loss, early_stop=False,
+                        domain=domain, attack_domain=attack_domain, eval_domain=eval_domain, seed=seed,
+                        return_details=return_details, batch_size=batch_size, progress=progress)
+
+    def evaluate(self, x, y, attack=None, domains=None, batch_size=256, progress=True,
+                 attack_domain=None, **attack_kwargs):
+        """Clean (and robust) accuracy per BN domain.
+
+        Args:
+            x, y: pixel-space images and their labels.
+            attack: None, ``"pgd"`` or ``"fgsm"``.
+            domains: names/indices to evaluate (None = every domain).
+            batch_size: chunk size for inference and attacks.
+            progress: show a tqdm progress bar.
+            attack_domain: domain that drives the attack; None = attack each
+                domain through itself (the evaluated domain judges success).
+            **attack_kwargs: passed to :meth:`pgd` / :meth:`fgsm` (eps, steps,
+                targeted, seed, ...).
+
+        Returns:
+            ``{domain_name: {"n", "clean_acc", "robust_acc",
+            "attack_success_rate"}}``; without an attack the last two are None.
+            attack_success_rate is the fraction with prediction != label
+            (untargeted) or prediction == target (targeted).
+        """
+        if attack not in (None, "pgd", "fgsm"):
+            raise InvalidArgument("attack must be None, 'pgd' or 'fgsm', got %r" % (attack,))
+        for k in ("return_details", "batch_size", "progress", "domain", "eval_domain"):
+            if k in attack_kwargs:
+                raise InvalidArgument("evaluate() sets %r itself" % k)
+        a, _ = self._images(x)
+        lab = _labels(y)
+        doms = list(range(len(self.domains))) if domains is None else \
+            [domains] if isinstance(domains, (str, int, np.integer)) else list(domains)
+        idx = [self.domain_index(d) for d in doms]  # unknown indices: C raises DomainError below
+        n = a.shape[0]
+        per = len(_chunks(n, batch_size))
+        bar = _bar(per * len(idx) * (2 if attack else 1), progress, "evaluate")
+        results = {}
+        try:
+            for i in idx:
+                name = self.domains[i] if 0 <= i < len(self.domains) else str(i)
+                logits = np.empty((n, self.num_classes), dtype=np.float32)
+                self._predict_into(a, i, logits, batch_size, bar)
+                r = {"n": int(n),
+                     "clean_acc": float(np.mean(logits.argmax(1) == lab)) if n else float("nan"),
+                     "robust_acc": None, "attack_success_rate": None}
+                if attack is not None:
+                    kw = dict(attack_kwargs)
+                    fn = self.pgd if attack == "pgd" else self.fgsm
+                    _, det = fn(a, lab, attack_domain=i if attack_domain is None else attack_domain,
+                                eval_domain=i, return_details=True, batch_size=batch_size, progress=False,
+                                **kw)
+                    bar.update(per)
+                    r["robust_acc"] = float(np.mean(det["predictions"] == lab)) if n else float("nan")
+                    r["attack_success_rate"] = float(np.mean(det["success"])) if n else float("nan")
+                results[name] = r
+        finally:
+            bar.close()
+        return results
+
+    # -- saving and calibration ------------------------------------------
+
+    def save(self, path):
+        """Writes the model with all its domains and preprocessing as one ONNX file.
+
+        ONNX Runtime runs the file unchanged with the default domain;
+        :func:`load` restores every domain.
+        """
+        LIB.adm_model_save(self._h(), os.fsencode(os.fspath(path)))
+
+    def calibrator(self, base_domain=None):
+        """A :class:`Calibrator` that builds a new BN domain from ``base_domain``'s affine parameters.
+
+        Raises :class:`UnsupportedError` for models without BatchNormalization nodes.
+        """
+        return Calibrator(self, self.domain_index(base_domain))
+
+    def calibrate(self, x, name, base_domain=None, batch_size=128, source="clean", y=None,
+                  progress=False, **pgd_kwargs):
+        """Builds a new model with an extra BN domain ``name`` estimated on ``x``.
+
+        Args:
+            x: float32 pixel-space images.
+            name: the new domain's name (must not exist).
+            base_domain: domain whose affine parameters are copied (None = default).
+            batch_size: images per calibration batch (BN statistics are batch
+                statistics, averaged over batches with equal weight per image;
+                a trailing batch of one image is merged into the previous one).
+            source: ``"clean"`` calibrates on x itself; ``"pgd"`` on PGD
+                examples of x (needs ``y``), attacked through ``base_domain``
+                unless ``pgd_kwargs`` say otherwise.
+            y: labels, for ``source="pgd"``.
+            progress: show a tqdm progress bar.
+            **pgd_kwargs: passed to :meth:`pgd`.
+
+        Returns:
+            a new :class:`Model`; this one is unchanged.
+        """
+        if source not in ("clean", "pgd"):
+            raise InvalidArgument("source must be 'clean' or 'pgd', got %r" % (source,))
+        base = self.domain_index(base_domain)
+        cal = self.calibrator(base)
+        a, _ = self._images(x)
+        if source == "pgd":
+            if y is None:
+                raise InvalidArgument("source='pgd' needs labels y")
+            pgd_kwargs.setdefault("attack_domain", base)
+            pgd_kwargs.setdefault("eval_domain", base)
+            a = self.pgd(a, y, batch_size=batch_size, progress=progress, **pgd_kwargs)
+        chunks = _chunks(a.shape[0], batch_size)
+        if len(chunks) > 1 and chunks[-1][1] - chunks[-1][0] == 1:
+            chunks[-2:] = [(chunks[-2][0], chunks[-1][1])]
+        bar = _bar(len(chunks), progress, "calibrate")
+        try:
+            for s, e in chunks:
+                cal.add(a[s:e])
+                bar.update(1)
+        finally:
+            bar.close()
+        return cal.finish(name)
+
+
+class Calibrator:
+    """Accumulates BN statistics to build a new domain (see :meth:`Model.calibrator`).
+
+    ``add`` batches of at least two images, then ``finish(name)`` returns a new
+    :class:`Model` with the domain appended; the calibrator stays usable.
+    """
+
+    def __init__(self, model, base_domain):
+        """Use :meth:`Model.calibrator` instead."""
+        self._model = model
+        self._handle = model._h()  # keeps the C model alive
+        self._ptr = None
+        self.base_domain = model.domains[base_domain] if 0 <= base_domain < len(model.domains) else base_domain
+        #: Images added so far.
+        self.images = 0
+        p = ctypes.c_void_p()
+        LIB.adm_calibrator_create(self._handle.ptr, base_domain, byref(p))
+        self._ptr = p.value
+
+    def _p(self):
+        """The live calibrator pointer, or InvalidArgument if closed."""
+        if not self._ptr:
+            raise InvalidArgument("the calibrator is closed")
+        return self._ptr
+
+    def add(self, x):
+        """Adds a batch (>= 2) of pixel-space float32 ``(N, C, H, W)`` images to the statistics."""
+        a, _ = self._model._images(x)
+        LIB.adm_calibrator_add(self._p(), _ptr(a, _FP), a.size, a.shape[0])
+        self.images += a.shape[0]
+
+    def finish(self, name):
+        """A new :class:`Model`: the base model's domains plus ``name`` with the estimated statistics."""
+        out = ctypes.c_void_p()
+        LIB.adm_calibrator_finish(self._p(), str(name).encode(), byref(out))
+        return Model._from_handle(out.value)
+
+    def close(self):
+        """Frees the C calibrator (also done on garbage collection)."""
+        p, self._ptr = self._ptr, None
+        if p:
+            LIB.adm_calibrator_free(p)
+        self._handle = None
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # pragma: no cover
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -1,0 +1,55 @@
+"""Build hook: bundle libadamant.so into the package when it has been built.
+
+`pip install ./bindings/python` copies, if it exists, the first of
+    $ADAMANT_LIBRARY
+    <repo>/dist/lib/libadamant.so          (made by `make` / `make dist`)
+into adamant/lib/libadamant.so of the built package, which the bindings load
+when ADAMANT_LIBRARY is not set at run time. Without a built library the
+package still installs and then finds libadamant through ADAMANT_LIBRARY or
+the system's library path at import time. Everything else is in pyproject.toml.
+"""
+import os
+import shutil
+
+from setuptools import setup
+from setuptools.command.build_py import build_py
+from setuptools.dist import Distribution
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def built_library():
+    """Path of the libadamant.so to bundle, or None."""
+    for p in (os.environ.get("ADAMANT_LIBRARY"),
+              os.path.join(HERE, "..", "..", "dist", "lib", "libadamant.so")):
+        if p and os.path.isfile(p):
+            return os.path.normpath(p)
+    return None
+
+
+class BuildPyWithLibrary(build_py):
+    """build_py that also copies libadamant.so into <build>/adamant/lib/."""
+
+    def run(self):
+        super().run()
+        lib = built_library()
+        if lib is None:
+            self.announce("adamant: no built libadamant.so found (run `make` at the repo root to bundle "
+                          "it); the package will look for it at import time", level=2)
+            return
+        dst_dir = os.path.join(self.build_lib, "adamant", "lib")
+        os.makedirs(dst_dir, exist_ok=True)
+        dst = os.path.join(dst_dir, "libadamant.so")
+        shutil.copyfile(lib, dst)
+        os.chmod(dst, 0o755)
+        self.announce("adamant: bundled %s" % lib, level=2)
+
+
+class MaybeBinaryDistribution(Distribution):
+    """Marks the wheel platform-specific when it carries the shared library."""
+
+    def has_ext_modules(self):
+        return built_library() is not None
+
+
+setup(cmdclass={"build_py": BuildPyWithLibrary}, distclass=MaybeBinaryDistribution)
