@@ -1,5 +1,5 @@
 # adamant — build, install and test entry points.
-#   make            release build: dist/lib/libadamant.so (+ .a), dist/bin/adamant, dist/include, adamant.pc
+#   make            release build: dist/lib/libadamant.so, dist/bin/adamant, dist/include, adamant.pc
 #   make test       every test: Swift (XCTest), C example + ABI checks, Python (pytest)
 #   make demo       the README's demo on data shipped in examples/
 PREFIX ?= $(CURDIR)/dist
@@ -24,7 +24,6 @@ setup:
 
 build:
 	$(SWIFT) build $(BUILD_FLAGS) --product adamant -Xlinker --version-script=$(CURDIR)/Sources/AdamantC/exports.map
-	$(SWIFT) build $(BUILD_FLAGS) --product adamant-static
 	$(SWIFT) build $(BUILD_FLAGS) --product adamant-cli --static-swift-stdlib
 
 dist: build

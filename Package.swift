@@ -8,7 +8,6 @@ let package = Package(
         // libadamant.so: the C ABI (include/adamant.h). Build with `make` so that the Swift
         // runtime is linked statically and only the adm_* symbols are exported.
         .library(name: "adamant", type: .dynamic, targets: ["AdamantC"]),
-        .library(name: "adamant-static", type: .static, targets: ["AdamantC"]),
         // The command-line tool; `make` installs it as dist/bin/adamant.
         .executable(name: "adamant-cli", targets: ["AdamantCLI"]),
     ],

@@ -61,10 +61,7 @@ struct Attack: ParsableCommand {
     @Flag(help: "Use FGSM (one step of size eps).") var fgsm = false
 
     func run() throws {
-        var inputs = images, modelPath = model.model
-        if !model.domainFiles.isEmpty, let first = modelPath { inputs.insert(first, at: 0); modelPath = nil }
-        let m = try loadModel(model: modelPath, domainFiles: model.domainFiles, mean: model.mean, std: model.std,
-                              pixelRange: model.pixelRange, defaultDomain: model.defaultDomain)
+        let (m, inputs) = try model.loadWithImages(images)
         let set = try loadInputs(inputs, model: m, limit: limit)
         let session = Session(model: m)
         let evalD = try evalDomain.map { try resolveDomains($0, m)[0] } ?? m.defaultDomain

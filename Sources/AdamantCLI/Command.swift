@@ -53,11 +53,7 @@ struct Predict: ParsableCommand {
     @Option(help: "Write the predictions as JSON to this file.") var json: String?
 
     func run() throws {
-        // With --domain, the first positional argument is an image, not a model.
-        var inputs = images, modelPath = model.model
-        if !model.domainFiles.isEmpty, let first = modelPath { inputs.insert(first, at: 0); modelPath = nil }
-        let m = try loadModel(model: modelPath, domainFiles: model.domainFiles, mean: model.mean, std: model.std,
-                              pixelRange: model.pixelRange, defaultDomain: model.defaultDomain)
+        let (m, inputs) = try model.loadWithImages(images)
         let set = try loadInputs(inputs, model: m, limit: limit)
         let doms = try resolveDomains(domains, m)
         let session = Session(model: m)

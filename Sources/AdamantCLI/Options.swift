@@ -35,6 +35,16 @@ struct ModelOptions: ParsableArguments {
     @Option(help: "Name of the default BN domain.")
     var defaultDomain: String?
 
+    /// Loads the model of a command that also takes images: with --domain, the first positional
+    /// argument is an image, not a model.
+    func loadWithImages(_ images: [String]) throws -> (Model, [String]) {
+        var inputs = images, modelPath = model
+        if !domainFiles.isEmpty, let first = modelPath { inputs.insert(first, at: 0); modelPath = nil }
+        let m = try loadModel(model: modelPath, domainFiles: domainFiles, mean: mean, std: std,
+                              pixelRange: pixelRange, defaultDomain: defaultDomain)
+        return (m, inputs)
+    }
+
     func load() throws -> Model {
         try loadModel(model: model, domainFiles: domainFiles, mean: mean, std: std, pixelRange: pixelRange,
                       defaultDomain: defaultDomain)

@@ -43,19 +43,7 @@ struct Conv: Op {
 
     /// Effective pads (top, left, bottom, right) for an input of size h x w.
     func resolvedPads(_ h: Int, _ w: Int) -> (Int, Int, Int, Int) {
-        switch autoPad {
-        case "VALID": return (0, 0, 0, 0)
-        case "SAME_UPPER", "SAME_LOWER":
-            func split(_ size: Int, _ k: Int, _ s: Int, _ d: Int) -> (Int, Int) {
-                let out = (size + s - 1) / s
-                let total = max(0, (out - 1) * s + (k - 1) * d + 1 - size)
-                return autoPad == "SAME_UPPER" ? (total / 2, total - total / 2) : (total - total / 2, total / 2)
-            }
-            let (t, b) = split(h, kh, strides.0, dilations.0)
-            let (l, r) = split(w, kw, strides.1, dilations.1)
-            return (t, l, b, r)
-        default: return pads
-        }
+        windowPads(autoPad, explicit: pads, h: h, w: w, kernel: (kh, kw), strides: strides, dilations: dilations)
     }
 
     func shapes(_ inputs: [[Int]], _ env: ShapeEnv) throws -> [[Int]] {
@@ -298,5 +286,23 @@ struct Conv: Op {
                 }
             }
         }
+    }
+}
+
+/// Pads (top, left, bottom, right) of a sliding window (Conv, pooling) under ONNX `auto_pad`.
+func windowPads(_ autoPad: String, explicit: (Int, Int, Int, Int), h: Int, w: Int, kernel: (Int, Int),
+                strides: (Int, Int), dilations: (Int, Int)) -> (Int, Int, Int, Int) {
+    switch autoPad {
+    case "VALID": return (0, 0, 0, 0)
+    case "SAME_UPPER", "SAME_LOWER":
+        func split(_ size: Int, _ k: Int, _ s: Int, _ d: Int) -> (Int, Int) {
+            let out = (size + s - 1) / s
+            let total = max(0, (out - 1) * s + (k - 1) * d + 1 - size)
+            return autoPad == "SAME_UPPER" ? (total / 2, total - total / 2) : (total - total / 2, total / 2)
+        }
+        let (t, b) = split(h, kernel.0, strides.0, dilations.0)
+        let (l, r) = split(w, kernel.1, strides.1, dilations.1)
+        return (t, l, b, r)
+    default: return explicit
     }
 }

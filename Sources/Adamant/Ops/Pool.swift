@@ -34,19 +34,7 @@ struct Pool: Op {
     }
 
     private func resolved(_ h: Int, _ w: Int) -> (Int, Int, Int, Int) {
-        switch autoPad {
-        case "VALID": return (0, 0, 0, 0)
-        case "SAME_UPPER", "SAME_LOWER":
-            func split(_ size: Int, _ k: Int, _ s: Int, _ d: Int) -> (Int, Int) {
-                let out = (size + s - 1) / s
-                let total = max(0, (out - 1) * s + (k - 1) * d + 1 - size)
-                return autoPad == "SAME_UPPER" ? (total / 2, total - total / 2) : (total - total / 2, total / 2)
-            }
-            let (t, b) = split(h, kh, strides.0, dilations.0)
-            let (l, r) = split(w, kw, strides.1, dilations.1)
-            return (t, l, b, r)
-        default: return pads
-        }
+        windowPads(autoPad, explicit: pads, h: h, w: w, kernel: (kh, kw), strides: strides, dilations: dilations)
     }
 
     private func outSize(_ size: Int, _ k: Int, _ s: Int, _ d: Int, _ p0: Int, _ p1: Int) -> Int {
