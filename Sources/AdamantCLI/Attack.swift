@@ -6,7 +6,7 @@ import Foundation
 struct AttackOptions: ParsableArguments {
     @Option(help: "Radius in pixel units (e.g. 8/255).") var eps: String = "8/255"
     @Option(help: "Step size in pixel units (default: eps/4 for PGD, eps for FGSM).") var alpha: String?
-    @Option(help: "PGD iterations.") var steps: Int = 10
+    @Option(help: "PGD iterations (eval also takes a list, e.g. 10,50,200, for one row per count).") var steps: String = "10"
     @Option(help: "linf or l2.") var norm: String = "linf"
     @Option(help: "'random' (uniform among wrong classes) or a class index; omit for untargeted.") var targeted: String?
     @Option(help: "Independent restarts; per sample the strongest is kept.") var restarts: Int = 1
@@ -16,11 +16,13 @@ struct AttackOptions: ParsableArguments {
     @Option(help: "Domain whose gradients drive the attack (default: the evaluated domain).") var attackDomain: String?
     @Option(help: "Random seed.") var seed: UInt64 = 0
 
-    func config(model: Model, batchLabels: [Int64]? = nil, fgsm: Bool = false) throws -> PGDConfig {
+    func config(model: Model, batchLabels: [Int64]? = nil, fgsm: Bool = false, stepList allowList: Bool = false) throws -> PGDConfig {
         var c = PGDConfig()
         c.eps = try parseNumber(eps)
         c.alpha = try alpha.map(parseNumber) ?? (fgsm ? c.eps : c.eps / 4)
-        c.steps = fgsm ? 1 : steps
+        let list = try stepList()
+        guard list.count == 1 || fgsm || allowList else { throw ValidationError("--steps takes one count here") }
+        c.steps = fgsm ? 1 : list[0]
         c.randomStart = fgsm ? false : randomStart
         c.restarts = restarts
         c.earlyStop = earlyStop
@@ -44,6 +46,15 @@ struct AttackOptions: ParsableArguments {
     }
 
     var isTargeted: Bool { targeted != nil }
+
+    /// The step counts of --steps.
+    func stepList() throws -> [Int] {
+        let v = steps.split(separator: ",").compactMap { Int($0) }
+        guard !v.isEmpty, v.count == steps.split(separator: ",").count, v.allSatisfy({ $0 >= 1 }) else {
+            throw ValidationError("--steps must be positive counts, e.g. 10 or 10,50,200")
+        }
+        return v
+    }
 }
 
 struct Attack: ParsableCommand {

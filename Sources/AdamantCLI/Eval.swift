@@ -29,62 +29,69 @@ struct Eval: ParsableCommand {
         let kind = attack.lowercased()
         guard ["pgd", "fgsm", "none"].contains(kind) else { throw ValidationError("--attack must be pgd, fgsm or none") }
         let per = m.inputShape.reduce(1, *), k = m.numClasses
-        var base = try attackOptions.config(model: m, batchLabels: labels, fgsm: kind == "fgsm")
+        let stepCounts = kind == "pgd" ? try attackOptions.stepList() : [1]
+        let base = try attackOptions.config(model: m, batchLabels: labels, fgsm: kind == "fgsm", stepList: true)
         let attackD = try attackOptions.attackDomain.map { try resolveDomains($0, m)[0] }
         var rows: [[String]] = []
         var results: [[String: Any]] = []
         let started = Date()
-        for d in doms {
-            var clean = 0, robust = 0, success = 0
-            let bar = ProgressBar(total: set.count, label: "\(m.domains[d])")
+        let nn = Double(set.count)
+        func batches(_ body: (Int, Int) throws -> Void) rethrows {
             var start = 0
+            while start < set.count { let n = min(batchSize, set.count - start); try body(start, n); start += n }
+        }
+        for d in doms {
+            var clean = 0
             let t0 = Date()
-            while start < set.count {
-                let n = min(batchSize, set.count - start)
-                let x = Array(set.pixels[(start * per)..<((start + n) * per)])
-                let y = Array(labels[start..<(start + n)])
-                let z = try session.predict(x, batch: n, domain: d)
-                for i in 0..<n where argmax(z, i, k) == y[i] { clean += 1 }
-                if kind != "none" {
-                    var c = base
-                    c.attackDomain = attackD ?? d
-                    c.evalDomain = d
-                    if case .targeted(let t) = base.targets { c.targets = .targeted(Array(t[start..<(start + n)])) }
-                    let r = try session.pgd(x, batch: n, labels: y, config: c)
+            try batches { start, n in
+                let z = try session.predict(Array(set.pixels[(start * per)..<((start + n) * per)]), batch: n, domain: d)
+                for i in 0..<n where argmax(z, i, k) == labels[start + i] { clean += 1 }
+            }
+            let cleanSecs = Date().timeIntervalSince(t0)
+            if kind == "none" {
+                rows.append([m.domains[d], "\(set.count)", percent(Double(clean) / nn), String(format: "%.1f s", cleanSecs)])
+                results.append(["domain": m.domains[d], "images": set.count, "clean_acc": Double(clean) / nn, "seconds": cleanSecs])
+                continue
+            }
+            for steps in stepCounts {
+                var c = base
+                c.steps = steps
+                c.attackDomain = attackD ?? d
+                c.evalDomain = d
+                let label = kind == "fgsm" ? "FGSM" : "PGD-\(steps)"
+                var robust = 0, success = 0
+                let bar = ProgressBar(total: set.count, label: "\(m.domains[d]) \(label)")
+                let t1 = Date()
+                try batches { start, n in
+                    var cc = c
+                    if case .targeted(let t) = base.targets { cc.targets = .targeted(Array(t[start..<(start + n)])) }
+                    let y = Array(labels[start..<(start + n)])
+                    let r = try session.pgd(Array(set.pixels[(start * per)..<((start + n) * per)]), batch: n, labels: y, config: cc)
                     for i in 0..<n {
                         if r.predictions[i] == y[i] { robust += 1 }
                         if r.success[i] { success += 1 }
                     }
+                    bar.update(start + n)
                 }
-                start += n
-                bar.update(start)
+                let secs = Date().timeIntervalSince(t1)
+                rows.append([m.domains[d], "\(set.count)", percent(Double(clean) / nn), label, m.domains[attackD ?? d],
+                             percent(Double(robust) / nn), percent(Double(success) / nn), String(format: "%.1f s", secs)])
+                results.append(["domain": m.domains[d], "images": set.count, "clean_acc": Double(clean) / nn,
+                                "attack": label, "steps": c.steps, "attack_domain": m.domains[attackD ?? d],
+                                "robust_acc": Double(robust) / nn, "attack_success_rate": Double(success) / nn, "seconds": secs])
             }
-            let secs = Date().timeIntervalSince(t0)
-            let nn = Double(set.count)
-            var rec: [String: Any] = ["domain": m.domains[d], "images": set.count, "clean_acc": Double(clean) / nn, "seconds": secs]
-            var row = [m.domains[d], "\(set.count)", percent(Double(clean) / nn)]
-            if kind != "none" {
-                rec["robust_acc"] = Double(robust) / nn
-                rec["attack_success_rate"] = Double(success) / nn
-                rec["attack_domain"] = m.domains[attackD ?? d]
-                row += [m.domains[attackD ?? d], percent(Double(robust) / nn), percent(Double(success) / nn)]
-            }
-            row.append(String(format: "%.1f s", secs))
-            rows.append(row)
-            results.append(rec)
         }
-        base.attackDomain = 0
-        let name = kind == "none" ? "none" : (kind == "fgsm" ? "FGSM" : "PGD-\(base.steps)") +
-            (attackOptions.isTargeted ? " targeted(\(attackOptions.targeted!))" : "") +
+        let name = kind == "none" ? "none" : (kind == "fgsm" ? "FGSM" : "PGD") +
+            (attackOptions.isTargeted ? " targeted(\(attackOptions.targeted!))" : " untargeted") +
             " \(attackOptions.norm) eps=\(attackOptions.eps)"
         print("\nattack: \(name)\(kind == "pgd" ? ", alpha=\(base.alpha), restarts=\(base.restarts), random start=\(base.randomStart)" : "")")
         var header = ["domain", "images", "clean acc"]
-        if kind != "none" { header += ["attacked via", "acc under attack", "attack success"] }
+        if kind != "none" { header += ["attack", "attacked via", "acc under attack", "attack success"] }
         header.append("time")
         printTable(header, rows)
         if let json {
             try writeJSON(["model": model.model ?? model.domainFiles.joined(separator: ","), "data": data, "attack": name,
-                           "eps": Double(base.eps), "alpha": Double(base.alpha), "steps": base.steps,
+                           "eps": Double(base.eps), "alpha": Double(base.alpha), "steps": stepCounts,
                            "targeted": attackOptions.targeted ?? "no", "seed": base.seed,
                            "seconds": Date().timeIntervalSince(started), "results": results], to: json)
         }
