@@ -273,7 +273,7 @@ typedef struct adm_attack_outputs {
 
 /**
  * Runs PGD on `batch` images x with true labels, writing adversarial images
- * to x_adv (x_len floats, may alias nothing). Success means prediction !=
+ * to x_adv (x_len floats; x_adv may be the same buffer as x). Success means prediction !=
  * label (untargeted) or prediction == target (targeted), judged with
  * eval_domain. Deterministic for a given seed and thread count.
  * outputs may be NULL.
