@@ -9,7 +9,7 @@ BUILD_FLAGS = -c $(CONFIG) -Xswiftc -static-stdlib -Xswiftc -gnone
 BIN = $(shell $(SWIFT) build $(BUILD_FLAGS) --show-bin-path)
 PYTHON ?= python3
 
-.PHONY: all setup build dist test test-swift test-c test-python demo clean
+.PHONY: all setup build dist test test-swift test-c test-imageio test-python demo clean
 
 APT_PACKAGES = libonnx-dev libprotobuf-dev libopenblas-dev libjpeg-dev libpng-dev zlib1g-dev pkg-config
 
@@ -34,10 +34,13 @@ dist: build
 	install -m 755 $(BIN)/adamant-cli $(PREFIX)/bin/adamant
 	sed -e 's|@PREFIX@|$(PREFIX)|' bindings/c/adamant.pc.in > $(PREFIX)/lib/pkgconfig/adamant.pc
 
-test: dist test-swift test-c test-python
+test: dist test-swift test-imageio test-c test-python
 
 test-swift:
 	$(SWIFT) test
+
+test-imageio:
+	bash Tests/CImageIOTests/run.sh
 
 test-c: dist
 	bash bindings/c/run_tests.sh $(PREFIX)

@@ -42,7 +42,7 @@ def main():
         ax.set_xticks(depths)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("accuracy on 1,000 CIFAR-10 test images (%)")
-    axes[1].legend(loc="center right", fontsize=8)
+    axes[1].legend(loc="lower left", fontsize=8)
     fig.suptitle("Mixture-BN ResNets: accuracy under untargeted L-inf PGD, eps = 8/255")
     fig.tight_layout()
     out = os.path.join(RES, "robustness_vs_depth.png")
