@@ -11,6 +11,13 @@ public struct Tensor: Sendable {
         self.data = [Float](repeating: 0, count: shape.reduce(1, *))
     }
 
+    /// A tensor whose every element the caller writes before reading (skips zero-filling).
+    init(uninitialized shape: [Int]) {
+        self.shape = shape
+        let n = shape.reduce(1, *)
+        self.data = [Float](unsafeUninitializedCapacity: n) { _, count in count = n }
+    }
+
     /// A tensor over existing data; `data.count` must match the shape.
     public init(shape: [Int], data: [Float]) {
         precondition(shape.reduce(1, *) == data.count, "tensor data does not match its shape")

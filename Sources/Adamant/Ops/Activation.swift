@@ -12,11 +12,12 @@ struct Relu: Op {
     }
     func backward(_ inputs: [Tensor], _ outputs: [Tensor], _ gradOutputs: [Tensor], needs: [Bool],
                   _ ctx: ExecContext) throws -> [Tensor?] {
-        var dx = gradOutputs[0]
-        let x = inputs[0].data
-        dx.data.withUnsafeMutableBufferPointer { d in
-            x.withUnsafeBufferPointer { xp in
-                for i in 0..<d.count { d[i] = xp[i] > 0 ? d[i] : 0 }
+        var dx = Tensor(uninitialized: inputs[0].shape)
+        inputs[0].data.withUnsafeBufferPointer { xp in
+            gradOutputs[0].data.withUnsafeBufferPointer { gp in
+                dx.data.withUnsafeMutableBufferPointer { d in
+                    for i in 0..<d.count { d[i] = xp[i] > 0 ? gp[i] : 0 }
+                }
             }
         }
         return [dx]

@@ -84,7 +84,7 @@ struct Conv: Op {
         let mg = outChannels / group
         let kdim = inPerGroup * kh * kw
         let ohw = oh * ow
-        var y = Tensor(zeros: outShape)
+        var y = Tensor(uninitialized: outShape)  // every element is written by a GEMM (beta = 0)
         let pointwise = isPointwise(p)
         let nb = samplesPerChunk(n, ohw, kdim)
         var col = [Float](repeating: 0, count: (pointwise && nb == 1) ? 0 : kdim * nb * ohw)
