@@ -42,7 +42,7 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
-        .testTarget(name: "AdamantTests", dependencies: ["Adamant", "CImageIO"]),
+        .testTarget(name: "AdamantTests", dependencies: ["Adamant", "CBackend", "CImageIO"]),
     ],
     cxxLanguageStandard: .cxx17
 )
