@@ -43,6 +43,16 @@ final class OpTests: XCTestCase {
         }
     }
 
+    func testConvWithFusedReluMatchesConvThenRelu() throws {
+        let x = randomTensor([2, 3, 7, 7], seed: 30)
+        var conv = try Conv(rawNode("Conv", ["pads": .ints([1, 1, 1, 1])]), weight: raw(randomTensor([4, 3, 3, 3], seed: 31)),
+                            bias: raw(randomTensor([4], seed: 32)))
+        let plain = try Relu().forward(try conv.forward([x], ctx(batch: 2)), ctx(batch: 2))[0]
+        conv.fusedRelu = true
+        XCTAssertEqual(try conv.forward([x], ctx(batch: 2))[0].data, plain.data)
+        try checkGradient(conv, [x])
+    }
+
     func testConvRejectsMismatchedKernelShape() {
         XCTAssertThrowsError(try Conv(rawNode("Conv", ["kernel_shape": .ints([5, 5])]), weight: raw(randomTensor([2, 3, 3, 3], seed: 1)), bias: nil)) {
             XCTAssertTrue(String(describing: $0).contains("kernel_shape"))

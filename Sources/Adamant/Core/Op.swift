@@ -44,6 +44,14 @@ protocol Op {
     var parameterCount: Int { get }
 }
 
+/// An op that can overwrite its first input with its output (elementwise, same shape), used when the
+/// executor owns the only reference to that input.
+protocol InPlaceOp: Op {
+    /// Computes the output into `x` (the first input); `others` are the remaining inputs.
+    /// Returns false (leaving `x` untouched) when it cannot work in place for these inputs.
+    func forwardInPlace(_ x: inout Tensor, _ others: [Tensor], _ ctx: ExecContext) throws -> Bool
+}
+
 extension Op {
     func flops(_ inputs: [[Int]], _ outputs: [[Int]]) -> Int { 0 }
     var parameterCount: Int { 0 }

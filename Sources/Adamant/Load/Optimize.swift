@@ -25,6 +25,28 @@ enum Optimizer {
         g.nodes = nodes.compactMap { $0 }
         return g
     }
+
+    /// Fuses a Relu that is the only reader of a Conv's output into the Conv's epilogue.
+    static func fuseRelu(_ graph: Graph) -> Graph {
+        var readers = [Int](repeating: 0, count: graph.valueNames.count)
+        for n in graph.nodes { for i in n.inputs { readers[i] += 1 } }
+        readers[graph.output] += 1
+        var producer: [Int: Int] = [:]
+        for (k, n) in graph.nodes.enumerated() { for o in n.outputs { producer[o] = k } }
+        var nodes = graph.nodes.map { Optional($0) }
+        for (k, n) in graph.nodes.enumerated() {
+            guard n.op is Relu, let v = n.inputs.first, readers[v] == 1, let pk = producer[v],
+                  var conv = nodes[pk]?.op as? Conv, !conv.fusedRelu else { continue }
+            conv.fusedRelu = true
+            let c = nodes[pk]!
+            nodes[pk] = Node(op: conv, inputs: c.inputs, outputs: n.outputs, label: "\(c.label)+\(n.label)",
+                             onnxIndex: c.onnxIndex)
+            nodes[k] = nil
+        }
+        var g = graph
+        g.nodes = nodes.compactMap { $0 }
+        return g
+    }
 }
 
 extension Conv {

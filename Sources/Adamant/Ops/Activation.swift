@@ -1,5 +1,12 @@
 /// ONNX `Relu`.
-struct Relu: Op {
+struct Relu: InPlaceOp {
+    func forwardInPlace(_ x: inout Tensor, _ others: [Tensor], _ ctx: ExecContext) throws -> Bool {
+        x.data.withUnsafeMutableBufferPointer { p in
+            for i in 0..<p.count { p[i] = Swift.max(p[i], 0) }
+        }
+        return true
+    }
+
     let type = "Relu"
     func shapes(_ inputs: [[Int]], _ env: ShapeEnv) throws -> [[Int]] { [inputs[0]] }
     func forward(_ inputs: [Tensor], _ ctx: ExecContext) throws -> [Tensor] {

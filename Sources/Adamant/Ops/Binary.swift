@@ -44,7 +44,15 @@ private func forEachRow(_ out: [Int], _ sa: [Int], _ sb: [Int],
 }
 
 /// ONNX `Add`, `Sub`, `Mul`, `Div` with broadcasting.
-struct Binary: Op {
+struct Binary: InPlaceOp {
+    func forwardInPlace(_ x: inout Tensor, _ others: [Tensor], _ ctx: ExecContext) throws -> Bool {
+        guard kind == .add, let b = others.first, b.shape == x.shape else { return false }
+        x.data.withUnsafeMutableBufferPointer { xp in
+            b.data.withUnsafeBufferPointer { bp in for i in 0..<xp.count { xp[i] += bp[i] } }
+        }
+        return true
+    }
+
     enum Kind: String { case add = "Add", sub = "Sub", mul = "Mul", div = "Div" }
     let kind: Kind
     var type: String { kind.rawValue }

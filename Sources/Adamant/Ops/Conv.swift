@@ -13,6 +13,8 @@ struct Conv: Op {
     /// top, left, bottom, right (resolved at shape time for SAME_* auto_pad)
     let pads: (Int, Int, Int, Int)
     let autoPad: String
+    /// A ReLU fused into the epilogue by the optimizer.
+    var fusedRelu = false
 
     init(_ a: Attrs, weight w: RawTensor, bias b: RawTensor?) throws {
         guard w.dims.count == 4 else { throw a.unsupported("a \(w.dims.count - 2)-D convolution (weight \(w.dims))") }
@@ -132,12 +134,18 @@ struct Conv: Op {
                                 }
                                 n0 += cnt
                             }
-                            if let bias {
+                            // Epilogue: bias, then the fused ReLU, while the output is still in cache.
+                            if bias != nil || fusedRelu {
+                                let bias = self.bias ?? [Float](repeating: 0, count: outChannels)
                                 for s in 0..<n {
                                     for m in 0..<outChannels {
                                         let b = bias[m]
                                         let dst = yp.baseAddress! + (s * outChannels + m) * ohw
-                                        for i in 0..<ohw { dst[i] += b }
+                                        if fusedRelu {
+                                            for i in 0..<ohw { dst[i] = Swift.max(dst[i] + b, 0) }
+                                        } else {
+                                            for i in 0..<ohw { dst[i] += b }
+                                        }
                                     }
                                 }
                             }
@@ -153,7 +161,14 @@ struct Conv: Op {
                   _ ctx: ExecContext) throws -> [Tensor?] {
         guard needs[0] else { return [nil] }
         let x = inputs[0]
-        let dy = gradOutputs[0]
+        var dy = gradOutputs[0]
+        if fusedRelu {
+            // ReLU'(z) = [z > 0] = [relu(z) > 0]: mask with the stored output.
+            let y = outputs[0]
+            dy.data.withUnsafeMutableBufferPointer { d in
+                y.data.withUnsafeBufferPointer { yp in for i in 0..<d.count { d[i] = yp[i] > 0 ? d[i] : 0 } }
+            }
+        }
         let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
         let (oh, ow) = (dy.shape[2], dy.shape[3])
         let p = resolvedPads(h, w)

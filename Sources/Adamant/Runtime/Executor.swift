@@ -23,7 +23,31 @@ struct Executor {
         for (id, t) in graph.constants { values[id] = t }
         values[graph.input] = x
         for (k, n) in graph.nodes.enumerated() {
-            let ins = n.inputs.map { values[$0]! }
+            var ins: [Tensor] = []
+            ins.reserveCapacity(n.inputs.count)
+            for (j, i) in n.inputs.enumerated() {
+                // A value read for the last time is moved into the op, which may then reuse its storage.
+                if !keep && lastUse[i] == k && graph.constants[i] == nil && i != graph.input
+                    && !n.inputs[(j + 1)...].contains(i) {
+                    ins.append(values[i].take()!)
+                } else {
+                    ins.append(values[i]!)
+                }
+            }
+            if let inPlace = n.op as? InPlaceOp, !keep, n.outputs.count == 1, let first = n.inputs.first,
+               lastUse[first] == k, graph.constants[first] == nil, first != graph.input {
+                var x = ins.removeFirst()  // now the only reference: no copy on write
+                let done: Bool
+                do { done = try inPlace.forwardInPlace(&x, ins, ctx) } catch let e as AdamantError {
+                    throw AdamantError(e.kind, "\(n.label): \(e.message)")
+                }
+                if done {
+                    values[n.outputs[0]] = x
+                    for i in n.inputs where lastUse[i] == k && graph.constants[i] == nil { values[i] = nil }
+                    continue
+                }
+                ins.insert(x, at: 0)
+            }
             let outs: [Tensor]
             do { outs = try n.op.forward(ins, ctx) } catch let e as AdamantError {
                 throw AdamantError(e.kind, "\(n.label): \(e.message)")
