@@ -23,6 +23,8 @@ let package = Package(
         ),
         // OpenBLAS loader (picks the right GEMM kernel), CPUID/XCR0 feature checks.
         .target(name: "CBackend", linkerSettings: [.linkedLibrary("dl"), .linkedLibrary("pthread")]),
+        // Hand-written kernels (direct 3x3 convolution), AVX-512 / AVX2 variants picked at run time.
+        .target(name: "CKernels", dependencies: ["CBackend"], cSettings: [.unsafeFlags(["-O3"])]),
         // JPEG/PNG decode and encode, CIFAR-style tar(.gz) reading (used by the CLI).
         .target(
             name: "CImageIO",
@@ -31,7 +33,7 @@ let package = Package(
         // The public header as a module, so the C ABI layer uses the very same declarations.
         .target(name: "AdamantABI"),
         // The Swift core: load -> optimize -> plan -> run, ops, attacks, calibration.
-        .target(name: "Adamant", dependencies: ["COnnx", "CBackend"]),
+        .target(name: "Adamant", dependencies: ["COnnx", "CBackend", "CKernels"]),
         // The C ABI: `public @_cdecl` functions only.
         .target(name: "AdamantC", dependencies: ["Adamant", "AdamantABI"], exclude: ["exports.map"]),
         // The `adamant` command-line tool.

@@ -18,7 +18,7 @@ public func adm_abi_version() -> Int32 { 1 }
 public func adm_last_error() -> UnsafePointer<CChar> { LastError.pointer }
 
 @_cdecl("adm_backend_info")
-public func adm_backend_info() -> UnsafePointer<CChar> { abk_info() }
+public func adm_backend_info() -> UnsafePointer<CChar> { backendInfo() }
 
 @_cdecl("adm_set_num_threads")
 public func adm_set_num_threads(_ threads: Int32) -> adm_status {

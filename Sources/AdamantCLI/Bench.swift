@@ -16,7 +16,7 @@ struct Bench: ParsableCommand {
 
     func run() throws {
         abk_set_threads(threads)
-        print("backend: \(String(cString: abk_info()))")
+        print("backend: \(String(cString: backendInfo()))")
         let batches = try batch.split(separator: ",").map { s -> Int in
             guard let b = Int(s), b >= 1 else { throw ValidationError("bad batch '\(s)'") }
             return b
@@ -52,6 +52,6 @@ struct Bench: ParsableCommand {
             }
         }
         printTable(["model", "batch", "forward", "images/s", "GFLOP/s", "fwd+bwd (1 PGD step)"], rows)
-        if let json { try writeJSON(["backend": String(cString: abk_info()), "results": out], to: json) }
+        if let json { try writeJSON(["backend": String(cString: backendInfo()), "results": out], to: json) }
     }
 }

@@ -37,7 +37,7 @@ struct Info: ParsableCommand {
         let pre = i.preprocessing
         print("pixels       [\(pre.pixelMin), \(pre.pixelMax)]" + (pre.mean.map { ", normalized: mean \($0) std \(pre.std ?? [])" } ?? ", no normalization outside the graph"))
         print("ops          " + i.ops.map { "\($0.0) x\($0.1)" }.joined(separator: ", "))
-        print("backend      \(String(cString: abk_info()))")
+        print("backend      \(String(cString: backendInfo()))")
     }
 }
 

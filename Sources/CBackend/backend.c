@@ -24,6 +24,9 @@ static int g_threads = 1;
 static char g_info[512];
 static char g_kernel[64] = "portable";
 static pthread_mutex_t g_info_lock = PTHREAD_MUTEX_INITIALIZER;
+static const char *g_conv_variant = "not loaded";
+
+void abk_register_kernel_info(const char *conv_variant) { g_conv_variant = conv_variant; }
 
 static uint64_t read_xcr0(void) {
     uint32_t eax, edx;
@@ -123,8 +126,8 @@ const char *abk_info(void) {
     abk_cpu_features(&cpu);
     pthread_mutex_lock(&g_info_lock);
     snprintf(g_info, sizeof g_info,
-             "blas=%s kernel=%s threads=%d (adamant-managed; BLAS calls single-threaded) cpu=%s family=%d model=%d avx2=%d fma=%d avx512=%d os_avx512=%d",
-             g_sgemm ? (g_config ? g_config() : "OpenBLAS") : "portable (OpenBLAS not found)", g_kernel, g_threads,
+             "blas=%s kernel=%s conv3x3=%s threads=%d (adamant-managed; BLAS calls single-threaded) cpu=%s family=%d model=%d avx2=%d fma=%d avx512=%d os_avx512=%d",
+             g_sgemm ? (g_config ? g_config() : "OpenBLAS") : "portable (OpenBLAS not found)", g_kernel, g_conv_variant, g_threads,
              cpu.vendor, cpu.family, cpu.model, cpu.avx2, cpu.fma, cpu.avx512, cpu.os_avx512);
     pthread_mutex_unlock(&g_info_lock);
     return g_info;

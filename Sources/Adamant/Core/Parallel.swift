@@ -1,4 +1,5 @@
 import CBackend
+import CKernels
 import Dispatch
 
 /// adamant's own parallelism: work is split into at most ``threads`` chunks run concurrently.
@@ -38,4 +39,11 @@ func gemmColumns(transA: Bool, m: Int, n: Int, k: Int, a: UnsafePointer<Float>, 
         abk_sgemm(transA ? 1 : 0, 0, Int32(m), Int32(j1 - j0), Int32(k), 1, a, Int32(lda), b + j0, Int32(ldb), 0,
                   c + j0, Int32(ldc))
     }
+}
+
+/// The compute backend in one line (OpenBLAS kernel, adamant's conv kernel, threads, CPU features);
+/// the returned pointer is owned by the backend.
+public func backendInfo() -> UnsafePointer<CChar> {
+    _ = akn_variant()  // choose the conv kernel so the line names it
+    return abk_info()
 }

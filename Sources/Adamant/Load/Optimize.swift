@@ -58,6 +58,7 @@ extension Conv {
         for m in 0..<outChannels { for i in 0..<per { w[m * per + i] *= a[m] } }
         c.weight = w
         c.bias = (0..<outChannels).map { m in (bias?[m] ?? 0) * a[m] + b[m] }
+        c.pack()
         return c
     }
 }

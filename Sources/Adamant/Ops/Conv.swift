@@ -1,4 +1,5 @@
 import CBackend
+import CKernels
 
 /// 2-D convolution (ONNX `Conv`, NCHW): im2col + OpenBLAS GEMM, input gradient by GEMM + col2im.
 struct Conv: Op {
@@ -15,6 +16,63 @@ struct Conv: Op {
     let autoPad: String
     /// A ReLU fused into the epilogue by the optimizer.
     var fusedRelu = false
+    /// Weights packed for the direct 3x3 kernel (forward, and transposed+flipped for the input
+    /// gradient); nil when the convolution is not 3x3 / stride 1 / pad 1 / one group.
+    private(set) var packed: [Float]?
+    private(set) var packedAdjoint: [Float]?
+
+    /// Whether the direct 3x3 kernel applies (checked again per call: auto_pad may resolve pads).
+    var isDirect3x3: Bool {
+        kh == 3 && kw == 3 && strides == (1, 1) && dilations == (1, 1) && group == 1 && autoPad != "VALID"
+            && (autoPad != "NOTSET" || pads == (1, 1, 1, 1))
+    }
+
+    mutating func pack() {
+        guard isDirect3x3 else { packed = nil; packedAdjoint = nil; return }
+        var f = [Float](repeating: 0, count: akn_packed_size(Int32(outChannels), Int32(inPerGroup)))
+        var t = [Float](repeating: 0, count: akn_packed_size(Int32(inPerGroup), Int32(outChannels)))
+        akn_pack_conv3x3(weight, Int32(outChannels), Int32(inPerGroup), 0, &f)
+        akn_pack_conv3x3(weight, Int32(inPerGroup), Int32(outChannels), 1, &t)
+        packed = f
+        packedAdjoint = t
+    }
+
+    /// out[n] = conv3x3(in[n]) for every sample, with the given packed weights (direct kernel).
+    private func direct3x3(_ input: Tensor, channelsIn: Int, channelsOut: Int, packed: [Float], bias: [Float]?,
+                           relu: Bool, threads: Int) -> Tensor {
+        let (n, h, w) = (input.shape[0], input.shape[2], input.shape[3])
+        var out = Tensor(uninitialized: [n, channelsOut, h, w])
+        var scratch = [Float](repeating: 0, count: akn_scratch_size(Int32(channelsIn), Int32(h), Int32(w)))
+        let blocks = (channelsOut + 7) / 8
+        input.data.withUnsafeBufferPointer { xp in
+            out.data.withUnsafeMutableBufferPointer { yp in
+                scratch.withUnsafeMutableBufferPointer { sp in
+                    packed.withUnsafeBufferPointer { pp in
+                        for s in 0..<n {
+                            let x = xp.baseAddress! + s * channelsIn * h * w
+                            let y = yp.baseAddress! + s * channelsOut * h * w
+                            let t = (threads > 1 && channelsIn * channelsOut * h * w > 200_000) ? threads : 1
+                            if t == 1 {
+                                akn_conv3x3(x, Int32(channelsIn), Int32(h), Int32(w), pp.baseAddress!, Int32(channelsOut), 0,
+                                            Int32(channelsOut), bias, relu ? 1 : 0, y, sp.baseAddress!, 1)
+                                continue
+                            }
+                            // Pad once, then split the blocks of 8 output channels over the threads.
+                            akn_conv3x3(x, Int32(channelsIn), Int32(h), Int32(w), pp.baseAddress!, Int32(channelsOut), 0, 0,
+                                        nil, 0, y, sp.baseAddress!, 1)
+                            let scratchBase = sp.baseAddress!, packedBase = pp.baseAddress!
+                            Parallel.forRanges(blocks, threads: t) { r in
+                                akn_conv3x3(x, Int32(channelsIn), Int32(h), Int32(w), packedBase, Int32(channelsOut),
+                                            Int32(r.lowerBound * 8), Int32(min(channelsOut, r.upperBound * 8)), bias,
+                                            relu ? 1 : 0, y, scratchBase, 0)
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        return out
+    }
 
     init(_ a: Attrs, weight w: RawTensor, bias b: RawTensor?) throws {
         guard w.dims.count == 4 else { throw a.unsupported("a \(w.dims.count - 2)-D convolution (weight \(w.dims))") }
@@ -39,6 +97,7 @@ struct Conv: Op {
             guard b.floats.count == outChannels else { throw a.invalid("bias has \(b.floats.count) values for \(outChannels) channels") }
             bias = b.floats
         } else { bias = nil }
+        pack()
     }
 
     var parameterCount: Int { weight.count + (bias?.count ?? 0) }
@@ -83,6 +142,10 @@ struct Conv: Op {
         let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
         let (oh, ow) = (outShape[2], outShape[3])
         let p = resolvedPads(h, w)
+        if let packed, p == (1, 1, 1, 1) {
+            return [direct3x3(x, channelsIn: c, channelsOut: outChannels, packed: packed, bias: bias, relu: fusedRelu,
+                              threads: ctx.threads)]
+        }
         let mg = outChannels / group
         let kdim = inPerGroup * kh * kw
         let ohw = oh * ow
@@ -172,6 +235,11 @@ struct Conv: Op {
         let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
         let (oh, ow) = (dy.shape[2], dy.shape[3])
         let p = resolvedPads(h, w)
+        if let packedAdjoint, p == (1, 1, 1, 1) {
+            // The adjoint of a 3x3/s1/p1 convolution is the same convolution with weights transposed and flipped.
+            return [direct3x3(dy, channelsIn: outChannels, channelsOut: c, packed: packedAdjoint, bias: nil, relu: false,
+                              threads: ctx.threads)]
+        }
         let mg = outChannels / group
         let kdim = inPerGroup * kh * kw
         let ohw = oh * ow

@@ -46,6 +46,9 @@ int abk_get_threads(void);
 /** GEMM kernel name as the BLAS reports it (e.g. "SkylakeX"), or "portable". */
 const char *abk_kernel(void);
 
+/** Records the name of adamant's own conv kernel variant for abk_info (called by CKernels). */
+void abk_register_kernel_info(const char *conv_variant);
+
 /** One-line description: library, version/config, kernel, threads, CPU features. */
 const char *abk_info(void);
 

@@ -1,0 +1,123 @@
+// conv3x3.c — see kernels.h.
+#include "kernels.h"
+
+#include <pthread.h>
+#include <string.h>
+
+#include "backend.h"
+
+#define MB 8   /* output channels per register block */
+#define VL 16  /* positions per register block */
+
+typedef float vf __attribute__((vector_size(64), aligned(4)));
+
+size_t akn_packed_size(int out_channels, int in_channels) {
+    return (size_t)((out_channels + MB - 1) / MB) * in_channels * 9 * MB;
+}
+
+void akn_pack_conv3x3(const float *w, int m, int c, int transpose, float *out) {
+    // Output channel o, input channel i: forward w[o][i][ky][kx]; adjoint w[i][o][2-ky][2-kx].
+    int blocks = (m + MB - 1) / MB;
+    for (int b = 0; b < blocks; b++)
+        for (int i = 0; i < c; i++)
+            for (int k = 0; k < 9; k++)
+                for (int j = 0; j < MB; j++) {
+                    int o = b * MB + j;
+                    float v = 0;
+                    if (o < m) v = transpose ? w[((size_t)i * m + o) * 9 + (8 - k)] : w[((size_t)o * c + i) * 9 + k];
+                    out[(((size_t)b * c + i) * 9 + k) * MB + j] = v;
+                }
+}
+
+size_t akn_scratch_size(int c, int h, int w) {
+    // padded input [C][H+2][W+2] + slack for the last block's over-read + one output block
+    return (size_t)c * (h + 2) * (w + 2) + 2 * VL + (size_t)MB * VL + 64;
+}
+
+static void pad_input(const float *x, int c, int h, int w, float *xp) {
+    int wp = w + 2;
+    size_t plane = (size_t)(h + 2) * wp;
+    memset(xp, 0, ((size_t)c * plane + 2 * VL) * sizeof(float));
+    for (int i = 0; i < c; i++)
+        for (int r = 0; r < h; r++)
+            memcpy(xp + i * plane + (size_t)(r + 1) * wp + 1, x + ((size_t)i * h + r) * w, (size_t)w * sizeof(float));
+}
+
+// The kernel body, compiled once per instruction set.
+#define CONV_BODY                                                                                     \
+    {                                                                                                 \
+        int wp = w + 2;                                                                               \
+        size_t plane = (size_t)(h + 2) * wp;                                                          \
+        int positions = h * wp; /* outputs over the padded width; 2 junk columns per row */           \
+        for (int b = m0 / MB; b * MB < m1; b++) {                                                     \
+            const float *pk = packed + (size_t)b * c * 9 * MB;                                        \
+            for (int p0 = 0; p0 < positions; p0 += VL) {                                              \
+                vf acc[MB];                                                                           \
+                for (int j = 0; j < MB; j++) acc[j] = (vf){0};                                        \
+                for (int i = 0; i < c; i++) {                                                         \
+                    const float *xi = xp + i * plane + p0;                                            \
+                    const float *wk = pk + (size_t)i * 9 * MB;                                        \
+                    for (int ky = 0; ky < 3; ky++) {                                                  \
+                        for (int kx = 0; kx < 3; kx++) {                                              \
+                            vf v;                                                                     \
+                            memcpy(&v, xi + ky * wp + kx, sizeof v);                                  \
+                            const float *wv = wk + (ky * 3 + kx) * MB;                                \
+                            for (int j = 0; j < MB; j++) acc[j] += v * wv[j];                         \
+                        }                                                                             \
+                    }                                                                                 \
+                }                                                                                     \
+                for (int j = 0; j < MB; j++) {                                                        \
+                    int o = b * MB + j;                                                               \
+                    if (o >= m1) break;                                                               \
+                    float bv = bias ? bias[o] : 0.0f;                                                 \
+                    float *yo = y + (size_t)o * h * w;                                                \
+                    for (int q = 0; q < VL; q++) {                                                    \
+                        int p = p0 + q;                                                               \
+                        if (p >= positions) break;                                                    \
+                        int r = p / wp, col = p - r * wp;                                             \
+                        if (col >= w) continue;                                                       \
+                        float s = acc[j][q] + bv;                                                     \
+                        if (relu && !(s > 0)) s = s != s ? s : 0.0f;                                  \
+                        yo[r * w + col] = s;                                                          \
+                    }                                                                                 \
+                }                                                                                     \
+            }                                                                                         \
+        }                                                                                             \
+    }
+
+#define CONV_ARGS const float *xp, int c, int h, int w, const float *packed, int m0, int m1, \
+                  const float *bias, int relu, float *y
+
+__attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,fma")))
+static void conv_avx512(CONV_ARGS) CONV_BODY
+
+__attribute__((target("avx2,fma")))
+static void conv_avx2(CONV_ARGS) CONV_BODY
+
+static void conv_portable(CONV_ARGS) CONV_BODY
+
+typedef void (*conv_fn)(CONV_ARGS);
+static conv_fn g_conv = conv_portable;
+static const char *g_variant = "portable";
+static pthread_once_t g_once = PTHREAD_ONCE_INIT;
+
+static void choose(void) {
+    abk_cpu cpu;
+    abk_cpu_features(&cpu);
+    if (cpu.avx512 && cpu.os_avx512) { g_conv = conv_avx512; g_variant = "avx512"; }
+    else if (cpu.avx2 && cpu.fma && cpu.os_avx) { g_conv = conv_avx2; g_variant = "avx2"; }
+    abk_register_kernel_info(g_variant);
+}
+
+const char *akn_variant(void) {
+    pthread_once(&g_once, choose);
+    return g_variant;
+}
+
+void akn_conv3x3(const float *x, int c, int h, int w, const float *packed, int m, int m0, int m1,
+                 const float *bias, int relu, float *y, float *scratch, int pad) {
+    pthread_once(&g_once, choose);
+    (void)m;
+    if (pad) pad_input(x, c, h, w, scratch);
+    g_conv(scratch, c, h, w, packed, m0, m1, bias, relu, y);
+}
