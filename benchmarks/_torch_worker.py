@@ -27,8 +27,9 @@ Commands (field "op"):
     prepare  {key, kind, batch, x, y, out}    -> {ok, mode, prepare_s}
              runs once, writes logits (fwd) or [loss..., grad] (grad) to out
              (grad: out.loss.npy and out.grad.npy)
-    run      {key, kind, batch, inner}        -> {ok, s}  seconds per call,
-             averaged over `inner` back-to-back calls
+    run      {key, kind, batch, inner, prime} -> {ok, s}  seconds per call,
+             averaged over `inner` back-to-back calls made after `prime`
+             untimed ones
     unload   {key}
     quit
 Errors are replied as {ok: false, error: "..."}; the worker keeps going.
@@ -154,6 +155,8 @@ class Worker:
     def run(self, c):
         f = self.prepared[(c["key"], c["kind"], int(c["batch"]))]
         inner = max(1, int(c.get("inner", 1)))
+        for _ in range(max(0, int(c.get("prime", 0)))):
+            f()
         t0 = time.perf_counter()
         for _ in range(inner):
             f()

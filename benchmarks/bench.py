@@ -27,24 +27,37 @@ Engines
              (benchmarks/_torch_worker.py under Debian's /usr/bin/python3,
              torch 1.13 CPU), torch.set_num_threads(T); inference through
              torch.jit.trace + torch.jit.freeze under no_grad, gradients through
-             the traced graph with autograd.
+             the traced graph with autograd. Two workers run: one with
+             libgomp's default OpenMP wait policy and one with
+             OMP_WAIT_POLICY=PASSIVE; both are timed, interleaved like two
+             engines, and the lower median stands for PyTorch (the JSON has
+             both). Why: on this 2-vCPU VM, libgomp's spin-waiting makes short
+             calls stall for 50-150 ms now and then (mbn_resnet20 at batch 1:
+             median 2.2 ms but 6 % of calls > 20 ms, and often the first calls
+             after another engine ran), which PASSIVE avoids, while PASSIVE
+             costs 25-30 % on batch-128 calls. --no-torch-passive turns the
+             second worker off.
 
 Protocol (the machine is shared and noisy)
     Every measurement is interleaved across engines: round r runs each engine
     once, the engine order rotated by r (A B C, B C A, C A B, ...). Warm-up
-    rounds first (also used to size the work); a sample is the mean of
-    `inner` back-to-back calls (inner > 1 only for calls shorter than ~15 ms);
+    rounds first (also used to size the work); a sample is one untimed priming
+    call followed by `inner` timed back-to-back calls (inner > 1 only for calls
+    shorter than ~15 ms), so it measures the steady state of that engine;
     the reported figure is the median over the rounds, with the 25/75 %
-    quantiles in the JSON. Headline: RATIOS adamant/ORT and adamant/PyTorch
-    (< 1 = adamant faster).
+    quantiles in the JSON. The CPU time other processes used during each
+    measurement is recorded (and flagged from 0.25 cores); --wait-quiet S waits
+    up to S s for quiet before each measurement and repeats disturbed ones.
+    Headline: RATIOS adamant/ORT and adamant/PyTorch (< 1 = adamant faster).
 
 Correctness first
     Before timing, the outputs of the very calls being timed are compared:
     logits of all engines pairwise (max |a-b| / max |b| < 1e-4, same argmax),
     and for the PGD step adamant's per-sample losses (< 1e-4) and input
-    gradients against PyTorch, per sample: median difference < 1e-4 and at most
-    3 % of the samples (at least 1) above 1e-3 -- a ReLU input within float32
-    rounding of 0 may switch sides and change that one sample's gradient. A
+    gradients against PyTorch: every sample < 5e-2 and cosine of the batch
+    gradient > 0.99999 (median and samples above 1e-3 reported) -- a ReLU
+    input within float32 rounding of 0 may switch sides and change that one
+    sample's gradient along a path, in PyTorch float32 as much as in adamant. A
     failed check is printed, marked in the outputs and makes the exit status 1.
 
 Writes
@@ -53,9 +66,11 @@ Writes
     so a smoke test does not overwrite a full run; --out-prefix overrides).
 
 Run (pyenv python3, after `make dist`):
-    ADAMANT_LIBRARY=dist/lib/libadamant.so python3 benchmarks/bench.py            # ~10 min
-    ADAMANT_LIBRARY=dist/lib/libadamant.so python3 benchmarks/bench.py --quick    # ~1-2 min, CIFAR only
+    ADAMANT_LIBRARY=dist/lib/libadamant.so python3 benchmarks/bench.py            # ~6-7 min
+    ADAMANT_LIBRARY=dist/lib/libadamant.so python3 benchmarks/bench.py --quick    # ~1 min, CIFAR only
     python3 benchmarks/bench.py --models mbn,resnet18 --threads 1
+    python3 benchmarks/bench.py --wait-quiet 30    # shared machine: wait for quiet, redo disturbed rows
+    (ADAMANT_LIBRARY defaults to dist/lib/libadamant.so of this tree.)
 """
 import argparse
 import datetime
@@ -95,12 +110,21 @@ LOGIT_TOL = 1e-4
 GRAD_TOL = 1e-3
 # A ReLU whose float32 pre-activation lies within rounding error of 0 can switch
 # sides between two correct implementations; that sample's input gradient then
-# differs by a whole path (seen: mbn_resnet8 samples 11 and 29, pre-activations
-# 2e-8 and 1e-7 against activations ~5; on sample 11 torch float32 itself differs
-# from torch float64 by 5e-3). So gradients are compared per sample: the median
-# per-sample difference must be < LOGIT_TOL and at most this fraction of the
-# samples (at least 1) may exceed GRAD_TOL.
-GRAD_OUTLIER_FRACTION = 0.03
+# differs along one path. Checked against PyTorch float64: mbn_resnet8/20 have
+# 1-3 such samples per 128 in adamant and in PyTorch float32 alike
+# (pre-activations of 1e-8..1e-7 against activations ~5); the synthetic
+# ResNet-50 (millions of ReLUs per 224x224 image) has them in 4-5 of 8 samples,
+# up to 1.1e-2 for PyTorch float32 and 1.4e-2 for adamant. So a gradient check
+# passes when the losses agree (< LOGIT_TOL), no sample's gradient differs by
+# more than GRAD_MAX_TOL (a wrong gradient is off by O(1)) and the cosine of
+# the whole batch gradient is > GRAD_MIN_COSINE; the per-sample median and the
+# number of samples above GRAD_TOL are reported.
+GRAD_MAX_TOL = 0.05
+GRAD_MIN_COSINE = 0.99999
+# A measurement during which other processes used at least this many cores is flagged.
+BUSY_CORES = 0.25
+# With --wait-quiet, a measurement disturbed by other processes is repeated (at most this often).
+MAX_RETRIES = 2
 
 # name -> description; "kind" picks batch sizes and inputs.
 MODELS = [
@@ -148,6 +172,63 @@ def cpu_model():
     return platform.processor() or None
 
 
+_CLK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _cpu_busy_s():
+    """Seconds of busy CPU time of the whole machine (all CPUs) since boot, and steal time."""
+    try:
+        with open("/proc/stat") as f:
+            v = [int(t) for t in f.readline().split()[1:]]
+    except OSError:
+        return None, None
+    # user nice system idle iowait irq softirq steal ...
+    busy = v[0] + v[1] + v[2] + v[5] + v[6]
+    steal = v[7] if len(v) > 7 else 0
+    return busy / _CLK, steal / _CLK
+
+
+def _proc_cpu_s(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            parts = f.read().rsplit(")", 1)[1].split()
+        return (int(parts[11]) + int(parts[12])) / _CLK  # utime + stime
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+class ForeignLoad:
+    """CPU used by processes other than this benchmark (and its torch worker) over an interval,
+    in cores: (machine busy time - our busy time) / wall time. Also steal time (VMs)."""
+
+    def __init__(self, pids):
+        self.pids = pids
+
+    def snapshot(self):
+        busy, steal = _cpu_busy_s()
+        own = sum(_proc_cpu_s(p) for p in self.pids)
+        return time.perf_counter(), busy, steal, own
+
+    @staticmethod
+    def between(a, b):
+        if a[1] is None or b[1] is None:
+            return None
+        wall = max(1e-9, b[0] - a[0])
+        return {"foreign_cores": round(max(0.0, (b[1] - a[1]) - (b[3] - a[3])) / wall, 3),
+                "steal_cores": round((b[2] - a[2]) / wall, 3)}
+
+    def wait_quiet(self, max_s, threshold=0.25, window=1.0):
+        """Waits (up to max_s) for a `window`-second interval with foreign load below threshold."""
+        t0 = time.perf_counter()
+        while True:
+            a = self.snapshot()
+            time.sleep(window)
+            f = self.between(a, self.snapshot())
+            waited = time.perf_counter() - t0
+            if f is None or f["foreign_cores"] < threshold or waited >= max_s:
+                return round(waited, 1), f
+
+
 def rel_diff(a, b):
     """max |a - b| / max |b| (0 when both are zero)."""
     a = np.asarray(a, np.float64)
@@ -171,10 +252,14 @@ def quantiles(v):
 # ---------------------------------------------------------------------------
 
 class TorchWorker:
-    def __init__(self, threads):
+    def __init__(self, threads, omp_wait_policy=None):
         env = dict(os.environ)
         for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
             env[k] = str(threads)
+        env.pop("OMP_WAIT_POLICY", None)
+        if omp_wait_policy:
+            env["OMP_WAIT_POLICY"] = omp_wait_policy
+        self.omp_wait_policy = omp_wait_policy or "default"
         self.p = subprocess.Popen([TORCH_PYTHON, WORKER, "--threads", str(threads)], stdin=subprocess.PIPE,
                                   stdout=subprocess.PIPE, stderr=None, env=env, text=True, bufsize=1)
         self.info = self._read()
@@ -314,33 +399,50 @@ def measure(runners, warmup, rounds_min, rounds_max, budget_s, sample_s):
 
     Warm-up rounds (interleaved) size `inner` per engine (so one sample lasts
     about sample_s) and the number of rounds (about budget_s in total, within
-    [rounds_min, rounds_max]). Returns {engine: stats}, rounds."""
+    [rounds_min, rounds_max]). Every sample starts with one untimed priming call
+    of the same engine: on this VM the first call after another engine ran is
+    erratic (PyTorch's OpenMP threads can take 50-200 ms to get going again), and
+    a benchmark of repeated inference / PGD steps is about the steady state.
+    Runners named "engine/variant" are alternatives of one engine, each timed
+    like an engine of its own; the variant with the lowest median stands for
+    the engine (all variants' figures are kept under "variants").
+    Returns {engine: stats}."""
     names = list(runners)
     est = {n: [] for n in names}
     for r in range(warmup):
         for k in range(len(names)):
             n = names[(r + k) % len(names)]
-            est[n].append(runners[n](1))
-    per_call = {n: min(v[1:] if len(v) > 1 else v) for n, v in est.items()}
+            est[n].append(runners[n](1))  # (each call to a runner first makes one untimed priming call)
+    per_call = {n: min(v) for n, v in est.items()}
     inner = {n: int(min(50, max(1, math.ceil(sample_s / max(per_call[n], 1e-6))))) if per_call[n] < sample_s
              else 1 for n in names}
-    round_s = sum(per_call[n] * inner[n] for n in names)
+    round_s = sum(per_call[n] * (inner[n] + 1) for n in names)  # + the priming call
     rounds = int(min(rounds_max, max(rounds_min, budget_s / max(round_s, 1e-9))))
     samples = {n: [] for n in names}
     for r in range(rounds):
         for k in range(len(names)):
             n = names[(r + k) % len(names)]
             samples[n].append(runners[n](inner[n]))
-    out = {}
+    stats = {}
     for n in names:
         q = quantiles(samples[n])
         q["inner"] = inner[n]
-        out[n] = q
+        stats[n] = q
+    out = {}
+    for n in names:  # "engine/variant": the variant with the lowest median stands for the engine
+        eng = n.split("/")[0]
+        if eng not in out or stats[n]["median_ms"] < out[eng]["median_ms"]:
+            out[eng] = dict(stats[n])
+            if "/" in n:
+                out[eng]["variant"] = n.split("/", 1)[1]
+                out[eng]["variants"] = {k.split("/", 1)[1]: v for k, v in stats.items() if k.split("/")[0] == eng}
     return out
 
 
 def timed(f):
-    def run(inner):
+    def run(inner, prime=1):
+        for _ in range(prime):
+            f()
         t0 = time.perf_counter()
         for _ in range(inner):
             f()
@@ -348,8 +450,9 @@ def timed(f):
     return run
 
 
-def bench_model(spec, args, tw, tmp):
+def bench_model(spec, args, tws, tmp):
     name = spec["name"]
+    load_meter = ForeignLoad([os.getpid()] + [w.p.pid for w in tws.values()])
     t_load = time.perf_counter()
     model_sources(spec)
     m = adamant.load(spec["adamant_source"], mean=spec["mean"], std=spec["std"])
@@ -360,7 +463,8 @@ def bench_model(spec, args, tw, tmp):
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     sess = ort.InferenceSession(spec["ort_onnx"], so, providers=["CPUExecutionProvider"])
     in_name = sess.get_inputs()[0].name
-    tw.call(op="load", key=name, path=spec["onnx"], mean=spec["mean"], std=spec["std"])
+    for w in tws.values():
+        w.call(op="load", key=name, path=spec["onnx"], mean=spec["mean"], std=spec["std"])
     domain = spec["domain"]
     rec = {"model": name, "kind": spec["kind"], "depth": spec.get("depth"),
            "onnx": spec["onnx"], "ort_onnx": spec["ort_onnx"],
@@ -378,8 +482,15 @@ def bench_model(spec, args, tw, tmp):
         op = os.path.join(tmp, "%s_%s.torch.npy" % (name, cid))
         np.save(xp, x)
         np.save(yp, y)
-        prep = tw.call(op="prepare", key=name, kind=what, batch=batch, x=xp, y=yp, out=op)
-        c = {"what": what, "batch": batch, "torch_mode": prep["mode"]}
+        preps = {v: w.call(op="prepare", key=name, kind=what, batch=batch, x=xp, y=yp,
+                           out=op if v == "default" else op + "." + v)
+                 for v, w in tws.items()}
+        c = {"what": what, "batch": batch, "torch_mode": preps["default"]["mode"]}
+
+        def torch_runners(b=batch, w=what):
+            return {"torch/omp_wait=%s" % v: (lambda inner, tw=tw: tw.call(op="run", key=name, kind=w, batch=b,
+                                                                          inner=inner, prime=1)["s"])
+                    for v, tw in tws.items()}
         # --- correctness of the exact calls being timed
         if what == "fwd":
             outs = {"adamant": m.predict(x, domain=domain),
@@ -394,34 +505,52 @@ def bench_model(spec, args, tw, tmp):
                               "argmax_identical": bool(argmax_same),
                               "ok": bool(worst < LOGIT_TOL and argmax_same)}
             runners = {"adamant": timed(lambda: m.predict(x, domain=domain)),
-                       "ort": timed(lambda: sess.run(None, {in_name: x})),
-                       "torch": lambda inner, b=batch: tw.call(op="run", key=name, kind=what, batch=b, inner=inner)["s"]}
+                       "ort": timed(lambda: sess.run(None, {in_name: x}))}
+            runners.update(torch_runners())
         else:
             la, ga = m.gradient(x, y, domain=domain, loss="ce")
             lt, gt = np.load(op + ".loss.npy"), np.load(op + ".grad.npy")
             dl, dg = rel_diff(la, lt), rel_diff(ga, gt)
             per = np.array([rel_diff(ga[i], gt[i]) for i in range(batch)])
             n_off = int(np.sum(per > GRAD_TOL))
-            allowed = max(1, int(math.ceil(GRAD_OUTLIER_FRACTION * batch)))
-            cos = float(np.dot(ga.ravel().astype(np.float64), gt.ravel()) /
-                        max(1e-300, np.linalg.norm(ga.ravel().astype(np.float64)) * np.linalg.norm(gt.ravel())))
+            ga64, gt64 = ga.ravel().astype(np.float64), gt.ravel().astype(np.float64)
+            cos = float(np.dot(ga64, gt64) / max(1e-300, np.linalg.norm(ga64) * np.linalg.norm(gt64)))
             c["agreement"] = {"loss_max_rel_diff": dl, "grad_max_rel_diff": dg, "grad_cosine": cos,
                               "grad_per_sample_median_rel_diff": float(np.median(per)),
-                              "grad_samples_above_tol": n_off, "grad_samples_above_tol_allowed": allowed,
-                              "tolerance_loss": LOGIT_TOL, "tolerance_grad": GRAD_TOL,
-                              "ok": bool(dl < LOGIT_TOL and np.median(per) < LOGIT_TOL and n_off <= allowed)}
-            runners = {"adamant": timed(lambda: m.gradient(x, y, domain=domain, loss="ce")),
-                       "torch": lambda inner, b=batch: tw.call(op="run", key=name, kind=what, batch=b, inner=inner)["s"]}
+                              "grad_samples_above_tol": n_off, "tolerance_loss": LOGIT_TOL,
+                              "tolerance_grad": GRAD_TOL, "tolerance_grad_any_sample": GRAD_MAX_TOL,
+                              "tolerance_grad_cosine": GRAD_MIN_COSINE,
+                              "ok": bool(dl < LOGIT_TOL and dg < GRAD_MAX_TOL and cos > GRAD_MIN_COSINE)}
+            runners = {"adamant": timed(lambda: m.gradient(x, y, domain=domain, loss="ce"))}
+            runners.update(torch_runners())
         # --- timing
         if args.quick:
             warmup, rmin, rmax, budget = 2, 5, 7, 1.5
         elif heavy:
             warmup, rmin, rmax, budget = 2, 5, 15, 14.0
         else:
-            warmup, rmin, rmax, budget = 3, 9, 40, 6.0
-        t0 = time.perf_counter()
-        stats = measure(runners, warmup, rmin, rmax, budget, sample_s=0.015)
-        c["wall_s"] = round(time.perf_counter() - t0, 2)
+            warmup, rmin, rmax, budget = 3, 9, 40, 8.0
+        discarded = []
+        for attempt in range(1 + (MAX_RETRIES if args.wait_quiet > 0 else 0)):
+            if args.wait_quiet > 0:
+                waited, before = load_meter.wait_quiet(args.wait_quiet)
+                c["waited_for_quiet_s"] = round(c.get("waited_for_quiet_s", 0) + waited, 1)
+                if waited > 1.5:
+                    log("  (waited %.0f s for other processes to calm down; foreign load now %s cores)"
+                        % (waited, before and before["foreign_cores"]))
+            snap = load_meter.snapshot()
+            t0 = time.perf_counter()
+            stats = measure(runners, warmup, rmin, rmax, budget, sample_s=0.015)
+            c["wall_s"] = round(time.perf_counter() - t0, 2)
+            c["machine"] = load_meter.between(snap, load_meter.snapshot())
+            busy = c["machine"] and c["machine"]["foreign_cores"] >= BUSY_CORES
+            if not busy or attempt == MAX_RETRIES or args.wait_quiet <= 0:
+                break
+            discarded.append(c["machine"]["foreign_cores"])
+            log("  (other processes used %.1f cores during %s %s: measuring again)"
+                % (c["machine"]["foreign_cores"], name, cid))
+        if discarded:
+            c["discarded_attempts_foreign_cores"] = discarded
         a = stats["adamant"]["median_ms"]
         c["ratio_vs_ort"] = a / stats["ort"]["median_ms"] if "ort" in stats else None
         c["ratio_vs_torch"] = a / stats["torch"]["median_ms"]
@@ -433,7 +562,8 @@ def bench_model(spec, args, tw, tmp):
                            for e, s in c["engines"].items()}
         rec["configs"][cid] = c
         log(row_text(name, cid, c))
-    tw.call(op="unload", key=name)
+    for w in tws.values():
+        w.call(op="unload", key=name)
     del sess, m
     return rec
 
@@ -457,8 +587,8 @@ def agree_text(c):
     if c["what"] == "fwd":
         s = "%.1e" % a["worst"]
     else:
-        s = "g med %.0e, %d/%d > %.0e" % (a["grad_per_sample_median_rel_diff"], a["grad_samples_above_tol"],
-                                         c["batch"], a["tolerance_grad"])
+        s = "grad max %.0e, %d/%d > %.0e" % (a["grad_max_rel_diff"], a["grad_samples_above_tol"], c["batch"],
+                                            a["tolerance_grad"])
     return s + ("" if a["ok"] else " FAIL")
 
 
@@ -466,12 +596,23 @@ HEADER = ("%-21s %-17s %10s %10s %10s   %8s %8s   %s"
           % ("model", "measure", "adamant ms", "ORT ms", "torch ms", "a/ORT", "a/torch", "agree (max rel diff)"))
 
 
+def torch_ms_text(t):
+    return fmt_ms(t["median_ms"]) + (" P" if t.get("variant", "").endswith("PASSIVE") else "")
+
+
+def busy_text(c):
+    m = c.get("machine")
+    if m and m["foreign_cores"] >= BUSY_CORES:
+        return "  [other processes: %.1f cores]" % m["foreign_cores"]
+    return ""
+
+
 def row_text(name, cid, c):
     e = c["engines"]
-    return ("%-21s %-17s %10s %10s %10s   %8s %8s   %s"
+    return ("%-21s %-17s %10s %10s %10s   %8s %8s   %s%s"
             % (name, CONFIG_LABEL[cid], fmt_ms(e["adamant"]["median_ms"]),
-               fmt_ms(e["ort"]["median_ms"] if e.get("ort") else None), fmt_ms(e["torch"]["median_ms"]),
-               fmt_ratio(c["ratio_vs_ort"]), fmt_ratio(c["ratio_vs_torch"]), agree_text(c)))
+               fmt_ms(e["ort"]["median_ms"] if e.get("ort") else None), torch_ms_text(e["torch"]),
+               fmt_ratio(c["ratio_vs_ort"]), fmt_ratio(c["ratio_vs_torch"]), agree_text(c), busy_text(c)))
 
 
 def geomean(v):
@@ -507,8 +648,11 @@ def write_md(path, meta, records, summ, json_name):
              % (meta["onnxruntime"], meta["threads"]))
     t = meta["torch"]
     L.append("* PyTorch %s (Debian, %d threads, BLAS %s, mkldnn %s), ONNX graphs run by "
-             "`scripts/onnx_torch.py`; inference jit.trace+freeze under no_grad, gradients via autograd"
-             % (t.get("torch"), t.get("threads"), t.get("blas"), t.get("mkldnn")))
+             "`scripts/onnx_torch.py`; inference jit.trace+freeze under no_grad, gradients via autograd "
+             "through the traced graph; OpenMP wait policy %s, both timed and the lower median reported "
+             "(marked `P` in the PyTorch column when PASSIVE won)"
+             % (t.get("torch"), t.get("threads"), t.get("blas"), t.get("mkldnn"),
+                " / ".join(meta.get("torch_omp_wait_policies", ["default"]))))
     L.append("* medians over interleaved rounds (engine order rotated each round) after warm-up; "
              "ratio < 1 means adamant is faster\n")
     L.append("## Ratios (geometric means)\n")
@@ -521,8 +665,8 @@ def write_md(path, meta, records, summ, json_name):
                                            fmt_ratio(v["geomean_adamant_over_torch"]), v["n"]))
     L.append("\n## Per model\n")
     L.append("| model | measure | adamant / ORT | adamant / PyTorch | adamant ms | ORT ms | PyTorch ms "
-             "| adamant ms/image | outputs agree (max rel diff) |")
-    L.append("|---|---|---|---|---|---|---|---|---|")
+             "| adamant ms/image | outputs agree (max rel diff) | other load |")
+    L.append("|---|---|---|---|---|---|---|---|---|---|")
     for r in records:
         for cid, c in r["configs"].items():
             e = c["engines"]
@@ -533,17 +677,25 @@ def write_md(path, meta, records, summ, json_name):
                 ag = "loss %.1e; grad median %.1e, %d/%d samples > %g (max %.1e)%s" % (
                     a["loss_max_rel_diff"], a["grad_per_sample_median_rel_diff"], a["grad_samples_above_tol"],
                     c["batch"], a["tolerance_grad"], a["grad_max_rel_diff"], "" if a["ok"] else " **FAIL**")
-            L.append("| %s | %s | **%s** | **%s** | %s | %s | %s | %s | %s |" % (
+            mach = c.get("machine")
+            busy = "n/a" if not mach else ("%.2f%s" % (mach["foreign_cores"],
+                                                         " (!)" if mach["foreign_cores"] >= BUSY_CORES else ""))
+            L.append("| %s | %s | **%s** | **%s** | %s | %s | %s | %s | %s | %s |" % (
                 r["model"], CONFIG_LABEL[cid], fmt_ratio(c["ratio_vs_ort"]), fmt_ratio(c["ratio_vs_torch"]),
                 fmt_ms(e["adamant"]["median_ms"]), fmt_ms(e["ort"]["median_ms"] if e.get("ort") else None),
-                fmt_ms(e["torch"]["median_ms"]), fmt_ms(c["per_image_ms"]["adamant"]), ag))
+                torch_ms_text(e["torch"]), fmt_ms(c["per_image_ms"]["adamant"]), ag, busy))
     L.append("\nORT cannot differentiate, so PGD-step rows have no ORT figure. ImageNet models "
              "(synthetic ResNet-18/50, 224x224, random weights) use batch 8 for throughput and the PGD step; "
              "CIFAR models batch 128. Logits are compared pairwise across the three engines "
              "(max |a-b| / max |b| < %g, identical argmax); losses and input gradients adamant vs PyTorch, "
-             "gradients per sample (median < %g, at most %d %% of the samples -- at least 1 -- above %g: "
-             "a ReLU input within float32 rounding of 0 may switch sides, changing that sample's gradient).\n"
-             % (LOGIT_TOL, LOGIT_TOL, round(100 * GRAD_OUTLIER_FRACTION), GRAD_TOL))
+             "gradients per sample (every sample < %g, cosine of the batch gradient > %g; the median and the "
+             "samples above %g are shown: a ReLU input within float32 rounding of 0 may switch sides, changing "
+             "that sample's gradient along one path -- PyTorch float32 does so against float64 as often).\n"
+             % (LOGIT_TOL, GRAD_MAX_TOL, GRAD_MIN_COSINE, GRAD_TOL))
+    L.append("\"other load\" = CPU cores used by other processes during the measurement "
+             "(from /proc/stat minus this benchmark's own processes); (!) marks >= %.2f cores, where the absolute "
+             "times, and PyTorch's above all (its OpenMP threads wait on each other when one is descheduled), "
+             "are unreliable.\n" % BUSY_CORES)
     with open(path, "w") as f:
         f.write("\n".join(L))
 
@@ -565,7 +717,11 @@ def plot(path, records, quick):
             ys = [r["configs"][cid]["per_image_ms"].get(e) for r in mbn]
             if any(v is None for v in ys):
                 continue
-            ax.plot(depths, ys, marker=mk, color=col, label=label)
+            st = [r["configs"][cid]["engines"][e] for r in mbn]
+            b = [r["configs"][cid]["batch"] for r in mbn]
+            err = [[(q["median_ms"] - q["p25_ms"]) / n for q, n in zip(st, b)],
+                   [(q["p75_ms"] - q["median_ms"]) / n for q, n in zip(st, b)]]
+            ax.errorbar(depths, ys, yerr=err, marker=mk, color=col, label=label, capsize=3)
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("ResNet depth (mbn_resnetD)")
         ax.set_ylabel("ms per image")
@@ -573,7 +729,8 @@ def plot(path, records, quick):
         ax.set_ylim(bottom=0)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle("CIFAR ResNet-(6n+2), latency per image vs depth (medians%s)" % (", --quick" if quick else ""),
+    fig.suptitle("CIFAR ResNet-(6n+2): time per image vs depth (median, bars: 25-75 %% of rounds%s)"
+                 % (", --quick" if quick else ""),
                  fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -607,6 +764,13 @@ def main():
     ap.add_argument("--models", default=None,
                     help="comma-separated names or substrings (e.g. mbn,resnet18); default all "
                          "(with --quick: the CIFAR models)")
+    ap.add_argument("--wait-quiet", type=float, default=0, metavar="S",
+                    help="before each measurement wait up to S seconds for other processes to use < %.2f "
+                         "cores, and repeat (up to %d times) a measurement they disturbed (shared machines); "
+                         "the load is recorded either way" % (BUSY_CORES, MAX_RETRIES))
+    ap.add_argument("--no-torch-passive", dest="torch_passive", action="store_false",
+                    help="only run PyTorch with libgomp's default OpenMP wait policy (by default a second "
+                         "worker with OMP_WAIT_POLICY=PASSIVE is timed too and the faster median is reported)")
     ap.add_argument("--out-prefix", default=None,
                     help="output path prefix (default benchmarks/results/bench, or bench_quick with --quick)")
     args = ap.parse_args()
@@ -625,20 +789,26 @@ def main():
     binfo = adamant.backend_info()
     log("adamant %s  backend: %s" % (adamant.__version__, binfo))
     log("library: %s" % adamant.LIBRARY_PATH)
-    tw = TorchWorker(args.threads)
-    log("onnxruntime %s (CPU EP, %d intra-op threads) | torch %s (%d threads, BLAS %s)"
-        % (ort.__version__, args.threads, tw.info["torch"], tw.info["threads"], tw.info["blas"]))
+    tws = {"default": TorchWorker(args.threads)}
+    if args.torch_passive:
+        tws["PASSIVE"] = TorchWorker(args.threads, "PASSIVE")
+    tw = tws["default"]
+    log("onnxruntime %s (CPU EP, %d intra-op threads) | torch %s (%d threads, BLAS %s; OpenMP wait policy: %s)"
+        % (ort.__version__, args.threads, tw.info["torch"], tw.info["threads"], tw.info["blas"],
+           " or ".join(tws)))
     meta = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "quick": args.quick,
             "argv": sys.argv[1:], "threads": args.threads, "cpus": cpus, "cpu": cpu_model(),
             "loadavg_start": loadavg(), "adamant_version": adamant.__version__, "backend_info": binfo,
             "adamant_library": adamant.LIBRARY_PATH,
             "openblas_coretype_env": os.environ.get("OPENBLAS_CORETYPE"),
             "onnxruntime": ort.__version__, "torch": tw.info, "python": platform.python_version(),
+            "torch_omp_wait_policies": list(tws),
             "tolerances": {"logits_max_rel_diff": LOGIT_TOL, "loss_max_rel_diff": LOGIT_TOL,
                            "grad_per_sample_median_rel_diff": LOGIT_TOL, "grad_per_sample_rel_diff": GRAD_TOL,
-                           "grad_fraction_of_samples_allowed_above": GRAD_OUTLIER_FRACTION},
+                           "grad_any_sample_rel_diff": GRAD_MAX_TOL, "grad_min_cosine": GRAD_MIN_COSINE},
             "protocol": "per measurement: warm-up rounds, then rounds each running every engine once "
-                        "(order rotated per round); sample = mean of `inner` back-to-back calls; "
+                        "(order rotated per round); sample = one untimed priming call, then the mean of "
+                        "`inner` timed back-to-back calls; "
                         "median over rounds; times measured in the engine's own process"}
     log("models: %s\n" % ", ".join(s["name"] for s in specs))
     log(HEADER)
@@ -646,9 +816,10 @@ def main():
     tmp = tempfile.mkdtemp(prefix="adm_bench_", dir=WORK_DIR)
     try:
         for spec in specs:
-            records.append(bench_model(spec, args, tw, tmp))
+            records.append(bench_model(spec, args, tws, tmp))
     finally:
-        tw.close()
+        for w in tws.values():
+            w.close()
         shutil.rmtree(tmp, ignore_errors=True)
     meta["loadavg_end"] = loadavg()
     meta["wall_s"] = round(time.perf_counter() - t_start, 1)
