@@ -1,6 +1,7 @@
 """Build hook: bundle libadamant.so into the package when it has been built.
 
-`pip install ./bindings/python` copies, if it exists, the first of
+`pip install ./bindings/python` copies (after building it with `make dist` when it is missing and
+a Swift toolchain is available) the first of
     $ADAMANT_LIBRARY
     <repo>/dist/lib/libadamant.so          (made by `make` / `make dist`)
 into adamant/lib/libadamant.so of the built package, which the bindings load
@@ -10,6 +11,7 @@ the system's library path at import time. Everything else is in pyproject.toml.
 """
 import os
 import shutil
+import subprocess
 
 from setuptools import setup
 from setuptools.command.build_py import build_py
@@ -33,6 +35,12 @@ class BuildPyWithLibrary(build_py):
     def run(self):
         super().run()
         lib = built_library()
+        repo = os.path.normpath(os.path.join(HERE, "..", ".."))
+        if lib is None and os.path.isfile(os.path.join(repo, "Makefile")) and shutil.which("swift"):
+            # Inside the adamant repository with a Swift toolchain: build the library first.
+            self.announce("adamant: building libadamant.so with `make dist` ...", level=2)
+            subprocess.run(["make", "-C", repo, "dist"], check=True)
+            lib = built_library()
         if lib is None:
             self.announce("adamant: no built libadamant.so found (run `make` at the repo root to bundle "
                           "it); the package will look for it at import time", level=2)
