@@ -43,12 +43,14 @@ static void pad_input(const float *x, int c, int h, int w, float *xp) {
             memcpy(xp + i * plane + (size_t)(r + 1) * wp + 1, x + ((size_t)i * h + r) * w, (size_t)w * sizeof(float));
 }
 
-// The kernel body, compiled once per instruction set.
+// The kernel body, compiled once per instruction set. `tmp` holds one block of 8 output channels
+// over the padded width (vector stores), compacted into y with bias and ReLU afterwards.
 #define CONV_BODY                                                                                     \
     {                                                                                                 \
         int wp = w + 2;                                                                               \
         size_t plane = (size_t)(h + 2) * wp;                                                          \
         int positions = h * wp; /* outputs over the padded width; 2 junk columns per row */           \
+        int stride = positions + VL;                                                                  \
         for (int b = m0 / MB; b * MB < m1; b++) {                                                     \
             const float *pk = packed + (size_t)b * c * 9 * MB;                                        \
             for (int p0 = 0; p0 < positions; p0 += VL) {                                              \
@@ -66,19 +68,22 @@ static void pad_input(const float *x, int c, int h, int w, float *xp) {
                         }                                                                             \
                     }                                                                                 \
                 }                                                                                     \
-                for (int j = 0; j < MB; j++) {                                                        \
-                    int o = b * MB + j;                                                               \
-                    if (o >= m1) break;                                                               \
-                    float bv = bias ? bias[o] : 0.0f;                                                 \
-                    float *yo = y + (size_t)o * h * w;                                                \
-                    for (int q = 0; q < VL; q++) {                                                    \
-                        int p = p0 + q;                                                               \
-                        if (p >= positions) break;                                                    \
-                        int r = p / wp, col = p - r * wp;                                             \
-                        if (col >= w) continue;                                                       \
-                        float s = acc[j][q] + bv;                                                     \
-                        if (relu && !(s > 0)) s = s != s ? s : 0.0f;                                  \
-                        yo[r * w + col] = s;                                                          \
+                for (int j = 0; j < MB; j++) memcpy(tmp + (size_t)j * stride + p0, &acc[j], sizeof(vf)); \
+            }                                                                                         \
+            for (int j = 0; j < MB; j++) {                                                            \
+                int o = b * MB + j;                                                                   \
+                if (o >= m1) break;                                                                   \
+                float bv = bias ? bias[o] : 0.0f;                                                     \
+                for (int r = 0; r < h; r++) {                                                         \
+                    const float *src = tmp + (size_t)j * stride + (size_t)r * wp;                     \
+                    float *dst = y + ((size_t)o * h + r) * w;                                         \
+                    if (relu) {                                                                       \
+                        for (int q = 0; q < w; q++) {                                                 \
+                            float v = src[q] + bv;                                                    \
+                            dst[q] = v > 0 ? v : (v != v ? v : 0.0f);                                 \
+                        }                                                                             \
+                    } else {                                                                          \
+                        for (int q = 0; q < w; q++) dst[q] = src[q] + bv;                             \
                     }                                                                                 \
                 }                                                                                     \
             }                                                                                         \
@@ -86,7 +91,7 @@ static void pad_input(const float *x, int c, int h, int w, float *xp) {
     }
 
 #define CONV_ARGS const float *xp, int c, int h, int w, const float *packed, int m0, int m1, \
-                  const float *bias, int relu, float *y
+                  const float *bias, int relu, float *y, float *tmp
 
 __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,fma")))
 static void conv_avx512(CONV_ARGS) CONV_BODY
@@ -115,9 +120,12 @@ const char *akn_variant(void) {
 }
 
 void akn_conv3x3(const float *x, int c, int h, int w, const float *packed, int m, int m0, int m1,
-                 const float *bias, int relu, float *y, float *scratch, int pad) {
+                 const float *bias, int relu, float *y, float *scratch, int pad, float *tmp) {
     pthread_once(&g_once, choose);
     (void)m;
     if (pad) pad_input(x, c, h, w, scratch);
-    g_conv(scratch, c, h, w, packed, m0, m1, bias, relu, y);
+    if (m1 <= m0) return;
+    g_conv(scratch, c, h, w, packed, m0, m1, bias, relu, y, tmp);
 }
+
+size_t akn_tmp_size(int h, int w) { return (size_t)MB * ((size_t)h * (w + 2) + VL); }

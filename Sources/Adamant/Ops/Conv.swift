@@ -43,28 +43,35 @@ struct Conv: Op {
         let (n, h, w) = (input.shape[0], input.shape[2], input.shape[3])
         var out = Tensor(uninitialized: [n, channelsOut, h, w])
         var scratch = [Float](repeating: 0, count: akn_scratch_size(Int32(channelsIn), Int32(h), Int32(w)))
+        let tmpSize = akn_tmp_size(Int32(h), Int32(w))
+        var tmp = [Float](repeating: 0, count: tmpSize)
         let blocks = (channelsOut + 7) / 8
         input.data.withUnsafeBufferPointer { xp in
             out.data.withUnsafeMutableBufferPointer { yp in
                 scratch.withUnsafeMutableBufferPointer { sp in
                     packed.withUnsafeBufferPointer { pp in
-                        for s in 0..<n {
-                            let x = xp.baseAddress! + s * channelsIn * h * w
-                            let y = yp.baseAddress! + s * channelsOut * h * w
-                            let t = (threads > 1 && channelsIn * channelsOut * h * w > 200_000) ? threads : 1
-                            if t == 1 {
-                                akn_conv3x3(x, Int32(channelsIn), Int32(h), Int32(w), pp.baseAddress!, Int32(channelsOut), 0,
-                                            Int32(channelsOut), bias, relu ? 1 : 0, y, sp.baseAddress!, 1)
-                                continue
-                            }
-                            // Pad once, then split the blocks of 8 output channels over the threads.
-                            akn_conv3x3(x, Int32(channelsIn), Int32(h), Int32(w), pp.baseAddress!, Int32(channelsOut), 0, 0,
-                                        nil, 0, y, sp.baseAddress!, 1)
-                            let scratchBase = sp.baseAddress!, packedBase = pp.baseAddress!
-                            Parallel.forRanges(blocks, threads: t) { r in
-                                akn_conv3x3(x, Int32(channelsIn), Int32(h), Int32(w), packedBase, Int32(channelsOut),
-                                            Int32(r.lowerBound * 8), Int32(min(channelsOut, r.upperBound * 8)), bias,
-                                            relu ? 1 : 0, y, scratchBase, 0)
+                        tmp.withUnsafeMutableBufferPointer { tp in
+                            for s in 0..<n {
+                                let x = xp.baseAddress! + s * channelsIn * h * w
+                                let y = yp.baseAddress! + s * channelsOut * h * w
+                                let t = (threads > 1 && channelsIn * channelsOut * h * w > 200_000) ? min(threads, blocks) : 1
+                                if t == 1 {
+                                    akn_conv3x3(x, Int32(channelsIn), Int32(h), Int32(w), pp.baseAddress!, Int32(channelsOut), 0,
+                                                Int32(channelsOut), bias, relu ? 1 : 0, y, sp.baseAddress!, 1, tp.baseAddress!)
+                                    continue
+                                }
+                                // Pad once, then split the blocks of 8 output channels over the threads.
+                                akn_conv3x3(x, Int32(channelsIn), Int32(h), Int32(w), pp.baseAddress!, Int32(channelsOut), 0, 0,
+                                            nil, 0, y, sp.baseAddress!, 1, tp.baseAddress!)
+                                let scratchBase = sp.baseAddress!, packedBase = pp.baseAddress!
+                                Parallel.forRanges(blocks, threads: t) { r in
+                                    var own = [Float](repeating: 0, count: tmpSize)
+                                    own.withUnsafeMutableBufferPointer { op in
+                                        akn_conv3x3(x, Int32(channelsIn), Int32(h), Int32(w), packedBase, Int32(channelsOut),
+                                                    Int32(r.lowerBound * 8), Int32(min(channelsOut, r.upperBound * 8)), bias,
+                                                    relu ? 1 : 0, y, scratchBase, 0, op.baseAddress!)
+                                    }
+                                }
                             }
                         }
                     }

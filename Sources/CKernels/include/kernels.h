@@ -28,15 +28,18 @@ void akn_pack_conv3x3(const float *w, int m, int c, int transpose, float *out);
 /** Scratch floats akn_conv3x3 needs for one sample (padded input + slack). */
 size_t akn_scratch_size(int c, int h, int w);
 
+/** Floats of the per-call output buffer `tmp` of akn_conv3x3 (one block of 8 channels). */
+size_t akn_tmp_size(int h, int w);
+
 /**
  * y[m0..m1) (one sample, [M][H][W] layout) = conv3x3(x [C][H][W], packed) + bias (NULL = none),
- * then ReLU if relu != 0. `scratch` holds
- * akn_scratch_size floats; the padded input is built there when `pad_input` is non-zero (the
- * caller may build it once and call several m ranges with pad_input = 0).
+ * then ReLU if relu != 0. `scratch` holds akn_scratch_size floats; the padded input is built there
+ * when `pad_input` is non-zero (the caller may build it once and call several m ranges, e.g. on
+ * several threads, with pad_input = 0). `tmp` (akn_tmp_size floats) is private to the call.
  * m0 and m1 must be multiples of 8 except that m1 may equal m (the channel count).
  */
 void akn_conv3x3(const float *x, int c, int h, int w, const float *packed, int m, int m0, int m1,
-                 const float *bias, int relu, float *y, float *scratch, int pad_input);
+                 const float *bias, int relu, float *y, float *scratch, int pad_input, float *tmp);
 
 /** Name of the variant in use: "avx512", "avx2" or "portable". */
 const char *akn_variant(void);
