@@ -1,14 +1,21 @@
 /// Stage three of load -> optimize -> plan -> run: per-domain graph rewrites.
 enum Optimizer {
-    /// Folds every BatchNormalization whose input is a Conv output read by nothing else into that
-    /// Conv's weights and bias, with the given domain's parameters: one packed weight set per
-    /// domain, built once at load, so switching domains costs nothing at call time.
-    static func foldBatchNorm(_ graph: Graph, bn: [BNParams]) -> Graph {
+    /// For each value, how many node inputs (or the graph output) read it; for each node output,
+    /// the index of the node producing it.
+    static func wiring(_ graph: Graph) -> (readers: [Int], producer: [Int: Int]) {
         var readers = [Int](repeating: 0, count: graph.valueNames.count)
         for n in graph.nodes { for i in n.inputs { readers[i] += 1 } }
         readers[graph.output] += 1
         var producer: [Int: Int] = [:]
         for (k, n) in graph.nodes.enumerated() { for o in n.outputs { producer[o] = k } }
+        return (readers, producer)
+    }
+
+    /// Folds every BatchNormalization whose input is a Conv output read by nothing else into that
+    /// Conv's weights and bias, with the given domain's parameters: one packed weight set per
+    /// domain, built once at load, so switching domains costs nothing at call time.
+    static func foldBatchNorm(_ graph: Graph, bn: [BNParams]) -> Graph {
+        let (readers, producer) = wiring(graph)
 
         var nodes = graph.nodes.map { Optional($0) }
         for (k, n) in graph.nodes.enumerated() {
@@ -28,11 +35,7 @@ enum Optimizer {
 
     /// Fuses a Relu that is the only reader of a Conv's output into the Conv's epilogue.
     static func fuseRelu(_ graph: Graph) -> Graph {
-        var readers = [Int](repeating: 0, count: graph.valueNames.count)
-        for n in graph.nodes { for i in n.inputs { readers[i] += 1 } }
-        readers[graph.output] += 1
-        var producer: [Int: Int] = [:]
-        for (k, n) in graph.nodes.enumerated() { for o in n.outputs { producer[o] = k } }
+        let (readers, producer) = wiring(graph)
         var nodes = graph.nodes.map { Optional($0) }
         for (k, n) in graph.nodes.enumerated() {
             guard n.op is Relu, let v = n.inputs.first, readers[v] == 1, let pk = producer[v],

@@ -264,7 +264,26 @@ def load(source, mean=None, std=None, pixel_range=None, default_domain=None):
 # Model
 # ---------------------------------------------------------------------------
 
-class Model:
+class _Closeable:
+    """Context-manager and garbage-collection plumbing for objects owning a C handle."""
+
+    def close(self):  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # pragma: no cover
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class Model(_Closeable):
     """A loaded network with one or more named BatchNorm domains.
 
     Immutable and shareable between threads: each thread lazily gets its own
@@ -325,17 +344,6 @@ class Model:
         self._tls = None
         self._handle = None
 
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:  # pragma: no cover
-            pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
     def _h(self):
         """The live model handle, or InvalidArgument if the model was closed."""
@@ -740,7 +748,7 @@ class Model:
         return cal.finish(name)
 
 
-class Calibrator:
+class Calibrator(_Closeable):
     """Accumulates BN statistics to build a new domain (see :meth:`Model.calibrator`).
 
     ``add`` batches of at least two images, then ``finish(name)`` returns a new
@@ -784,14 +792,3 @@ class Calibrator:
             LIB.adm_calibrator_free(p)
         self._handle = None
 
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:  # pragma: no cover
-            pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
