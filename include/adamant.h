@@ -252,9 +252,13 @@ typedef struct adm_attack_config {
     size_t attack_domain;        /**< BN domain used to compute gradients */
     size_t eval_domain;          /**< BN domain used to judge success */
     uint64_t seed;               /**< RNG seed (random start, random targets) */
+    uint64_t sample_offset;      /**< index of x[0] in the caller's whole set (default 0): sample i
+                                      draws its random start and random target from stream
+                                      (seed, sample_offset + i), so splitting a set into batches
+                                      never changes any result */
 } adm_attack_config;
 
-/** Fills *cfg with torchattacks-compatible defaults; both domains 0, seed 0. */
+/** Fills *cfg with torchattacks-compatible defaults; both domains 0, seed 0, sample_offset 0. */
 void adm_attack_config_default(adm_attack_config *cfg);
 
 /**
@@ -275,7 +279,8 @@ typedef struct adm_attack_outputs {
  * Runs PGD on `batch` images x with true labels, writing adversarial images
  * to x_adv (x_len floats; x_adv may be the same buffer as x). Success means prediction !=
  * label (untargeted) or prediction == target (targeted), judged with
- * eval_domain. Deterministic for a given seed and thread count.
+ * eval_domain. Deterministic for a given seed and sample_offset: the result for a sample never
+ * depends on its batch-mates, the batch size or the thread count.
  * outputs may be NULL.
  */
 adm_status adm_attack_pgd(adm_context *ctx, const adm_attack_config *cfg, const float *x,

@@ -258,6 +258,7 @@ public func adm_attack_config_default(_ cfg: UnsafeMutablePointer<adm_attack_con
     c.target_mode = 0
     c.early_stop = 0
     c.seed = 0
+    c.sample_offset = 0
     cfg.pointee = c
 }
 
@@ -276,6 +277,7 @@ func pgdConfig(_ p: UnsafePointer<adm_attack_config>?, batch: Int) throws -> PGD
     c.earlyStop = v.early_stop != 0
     c.attackDomain = v.attack_domain; c.evalDomain = v.eval_domain
     c.seed = v.seed
+    c.sampleOffset = v.sample_offset
     switch v.target_mode {
     case 0: c.targets = .untargeted
     case 1:

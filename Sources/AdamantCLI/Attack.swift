@@ -98,6 +98,7 @@ struct Attack: ParsableCommand {
             let n = min(batchSize, set.count - start)
             var cc = c
             if case .targeted(let t) = c.targets { cc.targets = .targeted(Array(t[start..<(start + n)])) }
+            cc.sampleOffset = UInt64(start)
             let x = Array(set.pixels[(start * per)..<((start + n) * per)])
             let r = try session.pgd(x, batch: n, labels: Array(labels[start..<(start + n)]), config: cc)
             for i in 0..<n {

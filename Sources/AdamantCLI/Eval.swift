@@ -65,6 +65,7 @@ struct Eval: ParsableCommand {
                 try batches { start, n in
                     var cc = c
                     if case .targeted(let t) = base.targets { cc.targets = .targeted(Array(t[start..<(start + n)])) }
+                    cc.sampleOffset = UInt64(start)
                     let y = Array(labels[start..<(start + n)])
                     let r = try session.pgd(Array(set.pixels[(start * per)..<((start + n) * per)]), batch: n, labels: y, config: cc)
                     for i in 0..<n {
@@ -143,6 +144,7 @@ struct Calibrate: ParsableCommand {
             if source == "pgd" {
                 var cc = c
                 if case .targeted(let t) = c.targets { cc.targets = .targeted(Array(t[start..<(start + n)])) }
+            cc.sampleOffset = UInt64(start)
                 x = try session.pgd(x, batch: n, labels: Array(set.labels![start..<(start + n)]), config: cc).adversarial
             }
             try cal.add(x, batch: n)

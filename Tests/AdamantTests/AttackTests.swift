@@ -47,6 +47,18 @@ final class AttackTests: XCTestCase {
         }
     }
 
+    func testSampleOffsetMakesBatchingIrrelevant() throws {
+        let s = Session(model: model)
+        let x = images(4, seed: 13)
+        var c = PGDConfig()
+        c.steps = 2; c.seed = 5; c.targets = .random
+        let whole = try s.pgd(x, batch: 4, labels: [0, 1, 2, 3], config: c)
+        c.sampleOffset = 2
+        let tail = try s.pgd(Array(x[(2 * 3072)...]), batch: 2, labels: [2, 3], config: c)
+        XCTAssertEqual(Array(whole.adversarial[(2 * 3072)...]), tail.adversarial)
+        XCTAssertEqual(Array(whole.targets[2...]), tail.targets)
+    }
+
     func testPGDMatchesManualSignGradientSteps() throws {
         // One un-randomized step equals x + alpha * sign(grad), clipped.
         let s = Session(model: model)

@@ -39,6 +39,9 @@ public struct PGDConfig: Sendable {
     public var evalDomain: Int = 0
     /// Seed for the random start and random targets.
     public var seed: UInt64 = 0
+    /// Index of the first sample of this call in the caller's whole set: sample i uses random stream
+    /// (seed, sampleOffset + i), so splitting a set into batches changes nothing.
+    public var sampleOffset: UInt64 = 0
 
     /// torchattacks defaults.
     public init() {}
@@ -70,7 +73,7 @@ public struct AttackResult: Sendable {
 extension Session {
     /// Projected gradient descent (Madry et al.) with torchattacks semantics, per sample throughout:
     /// each sample's step depends on its own gradient only, and its random numbers come from its own
-    /// stream (seed, sample index, restart).
+    /// stream (seed, sampleOffset + index, restart).
     public func pgd(_ x: UnsafeBufferPointer<Float>, batch: Int, labels: [Int64], config c: PGDConfig,
                     progress: ((Int, Int) -> Void)? = nil) throws -> AttackResult {
         guard c.eps.isFinite, c.eps > 0 else { throw fail(.invalidArgument, "eps must be positive, got \(c.eps)") }
@@ -102,7 +105,7 @@ extension Session {
         case .random:
             guard k >= 2 else { throw fail(.invalidArgument, "random targets need at least 2 classes") }
             for i in 0..<batch {
-                var rng = Xoshiro256(seed: c.seed, stream: UInt64(i) &* 1_000_003 &+ 0xA11CE)
+                var rng = Xoshiro256(seed: c.seed, stream: (c.sampleOffset &+ UInt64(i)) &* 1_000_003 &+ 0xA11CE)
                 var t = Int64(rng.next() % UInt64(k - 1))
                 if t >= labels[i] { t += 1 }
                 targets[i] = t
@@ -126,7 +129,7 @@ extension Session {
             var adv = x0
             if c.randomStart {
                 for i in 0..<batch {
-                    var rng = Xoshiro256(seed: c.seed, stream: (UInt64(i) << 20) | UInt64(r))
+                    var rng = Xoshiro256(seed: c.seed, stream: ((c.sampleOffset &+ UInt64(i)) << 20) | UInt64(r))
                     let base = i * per
                     switch c.norm {
                     case .linf:

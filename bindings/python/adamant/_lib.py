@@ -84,6 +84,7 @@ class adm_attack_config(Structure):
         ("attack_domain", c_size_t),
         ("eval_domain", c_size_t),
         ("seed", c_uint64),
+        ("sample_offset", c_uint64),
     ]
 
 

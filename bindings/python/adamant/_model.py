@@ -120,11 +120,6 @@ def _bar(total, enabled, desc):
     return tqdm(total=total, desc=desc, leave=False)
 
 
-def _chunk_seed(seed, k):
-    """Seed of chunk k: the seed itself for the first chunk, decorrelated for the others."""
-    return seed if k == 0 else (seed ^ (k * 0x9E3779B97F4A7C15)) & 0xFFFFFFFFFFFFFFFF
-
-
 # ---------------------------------------------------------------------------
 # Handles
 # ---------------------------------------------------------------------------
@@ -545,11 +540,11 @@ class Model(_Closeable):
             eval_domain: BN domain that judges success (default: ``domain``,
                 else the default domain).
             seed: RNG seed (random start, random targets), 0 <= seed < 2**64.
-                Same seed, batch and thread count => bit-identical output.
+                Same seed => bit-identical output, whatever the batch size,
+                batch-mates or thread count (each sample has its own stream).
             return_details: also return a dict of per-sample outcomes.
-            batch_size: attack in chunks (None = one call). Random starts and
-                random targets depend on a sample's index within its chunk, so
-                results change with batch_size (chunk k > 0 uses a derived seed).
+            batch_size: attack in chunks (None = one call); the result is the
+                same for any batch_size.
             progress: show a tqdm progress bar over chunks.
 
         Returns:
@@ -591,7 +586,6 @@ class Model(_Closeable):
             "predictions": np.zeros(n, dtype=np.int64),
         }
         ctx = self._ctx()
-        seed = cfg.seed
         consistent = lab.size == n and (tgt is None or tgt.size == n)
         chunks = _chunks(n, batch_size) if consistent else [(0, n)]  # let C report mismatches
         for k, (s, e) in enumerate(chunks):
@@ -601,7 +595,7 @@ class Model(_Closeable):
             if tgt is not None:
                 t = tgt if whole else tgt[s:e]
                 cfg.targets, cfg.targets_len = _ptr(t, _I64P), t.size
-            cfg.seed = _chunk_seed(seed, k)
+            cfg.sample_offset = s  # per-sample random streams: chunking changes nothing
             out = L.adm_attack_outputs()
             out.struct_size = ctypes.sizeof(out)
             out.len = e - s
@@ -613,7 +607,7 @@ class Model(_Closeable):
             LIB.adm_attack_pgd(ctx, byref(cfg), _ptr(xs, _FP), xs.size, e - s, _ptr(lb, _I64P), lb.size,
                                _ptr(xa, _FP), xa.size, byref(out))
             bar.update(1)
-        cfg.seed = seed
+        cfg.sample_offset = 0
         det["success"] = det["success"].astype(bool)
         return adv, det
 
