@@ -1,3 +1,18 @@
+import CKernels
+
+/// g where y > 0, else 0 (the ReLU backward), in a vectorized C kernel.
+func reluMask(_ y: Tensor, _ g: Tensor) -> Tensor {
+    var out = Tensor(uninitialized: g.shape)
+    y.data.withUnsafeBufferPointer { yp in
+        g.data.withUnsafeBufferPointer { gp in
+            out.data.withUnsafeMutableBufferPointer { op in
+                akn_relu_mask(yp.baseAddress!, gp.baseAddress!, op.baseAddress!, op.count)
+            }
+        }
+    }
+    return out
+}
+
 /// ONNX `Relu`.
 struct Relu: InPlaceOp {
     func forwardInPlace(_ x: inout Tensor, _ others: [Tensor], _ ctx: ExecContext) throws -> Bool {
@@ -19,15 +34,7 @@ struct Relu: InPlaceOp {
     }
     func backward(_ inputs: [Tensor], _ outputs: [Tensor], _ gradOutputs: [Tensor], needs: [Bool],
                   _ ctx: ExecContext) throws -> [Tensor?] {
-        var dx = Tensor(uninitialized: inputs[0].shape)
-        inputs[0].data.withUnsafeBufferPointer { xp in
-            gradOutputs[0].data.withUnsafeBufferPointer { gp in
-                dx.data.withUnsafeMutableBufferPointer { d in
-                    for i in 0..<d.count { d[i] = xp[i] > 0 ? gp[i] : 0 }
-                }
-            }
-        }
-        return [dx]
+        [reluMask(inputs[0], gradOutputs[0])]
     }
 }
 

@@ -234,10 +234,7 @@ struct Conv: Op {
         var dy = gradOutputs[0]
         if fusedRelu {
             // ReLU'(z) = [z > 0] = [relu(z) > 0]: mask with the stored output.
-            let y = outputs[0]
-            dy.data.withUnsafeMutableBufferPointer { d in
-                y.data.withUnsafeBufferPointer { yp in for i in 0..<d.count { d[i] = yp[i] > 0 ? d[i] : 0 } }
-            }
+            dy = reluMask(outputs[0], gradOutputs[0])
         }
         let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
         let (oh, ow) = (dy.shape[2], dy.shape[3])

@@ -41,6 +41,9 @@ size_t akn_tmp_size(int h, int w);
 void akn_conv3x3(const float *x, int c, int h, int w, const float *packed, int m, int m0, int m1,
                  const float *bias, int relu, float *y, float *scratch, int pad_input, float *tmp);
 
+/** ReLU backward: out[i] = y[i] > 0 ? g[i] : 0 (y: the ReLU's input or output; no aliasing). */
+void akn_relu_mask(const float *y, const float *g, float *out, size_t n);
+
 /** Name of the variant in use: "avx512", "avx2" or "portable". */
 const char *akn_variant(void);
 
