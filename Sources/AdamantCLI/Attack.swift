@@ -81,11 +81,8 @@ struct Attack: ParsableCommand {
         var labels = set.labels ?? []
         if labels.isEmpty {
             if let l = label { labels = [Int64](repeating: l, count: set.count) } else {
-                let z = try session.predict(set.pixels, batch: set.count, domain: evalD)
-                labels = (0..<set.count).map { i in
-                    let row = z[(i * m.numClasses)..<((i + 1) * m.numClasses)]
-                    return Int64(row.indices.max { row[$0] < row[$1] }! - i * m.numClasses)
-                }
+                labels = predictedClasses(logits: try session.predict(set.pixels, batch: set.count, domain: evalD),
+                                          classes: m.numClasses)
             }
         }
         try FileManager.default.createDirectory(atPath: output, withIntermediateDirectories: true)

@@ -45,7 +45,7 @@ struct Eval: ParsableCommand {
             let t0 = Date()
             try batches { start, n in
                 let z = try session.predict(Array(set.pixels[(start * per)..<((start + n) * per)]), batch: n, domain: d)
-                for i in 0..<n where argmax(z, i, k) == labels[start + i] { clean += 1 }
+                for (i, p) in predictedClasses(logits: z, classes: k).enumerated() where p == labels[start + i] { clean += 1 }
             }
             let cleanSecs = Date().timeIntervalSince(t0)
             if kind == "none" {
@@ -97,12 +97,6 @@ struct Eval: ParsableCommand {
                            "seconds": Date().timeIntervalSince(started), "results": results], to: json)
         }
     }
-}
-
-func argmax(_ z: [Float], _ i: Int, _ k: Int) -> Int64 {
-    var b = 0
-    for j in 1..<k where z[i * k + j] > z[i * k + b] { b = j }
-    return Int64(b)
 }
 
 struct Calibrate: ParsableCommand {

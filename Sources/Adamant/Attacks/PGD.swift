@@ -84,7 +84,7 @@ extension Session {
         try model.checkDomain(c.evalDomain)
         let k = model.numClasses
         let per = model.inputShape.product
-        _ = try normalizedInput(x, batch: batch)  // validates the length
+        try checkInputLength(x.count, batch: batch)
         try checkLabels(labels, batch: batch)
         let lo = model.preprocessing.pixelMin, hi = model.preprocessing.pixelMax
         let x0 = Array(x)
@@ -185,7 +185,7 @@ extension Session {
                 }
                 if c.earlyStop {
                     let sub = gather(adv, idx, per)
-                    let pred = Losses.argmax(try predict(sub, batch: idx.count, domain: c.evalDomain), classes: k)
+                    let pred = predictedClasses(logits: try predict(sub, batch: idx.count, domain: c.evalDomain), classes: k)
                     for (m, i) in idx.enumerated() {
                         if targeted ? pred[m] == targets[i] : pred[m] != labels[i] { active[i] = false }
                     }
@@ -195,7 +195,7 @@ extension Session {
             }
             done = (r + 1) * c.steps
             // Judge this restart and keep, per sample, the strongest example.
-            let evalPred = Losses.argmax(try predict(adv, batch: batch, domain: c.evalDomain), classes: k)
+            let evalPred = predictedClasses(logits: try predict(adv, batch: batch, domain: c.evalDomain), classes: k)
             var t = Tensor(shape: [batch] + model.inputShape, data: adv)
             normalize(&t)
             let z = try logits(t, domain: c.attackDomain)

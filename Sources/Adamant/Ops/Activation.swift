@@ -17,6 +17,7 @@ func reluMask(_ y: Tensor, _ g: Tensor) -> Tensor {
 struct Relu: InPlaceOp {
     func forwardInPlace(_ x: inout Tensor, _ others: [Tensor], _ ctx: ExecContext) throws -> Bool {
         x.data.withUnsafeMutableBufferPointer { p in
+            // max(x, 0) keeps NaN, as ONNX Runtime does (a NaN is never silently turned into 0).
             for i in 0..<p.count { p[i] = Swift.max(p[i], 0) }
         }
         return true
@@ -26,10 +27,7 @@ struct Relu: InPlaceOp {
     func shapes(_ inputs: [[Int]], _ env: ShapeEnv) throws -> [[Int]] { [inputs[0]] }
     func forward(_ inputs: [Tensor], _ ctx: ExecContext) throws -> [Tensor] {
         var y = inputs[0]
-        y.data.withUnsafeMutableBufferPointer { p in
-            // max(x, 0) keeps NaN, as ONNX Runtime does (a NaN is never silently turned into 0).
-            for i in 0..<p.count { p[i] = Swift.max(p[i], 0) }
-        }
+        _ = try forwardInPlace(&y, [], ctx)
         return [y]
     }
     func backward(_ inputs: [Tensor], _ outputs: [Tensor], _ gradOutputs: [Tensor], needs: [Bool],

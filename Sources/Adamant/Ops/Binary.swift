@@ -66,13 +66,8 @@ struct Binary: InPlaceOp {
     func forward(_ inputs: [Tensor], _ ctx: ExecContext) throws -> [Tensor] {
         let a = inputs[0], b = inputs[1]
         let outShape = try broadcastShapes(a.shape, b.shape)
-        if a.shape == b.shape && kind == .add {
-            var y = a
-            y.data.withUnsafeMutableBufferPointer { yp in
-                b.data.withUnsafeBufferPointer { bp in for i in 0..<yp.count { yp[i] += bp[i] } }
-            }
-            return [y]
-        }
+        var sum = a
+        if try forwardInPlace(&sum, [b], ctx) { return [sum] }  // same-shape Add
         var y = Tensor(zeros: outShape)
         let k = kind
         a.data.withUnsafeBufferPointer { ap in

@@ -25,37 +25,29 @@ struct Executor {
         for (k, n) in graph.nodes.enumerated() {
             var ins: [Tensor] = []
             ins.reserveCapacity(n.inputs.count)
+            var movedFirst = false
             for (j, i) in n.inputs.enumerated() {
-                // A value read for the last time is moved into the op, which may then reuse its storage.
+                // A value read for the last time is moved into the op (freeing it as soon as the op is
+                // done), and an elementwise op may then overwrite its storage.
                 if !keep && lastUse[i] == k && graph.constants[i] == nil && i != graph.input
                     && !n.inputs[(j + 1)...].contains(i) {
                     ins.append(values[i].take()!)
+                    if j == 0 { movedFirst = true }
                 } else {
                     ins.append(values[i]!)
                 }
             }
-            if let inPlace = n.op as? InPlaceOp, !keep, n.outputs.count == 1, let first = n.inputs.first,
-               lastUse[first] == k, graph.constants[first] == nil, first != graph.input {
-                var x = ins.removeFirst()  // now the only reference: no copy on write
-                let done: Bool
-                do { done = try inPlace.forwardInPlace(&x, ins, ctx) } catch let e as AdamantError {
-                    throw AdamantError(e.kind, "\(n.label): \(e.message)")
+            var outs: [Tensor]? = nil
+            do {
+                if movedFirst, n.outputs.count == 1, let inPlace = n.op as? InPlaceOp {
+                    var x = ins.removeFirst()  // now the only reference: no copy on write
+                    if try inPlace.forwardInPlace(&x, ins, ctx) { outs = [x] } else { ins.insert(x, at: 0) }
                 }
-                if done {
-                    values[n.outputs[0]] = x
-                    for i in n.inputs where lastUse[i] == k && graph.constants[i] == nil { values[i] = nil }
-                    continue
-                }
-                ins.insert(x, at: 0)
-            }
-            let outs: [Tensor]
-            do { outs = try n.op.forward(ins, ctx) } catch let e as AdamantError {
+                if outs == nil { outs = try n.op.forward(ins, ctx) }
+            } catch let e as AdamantError {
                 throw AdamantError(e.kind, "\(n.label): \(e.message)")
             }
-            for (i, o) in n.outputs.enumerated() { values[o] = outs[i] }
-            if !keep {
-                for i in n.inputs where lastUse[i] == k && graph.constants[i] == nil { values[i] = nil }
-            }
+            for (i, o) in n.outputs.enumerated() { values[o] = outs![i] }
         }
         guard let y = values[graph.output] else { throw fail(.internal, "output was not computed") }
         return (y, values)

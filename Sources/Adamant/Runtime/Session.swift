@@ -18,15 +18,19 @@ public final class Session {
 
     /// Checks a pixel batch's length and returns its batch tensor after normalization.
     func normalizedInput(_ x: UnsafeBufferPointer<Float>, batch: Int) throws -> Tensor {
-        guard batch >= 1 else { throw fail(.shape, "batch must be at least 1") }
-        let per = model.inputShape.product
-        let (need, o) = batch.multipliedReportingOverflow(by: per)
-        guard !o, x.count == need else {
-            throw fail(.shape, "expected \(batch) x \(model.inputShape) = \(o ? "too many" : "\(need)") floats, got \(x.count)")
-        }
+        try checkInputLength(x.count, batch: batch)
         var t = Tensor(shape: [batch] + model.inputShape, data: Array(x))
         normalize(&t)
         return t
+    }
+
+    /// Fails unless `count` floats are exactly `batch` (>= 1) input images.
+    func checkInputLength(_ count: Int, batch: Int) throws {
+        guard batch >= 1 else { throw fail(.shape, "batch must be at least 1") }
+        let (need, o) = batch.multipliedReportingOverflow(by: model.inputShape.product)
+        guard !o, count == need else {
+            throw fail(.shape, "expected \(batch) x \(model.inputShape) = \(o ? "too many" : "\(need)") floats, got \(count)")
+        }
     }
 
     func normalize(_ t: inout Tensor) {
@@ -183,14 +187,15 @@ enum Losses {
         }
         return (l, dz)
     }
+}
 
-    /// Index of the largest logit of each sample.
-    static func argmax(_ logits: [Float], classes k: Int) -> [Int64] {
-        (0..<(logits.count / k)).map { i in
-            var b = 0
-            for j in 1..<k where logits[i * k + j] > logits[i * k + b] { b = j }
-            return Int64(b)
-        }
+/// The predicted class (index of the largest logit, the first on ties) of each sample of a
+/// [batch, classes] logit array.
+public func predictedClasses(logits: [Float], classes k: Int) -> [Int64] {
+    (0..<(logits.count / k)).map { i in
+        var b = 0
+        for j in 1..<k where logits[i * k + j] > logits[i * k + b] { b = j }
+        return Int64(b)
     }
 }
 
