@@ -13,7 +13,7 @@ struct AdamantCommand: ParsableCommand {
         Images are in pixel space ([0,1] by default); eps and alpha are in pixel units (8/255 is fine).
         """,
         version: "0.1.0",
-        subcommands: [Info.self, Predict.self, Merge.self, Attack.self, Eval.self, Calibrate.self, Bench.self]
+        subcommands: [Info.self, Predict.self, Merge.self, Attack.self, Eval.self, Calibrate.self, Bench.self, Synth.self]
     )
 }
 

@@ -371,4 +371,86 @@ int ox_serialize(const ox_model *m, void **out, size_t *len, char *err, size_t e
     }
 }
 
+ox_model *ox_new_model(int64_t ir_version, int64_t opset, const char *producer, const char *graph_name) {
+    auto *m = new ox_model();
+    m->proto.set_ir_version(ir_version);
+    m->proto.set_producer_name(producer ? producer : "");
+    auto *op = m->proto.add_opset_import();
+    op->set_domain("");
+    op->set_version(opset);
+    m->proto.mutable_graph()->set_name(graph_name ? graph_name : "");
+    return m;
+}
+
+int ox_add_value_info(ox_model *m, int is_output, const char *name, int32_t elem_type, const int64_t *dims,
+                      size_t rank, const char *dim_param, char *err, size_t err_len) {
+    if (!m || !name || (!dims && rank)) { set_err(err, err_len, "bad arguments"); return 1; }
+    auto *g = m->proto.mutable_graph();
+    onnx::ValueInfoProto *v = is_output ? g->add_output() : g->add_input();
+    v->set_name(name);
+    auto *tt = v->mutable_type()->mutable_tensor_type();
+    tt->set_elem_type(elem_type);
+    auto *shape = tt->mutable_shape();
+    for (size_t d = 0; d < rank; d++) {
+        auto *dim = shape->add_dim();
+        if (dims[d] < 0) dim->set_dim_param(dim_param ? dim_param : "N");
+        else dim->set_dim_value(dims[d]);
+    }
+    return 0;
+}
+
+size_t ox_add_node(ox_model *m, const char *op_type, const char *name, const char *const *inputs, size_t n_inputs,
+                   const char *const *outputs, size_t n_outputs) {
+    auto *g = m->proto.mutable_graph();
+    auto *n = g->add_node();
+    n->set_op_type(op_type);
+    if (name) n->set_name(name);
+    for (size_t i = 0; i < n_inputs; i++) n->add_input(inputs[i]);
+    for (size_t i = 0; i < n_outputs; i++) n->add_output(outputs[i]);
+    return (size_t)(g->node_size() - 1);
+}
+
+void ox_node_add_attr_int(ox_model *m, size_t n, const char *name, int64_t value) {
+    auto *a = m->proto.mutable_graph()->mutable_node((int)n)->add_attribute();
+    a->set_name(name);
+    a->set_type(onnx::AttributeProto::INT);
+    a->set_i(value);
+}
+
+void ox_node_add_attr_ints(ox_model *m, size_t n, const char *name, const int64_t *values, size_t count) {
+    auto *a = m->proto.mutable_graph()->mutable_node((int)n)->add_attribute();
+    a->set_name(name);
+    a->set_type(onnx::AttributeProto::INTS);
+    for (size_t k = 0; k < count; k++) a->add_ints(values[k]);
+}
+
+void ox_node_add_attr_float(ox_model *m, size_t n, const char *name, float value) {
+    auto *a = m->proto.mutable_graph()->mutable_node((int)n)->add_attribute();
+    a->set_name(name);
+    a->set_type(onnx::AttributeProto::FLOAT);
+    a->set_f(value);
+}
+
+int ox_add_initializer_float(ox_model *m, const char *name, const int64_t *dims, size_t rank, const float *data,
+                             char *err, size_t err_len) {
+    if (!m || !name || (!dims && rank)) { set_err(err, err_len, "bad arguments"); return 1; }
+    size_t n = 1;
+    for (size_t d = 0; d < rank; d++) {
+        if (dims[d] < 0) { set_err(err, err_len, std::string("initializer '") + name + "' has a negative dimension"); return 1; }
+        n *= (size_t)dims[d];
+    }
+    if (n && !data) { set_err(err, err_len, "data is NULL"); return 1; }
+    try {
+        auto *t = m->proto.mutable_graph()->add_initializer();
+        t->set_name(name);
+        t->set_data_type(onnx::TensorProto::FLOAT);
+        for (size_t d = 0; d < rank; d++) t->add_dims(dims[d]);
+        t->mutable_raw_data()->assign(reinterpret_cast<const char *>(data), n * sizeof(float));
+        return 0;
+    } catch (const std::exception &e) {
+        set_err(err, err_len, e.what());
+        return 1;
+    }
+}
+
 } // extern "C"

@@ -109,6 +109,29 @@ int ox_save(const ox_model *m, const char *path, char *err, size_t err_len);
 /** Serializes to a malloc'ed buffer (*out freed with free()). */
 int ox_serialize(const ox_model *m, void **out, size_t *len, char *err, size_t err_len);
 
+
+/* Building a model from scratch (used by the ResNet synthesizer). */
+/** A new empty model: ir_version, one ai.onnx opset import, producer name, graph name. */
+ox_model *ox_new_model(int64_t ir_version, int64_t opset, const char *producer, const char *graph_name);
+/**
+ * Adds a graph input (is_output = 0) or output (1) of element type elem_type (1 = FLOAT) and
+ * the given dims; a negative dim becomes the symbolic dimension dim_param (e.g. "batch").
+ */
+int ox_add_value_info(ox_model *m, int is_output, const char *name, int32_t elem_type, const int64_t *dims,
+                      size_t rank, const char *dim_param, char *err, size_t err_len);
+/** Appends a node (domain ai.onnx) and returns its index; "" in inputs = an omitted optional input. */
+size_t ox_add_node(ox_model *m, const char *op_type, const char *name, const char *const *inputs, size_t n_inputs,
+                   const char *const *outputs, size_t n_outputs);
+/** Adds an INT attribute to node n. */
+void ox_node_add_attr_int(ox_model *m, size_t n, const char *name, int64_t value);
+/** Adds an INTS attribute to node n. */
+void ox_node_add_attr_ints(ox_model *m, size_t n, const char *name, const int64_t *values, size_t count);
+/** Adds a FLOAT attribute to node n. */
+void ox_node_add_attr_float(ox_model *m, size_t n, const char *name, float value);
+/** Appends a float initializer (no search for an existing name: the caller keeps names unique). */
+int ox_add_initializer_float(ox_model *m, const char *name, const int64_t *dims, size_t rank, const float *data,
+                             char *err, size_t err_len);
+
 #ifdef __cplusplus
 }
 #endif
