@@ -1,9 +1,9 @@
-#!/usr/bin/python3
+#!/usr/bin/env python3
 """_torch_worker.py -- the PyTorch side of benchmarks/bench.py (not meant to be run by hand).
 
-Runs under Debian's /usr/bin/python3 (python3-torch 1.13, CPU) and evaluates
-ONNX graphs with scripts/onnx_torch.py's independent evaluator. bench.py
-starts it once as a subprocess and drives it with one JSON command per line
+Runs under the interpreter of its parent (bench.py / depth.py start it with
+sys.executable, which must have torch) and evaluates ONNX graphs with
+scripts/onnx_torch.py's independent evaluator. The parent starts it once as a subprocess and drives it with one JSON command per line
 on stdin; every reply is one JSON line on stdout (everything else the worker
 or torch prints goes to stderr). Arrays travel as .npy files in a directory
 bench.py owns. Timings are measured inside this process with
@@ -24,7 +24,8 @@ How torch runs
 
 Commands (field "op"):
     load     {key, path, mean, std}           -> {ok, load_s}
-    prepare  {key, kind, batch, x, y, out}    -> {ok, mode, prepare_s}
+    prepare  {key, kind, batch, x, y, out[, mode]} -> {ok, mode, prepare_s}
+             mode "eager" runs the evaluator as is (no tracing), else traced
              runs once, writes logits (fwd) or [loss..., grad] (grad) to out
              (grad: out.loss.npy and out.grad.npy)
     run      {key, kind, batch, inner, prime} -> {ok, s}  seconds per call,
@@ -112,17 +113,19 @@ class Worker:
         kind, batch = c["kind"], int(c["batch"])
         x = torch.from_numpy(np.load(c["x"]))
         assert x.shape[0] == batch, (x.shape, batch)
-        mode = "jit"
+        eager = c.get("mode") == "eager"
         if kind == "fwd":
-            try:
-                with torch.no_grad():
-                    traced = torch.jit.trace(_Wrap(m).eval(), x, check_trace=False)
-                    mod = torch.jit.freeze(traced)
-                    mod(x)
-                    mode = "jit.trace+freeze, no_grad"
-            except Exception as e:  # pragma: no cover - depends on the graph
-                print("torch worker: jit failed (%s), using eager" % e, file=sys.stderr)
-                mod, mode = m, "eager, no_grad"
+            mod, mode = m, "eager, no_grad"
+            if not eager:
+                try:
+                    with torch.no_grad():
+                        traced = torch.jit.trace(_Wrap(m).eval(), x, check_trace=False)
+                        mod = torch.jit.freeze(traced)
+                        mod(x)
+                        mode = "jit.trace+freeze, no_grad"
+                except Exception as e:  # pragma: no cover - depends on the graph
+                    print("torch worker: jit failed (%s), using eager" % e, file=sys.stderr)
+                    mod, mode = m, "eager, no_grad"
 
             def run():
                 with torch.no_grad():
@@ -131,12 +134,14 @@ class Worker:
             np.save(c["out"], out.numpy().astype(np.float32))
         elif kind == "grad":
             y = torch.from_numpy(np.load(c["y"]).astype(np.int64))
-            try:
-                mod = torch.jit.trace(_Wrap(m).eval(), x, check_trace=False)
-                mode = "jit.trace, autograd"
-            except Exception as e:  # pragma: no cover
-                print("torch worker: jit failed (%s), using eager" % e, file=sys.stderr)
-                mod, mode = m, "eager, autograd"
+            mod, mode = m, "eager, autograd"
+            if not eager:
+                try:
+                    mod = torch.jit.trace(_Wrap(m).eval(), x, check_trace=False)
+                    mode = "jit.trace, autograd"
+                except Exception as e:  # pragma: no cover
+                    print("torch worker: jit failed (%s), using eager" % e, file=sys.stderr)
+                    mod, mode = m, "eager, autograd"
 
             def run():
                 xx = x.detach().clone().requires_grad_(True)

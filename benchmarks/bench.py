@@ -24,8 +24,9 @@ Engines
              mean/std as Sub/Div nodes in front, so it batches like the others
              and gets pixel-space input;
     PyTorch  scripts/onnx_torch.py's evaluator in a subprocess
-             (benchmarks/_torch_worker.py under Debian's /usr/bin/python3,
-             torch 1.13 CPU), torch.set_num_threads(T); inference through
+             (benchmarks/_torch_worker.py under the current interpreter,
+             sys.executable, which must have torch: pip install -r
+             benchmarks/requirements.txt), torch.set_num_threads(T); inference through
              torch.jit.trace + torch.jit.freeze under no_grad, gradients through
              the traced graph with autograd. Two workers run: one with
              libgomp's default OpenMP wait policy and one with
@@ -65,7 +66,7 @@ Writes
     (with --quick: bench_quick.json / bench_quick.md / latency_vs_depth_quick.png,
     so a smoke test does not overwrite a full run; --out-prefix overrides).
 
-Run (pyenv python3, after `make dist`):
+Run (any python3 with benchmarks/requirements.txt installed, after `make dist`):
     ADAMANT_LIBRARY=dist/lib/libadamant.so python3 benchmarks/bench.py            # ~6-7 min
     ADAMANT_LIBRARY=dist/lib/libadamant.so python3 benchmarks/bench.py --quick    # ~1 min, CIFAR only
     python3 benchmarks/bench.py --models mbn,resnet18 --threads 1
@@ -102,7 +103,8 @@ from onnx import helper, numpy_helper  # noqa: E402
 import adamant  # noqa: E402
 import refcommon  # noqa: E402
 
-TORCH_PYTHON = "/usr/bin/python3"
+# PyTorch runs in a worker process under this very interpreter (it must have `torch`).
+TORCH_PYTHON = sys.executable
 WORKER = os.path.join(HERE, "_torch_worker.py")
 WORK_DIR = "/tmp/adamant_bench"
 ENGINES = ("adamant", "ort", "torch")
