@@ -85,6 +85,27 @@ const char *adm_backend_info(void);
  */
 adm_status adm_set_num_threads(int32_t threads);
 
+/**
+ * Caps the instruction set of adamant's kernels for the whole process:
+ * "avx512", "avx2", "scalar" (portable C), or "auto" / NULL for the highest
+ * the CPU *and* the OS support (CPUID feature bits and XCR0). The environment
+ * variable ADAMANT_ISA sets the same cap at start-up. adamant's own kernels
+ * switch at once; the OpenBLAS kernel (SkylakeX, Haswell, Prescott) follows
+ * the cap in force when OpenBLAS is first used and then stays for the
+ * process, so set ADAMANT_ISA to cap both. Results are deterministic on
+ * every path; different paths agree within float rounding, not bit for bit.
+ * A level the machine lacks, or an unknown name, is ADM_ERR_INVALID_ARGUMENT
+ * and leaves the cap unchanged. (An unusable ADAMANT_ISA makes model loading
+ * fail with that message.)
+ */
+adm_status adm_set_isa(const char *isa);
+
+/** The instruction-set level in force: "avx512", "avx2" or "scalar". Never NULL. */
+const char *adm_isa(void);
+
+/** The highest level this CPU and OS support: "avx512", "avx2" or "scalar". Never NULL. */
+const char *adm_isa_supported(void);
+
 /* ------------------------------------------------------------------------ */
 /* Loading                                                                  */
 /* ------------------------------------------------------------------------ */

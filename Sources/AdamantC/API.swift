@@ -28,6 +28,25 @@ public func adm_set_num_threads(_ threads: Int32) -> adm_status {
     }
 }
 
+@_cdecl("adm_set_isa")
+public func adm_set_isa(_ isa: UnsafePointer<CChar>?) -> adm_status {
+    guarded {
+        guard let isa else { return try Backend.setISA(nil) }
+        let name = String(cString: isa)
+        if name.lowercased() == "auto" { return try Backend.setISA(nil) }
+        guard let level = InstructionSet(name: name) else {
+            throw invalid("'\(name)' is not an instruction set (use avx512, avx2, scalar or auto)")
+        }
+        try Backend.setISA(level)
+    }
+}
+
+@_cdecl("adm_isa")
+public func adm_isa() -> UnsafePointer<CChar> { abk_isa_name(abk_isa()) }
+
+@_cdecl("adm_isa_supported")
+public func adm_isa_supported() -> UnsafePointer<CChar> { abk_isa_name(abk_isa_supported()) }
+
 // MARK: Loading
 
 @_cdecl("adm_load_options_default")

@@ -35,18 +35,42 @@ struct ModelOptions: ParsableArguments {
     @Option(help: "Name of the default BN domain.")
     var defaultDomain: String?
 
+    @Option(help: ArgumentHelp("Cap adamant's kernels at this instruction set: avx512, avx2, scalar or auto (default: $ADAMANT_ISA, else the best the CPU and OS support).", valueName: "isa"))
+    var isa: String?
+
+    @Option(help: "Compute threads (0 = one per available CPU).")
+    var threads: Int32?
+
+    /// Applies --isa and --threads (process-wide) before a model is loaded.
+    func configureBackend() throws {
+        if let isa {
+            if isa.lowercased() == "auto" { try Backend.setISA(nil) } else {
+                guard let level = InstructionSet(name: isa) else {
+                    throw ValidationError("--isa must be avx512, avx2, scalar or auto, got '\(isa)'")
+                }
+                try Backend.setISA(level)
+            }
+        }
+        if let threads {
+            guard threads >= 0 && threads <= 1024 else { throw ValidationError("--threads must be in [0, 1024]") }
+            abk_set_threads(threads)
+        }
+    }
+
     /// Loads the model of a command that also takes images: with --domain, the first positional
     /// argument is an image, not a model.
     func loadWithImages(_ images: [String]) throws -> (Model, [String]) {
         var inputs = images, modelPath = model
         if !domainFiles.isEmpty, let first = modelPath { inputs.insert(first, at: 0); modelPath = nil }
+        try configureBackend()
         let m = try loadModel(model: modelPath, domainFiles: domainFiles, mean: mean, std: std,
                               pixelRange: pixelRange, defaultDomain: defaultDomain)
         return (m, inputs)
     }
 
     func load() throws -> Model {
-        try loadModel(model: model, domainFiles: domainFiles, mean: mean, std: std, pixelRange: pixelRange,
+        try configureBackend()
+        return try loadModel(model: model, domainFiles: domainFiles, mean: mean, std: std, pixelRange: pixelRange,
                       defaultDomain: defaultDomain)
     }
 }

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 typedef void (*sgemm_fn)(int order, int ta, int tb, int m, int n, int k, float alpha, const float *a, int lda,
@@ -24,9 +25,59 @@ static int g_threads = 1;
 static char g_info[512];
 static char g_kernel[64] = "portable";
 static pthread_mutex_t g_info_lock = PTHREAD_MUTEX_INITIALIZER;
-static const char *g_conv_variant = "not loaded";
 
-void abk_register_kernel_info(const char *conv_variant) { g_conv_variant = conv_variant; }
+// ---- Instruction-set level: detected once, capped by ADAMANT_ISA or abk_set_isa -------------------
+static const char *const g_isa_names[] = {"scalar", "avx2", "avx512"};
+static pthread_once_t g_isa_once = PTHREAD_ONCE_INIT;
+static int g_isa_supported = ABK_ISA_SCALAR;
+static volatile int g_isa = ABK_ISA_SCALAR;
+static char g_isa_error[256];
+
+const char *abk_isa_name(int level) {
+    return level >= ABK_ISA_SCALAR && level <= ABK_ISA_AVX512 ? g_isa_names[level] : "unknown";
+}
+
+int abk_isa_parse(const char *name) {
+    if (!name) return -1;
+    for (int i = ABK_ISA_SCALAR; i <= ABK_ISA_AVX512; i++)
+        if (strcasecmp(name, g_isa_names[i]) == 0) return i;
+    if (strcasecmp(name, "auto") == 0 || name[0] == 0) return ABK_ISA_AUTO;
+    return -1;
+}
+
+static void isa_once(void) {
+    abk_cpu cpu;
+    abk_cpu_features(&cpu);
+    if (cpu.avx512 && cpu.fma && cpu.os_avx512) g_isa_supported = ABK_ISA_AVX512;
+    else if (cpu.avx2 && cpu.fma && cpu.os_avx) g_isa_supported = ABK_ISA_AVX2;
+    g_isa = g_isa_supported;
+    const char *env = getenv("ADAMANT_ISA");
+    if (env && env[0]) {
+        int want = abk_isa_parse(env);
+        if (want == -1)
+            snprintf(g_isa_error, sizeof g_isa_error,
+                     "ADAMANT_ISA='%.40s' is not an instruction set (use avx512, avx2, scalar or auto)", env);
+        else if (want > g_isa_supported)
+            snprintf(g_isa_error, sizeof g_isa_error,
+                     "ADAMANT_ISA=%s, but this CPU and OS support at most %s (CPUID and XCR0)", g_isa_names[want],
+                     g_isa_names[g_isa_supported]);
+        else if (want != ABK_ISA_AUTO)
+            g_isa = want;
+    }
+}
+
+int abk_isa_supported(void) { pthread_once(&g_isa_once, isa_once); return g_isa_supported; }
+int abk_isa(void) { pthread_once(&g_isa_once, isa_once); return g_isa; }
+const char *abk_isa_error(void) { pthread_once(&g_isa_once, isa_once); return g_isa_error[0] ? g_isa_error : NULL; }
+
+int abk_set_isa(int level) {
+    pthread_once(&g_isa_once, isa_once);
+    if (level == ABK_ISA_AUTO) level = g_isa_supported;
+    if (level < ABK_ISA_SCALAR || level > g_isa_supported) return -1;
+    g_isa = level;
+    g_isa_error[0] = 0;
+    return 0;
+}
 
 static uint64_t read_xcr0(void) {
     uint32_t eax, edx;
@@ -69,13 +120,17 @@ static int available_cpus(void) {
 }
 
 static void load_once(void) {
-    abk_cpu cpu;
-    abk_cpu_features(&cpu);
-    const char *wanted = NULL;
-    if (cpu.avx512 && cpu.os_avx512) wanted = "SkylakeX";
-    else if (cpu.avx2 && cpu.fma && cpu.os_avx) wanted = "Haswell";
+    // The GEMM kernel follows adamant's instruction-set level: an explicit ADAMANT_ISA (or an
+    // abk_set_isa before the first GEMM) decides; otherwise a user's own OPENBLAS_CORETYPE wins.
+    static const char *const cores[] = {"Prescott", "Haswell", "SkylakeX"};
+    int level = abk_isa();
+    const char *wanted = cores[level];
     const char *user = getenv("OPENBLAS_CORETYPE");
-    int setEnv = (user == NULL || user[0] == 0) && wanted != NULL;
+    const char *isaEnv = getenv("ADAMANT_ISA");
+    int explicitIsa = (abk_isa_parse(isaEnv) >= 0 && abk_isa_error() == NULL) || level != abk_isa_supported();
+    int setEnv = explicitIsa || user == NULL || user[0] == 0;
+    char saved[64] = "";
+    if (setEnv && user) snprintf(saved, sizeof saved, "%s", user);
     if (setEnv) setenv("OPENBLAS_CORETYPE", wanted, 1);
     // OpenBLAS reads OPENBLAS_NUM_THREADS when it starts its pool: start it small, then set explicitly.
     const char *userThreads = getenv("OPENBLAS_NUM_THREADS");
@@ -83,7 +138,7 @@ static void load_once(void) {
     if (setThreads) setenv("OPENBLAS_NUM_THREADS", "1", 1);
     void *h = dlopen("libopenblas.so.0", RTLD_NOW | RTLD_LOCAL);
     if (!h) h = dlopen("libopenblas.so", RTLD_NOW | RTLD_LOCAL);
-    if (setEnv) unsetenv("OPENBLAS_CORETYPE");
+    if (setEnv) { if (saved[0]) setenv("OPENBLAS_CORETYPE", saved, 1); else unsetenv("OPENBLAS_CORETYPE"); }
     if (setThreads) unsetenv("OPENBLAS_NUM_THREADS");
     if (h) {
         g_sgemm = (sgemm_fn)dlsym(h, "cblas_sgemm");
@@ -126,8 +181,9 @@ const char *abk_info(void) {
     abk_cpu_features(&cpu);
     pthread_mutex_lock(&g_info_lock);
     snprintf(g_info, sizeof g_info,
-             "blas=%s kernel=%s conv3x3=%s threads=%d (adamant-managed; BLAS calls single-threaded) cpu=%s family=%d model=%d avx2=%d fma=%d avx512=%d os_avx512=%d",
-             g_sgemm ? (g_config ? g_config() : "OpenBLAS") : "portable (OpenBLAS not found)", g_kernel, g_conv_variant, g_threads,
+             "isa=%s (up to %s) blas=%s kernel=%s threads=%d (adamant-managed; BLAS calls single-threaded) cpu=%s family=%d model=%d avx2=%d fma=%d avx512=%d os_avx512=%d",
+             abk_isa_name(abk_isa()), abk_isa_name(abk_isa_supported()),
+             g_sgemm ? (g_config ? g_config() : "OpenBLAS") : "portable (OpenBLAS not found)", g_kernel, g_threads,
              cpu.vendor, cpu.family, cpu.model, cpu.avx2, cpu.fma, cpu.avx512, cpu.os_avx512);
     pthread_mutex_unlock(&g_info_lock);
     return g_info;

@@ -1,7 +1,6 @@
 // conv3x3.c — see kernels.h.
 #include "kernels.h"
 
-#include <pthread.h>
 #include <string.h>
 
 #include "backend.h"
@@ -102,30 +101,15 @@ static void conv_avx2(CONV_ARGS) CONV_BODY
 static void conv_portable(CONV_ARGS) CONV_BODY
 
 typedef void (*conv_fn)(CONV_ARGS);
-static conv_fn g_conv = conv_portable;
-static const char *g_variant = "portable";
-static pthread_once_t g_once = PTHREAD_ONCE_INIT;
-
-static void choose(void) {
-    abk_cpu cpu;
-    abk_cpu_features(&cpu);
-    if (cpu.avx512 && cpu.os_avx512) { g_conv = conv_avx512; g_variant = "avx512"; }
-    else if (cpu.avx2 && cpu.fma && cpu.os_avx) { g_conv = conv_avx2; g_variant = "avx2"; }
-    abk_register_kernel_info(g_variant);
-}
-
-const char *akn_variant(void) {
-    pthread_once(&g_once, choose);
-    return g_variant;
-}
+/// One entry per instruction-set level (ABK_ISA_SCALAR, ABK_ISA_AVX2, ABK_ISA_AVX512).
+static const conv_fn g_conv[3] = {conv_portable, conv_avx2, conv_avx512};
 
 void akn_conv3x3(const float *x, int c, int h, int w, const float *packed, int m, int m0, int m1,
                  const float *bias, int relu, float *y, float *scratch, int pad, float *tmp) {
-    pthread_once(&g_once, choose);
     (void)m;
     if (pad) pad_input(x, c, h, w, scratch);
     if (m1 <= m0) return;
-    g_conv(scratch, c, h, w, packed, m0, m1, bias, relu, y, tmp);
+    g_conv[abk_isa()](scratch, c, h, w, packed, m0, m1, bias, relu, y, tmp);
 }
 
 size_t akn_tmp_size(int h, int w) { return (size_t)MB * ((size_t)h * (w + 2) + VL); }

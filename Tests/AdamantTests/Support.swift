@@ -58,3 +58,15 @@ func rawNode(_ op: String, _ attrs: [String: Attribute] = [:]) -> Attrs {
 }
 
 func raw(_ t: Tensor) -> RawTensor { RawTensor(name: "w", dims: t.shape, floats: t.data, ints: nil) }
+
+/// Runs `body` once under every instruction-set level this machine supports (adamant's kernels
+/// switch; the OpenBLAS kernel stays the one loaded first), then restores the level in force.
+func forEachISA(_ body: (InstructionSet) throws -> Void) throws {
+    let before = Backend.isa
+    defer { try? Backend.setISA(before) }
+    for isa in Backend.supportedISAs {
+        try Backend.setISA(isa)
+        XCTAssertEqual(Backend.isa, isa)
+        try body(isa)
+    }
+}

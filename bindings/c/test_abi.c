@@ -68,6 +68,29 @@ int main(int argc, char **argv) {
     EXPECT(adm_backend_info() != NULL && adm_backend_info()[0] != '\0');
     INVALID(adm_set_num_threads(-1));
     OK(adm_set_num_threads(0));
+    /* instruction-set override: every supported level, then unknown / unsupported names */
+    {
+        const char *levels[] = {"scalar", "avx2", "avx512"};
+        const char *top = adm_isa_supported();
+        EXPECT(strcmp(adm_isa(), top) == 0);
+        int supported = 1;
+        for (int i = 0; i < 3; i++) {
+            if (supported) {
+                OK(adm_set_isa(levels[i]));
+                EXPECT(strcmp(adm_isa(), levels[i]) == 0);
+                EXPECT(strncmp(adm_backend_info(), "isa=", 4) == 0);
+            } else {
+                INVALID(adm_set_isa(levels[i]));
+                EXPECT(strstr(adm_last_error(), top) != NULL);
+            }
+            if (strcmp(levels[i], top) == 0) supported = 0;
+        }
+        INVALID(adm_set_isa("avx1024"));
+        EXPECT(strstr(adm_last_error(), "avx1024") != NULL);
+        OK(adm_set_isa(NULL));
+        EXPECT(strcmp(adm_isa(), top) == 0);
+        OK(adm_set_isa("auto"));
+    }
     adm_load_options_default(NULL);  /* must not crash */
     adm_attack_config_default(NULL);
 

@@ -1,5 +1,4 @@
 import CBackend
-import CKernels
 import Dispatch
 
 /// adamant's own parallelism: work is split into at most ``threads`` chunks run concurrently.
@@ -22,28 +21,34 @@ enum Parallel {
     }
 }
 
-/// C[m x n] = op(A) * B with B and C row-major and not transposed; the n columns are split over
-/// `threads` single-threaded GEMM calls (bit-identical to one call: each element's sum over k is
-/// computed the same way whatever the split).
+/// Columns per GEMM call in ``gemmColumns``. Fixed, whatever the thread count: OpenBLAS's kernels
+/// (Haswell's among them) may round a column differently depending on where it falls in a call, so
+/// the calls themselves must not depend on the split.
+let gemmColumnBlock = 256
+
+/// C[m x n] = op(A) * B with B and C row-major and not transposed, as fixed blocks of
+/// ``gemmColumnBlock`` columns (one GEMM call each) spread over `threads`. The blocks depend only on
+/// `n`, so the result is bit-identical for every thread count.
 func gemmColumns(transA: Bool, m: Int, n: Int, k: Int, a: UnsafePointer<Float>, lda: Int,
                  b: UnsafePointer<Float>, ldb: Int, c: UnsafeMutablePointer<Float>, ldc: Int, threads: Int) {
-    // Below ~2 MFLOP a split costs more than it saves; keep blocks a multiple of 16 columns.
-    let t = (2 * m * n * k < 2_000_000 || n < 32) ? 1 : min(threads, n / 16)
-    if t <= 1 {
-        abk_sgemm(transA ? 1 : 0, 0, Int32(m), Int32(n), Int32(k), 1, a, Int32(lda), b, Int32(ldb), 0, c, Int32(ldc))
-        return
-    }
-    let blocks = (n + 15) / 16
+    let blocks = (n + gemmColumnBlock - 1) / gemmColumnBlock
+    // Below ~2 MFLOP a thread costs more than it saves.
+    let t = 2 * m * n * k < 2_000_000 ? 1 : threads
     Parallel.forRanges(blocks, threads: t) { r in
-        let j0 = r.lowerBound * 16, j1 = min(n, r.upperBound * 16)
-        abk_sgemm(transA ? 1 : 0, 0, Int32(m), Int32(j1 - j0), Int32(k), 1, a, Int32(lda), b + j0, Int32(ldb), 0,
-                  c + j0, Int32(ldc))
+        for blk in r {
+            let j0 = blk * gemmColumnBlock, j1 = min(n, j0 + gemmColumnBlock)
+            abk_sgemm(transA ? 1 : 0, 0, Int32(m), Int32(j1 - j0), Int32(k), 1, a, Int32(lda), b + j0, Int32(ldb), 0,
+                      c + j0, Int32(ldc))
+        }
     }
 }
 
-/// The compute backend in one line (OpenBLAS kernel, adamant's conv kernel, threads, CPU features);
-/// the returned pointer is owned by the backend.
-public func backendInfo() -> UnsafePointer<CChar> {
-    _ = akn_variant()  // choose the conv kernel so the line names it
-    return abk_info()
+/// C[m x n] = alpha * A[m x k] * op(B) + beta * C, all row-major, computed one row of C (one sample)
+/// per GEMM call, so that a row's result never depends on how many rows (batch-mates) share a call.
+func gemmPerRow(m: Int, n: Int, k: Int, alpha: Float, a: UnsafePointer<Float>, transB: Bool,
+                b: UnsafePointer<Float>, ldb: Int, beta: Float, c: UnsafeMutablePointer<Float>) {
+    for i in 0..<m {
+        abk_sgemm(0, transB ? 1 : 0, 1, Int32(n), Int32(k), alpha, a + i * k, Int32(k), b, Int32(ldb), beta,
+                  c + i * n, Int32(n))
+    }
 }

@@ -69,6 +69,7 @@ public final class Model: @unchecked Sendable {
 
     init(graph: Graph, bn: [[BNParams]], domains: [String], defaultDomain: Int, preprocessing: Preprocessing,
          baseBytes: [UInt8]) throws {
+        try Backend.checkEnvironment()
         self.graph = graph
         self.executor = Executor(graph: graph)
         self.plans = bn.map { Executor(graph: Optimizer.fuseRelu(Optimizer.foldBatchNorm(graph, bn: $0))) }

@@ -135,14 +135,6 @@ struct Conv: Op {
         kh == 1 && kw == 1 && strides == (1, 1) && p == (0, 0, 0, 0)
     }
 
-    /// Samples per GEMM: enough columns to keep the BLAS busy, bounded scratch.
-    private func samplesPerChunk(_ n: Int, _ ohw: Int, _ kdim: Int) -> Int {
-        if ohw >= 1024 { return 1 }
-        let wanted = max(1, 4096 / ohw)
-        let memCap = max(1, (8 << 20) / max(1, kdim * ohw))
-        return max(1, min(n, wanted, memCap))
-    }
-
     func forward(_ inputs: [Tensor], _ ctx: ExecContext) throws -> [Tensor] {
         let x = inputs[0]
         let outShape = try shapes([x.shape], ShapeEnv(declaredBatch: nil, batch: x.shape[0]))[0]
@@ -158,64 +150,43 @@ struct Conv: Op {
         let ohw = oh * ow
         var y = Tensor(uninitialized: outShape)  // every element is written by a GEMM (beta = 0)
         let pointwise = isPointwise(p)
-        let nb = samplesPerChunk(n, ohw, kdim)
-        var col = [Float](repeating: 0, count: (pointwise && nb == 1) ? 0 : kdim * nb * ohw)
-        var tmp = [Float](repeating: 0, count: nb == 1 ? 0 : mg * nb * ohw)
+        // One sample per GEMM (in fixed column blocks): a sample's result never depends on its
+        // batch-mates, the batch size or the thread count.
+        var col = [Float](repeating: 0, count: pointwise ? 0 : kdim * ohw)
         x.data.withUnsafeBufferPointer { xp in
             weight.withUnsafeBufferPointer { wp in
                 y.data.withUnsafeMutableBufferPointer { yp in
                     col.withUnsafeMutableBufferPointer { cp in
-                        tmp.withUnsafeMutableBufferPointer { tp in
-                            var n0 = 0
-                            while n0 < n {
-                                let cnt = min(nb, n - n0)
-                                for g in 0..<group {
-                                    let wg = wp.baseAddress! + g * mg * kdim
-                                    if nb == 1 {
-                                        let yOut = yp.baseAddress! + (n0 * outChannels + g * mg) * ohw
-                                        let src: UnsafePointer<Float>
-                                        if pointwise {
-                                            src = UnsafePointer(xp.baseAddress! + (n0 * c + g * inPerGroup) * h * w)
-                                        } else {
-                                            let xs = xp.baseAddress! + (n0 * c + g * inPerGroup) * h * w
-                                            let colBase = cp.baseAddress!
-                                            Parallel.forRanges(inPerGroup, threads: ohw * kdim > 100_000 ? ctx.threads : 1) { r in
-                                                im2col(xs, h, w, oh, ow, p, colBase, ldc: ohw, channels: r)
-                                            }
-                                            src = UnsafePointer(cp.baseAddress!)
-                                        }
-                                        gemmColumns(transA: false, m: mg, n: ohw, k: kdim, a: wg, lda: kdim, b: src,
-                                                    ldb: ohw, c: yOut, ldc: ohw, threads: ctx.threads)
-                                    } else {
-                                        let ld = cnt * ohw
-                                        for s in 0..<cnt {
-                                            let xs = xp.baseAddress! + ((n0 + s) * c + g * inPerGroup) * h * w
-                                            im2col(xs, h, w, oh, ow, p, cp.baseAddress! + s * ohw, ldc: ld)
-                                        }
-                                        gemmColumns(transA: false, m: mg, n: ld, k: kdim, a: wg, lda: kdim,
-                                                    b: cp.baseAddress!, ldb: ld, c: tp.baseAddress!, ldc: ld, threads: ctx.threads)
-                                        for s in 0..<cnt {
-                                            for m in 0..<mg {
-                                                let dst = yp.baseAddress! + ((n0 + s) * outChannels + g * mg + m) * ohw
-                                                dst.update(from: tp.baseAddress! + m * ld + s * ohw, count: ohw)
-                                            }
-                                        }
+                        for s in 0..<n {
+                            for g in 0..<group {
+                                let wg = wp.baseAddress! + g * mg * kdim
+                                let yOut = yp.baseAddress! + (s * outChannels + g * mg) * ohw
+                                let xs = xp.baseAddress! + (s * c + g * inPerGroup) * h * w
+                                let src: UnsafePointer<Float>
+                                if pointwise {
+                                    src = xs
+                                } else {
+                                    let colBase = cp.baseAddress!
+                                    Parallel.forRanges(inPerGroup, threads: ohw * kdim > 100_000 ? ctx.threads : 1) { r in
+                                        im2col(xs, h, w, oh, ow, p, colBase, ldc: ohw, channels: r)
                                     }
+                                    src = UnsafePointer(colBase)
                                 }
-                                n0 += cnt
+                                gemmColumns(transA: false, m: mg, n: ohw, k: kdim, a: wg, lda: kdim, b: src,
+                                            ldb: ohw, c: yOut, ldc: ohw, threads: ctx.threads)
                             }
-                            // Epilogue: bias, then the fused ReLU, while the output is still in cache.
-                            if bias != nil || fusedRelu {
-                                let bias = self.bias ?? [Float](repeating: 0, count: outChannels)
-                                for s in 0..<n {
-                                    for m in 0..<outChannels {
-                                        let b = bias[m]
-                                        let dst = yp.baseAddress! + (s * outChannels + m) * ohw
-                                        if fusedRelu {
-                                            for i in 0..<ohw { dst[i] = Swift.max(dst[i] + b, 0) }
-                                        } else {
-                                            for i in 0..<ohw { dst[i] += b }
-                                        }
+                        }
+                        // Epilogue: bias, then the fused ReLU.
+                        if bias != nil || fusedRelu {
+                            let bias = self.bias ?? [Float](repeating: 0, count: outChannels)
+                            for s in 0..<n {
+                                for m in 0..<outChannels {
+                                    let b = bias[m]
+                                    let dst = yp.baseAddress! + (s * outChannels + m) * ohw
+                                    if fusedRelu {
+                                        for i in 0..<ohw { dst[i] = Swift.max(dst[i] + b, 0) }
+                                    } else {
+                                        for i in 0..<ohw { dst[i] += b }
                                     }
                                 }
                             }
@@ -249,50 +220,27 @@ struct Conv: Op {
         let ohw = oh * ow
         var dx = Tensor(zeros: x.shape)
         let pointwise = isPointwise(p)
-        let nb = samplesPerChunk(n, ohw, kdim)
-        var col = [Float](repeating: 0, count: (pointwise && nb == 1) ? 0 : kdim * nb * ohw)
-        var tmp = [Float](repeating: 0, count: nb == 1 ? 0 : mg * nb * ohw)
+        var col = [Float](repeating: 0, count: pointwise ? 0 : kdim * ohw)
         dy.data.withUnsafeBufferPointer { dyp in
             weight.withUnsafeBufferPointer { wp in
                 dx.data.withUnsafeMutableBufferPointer { dxp in
                     col.withUnsafeMutableBufferPointer { cp in
-                        tmp.withUnsafeMutableBufferPointer { tp in
-                            var n0 = 0
-                            while n0 < n {
-                                let cnt = min(nb, n - n0)
-                                for g in 0..<group {
-                                    let wg = wp.baseAddress! + g * mg * kdim
-                                    if nb == 1 {
-                                        let dyg = dyp.baseAddress! + (n0 * outChannels + g * mg) * ohw
-                                        let dxg = dxp.baseAddress! + (n0 * c + g * inPerGroup) * h * w
-                                        if pointwise {
-                                            gemmColumns(transA: true, m: kdim, n: ohw, k: mg, a: wg, lda: kdim, b: dyg,
-                                                        ldb: ohw, c: dxg, ldc: ohw, threads: ctx.threads)
-                                        } else {
-                                            gemmColumns(transA: true, m: kdim, n: ohw, k: mg, a: wg, lda: kdim, b: dyg,
-                                                        ldb: ohw, c: cp.baseAddress!, ldc: ohw, threads: ctx.threads)
-                                            let colBase = UnsafePointer(cp.baseAddress!)
-                                            Parallel.forRanges(inPerGroup, threads: ohw * kdim > 100_000 ? ctx.threads : 1) { r in
-                                                col2im(colBase, ldc: ohw, h, w, oh, ow, p, dxg, channels: r)
-                                            }
-                                        }
-                                    } else {
-                                        let ld = cnt * ohw
-                                        for s in 0..<cnt {
-                                            for m in 0..<mg {
-                                                let src = dyp.baseAddress! + ((n0 + s) * outChannels + g * mg + m) * ohw
-                                                (tp.baseAddress! + m * ld + s * ohw).update(from: src, count: ohw)
-                                            }
-                                        }
-                                        gemmColumns(transA: true, m: kdim, n: ld, k: mg, a: wg, lda: kdim,
-                                                    b: tp.baseAddress!, ldb: ld, c: cp.baseAddress!, ldc: ld, threads: ctx.threads)
-                                        for s in 0..<cnt {
-                                            let dxs = dxp.baseAddress! + ((n0 + s) * c + g * inPerGroup) * h * w
-                                            col2im(cp.baseAddress! + s * ohw, ldc: ld, h, w, oh, ow, p, dxs, channels: 0..<inPerGroup)
-                                        }
+                        for s in 0..<n {
+                            for g in 0..<group {
+                                let wg = wp.baseAddress! + g * mg * kdim
+                                let dyg = dyp.baseAddress! + (s * outChannels + g * mg) * ohw
+                                let dxg = dxp.baseAddress! + (s * c + g * inPerGroup) * h * w
+                                if pointwise {
+                                    gemmColumns(transA: true, m: kdim, n: ohw, k: mg, a: wg, lda: kdim, b: dyg,
+                                                ldb: ohw, c: dxg, ldc: ohw, threads: ctx.threads)
+                                } else {
+                                    gemmColumns(transA: true, m: kdim, n: ohw, k: mg, a: wg, lda: kdim, b: dyg,
+                                                ldb: ohw, c: cp.baseAddress!, ldc: ohw, threads: ctx.threads)
+                                    let colBase = UnsafePointer(cp.baseAddress!)
+                                    Parallel.forRanges(inPerGroup, threads: ohw * kdim > 100_000 ? ctx.threads : 1) { r in
+                                        col2im(colBase, ldc: ohw, h, w, oh, ow, p, dxg, channels: r)
                                     }
                                 }
-                                n0 += cnt
                             }
                         }
                     }

@@ -42,8 +42,10 @@ struct Gemm: Op {
             let cs = [Int](repeating: 1, count: 2 - cShape.count) + cShape
             for i in 0..<m { for j in 0..<n { y.data[i * n + j] = beta * c[(cs[0] == 1 ? 0 : i) * cs[1] + (cs[1] == 1 ? 0 : j)] } }
         }
-        abk_sgemm(transA ? 1 : 0, transB ? 1 : 0, Int32(m), Int32(n), Int32(k), alpha, a.data, Int32(a.shape[1]),
-                  b, Int32(bCols), c == nil ? 0 : 1, &y.data, Int32(n))
+        // A' row by row (one sample per GEMM call: no dependence on batch-mates).
+        let rows = transA ? transposed(a.data, rows: k, cols: m) : a.data
+        gemmPerRow(m: m, n: n, k: k, alpha: alpha, a: rows, transB: transB, b: b, ldb: bCols, beta: c == nil ? 0 : 1,
+                   c: &y.data)
         return [y]
     }
 
@@ -51,17 +53,10 @@ struct Gemm: Op {
                   _ ctx: ExecContext) throws -> [Tensor?] {
         let a = inputs[0], g = gradOutputs[0]
         let (m, n, k) = (g.shape[0], g.shape[1], inFeatures)
-        var da = Tensor(zeros: a.shape)
-        // dA' = alpha * dY * B'^T, with A' = A or A^T.
-        if !transA {
-            abk_sgemm(0, transB ? 0 : 1, Int32(m), Int32(k), Int32(n), alpha, g.data, Int32(n), b, Int32(bCols), 0,
-                      &da.data, Int32(k))
-        } else {
-            // A is [k, m]: dA = alpha * B' * dY^T
-            abk_sgemm(transB ? 1 : 0, 1, Int32(k), Int32(m), Int32(n), alpha, b, Int32(bCols), g.data, Int32(n), 0,
-                      &da.data, Int32(m))
-        }
-        return [da]
+        // dA' = alpha * dY * B'^T row by row, with A' = A or A^T; B'^T is B^T or B.
+        var dRows = [Float](repeating: 0, count: m * k)
+        gemmPerRow(m: m, n: k, k: n, alpha: alpha, a: g.data, transB: !transB, b: b, ldb: bCols, beta: 0, c: &dRows)
+        return [Tensor(shape: a.shape, data: transA ? transposed(dRows, rows: m, cols: k) : dRows)]
     }
 }
 
@@ -83,7 +78,7 @@ struct MatMul: Op {
         let out = try shapes([a.shape], ShapeEnv(declaredBatch: nil, batch: 0))[0]
         let m = a.count / k
         var y = Tensor(zeros: out)
-        abk_sgemm(0, 0, Int32(m), Int32(n), Int32(k), 1, a.data, Int32(k), b, Int32(n), 0, &y.data, Int32(n))
+        gemmPerRow(m: m, n: n, k: k, alpha: 1, a: a.data, transB: false, b: b, ldb: n, beta: 0, c: &y.data)
         return [y]
     }
     func backward(_ inputs: [Tensor], _ outputs: [Tensor], _ gradOutputs: [Tensor], needs: [Bool],
@@ -91,7 +86,14 @@ struct MatMul: Op {
         let a = inputs[0], g = gradOutputs[0]
         let m = a.count / k
         var da = Tensor(zeros: a.shape)
-        abk_sgemm(0, 1, Int32(m), Int32(k), Int32(n), 1, g.data, Int32(n), b, Int32(n), 0, &da.data, Int32(k))
+        gemmPerRow(m: m, n: k, k: n, alpha: 1, a: g.data, transB: true, b: b, ldb: n, beta: 0, c: &da.data)
         return [da]
     }
+}
+
+/// The transpose of a row-major [rows x cols] matrix.
+func transposed(_ a: [Float], rows: Int, cols: Int) -> [Float] {
+    var t = [Float](repeating: 0, count: a.count)
+    for i in 0..<rows { for j in 0..<cols { t[j * rows + i] = a[i * cols + j] } }
+    return t
 }

@@ -29,6 +29,28 @@ typedef struct abk_cpu {
 /** Reads the CPU's features (cheap; no side effects). */
 void abk_cpu_features(abk_cpu *out);
 
+/**
+ * Instruction-set levels of adamant's kernel paths. The level in force is the highest the CPU
+ * *and* the OS support (CPUID feature bits and XCR0 state), capped by the environment variable
+ * ADAMANT_ISA (avx512, avx2, scalar or auto) read once at first use, or by abk_set_isa. The
+ * OpenBLAS kernel is chosen from the level in force when OpenBLAS is first loaded (SkylakeX,
+ * Haswell, Prescott); it cannot change afterwards within a process.
+ */
+enum { ABK_ISA_AUTO = -2, ABK_ISA_SCALAR = 0, ABK_ISA_AVX2 = 1, ABK_ISA_AVX512 = 2 };
+
+/** Highest level this CPU and OS support. */
+int abk_isa_supported(void);
+/** Level in force. */
+int abk_isa(void);
+/** Sets the level (ABK_ISA_AUTO = the highest supported). Returns 0, or -1 if the CPU lacks it. */
+int abk_set_isa(int level);
+/** "scalar", "avx2", "avx512" ("unknown" otherwise). */
+const char *abk_isa_name(int level);
+/** Level named by `name` (case-insensitive; "auto" or "" = ABK_ISA_AUTO), or -1. */
+int abk_isa_parse(const char *name);
+/** Why ADAMANT_ISA could not be honoured (unknown name, or a level the CPU lacks), or NULL. */
+const char *abk_isa_error(void);
+
 /** Loads OpenBLAS once (thread-safe). Returns 1 if OpenBLAS is in use, 0 for the fallback GEMM. */
 int abk_init(void);
 
@@ -45,9 +67,6 @@ int abk_get_threads(void);
 
 /** GEMM kernel name as the BLAS reports it (e.g. "SkylakeX"), or "portable". */
 const char *abk_kernel(void);
-
-/** Records the name of adamant's own conv kernel variant for abk_info (called by CKernels). */
-void abk_register_kernel_info(const char *conv_variant);
 
 /** One-line description: library, version/config, kernel, threads, CPU features. */
 const char *abk_info(void);

@@ -4,8 +4,9 @@
  * Direct 3x3 convolution, stride 1, padding 1, dilation 1, one group — the bulk of a ResNet's
  * work. The input is zero-padded once; outputs are computed over the padded width so that every
  * inner loop reads contiguous memory, with 8 output channels x 16 positions held in registers.
- * Variants are compiled for AVX-512 and AVX2+FMA and picked at run time from CPUID *and* XCR0
- * (abk_cpu_features); a portable version covers other CPUs. The same kernel computes the input
+ * Variants are compiled for AVX-512 and AVX2+FMA and a portable (scalar/SSE) one; each call runs
+ * the variant of the instruction-set level in force (abk_isa: CPUID *and* XCR0, capped by
+ * ADAMANT_ISA or abk_set_isa). The same kernel computes the input
  * gradient, with the weights transposed and flipped (akn_pack_conv3x3 with transpose = 1).
  */
 #ifndef ADAMANT_KERNELS_H
@@ -44,8 +45,6 @@ void akn_conv3x3(const float *x, int c, int h, int w, const float *packed, int m
 /** ReLU backward: out[i] = y[i] > 0 ? g[i] : 0 (y: the ReLU's input or output; no aliasing). */
 void akn_relu_mask(const float *y, const float *g, float *out, size_t n);
 
-/** Name of the variant in use: "avx512", "avx2" or "portable". */
-const char *akn_variant(void);
 
 #ifdef __cplusplus
 }

@@ -18,13 +18,14 @@ in this package, then ``ctypes.util.find_library("adamant")``.
 from ._errors import (AdamantError, AdamantIOError, DomainError, InternalError, InvalidArgument,
                       ParseError, ShapeError, UnsupportedError)
 from ._lib import ABI_VERSION, LIBRARY_PATH
-from ._model import Calibrator, Model, abi_version, backend_info, load, set_num_threads, version
+from ._model import (Calibrator, Model, abi_version, backend_info, isa, load, set_isa, set_num_threads,
+                     supported_isas, version)
 
 #: Version of the loaded libadamant (``adm_version()``).
 __version__ = version()
 
 __all__ = [
     "__version__", "ABI_VERSION", "LIBRARY_PATH", "load", "Model", "Calibrator", "backend_info",
-    "set_num_threads", "version", "abi_version", "AdamantError", "InvalidArgument", "AdamantIOError",
+    "set_num_threads", "set_isa", "isa", "supported_isas", "version", "abi_version", "AdamantError", "InvalidArgument", "AdamantIOError",
     "ParseError", "UnsupportedError", "ShapeError", "DomainError", "InternalError",
 ]

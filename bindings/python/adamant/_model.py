@@ -19,7 +19,8 @@ from . import _lib as L
 from ._errors import InvalidArgument, ShapeError
 from ._lib import LIB
 
-__all__ = ["load", "Model", "Calibrator", "backend_info", "set_num_threads", "version", "abi_version"]
+__all__ = ["load", "Model", "Calibrator", "backend_info", "set_num_threads", "set_isa", "isa", "supported_isas",
+           "version", "abi_version"]
 
 _FP = ctypes.POINTER(ctypes.c_float)
 _I64P = ctypes.POINTER(ctypes.c_int64)
@@ -56,6 +57,33 @@ def set_num_threads(n):
     Raises :class:`InvalidArgument` for values the library rejects.
     """
     LIB.adm_set_num_threads(_int32(n, "threads"))
+
+
+ISAS = ("scalar", "avx2", "avx512")
+
+
+def set_isa(name=None):
+    """Caps adamant's kernels at an instruction set: ``"avx512"``, ``"avx2"``, ``"scalar"``, or
+    ``None``/``"auto"`` for the best this CPU and OS support (process-wide).
+
+    adamant's own kernels switch at once; the OpenBLAS kernel follows the cap in force when it is
+    first used, so set the ``ADAMANT_ISA`` environment variable before import to cap both.
+    Raises :class:`InvalidArgument` for a level the machine lacks or an unknown name.
+    """
+    if name is not None and not isinstance(name, str):
+        raise TypeError("isa must be a string or None, got %r" % (name,))
+    LIB.adm_set_isa(None if name is None else name.encode())
+
+
+def isa():
+    """The instruction-set level in force: ``"avx512"``, ``"avx2"`` or ``"scalar"``."""
+    return LIB.adm_isa().decode()
+
+
+def supported_isas():
+    """Every level this machine can run, lowest first (e.g. ``["scalar", "avx2", "avx512"]``)."""
+    top = LIB.adm_isa_supported().decode()
+    return list(ISAS[:ISAS.index(top) + 1])
 
 
 # ---------------------------------------------------------------------------

@@ -1,0 +1,53 @@
+import CBackend
+
+/// An instruction-set level of adamant's kernel paths (and of the OpenBLAS kernel it loads).
+public enum InstructionSet: Int32, CaseIterable, Sendable, Comparable {
+    /// Portable C (SSE2 at most) and OpenBLAS's Prescott kernels.
+    case scalar = 0
+    /// AVX2 + FMA kernels and OpenBLAS's Haswell kernels.
+    case avx2 = 1
+    /// AVX-512 (F, BW, DQ, VL) kernels and OpenBLAS's SkylakeX kernels.
+    case avx512 = 2
+
+    /// "scalar", "avx2" or "avx512".
+    public var name: String { String(cString: abk_isa_name(rawValue)) }
+
+    /// The level named `name` (case-insensitive), nil if unknown ("auto" is not a level).
+    public init?(name: String) {
+        let v = abk_isa_parse(name)
+        guard v >= 0, let isa = InstructionSet(rawValue: v) else { return nil }
+        self = isa
+    }
+
+    public static func < (a: InstructionSet, b: InstructionSet) -> Bool { a.rawValue < b.rawValue }
+}
+
+/// The process-wide compute backend: instruction-set level, threads, and a description.
+public enum Backend {
+    /// The highest level this CPU and OS support (CPUID feature bits *and* XCR0 state).
+    public static var supportedISA: InstructionSet { InstructionSet(rawValue: abk_isa_supported()) ?? .scalar }
+
+    /// Every level this machine can run, lowest first.
+    public static var supportedISAs: [InstructionSet] { InstructionSet.allCases.filter { $0 <= supportedISA } }
+
+    /// The level in force: the supported one, capped by `ADAMANT_ISA` or ``setISA(_:)``.
+    public static var isa: InstructionSet { InstructionSet(rawValue: abk_isa()) ?? .scalar }
+
+    /// Caps adamant's kernels at `isa` (nil = the highest supported). adamant's own kernels switch at
+    /// once; OpenBLAS's kernel is chosen when it is first loaded and stays for the process.
+    /// Throws if the CPU or the OS lacks the level.
+    public static func setISA(_ isa: InstructionSet?) throws {
+        guard abk_set_isa(isa?.rawValue ?? Int32(ABK_ISA_AUTO)) == 0 else {
+            throw fail(.invalidArgument, "this CPU and OS support at most \(supportedISA.name) (CPUID and XCR0); \(isa?.name ?? "?") is not available")
+        }
+    }
+
+    /// Fails if the environment asked for a level that cannot be honoured (`ADAMANT_ISA`).
+    static func checkEnvironment() throws {
+        if let e = abk_isa_error() { throw fail(.invalidArgument, String(cString: e)) }
+    }
+}
+
+/// The compute backend in one line (instruction-set level, OpenBLAS kernel, threads, CPU features);
+/// the returned pointer is owned by the backend.
+public func backendInfo() -> UnsafePointer<CChar> { abk_info() }
