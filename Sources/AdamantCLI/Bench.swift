@@ -42,17 +42,17 @@ struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Latency of inference and of one PGD step per model, or per depth of a synthesized ResNet family.",
         discussion: """
-        adamant bench MODEL...                      # given ONNX files (default --batch 1,32)
-        adamant bench --depths 50,101,152,200,338,638 --cifar-depths 20,56,110,1202 --csv d.csv --json d.json
+        adamant bench m8.onnx m20.onnx --batch 1,128
+        adamant bench --depths 50,101,638 --cifar-depths 20,1202 --csv d.csv
 
-        --depths synthesizes the ImageNet bottleneck ResNets (default --batch 1,8) and --cifar-depths the
-        CIFAR ResNet-(6n+2) (default --cifar-batch 1,128) with `adamant synth` (random weights, --seed), into
-        --cache-dir (reused when present) or a temporary directory. Each model is measured in a child process
-        (this program re-executed): load time (file -> ready model), first-inference time (the first
-        forward after loading, at the first batch size), per batch the median latency of the forward pass
-        and of one PGD step (forward + input gradient of the cross-entropy, Session.gradient), images/s,
-        forward GFLOP/s (FLOPs counted by `adamant info`), and the child's peak RSS (VmHWM: loading plus
-        every batch of both measurements). Each measurement: one warm-up call, then timed calls until
+        --depths synthesizes the ImageNet bottleneck ResNets (default --batch 1,8) and --cifar-depths the \
+        CIFAR ResNet-(6n+2) (default --cifar-batch 1,128) with `adamant synth` (random weights, --seed), into \
+        --cache-dir (reused when present) or a temporary directory. Each model is measured in a child process \
+        (this program re-executed): load time (file -> ready model), first-inference time (the first \
+        forward after loading, at the first batch size), per batch the median latency of the forward pass \
+        and of one PGD step (forward + input gradient of the cross-entropy, Session.gradient), images/s, \
+        forward GFLOP/s (FLOPs counted by `adamant info`), and the child's peak RSS (VmHWM: loading plus \
+        every batch of both measurements). Each measurement: one warm-up call, then timed calls until \
         --budget seconds are used (at least 3, at most --iters).
         """)
     @Argument(help: "ONNX models.") var models: [String] = []

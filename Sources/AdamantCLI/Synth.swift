@@ -6,11 +6,11 @@ struct Synth: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Write a synthesized ResNet with random (seeded) weights as an ONNX file.",
         discussion: """
-        --depth N: the torchvision-style ImageNet bottleneck ResNet (224x224, 1000 classes): 50, 101, 152,
-        or any depth >= 200 with depth = 3 x blocks + 2 (stage 2 has 24 blocks, stage 3 the rest: 638 =
-        [3,24,182,3]). --cifar-depth N: the CIFAR ResNet-(6n+2) (3x3 basic blocks, 16/32/64 channels, 32x32,
-        10 classes). The file is plain ONNX (opset 13, BatchNormalization kept, dynamic batch) that ONNX
-        Runtime reads. Weights: He-normal convolutions, realistic BN statistics, the last BN of each
+        --depth N: the torchvision-style ImageNet bottleneck ResNet (224x224, 1000 classes): 50, 101, 152, \
+        or any depth >= 200 with depth = 3 x blocks + 2 (stage 2 has 24 blocks, stage 3 the rest: 638 = \
+        [3,24,182,3]). --cifar-depth N: the CIFAR ResNet-(6n+2) (3x3 basic blocks, 16/32/64 channels, 32x32, \
+        10 classes). The file is plain ONNX (opset 13, BatchNormalization kept, dynamic batch) that ONNX \
+        Runtime reads. Weights: He-normal convolutions, realistic BN statistics, the last BN of each \
         residual branch scaled by 1/sqrt(blocks) so logits stay finite at any depth.
         """)
     @Option(help: "Depth of the ImageNet bottleneck ResNet.") var depth: Int?
