@@ -59,6 +59,8 @@ import torch.nn.functional as F  # noqa: E402
 from onnx_torch import OnnxTorchModel  # noqa: E402
 
 warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+# torch >= 2.x deprecates jit.trace/freeze with a FutureWarning per call; the replies are unaffected.
+warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit")
 
 
 def reply(obj):
