@@ -1,4 +1,4 @@
-// conv3x3.c — see kernels.h.
+// conv3x3.c — direct 3x3 convolution for layers with few channels (see kernels.h).
 #include "kernels.h"
 
 #include <string.h>
@@ -72,25 +72,28 @@ static void pad_input(const float *x, int c, int h, int w, float *xp) {
             for (int j = 0; j < MB; j++) {                                                            \
                 int o = b * MB + j;                                                                   \
                 if (o >= m1) break;                                                                   \
-                float bv = bias ? bias[o] : 0.0f;                                                     \
+                float bv = bias ? bias[o] : 0.0f, sc = scale ? scale[o] : 1.0f;                       \
                 for (int r = 0; r < h; r++) {                                                         \
                     const float *src = tmp + (size_t)j * stride + (size_t)r * wp;                     \
                     float *dst = y + ((size_t)o * h + r) * w;                                         \
-                    if (relu) {                                                                       \
+                    if (scale) for (int q = 0; q < w; q++) dst[q] = src[q] * sc + bv;                 \
+                    else for (int q = 0; q < w; q++) dst[q] = src[q] + bv;                            \
+                    if (res) {                                                                        \
+                        const float *rr = res + ((size_t)o * h + r) * w;                              \
+                        for (int q = 0; q < w; q++) dst[q] += rr[q];                                  \
+                    }                                                                                 \
+                    if (relu)                                                                         \
                         for (int q = 0; q < w; q++) {                                                 \
-                            float v = src[q] + bv;                                                    \
+                            float v = dst[q];                                                         \
                             dst[q] = v > 0 ? v : (v != v ? v : 0.0f);                                 \
                         }                                                                             \
-                    } else {                                                                          \
-                        for (int q = 0; q < w; q++) dst[q] = src[q] + bv;                             \
-                    }                                                                                 \
                 }                                                                                     \
             }                                                                                         \
         }                                                                                             \
     }
 
 #define CONV_ARGS const float *xp, int c, int h, int w, const float *packed, int m0, int m1, \
-                  const float *bias, int relu, float *y, float *tmp
+                  const float *scale, const float *bias, const float *res, int relu, float *y, float *tmp
 
 __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,fma")))
 static void conv_avx512(CONV_ARGS) CONV_BODY
@@ -105,11 +108,12 @@ typedef void (*conv_fn)(CONV_ARGS);
 static const conv_fn g_conv[3] = {conv_portable, conv_avx2, conv_avx512};
 
 void akn_conv3x3(const float *x, int c, int h, int w, const float *packed, int m, int m0, int m1,
-                 const float *bias, int relu, float *y, float *scratch, int pad, float *tmp) {
+                 const float *scale, const float *bias, const float *res, int relu, float *y, float *scratch, int pad,
+                 float *tmp) {
     (void)m;
     if (pad) pad_input(x, c, h, w, scratch);
     if (m1 <= m0) return;
-    g_conv[abk_isa()](scratch, c, h, w, packed, m0, m1, bias, relu, y, tmp);
+    g_conv[abk_isa()](scratch, c, h, w, packed, m0, m1, scale, bias, res, relu, y, tmp);
 }
 
 size_t akn_tmp_size(int h, int w) { return (size_t)MB * ((size_t)h * (w + 2) + VL); }

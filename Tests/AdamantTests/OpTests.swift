@@ -43,33 +43,6 @@ final class OpTests: XCTestCase {
         }
     }
 
-    /// The direct 3x3 kernel (CKernels) on awkward sizes: widths that are not multiples of the
-    /// 16-wide register block, channel counts that are not multiples of 8, threaded and not.
-    func testDirect3x3KernelMatchesDirectLoops() throws {
-        try forEachISA { isa in
-        for (c, m, h, w, batch, threads) in [(3, 5, 1, 1, 2, 1), (5, 13, 7, 5, 2, 1), (8, 17, 9, 16, 1, 1),
-                                             (32, 40, 16, 16, 1, 2), (16, 16, 32, 32, 3, 2), (2, 9, 3, 33, 1, 1)] {
-            let x = randomTensor([batch, c, h, w], seed: 40)
-            let wt = randomTensor([m, c, 3, 3], seed: 41)
-            let b = randomTensor([m], seed: 42)
-            let conv = try Conv(rawNode("Conv", ["pads": .ints([1, 1, 1, 1])]), weight: raw(wt), bias: raw(b))
-            XCTAssertNotNil(conv.packed)
-            let cx = ExecContext(bn: [], declaredBatch: nil, batch: batch, threads: threads)
-            let y = try conv.forward([x], cx)[0]
-            let ref = naiveConv(x, wt, b.data, stride: 1, pad: 1, dil: 1, group: 1)
-            XCTAssertLessThan(zip(y.data, ref.data).map { abs($0 - $1) }.max()!, 1e-4, "\(isa.name) \((c, m, h, w))")
-            // The input gradient is the adjoint: <conv(x), g> == <x, conv^T(g)> for any g.
-            let g = randomTensor(y.shape, seed: 43)
-            let dx = try conv.backward([x], [y], [g], needs: [true], cx)[0]!
-            let noBias = try Conv(rawNode("Conv", ["pads": .ints([1, 1, 1, 1])]), weight: raw(wt), bias: nil)
-            let y0 = try noBias.forward([x], cx)[0]
-            let lhs = zip(y0.data, g.data).reduce(0.0) { $0 + Double($1.0) * Double($1.1) }
-            let rhs = zip(x.data, dx.data).reduce(0.0) { $0 + Double($1.0) * Double($1.1) }
-            XCTAssertEqual(lhs, rhs, accuracy: 1e-3 * max(1, abs(lhs)), "\(isa.name) \((c, m, h, w))")
-        }
-        }
-    }
-
     func testConvWithFusedReluMatchesConvThenRelu() throws {
         let x = randomTensor([2, 3, 7, 7], seed: 30)
         var conv = try Conv(rawNode("Conv", ["pads": .ints([1, 1, 1, 1])]), weight: raw(randomTensor([4, 3, 3, 3], seed: 31)),

@@ -1,4 +1,7 @@
 import CBackend
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// An instruction-set level of adamant's kernel paths (and of the OpenBLAS kernel it loads).
 public enum InstructionSet: Int32, CaseIterable, Sendable, Comparable {
@@ -51,3 +54,17 @@ public enum Backend {
 /// The compute backend in one line (instruction-set level, OpenBLAS kernel, threads, CPU features);
 /// the returned pointer is owned by the backend.
 public func backendInfo() -> UnsafePointer<CChar> { abk_info() }
+
+/// `ADAMANT_WINOGRAD=0` turns Winograd off (every 3x3 convolution then runs as im2col + GEMM),
+/// e.g. to compare with the plain arithmetic. Read once.
+let winogradDisabled: Bool = {
+    guard let v = getenv("ADAMANT_WINOGRAD") else { return false }
+    return String(cString: v) == "0"
+}()
+
+/// Winograd runs on 3x3 layers with at least this many input and output channels (fewer: the direct
+/// kernel, whose cost is not dominated by transforms). `ADAMANT_WINOGRAD_MIN_CHANNELS` overrides it.
+let winogradMinChannels: Int = {
+    if let v = getenv("ADAMANT_WINOGRAD_MIN_CHANNELS"), let n = Int(String(cString: v)), n >= 1 { return n }
+    return 64
+}()

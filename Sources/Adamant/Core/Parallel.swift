@@ -1,4 +1,5 @@
 import CBackend
+import CKernels
 import Dispatch
 
 /// adamant's own parallelism: work is split into at most ``threads`` chunks run concurrently.
@@ -21,26 +22,43 @@ enum Parallel {
     }
 }
 
-/// Columns per GEMM call in ``gemmColumns``. Fixed, whatever the thread count: OpenBLAS's kernels
-/// (Haswell's among them) may round a column differently depending on where it falls in a call, so
-/// the calls themselves must not depend on the split.
-let gemmColumnBlock = 256
-
-/// C[m x n] = op(A) * B with B and C row-major and not transposed, as fixed blocks of
-/// ``gemmColumnBlock`` columns (one GEMM call each) spread over `threads`. The blocks depend only on
-/// `n`, so the result is bit-identical for every thread count.
-func gemmColumns(transA: Bool, m: Int, n: Int, k: Int, a: UnsafePointer<Float>, lda: Int,
-                 b: UnsafePointer<Float>, ldb: Int, c: UnsafeMutablePointer<Float>, ldc: Int, threads: Int) {
-    let blocks = (n + gemmColumnBlock - 1) / gemmColumnBlock
-    // Below ~2 MFLOP a thread costs more than it saves.
-    let t = 2 * m * n * k < 2_000_000 ? 1 : threads
-    Parallel.forRanges(blocks, threads: t) { r in
-        for blk in r {
-            let j0 = blk * gemmColumnBlock, j1 = min(n, j0 + gemmColumnBlock)
-            abk_sgemm(transA ? 1 : 0, 0, Int32(m), Int32(j1 - j0), Int32(k), 1, a, Int32(lda), b + j0, Int32(ldb), 0,
-                      c + j0, Int32(ldc))
+/// Runs adamant's GEMM (`gemm.h`) for all m rows and n columns of `io`, split over `threads`: by
+/// column chunks when there are enough of them, else also by blocks of rows. Every element's
+/// arithmetic is fixed by the kernel, so the split never changes a result.
+func gemm(m: Int, n: Int, k: Int, a: UnsafePointer<Float>, io: akn_gemm_cols, threads: Int) {
+    let chunk = Int(akn_gemm_chunk_cols())
+    let chunks = (n + chunk - 1) / chunk
+    let t = 2 * m * n * k < 2_000_000 ? 1 : max(1, threads)
+    // Enough rows: one block of rows per thread (balanced, each packs all of B); else column chunks,
+    // with row blocks added when there are fewer chunks than threads.
+    let rowBlocks = m >= 48 * t ? t : (chunks >= 2 * t ? 1 : max(1, min((m + 11) / 12, (2 * t + chunks - 1) / chunks)))
+    let rowsPer = ((m + rowBlocks - 1) / rowBlocks + 5) / 6 * 6
+    let colUnits = rowBlocks >= t ? 1 : chunks
+    let colsPer = ((chunks + colUnits - 1) / colUnits) * chunk
+    let units = colUnits * rowBlocks
+    let scratchSize = akn_gemm_scratch_size(Int32(k), Int32(chunk))
+    var io = io
+    withUnsafePointer(to: &io) { iop in
+        Parallel.forRanges(units, threads: t) { r in
+            var scratch = [Float](unsafeUninitializedCapacity: scratchSize) { _, c in c = scratchSize }
+            scratch.withUnsafeMutableBufferPointer { sp in
+                for u in r {
+                    let (ci, rb) = (u / rowBlocks, u % rowBlocks)
+                    let m0 = rb * rowsPer, n0 = ci * colsPer
+                    guard m0 < m, n0 < n else { continue }
+                    akn_gemm(Int32(m), Int32(n), Int32(k), a, iop, Int32(m0), Int32(min(m, m0 + rowsPer)), Int32(n0),
+                             Int32(min(n, n0 + colsPer)), sp.baseAddress!)
+                }
+            }
         }
     }
+}
+
+/// Runs `body` with a pointer to `a`'s elements, or nil when `a` is nil.
+@inline(__always)
+func withOptionalBuffer<R>(_ a: [Float]?, _ body: (UnsafePointer<Float>?) throws -> R) rethrows -> R {
+    guard let a else { return try body(nil) }
+    return try a.withUnsafeBufferPointer { try body($0.baseAddress) }
 }
 
 /// C[m x n] = alpha * A[m x k] * op(B) + beta * C, all row-major, computed one row of C (one sample)

@@ -72,7 +72,7 @@ public final class Model: @unchecked Sendable {
         try Backend.checkEnvironment()
         self.graph = graph
         self.executor = Executor(graph: graph)
-        self.plans = bn.map { Executor(graph: Optimizer.fuseRelu(Optimizer.foldBatchNorm(graph, bn: $0))) }
+        self.plans = bn.map { Executor(graph: Optimizer.fuseRelu(Optimizer.fuseResidual(Optimizer.foldBatchNorm(graph, bn: $0)))) }
         self.bn = bn
         self.domains = domains
         self.defaultDomain = defaultDomain

@@ -1,12 +1,138 @@
-import CBackend
 import CKernels
+#if canImport(Glibc)
+import Glibc
+#endif
 
-/// 2-D convolution (ONNX `Conv`, NCHW): im2col + OpenBLAS GEMM, input gradient by GEMM + col2im.
+/// The weights of one convolution in the layouts adamant's kernels read. Built once at load and
+/// shared by the graph and every BN domain's plan: a domain's BatchNorm is a per-channel scale and
+/// shift in the epilogue, so a second domain costs two vectors per convolution, not a copy of the
+/// weights. The forward GEMM panels are built at load; the input-gradient and Winograd forms the
+/// first time they are needed (an inference-only user never pays for them).
+final class ConvWeights: @unchecked Sendable {
+    let outChannels, inPerGroup, kh, kw, group: Int
+    /// Rows (output channels) per group and the GEMM depth (inPerGroup * kh * kw).
+    let mg, kdim: Int
+    /// Per group, the packed GEMM A of W_g [mg x kdim] (`gemm.h`), `groupStride` floats apart.
+    let forward: [Float]
+    let groupStride: Int
+    private var mutex = pthread_mutex_t()
+    private var adjointStore: [Float]?
+    private var winogradStore: [Float]?
+    private var winogradAdjointStore: [Float]?
+    private var directStore: [Float]?
+    private var directAdjointStore: [Float]?
+
+    init(weight: [Float], outChannels: Int, inPerGroup: Int, kh: Int, kw: Int, group: Int) {
+        self.outChannels = outChannels; self.inPerGroup = inPerGroup; self.kh = kh; self.kw = kw; self.group = group
+        let (mg, kdim) = (outChannels / group, inPerGroup * kh * kw)
+        let groupStride = akn_gemm_packed_a_size(Int32(mg), Int32(kdim))
+        self.mg = mg; self.kdim = kdim; self.groupStride = groupStride
+        var f = [Float](repeating: 0, count: groupStride * group)
+        weight.withUnsafeBufferPointer { w in
+            f.withUnsafeMutableBufferPointer { out in
+                for g in 0..<group {
+                    akn_gemm_pack_a(w.baseAddress! + g * mg * kdim, kdim, 0, Int32(mg), Int32(kdim),
+                                    out.baseAddress! + g * groupStride)
+                }
+            }
+        }
+        forward = f
+        pthread_mutex_init(&mutex, nil)
+    }
+
+    deinit { pthread_mutex_destroy(&mutex) }
+
+    /// The weights as ONNX stores them, [M][C/group][kh][kw], read back from the packed panels.
+    func unpacked() -> [Float] {
+        var w = [Float](repeating: 0, count: outChannels * kdim)
+        for o in 0..<outChannels {
+            let g = o / mg, r = o % mg
+            let base = g * groupStride + (r / 6) * kdim * 6 + r % 6
+            for i in 0..<kdim { w[o * kdim + i] = forward[base + i * 6] }
+        }
+        return w
+    }
+
+    private func cached(_ store: ReferenceWritableKeyPath<ConvWeights, [Float]?>, _ make: () -> [Float]) -> [Float] {
+        pthread_mutex_lock(&mutex)
+        defer { pthread_mutex_unlock(&mutex) }
+        if let v = self[keyPath: store] { return v }
+        let v = make()
+        self[keyPath: store] = v
+        return v
+    }
+
+    /// Per group, the packed GEMM A of W_g^T [kdim x mg] (the input gradient), `adjointGroupStride` apart.
+    var adjoint: [Float] {
+        cached(\.adjointStore) {
+            let w = unpacked()
+            var a = [Float](repeating: 0, count: adjointGroupStride * group)
+            w.withUnsafeBufferPointer { wp in
+                a.withUnsafeMutableBufferPointer { out in
+                    for g in 0..<group {
+                        akn_gemm_pack_a(wp.baseAddress! + g * mg * kdim, kdim, 1, Int32(kdim), Int32(mg),
+                                        out.baseAddress! + g * adjointGroupStride)
+                    }
+                }
+            }
+            return a
+        }
+    }
+    var adjointGroupStride: Int { akn_gemm_packed_a_size(Int32(kdim), Int32(mg)) }
+
+    /// Weights for the direct 3x3 kernel (`kernels.h`), forward and adjoint (3x3, one group only).
+    var direct: [Float] { directForm(adjoint: false) }
+    var directAdjoint: [Float] { directForm(adjoint: true) }
+
+    private func directForm(adjoint: Bool) -> [Float] {
+        cached(adjoint ? \.directAdjointStore : \.directStore) {
+            let w = unpacked()
+            let (rows, cols) = adjoint ? (inPerGroup, outChannels) : (outChannels, inPerGroup)
+            var p = [Float](repeating: 0, count: akn_packed_size(Int32(rows), Int32(cols)))
+            akn_pack_conv3x3(w, Int32(rows), Int32(cols), adjoint ? 1 : 0, &p)
+            return p
+        }
+    }
+
+    /// The 36 Winograd-domain weight matrices U_xi [M x C], packed (3x3, one group only).
+    var winograd: [Float] { winogradForm(adjoint: false) }
+    /// The same for the input gradient: U'_xi [C x M] of the transposed, flipped kernel.
+    var winogradAdjoint: [Float] { winogradForm(adjoint: true) }
+
+    private func winogradForm(adjoint: Bool) -> [Float] {
+        cached(adjoint ? \.winogradAdjointStore : \.winogradStore) {
+            let w = unpacked()
+            let (rows, cols) = adjoint ? (inPerGroup, outChannels) : (outChannels, inPerGroup)
+            var u = [Float](repeating: 0, count: 36 * akn_gemm_packed_a_size(Int32(rows), Int32(cols)))
+            akn_wino_weights(w, Int32(outChannels), Int32(inPerGroup), adjoint ? 1 : 0, &u)
+            return u
+        }
+    }
+}
+
+/// How a convolution runs, chosen per layer from its shape alone (never from the batch), so a
+/// sample's result does not depend on the batch it is in.
+enum ConvAlgorithm: Equatable {
+    /// Winograd F(4x4, 3x3) + 36 GEMMs: 3x3, stride 1, pad 1, one group, at least 16 tiles and
+    /// enough channels that the 36 GEMMs outweigh the transforms.
+    case winograd
+    /// The direct 3x3 kernel: 3x3, stride 1, pad 1, one group, with fewer channels.
+    case direct3x3
+    /// 1x1 stride-1 unpadded: the input is the GEMM's B as it is.
+    case pointwise
+    /// im2col + GEMM: everything else.
+    case im2col
+}
+
+/// 2-D convolution (ONNX `Conv`, NCHW) on adamant's GEMM (`gemm.h`), with Winograd for 3x3 layers.
+/// The epilogue applies, in order: a per-channel scale (a BN domain), the bias (or BN shift), a
+/// fused residual (a following `Add`, the op's second input) and a fused ReLU.
 struct Conv: Op {
     let type = "Conv"
-    /// [M, C/group, kh, kw]
-    var weight: [Float]
+    let weights: ConvWeights
     var bias: [Float]?
+    /// Per-output-channel multiplier before the bias (a folded BatchNorm's scale); nil = 1.
+    var scale: [Float]?
     let outChannels, inPerGroup, kh, kw: Int
     let group: Int
     let strides: (Int, Int)
@@ -16,75 +142,12 @@ struct Conv: Op {
     let autoPad: String
     /// A ReLU fused into the epilogue by the optimizer.
     var fusedRelu = false
-    /// Weights packed for the direct 3x3 kernel (forward, and transposed+flipped for the input
-    /// gradient); nil when the convolution is not 3x3 / stride 1 / pad 1 / one group.
-    private(set) var packed: [Float]?
-    private(set) var packedAdjoint: [Float]?
-
-    /// Whether the direct 3x3 kernel applies (checked again per call: auto_pad may resolve pads).
-    var isDirect3x3: Bool {
-        kh == 3 && kw == 3 && strides == (1, 1) && dilations == (1, 1) && group == 1 && autoPad != "VALID"
-            && (autoPad != "NOTSET" || pads == (1, 1, 1, 1))
-    }
-
-    mutating func pack() {
-        guard isDirect3x3 else { packed = nil; packedAdjoint = nil; return }
-        var f = [Float](repeating: 0, count: akn_packed_size(Int32(outChannels), Int32(inPerGroup)))
-        var t = [Float](repeating: 0, count: akn_packed_size(Int32(inPerGroup), Int32(outChannels)))
-        akn_pack_conv3x3(weight, Int32(outChannels), Int32(inPerGroup), 0, &f)
-        akn_pack_conv3x3(weight, Int32(inPerGroup), Int32(outChannels), 1, &t)
-        packed = f
-        packedAdjoint = t
-    }
-
-    /// out[n] = conv3x3(in[n]) for every sample, with the given packed weights (direct kernel).
-    private func direct3x3(_ input: Tensor, channelsIn: Int, channelsOut: Int, packed: [Float], bias: [Float]?,
-                           relu: Bool, threads: Int) -> Tensor {
-        let (n, h, w) = (input.shape[0], input.shape[2], input.shape[3])
-        var out = Tensor(uninitialized: [n, channelsOut, h, w])
-        var scratch = [Float](repeating: 0, count: akn_scratch_size(Int32(channelsIn), Int32(h), Int32(w)))
-        let tmpSize = akn_tmp_size(Int32(h), Int32(w))
-        var tmp = [Float](repeating: 0, count: tmpSize)
-        let blocks = (channelsOut + 7) / 8
-        input.data.withUnsafeBufferPointer { xp in
-            out.data.withUnsafeMutableBufferPointer { yp in
-                scratch.withUnsafeMutableBufferPointer { sp in
-                    packed.withUnsafeBufferPointer { pp in
-                        tmp.withUnsafeMutableBufferPointer { tp in
-                            for s in 0..<n {
-                                let x = xp.baseAddress! + s * channelsIn * h * w
-                                let y = yp.baseAddress! + s * channelsOut * h * w
-                                let t = (threads > 1 && channelsIn * channelsOut * h * w > 200_000) ? min(threads, blocks) : 1
-                                if t == 1 {
-                                    akn_conv3x3(x, Int32(channelsIn), Int32(h), Int32(w), pp.baseAddress!, Int32(channelsOut), 0,
-                                                Int32(channelsOut), bias, relu ? 1 : 0, y, sp.baseAddress!, 1, tp.baseAddress!)
-                                    continue
-                                }
-                                // Pad once, then split the blocks of 8 output channels over the threads.
-                                akn_conv3x3(x, Int32(channelsIn), Int32(h), Int32(w), pp.baseAddress!, Int32(channelsOut), 0, 0,
-                                            nil, 0, y, sp.baseAddress!, 1, tp.baseAddress!)
-                                let scratchBase = sp.baseAddress!, packedBase = pp.baseAddress!
-                                Parallel.forRanges(blocks, threads: t) { r in
-                                    var own = [Float](repeating: 0, count: tmpSize)
-                                    own.withUnsafeMutableBufferPointer { op in
-                                        akn_conv3x3(x, Int32(channelsIn), Int32(h), Int32(w), packedBase, Int32(channelsOut),
-                                                    Int32(r.lowerBound * 8), Int32(min(channelsOut, r.upperBound * 8)), bias,
-                                                    relu ? 1 : 0, y, scratchBase, 0, op.baseAddress!)
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        return out
-    }
+    /// An `Add` fused into the epilogue: the op's second input is added before the ReLU.
+    var fusedResidual = false
 
     init(_ a: Attrs, weight w: RawTensor, bias b: RawTensor?) throws {
         guard w.dims.count == 4 else { throw a.unsupported("a \(w.dims.count - 2)-D convolution (weight \(w.dims))") }
         outChannels = w.dims[0]; inPerGroup = w.dims[1]; kh = w.dims[2]; kw = w.dims[3]
-        weight = w.floats
         group = try a.int("group", 1)
         guard group >= 1, outChannels % group == 0 else { throw a.invalid("group \(group) does not divide \(outChannels) output channels") }
         if let ks = try a.ints("kernel_shape"), ks != [kh, kw] {
@@ -104,14 +167,31 @@ struct Conv: Op {
             guard b.floats.count == outChannels else { throw a.invalid("bias has \(b.floats.count) values for \(outChannels) channels") }
             bias = b.floats
         } else { bias = nil }
-        pack()
+        weights = ConvWeights(weight: w.floats, outChannels: outChannels, inPerGroup: inPerGroup, kh: kh, kw: kw,
+                              group: group)
     }
 
-    var parameterCount: Int { weight.count + (bias?.count ?? 0) }
+    var parameterCount: Int { outChannels * inPerGroup * kh * kw + (bias?.count ?? 0) }
 
     /// Effective pads (top, left, bottom, right) for an input of size h x w.
     func resolvedPads(_ h: Int, _ w: Int) -> (Int, Int, Int, Int) {
         windowPads(autoPad, explicit: pads, h: h, w: w, kernel: (kh, kw), strides: strides, dilations: dilations)
+    }
+
+    /// The algorithm for an h x w input (a function of the layer's shape only).
+    func algorithm(_ h: Int, _ w: Int) -> ConvAlgorithm {
+        let p = resolvedPads(h, w)
+        if kh == 3 && kw == 3 && strides == (1, 1) && dilations == (1, 1) && group == 1 && p == (1, 1, 1, 1) {
+            if inPerGroup >= winogradMinChannels && outChannels >= winogradMinChannels
+                && akn_wino_tiles(Int32(h), Int32(w)) >= 16 && !winogradDisabled {
+                return .winograd
+            }
+            // A small image with many channels: one GEMM per layer beats both (ResNet stage 4, 7x7).
+            if h * w <= 64 && inPerGroup >= 128 { return .im2col }
+            return .direct3x3
+        }
+        if kh == 1 && kw == 1 && strides == (1, 1) && p == (0, 0, 0, 0) { return .pointwise }
+        return .im2col
     }
 
     func shapes(_ inputs: [[Int]], _ env: ShapeEnv) throws -> [[Int]] {
@@ -124,71 +204,41 @@ struct Conv: Op {
         let oh = (x[2] + p.0 + p.2 - dilations.0 * (kh - 1) - 1) / strides.0 + 1
         let ow = (x[3] + p.1 + p.3 - dilations.1 * (kw - 1) - 1) / strides.1 + 1
         guard oh >= 1, ow >= 1 else { throw fail(.shape, "Conv kernel \(kh)x\(kw) does not fit input \(x)") }
-        return [[x[0], outChannels, oh, ow]]
+        let y = [x[0], outChannels, oh, ow]
+        if fusedResidual {
+            guard inputs.count == 2, inputs[1] == y else {
+                throw fail(.shape, "Conv's fused residual has shape \(inputs.count == 2 ? inputs[1] : []), expected \(y)")
+            }
+        }
+        return [y]
     }
 
     func flops(_ inputs: [[Int]], _ outputs: [[Int]]) -> Int {
         2 &* outputs[0].product &* inPerGroup &* kh &* kw
     }
 
-    private func isPointwise(_ p: (Int, Int, Int, Int)) -> Bool {
-        kh == 1 && kw == 1 && strides == (1, 1) && p == (0, 0, 0, 0)
-    }
-
     func forward(_ inputs: [Tensor], _ ctx: ExecContext) throws -> [Tensor] {
         let x = inputs[0]
-        let outShape = try shapes([x.shape], ShapeEnv(declaredBatch: nil, batch: x.shape[0]))[0]
+        let outShape = try shapes(inputs.map(\.shape), ShapeEnv(declaredBatch: nil, batch: x.shape[0]))[0]
         let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
-        let (oh, ow) = (outShape[2], outShape[3])
-        let p = resolvedPads(h, w)
-        if let packed, p == (1, 1, 1, 1) {
-            return [direct3x3(x, channelsIn: c, channelsOut: outChannels, packed: packed, bias: bias, relu: fusedRelu,
-                              threads: ctx.threads)]
-        }
-        let mg = outChannels / group
-        let kdim = inPerGroup * kh * kw
-        let ohw = oh * ow
-        var y = Tensor(uninitialized: outShape)  // every element is written by a GEMM (beta = 0)
-        let pointwise = isPointwise(p)
-        // One sample per GEMM (in fixed column blocks): a sample's result never depends on its
-        // batch-mates, the batch size or the thread count.
-        var col = [Float](repeating: 0, count: pointwise ? 0 : kdim * ohw)
+        var y = Tensor(uninitialized: outShape)
+        let residual: Tensor? = fusedResidual ? inputs[1] : nil
+        let algo = algorithm(h, w)
         x.data.withUnsafeBufferPointer { xp in
-            weight.withUnsafeBufferPointer { wp in
-                y.data.withUnsafeMutableBufferPointer { yp in
-                    col.withUnsafeMutableBufferPointer { cp in
-                        for s in 0..<n {
-                            for g in 0..<group {
-                                let wg = wp.baseAddress! + g * mg * kdim
-                                let yOut = yp.baseAddress! + (s * outChannels + g * mg) * ohw
-                                let xs = xp.baseAddress! + (s * c + g * inPerGroup) * h * w
-                                let src: UnsafePointer<Float>
-                                if pointwise {
-                                    src = xs
-                                } else {
-                                    let colBase = cp.baseAddress!
-                                    Parallel.forRanges(inPerGroup, threads: ohw * kdim > 100_000 ? ctx.threads : 1) { r in
-                                        im2col(xs, h, w, oh, ow, p, colBase, ldc: ohw, channels: r)
-                                    }
-                                    src = UnsafePointer(colBase)
-                                }
-                                gemmColumns(transA: false, m: mg, n: ohw, k: kdim, a: wg, lda: kdim, b: src,
-                                            ldb: ohw, c: yOut, ldc: ohw, threads: ctx.threads)
-                            }
-                        }
-                        // Epilogue: bias, then the fused ReLU.
-                        if bias != nil || fusedRelu {
-                            let bias = self.bias ?? [Float](repeating: 0, count: outChannels)
-                            for s in 0..<n {
-                                for m in 0..<outChannels {
-                                    let b = bias[m]
-                                    let dst = yp.baseAddress! + (s * outChannels + m) * ohw
-                                    if fusedRelu {
-                                        for i in 0..<ohw { dst[i] = Swift.max(dst[i] + b, 0) }
-                                    } else {
-                                        for i in 0..<ohw { dst[i] += b }
-                                    }
-                                }
+            y.data.withUnsafeMutableBufferPointer { yp in
+                withOptionalBuffer(residual?.data) { rp in
+                    withOptionalBuffer(scale) { sp in
+                        withOptionalBuffer(bias) { bp in
+                            let ep = Epilogue(scale: sp, bias: bp, residual: rp, relu: fusedRelu)
+                            if algo == .winograd {
+                                winograd(weights.winograd, rows: outChannels, cols: c, x: xp.baseAddress!, n: n, h: h, w: w,
+                                         inScale: nil, ep: ep, y: yp.baseAddress!, threads: ctx.threads)
+                            } else if algo == .direct3x3 {
+                                direct3x3(weights.direct, channelsIn: c, channelsOut: outChannels, x: xp.baseAddress!, n: n,
+                                          h: h, w: w, ep: ep, y: yp.baseAddress!, threads: ctx.threads)
+                            } else {
+                                gemmForward(x: xp.baseAddress!, n: n, c: c, h: h, w: w, oh: outShape[2], ow: outShape[3],
+                                            pointwise: algo == .pointwise, ep: ep, y: yp.baseAddress!, threads: ctx.threads)
                             }
                         }
                     }
@@ -200,54 +250,253 @@ struct Conv: Op {
 
     func backward(_ inputs: [Tensor], _ outputs: [Tensor], _ gradOutputs: [Tensor], needs: [Bool],
                   _ ctx: ExecContext) throws -> [Tensor?] {
-        guard needs[0] else { return [nil] }
         let x = inputs[0]
-        var dy = gradOutputs[0]
-        if fusedRelu {
-            // ReLU'(z) = [z > 0] = [relu(z) > 0]: mask with the stored output.
-            dy = reluMask(outputs[0], gradOutputs[0])
-        }
+        // ReLU'(z) = [z > 0] = [relu(z) > 0]: mask with the stored output.
+        let dz = fusedRelu ? reluMask(outputs[0], gradOutputs[0]) : gradOutputs[0]
+        var grads: [Tensor?] = [nil] + (fusedResidual ? [needs[1] ? dz : nil] : [])
+        guard needs[0] else { return grads }
         let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
-        let (oh, ow) = (dy.shape[2], dy.shape[3])
-        let p = resolvedPads(h, w)
-        if let packedAdjoint, p == (1, 1, 1, 1) {
-            // The adjoint of a 3x3/s1/p1 convolution is the same convolution with weights transposed and flipped.
-            return [direct3x3(dy, channelsIn: outChannels, channelsOut: c, packed: packedAdjoint, bias: nil, relu: false,
-                              threads: ctx.threads)]
-        }
-        let mg = outChannels / group
-        let kdim = inPerGroup * kh * kw
-        let ohw = oh * ow
+        let (oh, ow) = (dz.shape[2], dz.shape[3])
+        let algo = algorithm(h, w)
         var dx = Tensor(zeros: x.shape)
-        let pointwise = isPointwise(p)
-        var col = [Float](repeating: 0, count: pointwise ? 0 : kdim * ohw)
-        dy.data.withUnsafeBufferPointer { dyp in
-            weight.withUnsafeBufferPointer { wp in
-                dx.data.withUnsafeMutableBufferPointer { dxp in
-                    col.withUnsafeMutableBufferPointer { cp in
-                        for s in 0..<n {
-                            for g in 0..<group {
-                                let wg = wp.baseAddress! + g * mg * kdim
-                                let dyg = dyp.baseAddress! + (s * outChannels + g * mg) * ohw
-                                let dxg = dxp.baseAddress! + (s * c + g * inPerGroup) * h * w
-                                if pointwise {
-                                    gemmColumns(transA: true, m: kdim, n: ohw, k: mg, a: wg, lda: kdim, b: dyg,
-                                                ldb: ohw, c: dxg, ldc: ohw, threads: ctx.threads)
-                                } else {
-                                    gemmColumns(transA: true, m: kdim, n: ohw, k: mg, a: wg, lda: kdim, b: dyg,
-                                                ldb: ohw, c: cp.baseAddress!, ldc: ohw, threads: ctx.threads)
-                                    let colBase = UnsafePointer(cp.baseAddress!)
-                                    Parallel.forRanges(inPerGroup, threads: ohw * kdim > 100_000 ? ctx.threads : 1) { r in
-                                        col2im(colBase, ldc: ohw, h, w, oh, ow, p, dxg, channels: r)
-                                    }
+        dz.data.withUnsafeBufferPointer { dp in
+            dx.data.withUnsafeMutableBufferPointer { xp in
+                withOptionalBuffer(scale) { sp in
+                    if algo == .direct3x3 {
+                        // The adjoint of a 3x3/s1/p1 convolution is the same convolution with transposed,
+                        // flipped weights; the BN scale multiplies the incoming gradient first.
+                        var scaled: [Float]? = nil
+                        if let sp {
+                            var t = [Float](unsafeUninitializedCapacity: dz.count) { _, k in k = dz.count }
+                            let hw = oh * ow
+                            for i in 0..<(n * outChannels) {
+                                let f = sp[i % outChannels]
+                                for j in 0..<hw { t[i * hw + j] = dp[i * hw + j] * f }
+                            }
+                            scaled = t
+                        }
+                        withOptionalBuffer(scaled) { sd in
+                            direct3x3(weights.directAdjoint, channelsIn: outChannels, channelsOut: c, x: sd ?? dp.baseAddress!,
+                                      n: n, h: h, w: w, ep: Epilogue(scale: nil, bias: nil, residual: nil, relu: false),
+                                      y: xp.baseAddress!, threads: ctx.threads)
+                        }
+                    } else if algo == .winograd {
+                        // The adjoint of a 3x3/s1/p1 convolution is the same convolution with transposed,
+                        // flipped weights; the BN scale multiplies the incoming gradient.
+                        winograd(weights.winogradAdjoint, rows: c, cols: outChannels, x: dp.baseAddress!, n: n, h: h, w: w,
+                                 inScale: sp, ep: Epilogue(scale: nil, bias: nil, residual: nil, relu: false),
+                                 y: xp.baseAddress!, threads: ctx.threads)
+                    } else {
+                        gemmBackward(dz: dp.baseAddress!, n: n, c: c, h: h, w: w, oh: oh, ow: ow, pointwise: algo == .pointwise,
+                                     scale: sp, dx: xp.baseAddress!, threads: ctx.threads)
+                    }
+                }
+            }
+        }
+        grads[0] = dx
+        return grads
+    }
+
+    // MARK: Kernels
+
+    /// Per-output-channel epilogue pointers (nil = absent).
+    struct Epilogue {
+        var scale: UnsafePointer<Float>?
+        var bias: UnsafePointer<Float>?
+        var residual: UnsafePointer<Float>?
+        var relu: Bool
+    }
+
+    /// Samples whose im2col columns or Winograd buffers are built at once: bounded scratch (a
+    /// function of the layer only; the arithmetic of a sample never depends on it).
+    private func samplesPerPiece(_ n: Int, floatsPerSample: Int) -> Int {
+        max(1, min(n, (4 << 20) / max(1, floatsPerSample)))
+    }
+
+    private func gemmForward(x: UnsafePointer<Float>, n: Int, c: Int, h: Int, w: Int, oh: Int, ow: Int, pointwise: Bool,
+                             ep: Epilogue, y: UnsafeMutablePointer<Float>, threads: Int) {
+        let (mg, kdim, ohw) = (weights.mg, weights.kdim, oh * ow)
+        let p = resolvedPads(h, w)
+        let piece = pointwise ? n : samplesPerPiece(n, floatsPerSample: kdim * ohw)
+        var col = [Float](unsafeUninitializedCapacity: pointwise ? 0 : piece * kdim * ohw) { _, k in k = pointwise ? 0 : piece * kdim * ohw }
+        weights.forward.withUnsafeBufferPointer { wp in
+            col.withUnsafeMutableBufferPointer { cp in
+                var s0 = 0
+                while s0 < n {
+                    let ns = min(piece, n - s0)
+                    for g in 0..<group {
+                        var io = akn_gemm_cols()
+                        io.per = Int32(ohw)
+                        if pointwise {
+                            io.b = x + (s0 * c + g * inPerGroup) * h * w
+                            io.ldb = h * w; io.b_sample = c * h * w
+                        } else {
+                            let colBase = cp.baseAddress!
+                            Parallel.forRanges(ns * inPerGroup, threads: ns * kdim * ohw > 100_000 ? threads : 1) { r in
+                                for u in r {
+                                    let (s, ci) = (u / inPerGroup, u % inPerGroup)
+                                    im2col(x + ((s0 + s) * c + g * inPerGroup) * h * w, h, w, oh, ow, p,
+                                           colBase + s * kdim * ohw, ldc: ohw, channels: ci..<(ci + 1))
                                 }
                             }
+                            io.b = UnsafePointer(colBase)
+                            io.ldb = ohw; io.b_sample = kdim * ohw
+                        }
+                        io.c = y + (s0 * outChannels + g * mg) * ohw
+                        io.ldc = ohw; io.c_sample = outChannels * ohw
+                        if let r = ep.residual {
+                            io.r = r + (s0 * outChannels + g * mg) * ohw
+                            io.ldr = ohw; io.r_sample = outChannels * ohw
+                        }
+                        io.scale = ep.scale.map { $0 + g * mg }
+                        io.bias = ep.bias.map { $0 + g * mg }
+                        io.relu = ep.relu ? 1 : 0
+                        gemm(m: mg, n: ns * ohw, k: kdim, a: wp.baseAddress! + g * weights.groupStride, io: io, threads: threads)
+                    }
+                    s0 += ns
+                }
+            }
+        }
+    }
+
+    private func gemmBackward(dz: UnsafePointer<Float>, n: Int, c: Int, h: Int, w: Int, oh: Int, ow: Int, pointwise: Bool,
+                              scale: UnsafePointer<Float>?, dx: UnsafeMutablePointer<Float>, threads: Int) {
+        let (mg, kdim, ohw) = (weights.mg, weights.kdim, oh * ow)
+        let p = resolvedPads(h, w)
+        let piece = pointwise ? n : samplesPerPiece(n, floatsPerSample: kdim * ohw)
+        var col = [Float](unsafeUninitializedCapacity: pointwise ? 0 : piece * kdim * ohw) { _, k in k = pointwise ? 0 : piece * kdim * ohw }
+        let adjoint = weights.adjoint
+        adjoint.withUnsafeBufferPointer { ap in
+            col.withUnsafeMutableBufferPointer { cp in
+                var s0 = 0
+                while s0 < n {
+                    let ns = min(piece, n - s0)
+                    for g in 0..<group {
+                        // columns of W_g^T (scale . dz): one sample's oh*ow positions per sample
+                        var io = akn_gemm_cols()
+                        io.per = Int32(ohw)
+                        io.b = dz + (s0 * outChannels + g * mg) * ohw
+                        io.ldb = ohw; io.b_sample = outChannels * ohw
+                        io.bscale = scale.map { $0 + g * mg }
+                        if pointwise {
+                            io.c = dx + (s0 * c + g * inPerGroup) * h * w
+                            io.ldc = h * w; io.c_sample = c * h * w
+                        } else {
+                            io.c = cp.baseAddress!
+                            io.ldc = ohw; io.c_sample = kdim * ohw
+                        }
+                        gemm(m: kdim, n: ns * ohw, k: mg, a: ap.baseAddress! + g * weights.adjointGroupStride, io: io,
+                             threads: threads)
+                        if !pointwise {
+                            let colBase = UnsafePointer(cp.baseAddress!)
+                            Parallel.forRanges(ns * inPerGroup, threads: ns * kdim * ohw > 100_000 ? threads : 1) { r in
+                                for u in r {
+                                    let (s, ci) = (u / inPerGroup, u % inPerGroup)
+                                    col2im(colBase + s * kdim * ohw, ldc: ohw, h, w, oh, ow, p,
+                                           dx + ((s0 + s) * c + g * inPerGroup) * h * w, channels: ci..<(ci + 1))
+                                }
+                            }
+                        }
+                    }
+                    s0 += ns
+                }
+            }
+        }
+    }
+
+    /// y[n][channelsOut] = conv3x3(x[n][channelsIn]) with the direct kernel: one sample at a time,
+    /// its blocks of 8 output channels spread over the threads (a channel's arithmetic never changes).
+    private func direct3x3(_ packed: [Float], channelsIn: Int, channelsOut: Int, x: UnsafePointer<Float>, n: Int, h: Int,
+                           w: Int, ep: Epilogue, y: UnsafeMutablePointer<Float>, threads: Int) {
+        let scratchSize = akn_scratch_size(Int32(channelsIn), Int32(h), Int32(w))
+        let tmpSize = akn_tmp_size(Int32(h), Int32(w))
+        var scratch = [Float](unsafeUninitializedCapacity: scratchSize) { _, k in k = scratchSize }
+        let blocks = (channelsOut + 7) / 8
+        let t = (threads > 1 && channelsIn * channelsOut * h * w > 200_000) ? min(threads, blocks) : 1
+        packed.withUnsafeBufferPointer { pp in
+            scratch.withUnsafeMutableBufferPointer { sp in
+                let (pb, sb) = (pp.baseAddress!, sp.baseAddress!)
+                for s in 0..<n {
+                    let xs = x + s * channelsIn * h * w, off = s * channelsOut * h * w
+                    // Pad once, then split the blocks of 8 output channels over the threads.
+                    akn_conv3x3(xs, Int32(channelsIn), Int32(h), Int32(w), pb, Int32(channelsOut), 0, 0, nil, nil, nil, 0,
+                                y + off, sb, 1, nil)
+                    Parallel.forRanges(blocks, threads: t) { r in
+                        var tmp = [Float](unsafeUninitializedCapacity: tmpSize) { _, k in k = tmpSize }
+                        tmp.withUnsafeMutableBufferPointer { tp in
+                            akn_conv3x3(xs, Int32(channelsIn), Int32(h), Int32(w), pb, Int32(channelsOut), Int32(r.lowerBound * 8),
+                                        Int32(min(channelsOut, r.upperBound * 8)), ep.scale, ep.bias, ep.residual.map { $0 + off },
+                                        ep.relu ? 1 : 0, y + off, sb, 0, tp.baseAddress!)
                         }
                     }
                 }
             }
         }
-        return [dx]
+    }
+
+    /// y[n][rows][h][w] = conv3x3(x[n][cols][h][w]) by Winograd F(4x4, 3x3) with packed weights `u`
+    /// (36 GEMM A matrices rows x cols), x's channels first multiplied by `inScale` when given.
+    private func winograd(_ u: [Float], rows: Int, cols: Int, x: UnsafePointer<Float>, n: Int, h: Int, w: Int,
+                          inScale: UnsafePointer<Float>?, ep: Epilogue, y: UnsafeMutablePointer<Float>, threads: Int) {
+        let tiles = Int(akn_wino_tiles(Int32(h), Int32(w)))
+        let piece = samplesPerPiece(n, floatsPerSample: 36 * (rows + cols) * tiles)
+        let perA = akn_gemm_packed_a_size(Int32(rows), Int32(cols))
+        let cap = 36 * piece * tiles
+        var v = [Float](unsafeUninitializedCapacity: cap * cols) { _, k in k = cap * cols }
+        var mb = [Float](unsafeUninitializedCapacity: cap * rows) { _, k in k = cap * rows }
+        u.withUnsafeBufferPointer { up in
+            v.withUnsafeMutableBufferPointer { vp in
+                mb.withUnsafeMutableBufferPointer { mp in
+                    let (vb, mbase, ub) = (vp.baseAddress!, mp.baseAddress!, up.baseAddress!)
+                    var s0 = 0
+                    while s0 < n {
+                        let ns = min(piece, n - s0)
+                        let cols_ = ns * tiles
+                        // 1. input transform, over (sample, channel)
+                        Parallel.forRanges(ns * cols, threads: threads) { r in
+                            var u = r.lowerBound
+                            while u < r.upperBound {
+                                let s = u / cols, c0 = u % cols, c1 = min(cols, c0 + (r.upperBound - u))
+                                akn_wino_input(x + (s0 + s) * cols * h * w, Int32(h), Int32(w), inScale, Int32(c0), Int32(c1),
+                                               vb, cols_, cols * cols_, s * tiles)
+                                u += c1 - c0
+                            }
+                        }
+                        // 2. the 36 GEMMs
+                        let gemmThreads = 2 * rows * cols * cols_ < 1_000_000 ? 1 : threads
+                        Parallel.forRanges(36, threads: gemmThreads) { r in
+                            var scratch = [Float](unsafeUninitializedCapacity: akn_gemm_scratch_size(Int32(cols), Int32(cols_))) { _, k in
+                                k = akn_gemm_scratch_size(Int32(cols), Int32(cols_))
+                            }
+                            scratch.withUnsafeMutableBufferPointer { sp in
+                                for xi in r {
+                                    var io = akn_gemm_cols()
+                                    io.per = Int32(cols_)
+                                    io.b = UnsafePointer(vb + xi * cols * cols_); io.ldb = cols_
+                                    io.c = mbase + xi * rows * cols_; io.ldc = cols_
+                                    withUnsafePointer(to: &io) { iop in
+                                        akn_gemm(Int32(rows), Int32(cols_), Int32(cols), ub + xi * perA, iop, 0, Int32(rows), 0,
+                                                 Int32(cols_), sp.baseAddress!)
+                                    }
+                                }
+                            }
+                        }
+                        // 3. output transform + epilogue, over (sample, channel)
+                        Parallel.forRanges(ns * rows, threads: threads) { r in
+                            var u = r.lowerBound
+                            while u < r.upperBound {
+                                let s = u / rows, m0 = u % rows, m1 = min(rows, m0 + (r.upperBound - u))
+                                let off = (s0 + s) * rows * h * w
+                                akn_wino_output(UnsafePointer(mbase), cols_, rows * cols_, s * tiles, Int32(h), Int32(w), Int32(m0),
+                                                Int32(m1), ep.scale, ep.bias, ep.residual.map { $0 + off }, ep.relu ? 1 : 0, y + off)
+                                u += m1 - m0
+                            }
+                        }
+                        s0 += ns
+                    }
+                }
+            }
+        }
     }
 
     /// Unfolds one sample's group channels into rows (c, ki, kj) x columns (oh, ow) with row stride ldc.

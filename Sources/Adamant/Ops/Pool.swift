@@ -1,3 +1,5 @@
+import CKernels
+
 /// ONNX `MaxPool` and `AveragePool` over NCHW.
 struct Pool: Op {
     enum Kind { case max, average }
@@ -88,6 +90,23 @@ struct Pool: Op {
     func forward(_ inputs: [Tensor], _ ctx: ExecContext) throws -> [Tensor] {
         let x = inputs[0]
         let outShape = try shapes([x.shape], ShapeEnv(declaredBatch: nil, batch: x.shape[0]))[0]
+        if kind == .max && dilations == (1, 1) {
+            var y = Tensor(uninitialized: outShape)
+            let (h, w, oh, ow) = (x.shape[2], x.shape[3], outShape[2], outShape[3])
+            let p = resolved(h, w)
+            x.data.withUnsafeBufferPointer { xp in
+                y.data.withUnsafeMutableBufferPointer { yp in
+                    let (xb, yb) = (xp.baseAddress!, yp.baseAddress!)
+                    Parallel.forRanges(x.shape[0] * x.shape[1], threads: ctx.threads) { r in
+                        for plane in r {
+                            akn_maxpool_plane(xb + plane * h * w, Int32(h), Int32(w), Int32(kh), Int32(kw), Int32(strides.0),
+                                              Int32(strides.1), Int32(p.0), Int32(p.1), Int32(oh), Int32(ow), yb + plane * oh * ow)
+                        }
+                    }
+                }
+            }
+            return [y]
+        }
         var y = Tensor(zeros: outShape)
         run(x.shape, outShape) { _, o, taps, divisor in
             if kind == .max {
@@ -107,6 +126,25 @@ struct Pool: Op {
                   _ ctx: ExecContext) throws -> [Tensor?] {
         let x = inputs[0], g = gradOutputs[0]
         var dx = Tensor(zeros: x.shape)
+        if kind == .max && dilations == (1, 1) {
+            let (h, w, oh, ow) = (x.shape[2], x.shape[3], g.shape[2], g.shape[3])
+            let p = resolved(h, w)
+            x.data.withUnsafeBufferPointer { xp in
+                g.data.withUnsafeBufferPointer { gp in
+                    dx.data.withUnsafeMutableBufferPointer { dp in
+                        let (xb, gb, db) = (xp.baseAddress!, gp.baseAddress!, dp.baseAddress!)
+                        Parallel.forRanges(x.shape[0] * x.shape[1], threads: ctx.threads) { r in
+                            for plane in r {
+                                akn_maxpool_plane_backward(xb + plane * h * w, gb + plane * oh * ow, Int32(h), Int32(w), Int32(kh),
+                                                           Int32(kw), Int32(strides.0), Int32(strides.1), Int32(p.0), Int32(p.1),
+                                                           Int32(oh), Int32(ow), db + plane * h * w)
+                            }
+                        }
+                    }
+                }
+            }
+            return [dx]
+        }
         run(x.shape, g.shape) { _, o, taps, divisor in
             if kind == .max {
                 var best = -1

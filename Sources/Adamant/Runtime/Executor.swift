@@ -38,6 +38,8 @@ struct Executor {
                 }
             }
             var outs: [Tensor]? = nil
+            let t0 = Profiler.enabled ? Profiler.now() : 0
+            defer { if Profiler.enabled { Profiler.record(profileKey(n.op, ins, backward: false), since: t0) } }
             do {
                 if movedFirst, n.outputs.count == 1, let inPlace = n.op as? InPlaceOp {
                     var x = ins.removeFirst()  // now the only reference: no copy on write
@@ -65,9 +67,11 @@ struct Executor {
             let outs = n.outputs.map { values[$0]! }
             let gOut = n.outputs.map { grads[$0] ?? Tensor(zeros: values[$0]!.shape) }
             let gIn: [Tensor?]
+            let t0 = Profiler.enabled ? Profiler.now() : 0
             do { gIn = try n.op.backward(ins, outs, gOut, needs: needs, ctx) } catch let e as AdamantError {
                 throw AdamantError(e.kind, "\(n.label) (backward): \(e.message)")
             }
+            if Profiler.enabled { Profiler.record(profileKey(n.op, ins, backward: true), since: t0) }
             for (i, vid) in n.inputs.enumerated() where needs[i] {
                 guard let g = gIn[i] else { continue }
                 if grads[vid] != nil {

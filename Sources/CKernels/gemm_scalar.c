@@ -1,0 +1,4 @@
+// gemm_scalar.c — the portable GEMM tile (baseline x86-64 / any CPU; no FMA): 6 x 16 tiles.
+#include "gemm_isa.h"
+#define AKN_TILE_DISPATCH akn_gemm_tile_scalar
+#include "gemm_tile.inc"

@@ -1,0 +1,68 @@
+/*
+ * gemm.h — adamant's own single-precision GEMM for convolutions and dense layers.
+ *
+ *   C[m x n] = epilogue( A[m x k] . B[k x n] ),  epilogue(v) = relu?(v * scale + bias + R)
+ *
+ * A (the weights) is packed once, at load, in panels of 6 rows: [ceil(m/6)][k][6], zero-filled
+ * past m. B (activations) is packed per call in panels of 16 columns: [ceil(n/16)][k][16]. Columns
+ * may come from several samples: column j is position j % per of sample j / per, so a batch of
+ * small images makes one wide GEMM.
+ *
+ * Deterministic by construction: every element of C is the same chain of multiply-adds over k, in
+ * order, from zero, whatever its position in a register tile, the tile shape, the column range a
+ * call covers or the thread that runs it. So results never depend on the batch size, batch-mates
+ * or the thread count. The register tile (12x32 on AVX-512, 6x16 on AVX2+FMA and portable C) is
+ * chosen per call from the instruction-set level in force (abk_isa).
+ */
+#ifndef ADAMANT_GEMM_H
+#define ADAMANT_GEMM_H
+#include <stddef.h>
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** Rows per A panel and columns per B panel. */
+enum { AKN_GEMM_MR = 6, AKN_GEMM_NR = 16 };
+
+/** Floats of a packed A for an m x k matrix. */
+size_t akn_gemm_packed_a_size(int m, int k);
+
+/**
+ * Packs A into panels. Without `trans`, A[i][p] = a[i * lda + p]; with it, A[i][p] = a[p * lda + i]
+ * (e.g. the transposed weight of a convolution's input gradient).
+ */
+void akn_gemm_pack_a(const float *a, long lda, int trans, int m, int k, float *out);
+
+/** Where the columns of B, C and an optional residual R live: column j = (sample j / per, position j % per). */
+typedef struct akn_gemm_cols {
+    int per;                 /**< columns per sample (> 0) */
+    const float *b;          /**< B[p][j] at b + sample * b_sample + p * ldb + position */
+    long ldb, b_sample;
+    float *c;                /**< C[i][j] at c + sample * c_sample + i * ldc + position */
+    long ldc, c_sample;
+    const float *r;          /**< optional residual, added before the ReLU: same mapping as C */
+    long ldr, r_sample;
+    const float *bscale;     /**< optional, one per row of B: B[p][j] is multiplied by bscale[p] when packed */
+    const float *scale;      /**< optional, one per row of C: C = acc * scale + bias (else acc + bias) */
+    const float *bias;       /**< optional, one per row of C */
+    int relu;                /**< apply max(x, 0) last (NaN stays NaN) */
+} akn_gemm_cols;
+
+/** Scratch floats akn_gemm needs for a call covering `cols` columns (packed B chunk + one tile). */
+size_t akn_gemm_scratch_size(int k, int cols);
+
+/**
+ * Computes rows [m0, m1) and columns [n0, n1) of C (m0 a multiple of 6, n0 of 16, or the ends).
+ * `pa` is the packed A of the whole m x k matrix. Independent calls on disjoint ranges may run on
+ * different threads, each with its own scratch.
+ */
+void akn_gemm(int m, int n, int k, const float *pa, const akn_gemm_cols *io, int m0, int m1, int n0, int n1,
+              float *scratch);
+
+/** Columns per chunk a call packs at once (callers splitting work use multiples of it). */
+int akn_gemm_chunk_cols(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,48 @@
+/*
+ * winograd.h — 3x3 stride-1 pad-1 convolution by Winograd F(4x4, 3x3) (Lavin & Gray, 2016).
+ *
+ * Each 4x4 output tile comes from a 6x6 input tile: Y = A' [ (G g G') .* (B' d B) ] A. The 36
+ * element-wise products over the channels are 36 GEMMs (gemm.h): M_xi[m x N] = U_xi[m x c] . V_xi[c x N],
+ * N = tiles of every sample in the call. 2.25 multiply-adds instead of 9 per output, at the price of
+ * transforms and a slightly larger rounding error (measured against direct convolution in the tests).
+ *
+ * Layouts: V and M are [36][rows][N] (row stride N); a sample's tiles are columns col0 .. col0 + T,
+ * T = ceil(h/4) * ceil(w/4), row-major over tiles. The input gradient of such a convolution is the
+ * same convolution with transposed, flipped weights (akn_wino_weights with adjoint = 1).
+ */
+#ifndef ADAMANT_WINOGRAD_H
+#define ADAMANT_WINOGRAD_H
+#include <stddef.h>
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** Tiles per sample for an h x w image. */
+int akn_wino_tiles(int h, int w);
+
+/**
+ * Transforms 3x3 weights into 36 packed GEMM A matrices, each akn_gemm_packed_a_size(rows, cols)
+ * floats, one after another. Forward: w is [m][c][3][3], rows = m, cols = c. Adjoint: w is the same
+ * [m][c][3][3] array and the result is the input gradient's weights: rows = c, cols = m, spatially
+ * flipped. Computed in double precision.
+ */
+void akn_wino_weights(const float *w, int m, int c, int adjoint, float *out);
+
+/**
+ * Input transform of channels [c0, c1) of one sample x [c][h][w] (zero padding of 1), each channel
+ * first multiplied by chscale[ch] when chscale is not NULL: writes V[xi][ch][col0 + t].
+ */
+void akn_wino_input(const float *x, int h, int w, const float *chscale, int c0, int c1, float *v, size_t ldv,
+                    size_t xi_stride, size_t col0);
+
+/**
+ * Output transform of channels [m0, m1) of one sample: y[ch][h][w] = relu?( (tile * scale[ch] or
+ * tile) + bias[ch] + res[ch][h][w] ) with each of scale, bias, res optional (NULL).
+ */
+void akn_wino_output(const float *mbuf, size_t ldm, size_t xi_stride, size_t col0, int h, int w, int m0, int m1,
+                     const float *scale, const float *bias, const float *res, int relu, float *y);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

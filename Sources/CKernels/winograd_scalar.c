@@ -1,0 +1,4 @@
+// winograd_scalar.c — Winograd F(4x4, 3x3) transforms for the scalar path (winograd_tf.inc).
+#include "winograd_isa.h"
+#define AKN_WINO_SUFFIX scalar
+#include "winograd_tf.inc"

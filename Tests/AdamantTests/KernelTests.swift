@@ -1,0 +1,188 @@
+import XCTest
+import CKernels
+@testable import Adamant
+
+/// adamant's own kernels against plain references, once per instruction-set path this machine has:
+/// the GEMM (every tile shape, multi-sample columns, the epilogue), and every convolution algorithm
+/// (Winograd, direct 3x3, im2col, pointwise) with its input gradient.
+final class KernelTests: XCTestCase {
+    /// C = relu?((A . (bscale . B)) * scale + bias + R) in double precision.
+    func referenceGEMM(_ a: [Float], _ b: [Float], m: Int, n: Int, k: Int, per: Int, bscale: [Float]?, scale: [Float]?,
+                       bias: [Float]?, res: [Float]?, relu: Bool) -> [Float] {
+        // B and C are stored per sample: [samples][k or m][per].
+        var c = [Float](repeating: 0, count: m * n)
+        for j in 0..<n {
+            let (s, pos) = (j / per, j % per)
+            for i in 0..<m {
+                var acc = 0.0
+                for p in 0..<k {
+                    acc += Double(a[i * k + p]) * Double(b[(s * k + p) * per + pos]) * Double(bscale?[p] ?? 1)
+                }
+                var v = acc * Double(scale?[i] ?? 1) + Double(bias?[i] ?? 0)
+                let at = (s * m + i) * per + pos
+                if let res { v += Double(res[at]) }
+                c[at] = Float(relu ? max(v, 0) : v)
+            }
+        }
+        return c
+    }
+
+    func runGEMM(_ pa: [Float], _ b: [Float], m: Int, n: Int, k: Int, per: Int, bscale: [Float]?, scale: [Float]?,
+                 bias: [Float]?, res: [Float]?, relu: Bool, split: (rows: [Int], cols: [Int])) -> [Float] {
+        var c = [Float](repeating: .nan, count: m * n)
+        b.withUnsafeBufferPointer { bp in
+            c.withUnsafeMutableBufferPointer { cp in
+                withOptionalBuffer(bscale) { bs in withOptionalBuffer(scale) { sc in withOptionalBuffer(bias) { bi in
+                    withOptionalBuffer(res) { rp in
+                        var io = akn_gemm_cols()
+                        io.per = Int32(per)
+                        io.b = bp.baseAddress; io.ldb = per; io.b_sample = k * per
+                        io.c = cp.baseAddress; io.ldc = per; io.c_sample = m * per
+                        io.r = rp; io.ldr = per; io.r_sample = m * per
+                        io.bscale = bs; io.scale = sc; io.bias = bi; io.relu = relu ? 1 : 0
+                        var scratch = [Float](repeating: 0, count: akn_gemm_scratch_size(Int32(k), Int32(n)))
+                        // Rows and columns in the given pieces (as threads would), in any order.
+                        for (ri, r0) in split.rows.enumerated().reversed() {
+                            let r1 = ri + 1 < split.rows.count ? split.rows[ri + 1] : m
+                            for (ci, c0) in split.cols.enumerated() {
+                                let c1 = ci + 1 < split.cols.count ? split.cols[ci + 1] : n
+                                akn_gemm(Int32(m), Int32(n), Int32(k), pa, &io, Int32(r0), Int32(r1), Int32(c0), Int32(c1), &scratch)
+                            }
+                        }
+                    }
+                } } }
+            }
+        }
+        return c
+    }
+
+    func testGEMMMatchesReferenceAndNeverDependsOnTheSplit() throws {
+        // (m, n, k, per): edges of the 6/12-row and 16/32-column tiles, samples narrower than a
+        // panel, k = 0 and 1, and a wide one.
+        let cases = [(1, 1, 1, 1), (5, 7, 3, 7), (6, 16, 8, 16), (12, 32, 9, 32), (13, 33, 17, 11), (25, 70, 40, 5),
+                     (7, 130, 64, 65), (30, 100, 0, 50), (64, 196, 147, 49)]
+        try forEachISA { isa in
+            for (ci, (m, n, k, per)) in cases.enumerated() {
+                let a = randomTensor([m, max(k, 1)], seed: UInt64(10 + ci)).data
+                let aa = k == 0 ? [] : Array(a[0..<(m * k)])
+                let b = randomTensor([max(1, n * k)], seed: UInt64(20 + ci)).data
+                let res = randomTensor([m * n], seed: UInt64(30 + ci)).data
+                let scale = randomTensor([m], seed: 40).data.map { $0 + 1.5 }
+                let bias = randomTensor([m], seed: 41).data
+                let bscale = randomTensor([max(k, 1)], seed: 42).data
+                var pa = [Float](repeating: 0, count: max(1, akn_gemm_packed_a_size(Int32(m), Int32(k))))
+                akn_gemm_pack_a(aa, k, 0, Int32(m), Int32(k), &pa)
+                for (epi, relu) in [(false, false), (true, true)] {
+                    let ref = referenceGEMM(aa, b, m: m, n: n, k: k, per: per, bscale: epi ? bscale : nil, scale: epi ? scale : nil,
+                                            bias: epi ? bias : nil, res: epi ? res : nil, relu: relu)
+                    let whole = runGEMM(pa, b, m: m, n: n, k: k, per: per, bscale: epi ? bscale : nil, scale: epi ? scale : nil,
+                                        bias: epi ? bias : nil, res: epi ? res : nil, relu: relu, split: ([0], [0]))
+                    let err = zip(whole, ref).map { abs($0 - $1) }.max() ?? 0
+                    XCTAssertLessThan(err, 1e-4 * Float(max(1, k)), "\(isa.name) m\(m) n\(n) k\(k) per\(per)")
+                    // Any split into row blocks (multiples of 6) and column blocks (multiples of 16) is
+                    // bit-identical to one call.
+                    let rows = stride(from: 0, to: m, by: 6).map { $0 }, cols = stride(from: 0, to: n, by: 16).map { $0 }
+                    let split = runGEMM(pa, b, m: m, n: n, k: k, per: per, bscale: epi ? bscale : nil, scale: epi ? scale : nil,
+                                        bias: epi ? bias : nil, res: epi ? res : nil, relu: relu, split: (rows, cols))
+                    XCTAssertTrue(split == whole, "\(isa.name) m\(m) n\(n) k\(k): the split changed the result")
+                }
+            }
+        }
+    }
+
+    /// Direct (loop) convolution in double precision.
+    func naiveConv(_ x: Tensor, _ w: Tensor, _ b: [Float]?, stride: Int, pad: Int) -> Tensor {
+        let (n, c, h, wd) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
+        let (m, _, kh, kw) = (w.shape[0], w.shape[1], w.shape[2], w.shape[3])
+        let oh = (h + 2 * pad - kh) / stride + 1, ow = (wd + 2 * pad - kw) / stride + 1
+        var y = Tensor(zeros: [n, m, oh, ow])
+        for s in 0..<n { for o in 0..<m { for i in 0..<oh { for j in 0..<ow {
+            var acc = Double(b?[o] ?? 0)
+            for ci in 0..<c { for ki in 0..<kh { for kj in 0..<kw {
+                let ih = i * stride - pad + ki, iw = j * stride - pad + kj
+                if ih < 0 || ih >= h || iw < 0 || iw >= wd { continue }
+                acc += Double(x.data[((s * c + ci) * h + ih) * wd + iw]) * Double(w.data[((o * c + ci) * kh + ki) * kw + kj])
+            } } }
+            y.data[((s * m + o) * oh + i) * ow + j] = Float(acc)
+        } } } }
+        return y
+    }
+
+    /// Every algorithm against direct loops (forward), the adjoint identity <conv(x), g> = <x, conv'(g)>
+    /// (input gradient), and the fused epilogue (scale, bias, residual, ReLU) against its parts.
+    func testEveryConvolutionAlgorithm() throws {
+        // (c, m, h, w, k, stride, pad, expected algorithm)
+        let cases: [(Int, Int, Int, Int, Int, Int, Int, ConvAlgorithm)] = [
+            (64, 70, 13, 15, 3, 1, 1, .winograd), (64, 64, 16, 16, 3, 1, 1, .winograd),
+            (5, 13, 7, 5, 3, 1, 1, .direct3x3), (16, 16, 32, 32, 3, 1, 1, .direct3x3), (2, 9, 3, 33, 3, 1, 1, .direct3x3),
+            (128, 20, 7, 7, 3, 1, 1, .im2col), (6, 10, 9, 11, 3, 2, 1, .im2col), (3, 8, 15, 15, 7, 2, 3, .im2col),
+            (12, 20, 9, 9, 1, 1, 0, .pointwise), (12, 20, 9, 9, 1, 2, 0, .im2col),
+        ]
+        try forEachISA { isa in
+            for (i, (c, m, h, w, k, stride, pad, expected)) in cases.enumerated() {
+                let what = "\(isa.name) \(expected) c\(c) m\(m) \(h)x\(w) k\(k)/\(stride)"
+                let batch = 2
+                let x = randomTensor([batch, c, h, w], seed: UInt64(50 + i))
+                let wt = randomTensor([m, c, k, k], seed: UInt64(60 + i), scale: 0.3)
+                let b = randomTensor([m], seed: UInt64(70 + i))
+                let attrs: [String: Attribute] = ["pads": .ints([pad, pad, pad, pad]), "strides": .ints([stride, stride])]
+                let conv = try Conv(rawNode("Conv", attrs), weight: raw(wt), bias: raw(b))
+                XCTAssertEqual(conv.algorithm(h, w), expected, what)
+                let cx = ExecContext(bn: [], declaredBatch: nil, batch: batch, threads: 2)
+                let y = try conv.forward([x], cx)[0]
+                let ref = naiveConv(x, wt, b.data, stride: stride, pad: pad)
+                XCTAssertEqual(y.shape, ref.shape, what)
+                let top = ref.data.map { abs($0) }.max()!
+                let err = zip(y.data, ref.data).map { abs($0 - $1) }.max()!
+                // Winograd rounds more than direct summation; both stay far below 1e-4 of the output's scale.
+                XCTAssertLessThan(err / top, expected == .winograd ? 2e-5 : 2e-6, what)
+                // Input gradient: the adjoint identity, in double.
+                let g = randomTensor(y.shape, seed: 43)
+                let noBias = try Conv(rawNode("Conv", attrs), weight: raw(wt), bias: nil)
+                let y0 = try noBias.forward([x], cx)[0]
+                let dx = try noBias.backward([x], [y0], [g], needs: [true], cx)[0]!
+                let lhs = zip(y0.data, g.data).reduce(0.0) { $0 + Double($1.0) * Double($1.1) }
+                let rhs = zip(x.data, dx.data).reduce(0.0) { $0 + Double($1.0) * Double($1.1) }
+                XCTAssertEqual(lhs, rhs, accuracy: 1e-4 * max(1, abs(lhs)), what)
+                // Fused epilogue == the separate ops, and its gradients (both inputs) by finite differences.
+                var fused = conv
+                fused.scale = randomTensor([m], seed: 80).data.map { $0 + 1.5 }
+                fused.fusedResidual = true
+                fused.fusedRelu = true
+                let r = randomTensor(y.shape, seed: 81)
+                let yf = try fused.forward([x, r], cx)[0]
+                var plain = conv
+                plain.scale = fused.scale
+                let yp = try plain.forward([x], cx)[0]
+                let expectedF = zip(yp.data, r.data).map { max($0 + $1, 0) }
+                XCTAssertLessThan(zip(yf.data, expectedF).map { abs($0 - $1) }.max()!, 1e-5 * max(1, top), what)
+                // Gradients of both inputs by finite differences (without the ReLU, whose kinks defeat
+                // them), then the ReLU's mask exactly: backward(g) == backward-without-ReLU(g masked).
+                var linear = fused
+                linear.fusedRelu = false
+                if c * m * h * w <= 20_000 { try checkGradient(linear, [x, r]) }
+                let gf = try fused.backward([x, r], [yf], [g], needs: [true, true], cx)
+                let masked = Tensor(shape: g.shape, data: zip(yf.data, g.data).map { $0 > 0 ? $1 : 0 })
+                let gl = try linear.backward([x, r], [yf], [masked], needs: [true, true], cx)
+                XCTAssertTrue(gf[0]!.data == gl[0]!.data && gf[1]!.data == masked.data, what)
+            }
+        }
+    }
+
+    /// Winograd's rounding, measured against direct summation on the shapes of real layers.
+    func testWinogradErrorAgainstDirectConvolution() throws {
+        for (c, hw) in [(64, 28), (128, 14)] {
+            let x = randomTensor([1, c, hw, hw], seed: 90)
+            let wt = randomTensor([c, c, 3, 3], seed: 91, scale: Float(1 / (3 * Double(c).squareRoot())))
+            let conv = try Conv(rawNode("Conv", ["pads": .ints([1, 1, 1, 1])]), weight: raw(wt), bias: nil)
+            XCTAssertEqual(conv.algorithm(hw, hw), .winograd)
+            let y = try conv.forward([x], ExecContext(bn: [], declaredBatch: nil, batch: 1, threads: 2))[0]
+            let ref = naiveConv(x, wt, nil, stride: 1, pad: 1)
+            let top = ref.data.map { abs($0) }.max()!
+            let err = zip(y.data, ref.data).map { abs($0 - $1) }.max()!
+            // F(4x4, 3x3) in float: about 1e-5 of the largest output at these widths (direct: ~1e-7).
+            print("Winograd F(4x4,3x3) error, c\(c) \(hw)x\(hw): \(err / top) of the largest output")
+            XCTAssertLessThan(err / top, 3e-5, "c\(c) \(hw)x\(hw): Winograd error \(err / top) of the largest output")
+        }
+    }
+}
