@@ -9,7 +9,7 @@
 
 enum { CHUNK = 64 };  // columns packed at once: 4 panels of 16
 
-typedef void (*tile_fn)(int k, const float *a, int npa, const float *b, int npb, float *tile);
+typedef void (*tile_fn)(AKN_GEMM_TILE_ARGS);
 
 /// One entry per instruction-set level: the tile function and the largest tile it takes, in panels.
 static const struct {
@@ -75,37 +75,6 @@ static void pack_b(const akn_gemm_cols *io, int k, int n, int j0, int cols, floa
     }
 }
 
-/// Writes rows [r0, r1) x columns [c0, c1) of a tile (tile[(r - r0) * 32 + (c - c0)]) to C:
-/// v = acc * scale + bias (or acc + bias), then + R, then ReLU.
-static void store(const akn_gemm_cols *io, const float *tile, int r0, int r1, int c0, int c1) {
-    int c = c0;
-    while (c < c1) {
-        int s = c / io->per, pos = c % io->per;
-        int len = io->per - pos < c1 - c ? io->per - pos : c1 - c;  // one sample's run
-        for (int r = r0; r < r1; r++) {
-            const float *t = tile + (r - r0) * 32 + (c - c0);
-            float *dst = io->c + (size_t)s * io->c_sample + (size_t)r * io->ldc + pos;
-            float b = io->bias ? io->bias[r] : 0.0f;
-            if (io->scale) {
-                float sc = io->scale[r];
-                for (int q = 0; q < len; q++) dst[q] = t[q] * sc + b;
-            } else {
-                for (int q = 0; q < len; q++) dst[q] = t[q] + b;
-            }
-            if (io->r) {
-                const float *res = io->r + (size_t)s * io->r_sample + (size_t)r * io->ldr + pos;
-                for (int q = 0; q < len; q++) dst[q] += res[q];
-            }
-            if (io->relu)
-                for (int q = 0; q < len; q++) {
-                    float v = dst[q];
-                    dst[q] = v > 0 ? v : (v != v ? v : 0.0f);
-                }
-        }
-        c += len;
-    }
-}
-
 void akn_gemm(int m, int n, int k, const float *pa, const akn_gemm_cols *io, int m0, int m1, int n0, int n1,
               float *scratch) {
     if (m1 > m) m1 = m;
@@ -117,11 +86,10 @@ void akn_gemm(int m, int n, int k, const float *pa, const akn_gemm_cols *io, int
     float *bbuf = scratch;
     float *tile = scratch + (size_t)k * CHUNK;
     if (k == 0) {
-        // An empty sum: C = epilogue(0).
-        memset(tile, 0, 12 * 32 * sizeof(float));
+        // An empty sum: C = epilogue(0) (the tile reads nothing from A or B).
         for (int r = m0; r < m1; r += 6)
             for (int c = n0; c < n1; c += 16)
-                store(io, tile, r, r + 6 < m1 ? r + 6 : m1, c, c + 16 < n1 ? c + 16 : n1);
+                fn(0, pa, 1, bbuf, 1, io, r, r + 6 < m1 ? r + 6 : m1, c, c + 16 < n1 ? c + 16 : n1, tile);
         return;
     }
     for (int jc = n0; jc < n1; jc += CHUNK) {
@@ -135,10 +103,9 @@ void akn_gemm(int m, int n, int k, const float *pa, const akn_gemm_cols *io, int
             int r1 = r + 6 * npa < m1 ? r + 6 * npa : m1;
             for (int q = 0; q < bpanels;) {
                 int npb = (max_pb == 2 && bpanels - q >= 2) ? 2 : 1;
-                fn(k, a, npa, bbuf + (size_t)q * k * 16, npb, tile);
                 int c0 = jc + q * 16;
                 int c1 = c0 + 16 * npb < jc + cols ? c0 + 16 * npb : jc + cols;
-                store(io, tile, r, r1, c0, c1);
+                fn(k, a, npa, bbuf + (size_t)q * k * 16, npb, io, r, r1, c0, c1, tile);
                 q += npb;
             }
             r = r1;

@@ -1,6 +1,5 @@
 import CBackend
 import CKernels
-import Dispatch
 
 /// adamant's own parallelism: work is split into at most ``threads`` chunks run concurrently.
 /// OpenBLAS is kept single-threaded (see `CBackend`), so nothing is oversubscribed.
@@ -8,17 +7,31 @@ enum Parallel {
     /// Threads to use (the process-wide setting of `adm_set_num_threads`).
     static var threads: Int { Int(abk_get_threads()) }
 
-    /// Splits `0..<count` into at most `threads` contiguous ranges and runs `body` on each.
+    /// Splits `0..<count` into at most `threads` contiguous ranges and runs `body` on each, on
+    /// adamant's persistent worker threads (`abk_parallel`). The ranges depend only on `count` and
+    /// the number of parts, and no result may depend on which thread runs a range.
     static func forRanges(_ count: Int, threads: Int, _ body: (Range<Int>) -> Void) {
         let t = max(1, min(threads, count))
         if t == 1 {
             if count > 0 { body(0..<count) }
             return
         }
-        DispatchQueue.concurrentPerform(iterations: t) { k in
-            let lo = count * k / t, hi = count * (k + 1) / t
-            if hi > lo { body(lo..<hi) }
+        withoutActuallyEscaping(body) { body in
+            var job = Job(count: count, body: body)
+            withUnsafeMutablePointer(to: &job) { jp in
+                abk_parallel(Int32(t), { ctx, part, parts in
+                    let job = ctx!.assumingMemoryBound(to: Job.self)
+                    let (count, k, t) = (job.pointee.count, Int(part), Int(parts))
+                    let lo = count * k / t, hi = count * (k + 1) / t
+                    if hi > lo { job.pointee.body(lo..<hi) }
+                }, jp)
+            }
         }
+    }
+
+    private struct Job {
+        let count: Int
+        let body: (Range<Int>) -> Void
     }
 }
 

@@ -1,4 +1,3 @@
-import Dispatch
 /// Per-sample losses adamant differentiates.
 public enum Loss: Int32, Sendable {
     /// Cross-entropy: -log softmax(z)[label].
@@ -78,7 +77,7 @@ public final class Session {
                             do { rp[i] = try body(sub, lo..<hi, 1) } catch { ep[i] = error }
                         }
                     }
-                    if workers == 1 { run(0) } else { DispatchQueue.concurrentPerform(iterations: workers, execute: run) }
+                    Parallel.forRanges(workers, threads: workers) { r in r.forEach(run) }
                 }
             }
         }

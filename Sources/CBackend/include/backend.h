@@ -65,6 +65,16 @@ void abk_sgemm(int trans_a, int trans_b, int m, int n, int k, float alpha, const
 void abk_set_threads(int n);
 int abk_get_threads(void);
 
+/** A part of a parallel job: part `part` of `parts`. */
+typedef void (*abk_task_fn)(void *ctx, int part, int parts);
+
+/**
+ * Runs fn(ctx, i, parts) for i in [0, parts) on adamant's persistent worker threads (part 0 on the
+ * caller) and returns when all are done. Called from inside a job, or while another thread's job
+ * runs, it runs the parts itself, one after another.
+ */
+void abk_parallel(int parts, abk_task_fn fn, void *ctx);
+
 /** GEMM kernel name as the BLAS reports it (e.g. "SkylakeX"), or "portable". */
 const char *abk_kernel(void);
 
