@@ -33,14 +33,47 @@ size_t akn_scratch_size(int c, int h, int w) {
     return (size_t)c * (h + 2) * (w + 2) + 2 * VL + (size_t)MB * VL + 64;
 }
 
-static void pad_input(const float *x, int c, int h, int w, float *xp) {
-    int wp = w + 2;
-    size_t plane = (size_t)(h + 2) * wp;
-    memset(xp, 0, ((size_t)c * plane + 2 * VL) * sizeof(float));
-    for (int i = 0; i < c; i++)
-        for (int r = 0; r < h; r++)
-            memcpy(xp + i * plane + (size_t)(r + 1) * wp + 1, x + ((size_t)i * h + r) * w, (size_t)w * sizeof(float));
-}
+// Builds the zero-padded input [C][H+2][W+2] (+ slack), with the optional mask and channel scale;
+// compiled once per instruction set (only the border is zeroed, the interior written once).
+#define PAD_BODY                                                                                      \
+    {                                                                                                 \
+        int wp = w + 2;                                                                               \
+        size_t plane = (size_t)(h + 2) * wp;                                                          \
+        for (int i = 0; i < c; i++) {                                                                 \
+            float *pl = xp + i * plane;                                                               \
+            memset(pl, 0, (size_t)(wp + 1) * sizeof(float));                 /* top row + left pad */ \
+            float s = scale ? scale[i] : 1.0f;                                                        \
+            for (int r = 0; r < h; r++) {                                                             \
+                float *dst = pl + (size_t)(r + 1) * wp + 1;                                           \
+                const float *src = x + ((size_t)i * h + r) * w;                                       \
+                if (mask) {                                                                           \
+                    const float *mk = mask + ((size_t)i * h + r) * w;                                 \
+                    for (int q = 0; q < w; q++) dst[q] = mk[q] > 0 ? src[q] * s : 0.0f;              \
+                } else if (scale) {                                                                   \
+                    for (int q = 0; q < w; q++) dst[q] = src[q] * s;                                  \
+                } else {                                                                              \
+                    memcpy(dst, src, (size_t)w * sizeof(float));                                      \
+                }                                                                                     \
+                dst[w] = 0.0f;                                                                        \
+                dst[w + 1] = 0.0f; /* right pad of this row, left pad of the next */                  \
+            }                                                                                         \
+            memset(pl + (size_t)(h + 1) * wp + 1, 0, (size_t)(wp - 1) * sizeof(float)); /* bottom */ \
+        }                                                                                             \
+        memset(xp + (size_t)c * plane, 0, 2 * VL * sizeof(float));                                    \
+    }
+
+#define PAD_ARGS const float *x, const float *mask, const float *scale, int c, int h, int w, float *xp
+
+__attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,fma")))
+static void pad_avx512(PAD_ARGS) PAD_BODY
+
+__attribute__((target("avx2,fma")))
+static void pad_avx2(PAD_ARGS) PAD_BODY
+
+static void pad_portable(PAD_ARGS) PAD_BODY
+
+typedef void (*pad_fn)(PAD_ARGS);
+static const pad_fn g_pad[3] = {pad_portable, pad_avx2, pad_avx512};
 
 // The kernel body, compiled once per instruction set. `tmp` holds one block of 8 output channels
 // over the padded width (vector stores), compacted into y with bias and ReLU afterwards.
@@ -107,11 +140,11 @@ typedef void (*conv_fn)(CONV_ARGS);
 /// One entry per instruction-set level (ABK_ISA_SCALAR, ABK_ISA_AVX2, ABK_ISA_AVX512).
 static const conv_fn g_conv[3] = {conv_portable, conv_avx2, conv_avx512};
 
-void akn_conv3x3(const float *x, int c, int h, int w, const float *packed, int m, int m0, int m1,
-                 const float *scale, const float *bias, const float *res, int relu, float *y, float *scratch, int pad,
-                 float *tmp) {
+void akn_conv3x3(const float *x, const float *in_mask, const float *in_scale, int c, int h, int w, const float *packed,
+                 int m, int m0, int m1, const float *scale, const float *bias, const float *res, int relu, float *y,
+                 float *scratch, int pad, float *tmp) {
     (void)m;
-    if (pad) pad_input(x, c, h, w, scratch);
+    if (pad) g_pad[abk_isa()](x, in_mask, in_scale, c, h, w, scratch);
     if (m1 <= m0) return;
     g_conv[abk_isa()](scratch, c, h, w, packed, m0, m1, scale, bias, res, relu, y, tmp);
 }

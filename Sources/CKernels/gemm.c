@@ -42,7 +42,8 @@ size_t akn_gemm_scratch_size(int k, int cols) {
     return (size_t)k * CHUNK + 12 * 32 + 16;
 }
 
-/// Packs columns [j0, j0 + cols) of B (cols <= CHUNK) into panels [cols/16][k][16], zero past n.
+/// Packs columns [j0, j0 + cols) of B (cols <= CHUNK) into panels [cols/16][k][16], zero past n,
+/// with the mask and the row scale applied: (bmask > 0 ? b : 0) * bscale.
 static void pack_b(const akn_gemm_cols *io, int k, int n, int j0, int cols, float *out) {
     int panels = (cols + 15) / 16;
     for (int q = 0; q < panels; q++) {
@@ -52,25 +53,40 @@ static void pack_b(const akn_gemm_cols *io, int k, int n, int j0, int cols, floa
         int s0 = c0 / io->per, pos0 = c0 % io->per;
         if (valid == 16 && pos0 + 16 <= io->per) {
             // 16 contiguous positions of one sample: copy rows.
-            const float *src = io->b + (size_t)s0 * io->b_sample + pos0;
-            if (io->bscale)
-                for (int p = 0; p < k; p++) {
-                    float sc = io->bscale[p];
-                    const float *sp = src + (size_t)p * io->ldb;
-                    for (int jj = 0; jj < 16; jj++) dst[(size_t)p * 16 + jj] = sp[jj] * sc;
+            size_t off = (size_t)s0 * io->b_sample + pos0;
+            const float *src = io->b + off, *mk = io->bmask ? io->bmask + off : NULL;
+            for (int p = 0; p < k; p++) {
+                const float *sp = src + (size_t)p * io->ldb;
+                float *dp = dst + (size_t)p * 16;
+                float sc = io->bscale ? io->bscale[p] : 1.0f;
+                if (mk) {
+                    const float *mp = mk + (size_t)p * io->ldb;
+                    for (int jj = 0; jj < 16; jj++) dp[jj] = mp[jj] > 0 ? sp[jj] * sc : 0.0f;
+                } else if (io->bscale) {
+                    for (int jj = 0; jj < 16; jj++) dp[jj] = sp[jj] * sc;
+                } else {
+                    memcpy(dp, sp, 16 * sizeof(float));
                 }
-            else
-                for (int p = 0; p < k; p++) memcpy(dst + (size_t)p * 16, src + (size_t)p * io->ldb, 16 * sizeof(float));
+            }
             continue;
         }
-        const float *src[16];
+        size_t off[16];
         for (int jj = 0; jj < 16; jj++) {
             int j = c0 + jj;
-            src[jj] = jj < valid ? io->b + (size_t)(j / io->per) * io->b_sample + j % io->per : NULL;
+            off[jj] = jj < valid ? (size_t)(j / io->per) * io->b_sample + j % io->per : 0;
         }
         for (int p = 0; p < k; p++) {
             float sc = io->bscale ? io->bscale[p] : 1.0f;
-            for (int jj = 0; jj < 16; jj++) dst[(size_t)p * 16 + jj] = src[jj] ? src[jj][(size_t)p * io->ldb] * sc : 0.0f;
+            size_t row = (size_t)p * io->ldb;
+            for (int jj = 0; jj < 16; jj++) {
+                float v = 0.0f;
+                if (jj < valid) {
+                    v = io->b[off[jj] + row];
+                    if (io->bmask && !(io->bmask[off[jj] + row] > 0)) v = 0.0f;
+                    else v = io->bscale ? v * sc : v;
+                }
+                dst[(size_t)p * 16 + jj] = v;
+            }
         }
     }
 }

@@ -43,12 +43,12 @@ void akn_wino_weights(const float *w, int m, int c, int adjoint, float *out) {
                 for (int q = 0; q < cols; q++) out[(size_t)xi * per + ((size_t)(r / 6) * cols + q) * 6 + r % 6] = 0.0f;
 }
 
-void akn_wino_input(const float *x, int h, int w, const float *chscale, int c0, int c1, float *v, size_t ldv,
+void akn_wino_input(const float *x, const float *mask, int h, int w, const float *chscale, int c0, int c1, float *v, size_t ldv,
                     size_t xi_stride, size_t col0) {
     switch (abk_isa()) {
-    case ABK_ISA_AVX512: akn_wino_input_avx512(x, h, w, chscale, c0, c1, v, ldv, xi_stride, col0); break;
-    case ABK_ISA_AVX2: akn_wino_input_avx2(x, h, w, chscale, c0, c1, v, ldv, xi_stride, col0); break;
-    default: akn_wino_input_scalar(x, h, w, chscale, c0, c1, v, ldv, xi_stride, col0); break;
+    case ABK_ISA_AVX512: akn_wino_input_avx512(x, mask, h, w, chscale, c0, c1, v, ldv, xi_stride, col0); break;
+    case ABK_ISA_AVX2: akn_wino_input_avx2(x, mask, h, w, chscale, c0, c1, v, ldv, xi_stride, col0); break;
+    default: akn_wino_input_scalar(x, mask, h, w, chscale, c0, c1, v, ldv, xi_stride, col0); break;
     }
 }
 

@@ -3,7 +3,7 @@
 #define ADAMANT_WINOGRAD_ISA_H
 #include <stddef.h>
 #define AKN_WINO_DECLARE(suffix)                                                                          \
-    void akn_wino_input_##suffix(const float *x, int h, int w, const float *chscale, int c0, int c1, float *v, \
+    void akn_wino_input_##suffix(const float *x, const float *mask, int h, int w, const float *chscale, int c0, int c1, float *v, \
                                  size_t ldv, size_t xi_stride, size_t col0);                              \
     void akn_wino_output_##suffix(const float *mbuf, size_t ldm, size_t xi_stride, size_t col0, int h, int w,  \
                                   int m0, int m1, const float *scale, const float *bias, const float *res,   \

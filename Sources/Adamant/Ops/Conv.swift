@@ -231,11 +231,11 @@ struct Conv: Op {
                         withOptionalBuffer(bias) { bp in
                             let ep = Epilogue(scale: sp, bias: bp, residual: rp, relu: fusedRelu)
                             if algo == .winograd {
-                                winograd(weights.winograd, rows: outChannels, cols: c, x: xp.baseAddress!, n: n, h: h, w: w,
-                                         inScale: nil, ep: ep, y: yp.baseAddress!, threads: ctx.threads)
+                                winograd(weights.winograd, rows: outChannels, cols: c, x: xp.baseAddress!, inMask: nil, n: n,
+                                         h: h, w: w, inScale: nil, ep: ep, y: yp.baseAddress!, threads: ctx.threads)
                             } else if algo == .direct3x3 {
-                                direct3x3(weights.direct, channelsIn: c, channelsOut: outChannels, x: xp.baseAddress!, n: n,
-                                          h: h, w: w, ep: ep, y: yp.baseAddress!, threads: ctx.threads)
+                                direct3x3(weights.direct, channelsIn: c, channelsOut: outChannels, x: xp.baseAddress!, inMask: nil,
+                                          inScale: nil, n: n, h: h, w: w, ep: ep, y: yp.baseAddress!, threads: ctx.threads)
                             } else {
                                 gemmForward(x: xp.baseAddress!, n: n, c: c, h: h, w: w, oh: outShape[2], ow: outShape[3],
                                             pointwise: algo == .pointwise, ep: ep, y: yp.baseAddress!, threads: ctx.threads)
@@ -250,45 +250,35 @@ struct Conv: Op {
 
     func backward(_ inputs: [Tensor], _ outputs: [Tensor], _ gradOutputs: [Tensor], needs: [Bool],
                   _ ctx: ExecContext) throws -> [Tensor?] {
-        let x = inputs[0]
-        // ReLU'(z) = [z > 0] = [relu(z) > 0]: mask with the stored output.
-        let dz = fusedRelu ? reluMask(outputs[0], gradOutputs[0]) : gradOutputs[0]
-        var grads: [Tensor?] = [nil] + (fusedResidual ? [needs[1] ? dz : nil] : [])
+        let x = inputs[0], g = gradOutputs[0]
+        // ReLU'(z) = [z > 0] = [relu(z) > 0]: the stored output is the mask. The kernels apply it
+        // (and the BN scale) while reading g, so no masked copy is made unless the residual needs one.
+        let mask: Tensor? = fusedRelu ? outputs[0] : nil
+        var grads: [Tensor?] = [nil]
+        if fusedResidual { grads.append(needs[1] ? (mask.map { reluMask($0, g) } ?? g) : nil) }
         guard needs[0] else { return grads }
         let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
-        let (oh, ow) = (dz.shape[2], dz.shape[3])
+        let (oh, ow) = (g.shape[2], g.shape[3])
         let algo = algorithm(h, w)
-        var dx = Tensor(zeros: x.shape)
-        dz.data.withUnsafeBufferPointer { dp in
+        var dx = algo == .im2col ? Tensor(zeros: x.shape) : Tensor(uninitialized: x.shape)
+        g.data.withUnsafeBufferPointer { gp in
             dx.data.withUnsafeMutableBufferPointer { xp in
-                withOptionalBuffer(scale) { sp in
-                    if algo == .direct3x3 {
-                        // The adjoint of a 3x3/s1/p1 convolution is the same convolution with transposed,
-                        // flipped weights; the BN scale multiplies the incoming gradient first.
-                        var scaled: [Float]? = nil
-                        if let sp {
-                            var t = [Float](unsafeUninitializedCapacity: dz.count) { _, k in k = dz.count }
-                            let hw = oh * ow
-                            for i in 0..<(n * outChannels) {
-                                let f = sp[i % outChannels]
-                                for j in 0..<hw { t[i * hw + j] = dp[i * hw + j] * f }
-                            }
-                            scaled = t
+                withOptionalBuffer(mask?.data) { mp in
+                    withOptionalBuffer(scale) { sp in
+                        let none = Epilogue(scale: nil, bias: nil, residual: nil, relu: false)
+                        switch algo {
+                        case .direct3x3:
+                            // The adjoint of a 3x3/s1/p1 convolution is the same convolution with transposed,
+                            // flipped weights.
+                            direct3x3(weights.directAdjoint, channelsIn: outChannels, channelsOut: c, x: gp.baseAddress!,
+                                      inMask: mp, inScale: sp, n: n, h: h, w: w, ep: none, y: xp.baseAddress!, threads: ctx.threads)
+                        case .winograd:
+                            winograd(weights.winogradAdjoint, rows: c, cols: outChannels, x: gp.baseAddress!, inMask: mp,
+                                     n: n, h: h, w: w, inScale: sp, ep: none, y: xp.baseAddress!, threads: ctx.threads)
+                        case .pointwise, .im2col:
+                            gemmBackward(dz: gp.baseAddress!, mask: mp, n: n, c: c, h: h, w: w, oh: oh, ow: ow,
+                                         pointwise: algo == .pointwise, scale: sp, dx: xp.baseAddress!, threads: ctx.threads)
                         }
-                        withOptionalBuffer(scaled) { sd in
-                            direct3x3(weights.directAdjoint, channelsIn: outChannels, channelsOut: c, x: sd ?? dp.baseAddress!,
-                                      n: n, h: h, w: w, ep: Epilogue(scale: nil, bias: nil, residual: nil, relu: false),
-                                      y: xp.baseAddress!, threads: ctx.threads)
-                        }
-                    } else if algo == .winograd {
-                        // The adjoint of a 3x3/s1/p1 convolution is the same convolution with transposed,
-                        // flipped weights; the BN scale multiplies the incoming gradient.
-                        winograd(weights.winogradAdjoint, rows: c, cols: outChannels, x: dp.baseAddress!, n: n, h: h, w: w,
-                                 inScale: sp, ep: Epilogue(scale: nil, bias: nil, residual: nil, relu: false),
-                                 y: xp.baseAddress!, threads: ctx.threads)
-                    } else {
-                        gemmBackward(dz: dp.baseAddress!, n: n, c: c, h: h, w: w, oh: oh, ow: ow, pointwise: algo == .pointwise,
-                                     scale: sp, dx: xp.baseAddress!, threads: ctx.threads)
                     }
                 }
             }
@@ -359,7 +349,7 @@ struct Conv: Op {
         }
     }
 
-    private func gemmBackward(dz: UnsafePointer<Float>, n: Int, c: Int, h: Int, w: Int, oh: Int, ow: Int, pointwise: Bool,
+    private func gemmBackward(dz: UnsafePointer<Float>, mask: UnsafePointer<Float>?, n: Int, c: Int, h: Int, w: Int, oh: Int, ow: Int, pointwise: Bool,
                               scale: UnsafePointer<Float>?, dx: UnsafeMutablePointer<Float>, threads: Int) {
         let (mg, kdim, ohw) = (weights.mg, weights.kdim, oh * ow)
         let p = resolvedPads(h, w)
@@ -378,6 +368,7 @@ struct Conv: Op {
                         io.b = dz + (s0 * outChannels + g * mg) * ohw
                         io.ldb = ohw; io.b_sample = outChannels * ohw
                         io.bscale = scale.map { $0 + g * mg }
+                        io.bmask = mask.map { $0 + (s0 * outChannels + g * mg) * ohw }
                         if pointwise {
                             io.c = dx + (s0 * c + g * inPerGroup) * h * w
                             io.ldc = h * w; io.c_sample = c * h * w
@@ -406,8 +397,9 @@ struct Conv: Op {
 
     /// y[n][channelsOut] = conv3x3(x[n][channelsIn]) with the direct kernel: one sample at a time,
     /// its blocks of 8 output channels spread over the threads (a channel's arithmetic never changes).
-    private func direct3x3(_ packed: [Float], channelsIn: Int, channelsOut: Int, x: UnsafePointer<Float>, n: Int, h: Int,
-                           w: Int, ep: Epilogue, y: UnsafeMutablePointer<Float>, threads: Int) {
+    private func direct3x3(_ packed: [Float], channelsIn: Int, channelsOut: Int, x: UnsafePointer<Float>,
+                           inMask: UnsafePointer<Float>?, inScale: UnsafePointer<Float>?, n: Int, h: Int, w: Int,
+                           ep: Epilogue, y: UnsafeMutablePointer<Float>, threads: Int) {
         let scratchSize = akn_scratch_size(Int32(channelsIn), Int32(h), Int32(w))
         let tmpSize = akn_tmp_size(Int32(h), Int32(w))
         var scratch = [Float](unsafeUninitializedCapacity: scratchSize) { _, k in k = scratchSize }
@@ -418,13 +410,13 @@ struct Conv: Op {
                 let (pb, sb) = (pp.baseAddress!, sp.baseAddress!)
                 for s in 0..<n {
                     let xs = x + s * channelsIn * h * w, off = s * channelsOut * h * w
-                    // Pad once, then split the blocks of 8 output channels over the threads.
-                    akn_conv3x3(xs, Int32(channelsIn), Int32(h), Int32(w), pb, Int32(channelsOut), 0, 0, nil, nil, nil, 0,
-                                y + off, sb, 1, nil)
+                    // Pad once (with the mask and scale), then split the blocks of 8 output channels over the threads.
+                    akn_conv3x3(xs, inMask.map { $0 + s * channelsIn * h * w }, inScale, Int32(channelsIn), Int32(h), Int32(w), pb,
+                                Int32(channelsOut), 0, 0, nil, nil, nil, 0, y + off, sb, 1, nil)
                     Parallel.forRanges(blocks, threads: t) { r in
                         var tmp = [Float](unsafeUninitializedCapacity: tmpSize) { _, k in k = tmpSize }
                         tmp.withUnsafeMutableBufferPointer { tp in
-                            akn_conv3x3(xs, Int32(channelsIn), Int32(h), Int32(w), pb, Int32(channelsOut), Int32(r.lowerBound * 8),
+                            akn_conv3x3(xs, nil, nil, Int32(channelsIn), Int32(h), Int32(w), pb, Int32(channelsOut), Int32(r.lowerBound * 8),
                                         Int32(min(channelsOut, r.upperBound * 8)), ep.scale, ep.bias, ep.residual.map { $0 + off },
                                         ep.relu ? 1 : 0, y + off, sb, 0, tp.baseAddress!)
                         }
@@ -436,7 +428,8 @@ struct Conv: Op {
 
     /// y[n][rows][h][w] = conv3x3(x[n][cols][h][w]) by Winograd F(4x4, 3x3) with packed weights `u`
     /// (36 GEMM A matrices rows x cols), x's channels first multiplied by `inScale` when given.
-    private func winograd(_ u: [Float], rows: Int, cols: Int, x: UnsafePointer<Float>, n: Int, h: Int, w: Int,
+    private func winograd(_ u: [Float], rows: Int, cols: Int, x: UnsafePointer<Float>, inMask: UnsafePointer<Float>?,
+                          n: Int, h: Int, w: Int,
                           inScale: UnsafePointer<Float>?, ep: Epilogue, y: UnsafeMutablePointer<Float>, threads: Int) {
         let tiles = Int(akn_wino_tiles(Int32(h), Int32(w)))
         let piece = samplesPerPiece(n, floatsPerSample: 36 * (rows + cols) * tiles)
@@ -457,7 +450,8 @@ struct Conv: Op {
                             var u = r.lowerBound
                             while u < r.upperBound {
                                 let s = u / cols, c0 = u % cols, c1 = min(cols, c0 + (r.upperBound - u))
-                                akn_wino_input(x + (s0 + s) * cols * h * w, Int32(h), Int32(w), inScale, Int32(c0), Int32(c1),
+                                let off = (s0 + s) * cols * h * w
+                                akn_wino_input(x + off, inMask.map { $0 + off }, Int32(h), Int32(w), inScale, Int32(c0), Int32(c1),
                                                vb, cols_, cols * cols_, s * tiles)
                                 u += c1 - c0
                             }

@@ -43,6 +43,7 @@ typedef struct akn_gemm_cols {
     const float *r;          /**< optional residual, added before the ReLU: same mapping as C */
     long ldr, r_sample;
     const float *bscale;     /**< optional, one per row of B: B[p][j] is multiplied by bscale[p] when packed */
+    const float *bmask;      /**< optional, laid out like B: B[p][j] counts only where bmask > 0 (a ReLU's mask) */
     const float *scale;      /**< optional, one per row of C: C = acc * scale + bias (else acc + bias) */
     const float *bias;       /**< optional, one per row of C */
     int relu;                /**< apply max(x, 0) last (NaN stays NaN) */

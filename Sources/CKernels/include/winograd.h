@@ -29,10 +29,11 @@ int akn_wino_tiles(int h, int w);
 void akn_wino_weights(const float *w, int m, int c, int adjoint, float *out);
 
 /**
- * Input transform of channels [c0, c1) of one sample x [c][h][w] (zero padding of 1), each channel
- * first multiplied by chscale[ch] when chscale is not NULL: writes V[xi][ch][col0 + t].
+ * Input transform of channels [c0, c1) of one sample x [c][h][w] (zero padding of 1), where given,
+ * x counting only where mask > 0 (same layout as x) and each channel multiplied by chscale[ch]:
+ * writes V[xi][ch][col0 + t].
  */
-void akn_wino_input(const float *x, int h, int w, const float *chscale, int c0, int c1, float *v, size_t ldv,
+void akn_wino_input(const float *x, const float *mask, int h, int w, const float *chscale, int c0, int c1, float *v, size_t ldv,
                     size_t xi_stride, size_t col0);
 
 /**
