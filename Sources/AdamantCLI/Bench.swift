@@ -12,6 +12,9 @@ struct ChildReport: Codable {
         var forwardRuns: Int
         var pgdStepS: Double
         var pgdStepRuns: Int
+        /// Peak RSS while measuring this batch's forward pass, and its PGD step (VmHWM reset before each).
+        var forwardPeakRSSBytes: Int
+        var pgdPeakRSSBytes: Int
     }
     var loadS: Double
     var firstInferenceS: Double
@@ -24,6 +27,15 @@ struct ChildReport: Codable {
     var logitsFinite: Bool
     var rows: [Row]
     var peakRSSBytes: Int
+    /// Peak RSS of loading plus the first inference.
+    var loadPeakRSSBytes: Int
+}
+
+/// Resets this process's VmHWM to its current RSS (Linux: "5" to /proc/self/clear_refs), so that a
+/// later peakRSSBytes() measures one phase; false where the kernel refuses.
+@discardableResult
+func resetPeakRSS() -> Bool {
+    (try? "5".write(toFile: "/proc/self/clear_refs", atomically: false, encoding: .utf8)) != nil
 }
 
 /// VmHWM (peak resident set) of this process, in bytes, from /proc/self/status.
@@ -117,7 +129,7 @@ struct Bench: ParsableCommand {
         let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
         var rows: [[String]] = []
         var out: [[String: Any]] = []
-        var csvLines = ["family,model,depth,batch,parameters,weight_bytes,file_bytes,flops_per_sample,synth_s,load_s,first_inference_s,forward_s,forward_runs,images_per_s,gflops,pgd_step_s,pgd_step_runs,peak_rss_bytes,threads,logits_finite"]
+        var csvLines = ["family,model,depth,batch,parameters,weight_bytes,file_bytes,flops_per_sample,synth_s,load_s,first_inference_s,forward_s,forward_runs,images_per_s,gflops,pgd_step_s,pgd_step_runs,peak_rss_bytes,load_peak_rss_bytes,forward_peak_rss_bytes,pgd_peak_rss_bytes,threads,logits_finite"]
         for (k, job) in jobs.enumerated() {
             let tag = "[\(k + 1)/\(jobs.count)] \(job.name)"
             var synthS: Double?
@@ -150,7 +162,9 @@ struct Bench: ParsableCommand {
                              String(format: "%.2f", flops / 1e9), String(format: "%.2f s", r.loadS),
                              String(format: "%.1f ms", r.firstInferenceS * 1e3), String(format: "%.2f ms", row.forwardS * 1e3),
                              String(format: "%.1f", b / row.forwardS), String(format: "%.1f", gflops),
-                             String(format: "%.2f ms", row.pgdStepS * 1e3), String(format: "%.0f MB", Double(r.peakRSSBytes) / 1e6)])
+                             String(format: "%.2f ms", row.pgdStepS * 1e3),
+                             String(format: "%.0f / %.0f / %.0f MB", Double(r.loadPeakRSSBytes) / 1e6,
+                                    Double(row.forwardPeakRSSBytes) / 1e6, Double(row.pgdPeakRSSBytes) / 1e6)])
                 var o: [String: Any] = [
                     "model": job.path, "name": job.name, "family": job.family, "batch": row.batch,
                     "forward_s": row.forwardS, "forward_runs": row.forwardRuns, "gradient_s": row.pgdStepS,
@@ -158,7 +172,9 @@ struct Bench: ParsableCommand {
                     "images_per_s": b / row.forwardS, "gflops": gflops, "parameters": r.parameters,
                     "weight_bytes": r.weightBytes, "file_bytes": fileBytes, "flops_per_sample": r.flopsPerSample,
                     "load_s": r.loadS, "first_inference_s": r.firstInferenceS, "first_inference_batch": r.firstInferenceBatch,
-                    "peak_rss_bytes": r.peakRSSBytes, "logits_finite": r.logitsFinite,
+                    "peak_rss_bytes": r.peakRSSBytes, "load_peak_rss_bytes": r.loadPeakRSSBytes,
+                    "forward_peak_rss_bytes": row.forwardPeakRSSBytes, "pgd_peak_rss_bytes": row.pgdPeakRSSBytes,
+                    "logits_finite": r.logitsFinite,
                 ]
                 if let d = job.depth { o["depth"] = d }
                 if let synthS { o["synth_s"] = synthS }
@@ -168,18 +184,20 @@ struct Bench: ParsableCommand {
                                  String(format: "%.4f", r.loadS), String(format: "%.6f", r.firstInferenceS),
                                  String(format: "%.6f", row.forwardS), "\(row.forwardRuns)", String(format: "%.3f", b / row.forwardS),
                                  String(format: "%.3f", gflops), String(format: "%.6f", row.pgdStepS), "\(row.pgdStepRuns)",
-                                 "\(r.peakRSSBytes)", "\(threads)", r.logitsFinite ? "true" : "false"]
+                                 "\(r.peakRSSBytes)", "\(r.loadPeakRSSBytes)", "\(row.forwardPeakRSSBytes)", "\(row.pgdPeakRSSBytes)",
+                                 "\(threads)", r.logitsFinite ? "true" : "false"]
                                 .map { $0.contains(",") ? "\"\($0)\"" : $0 }.joined(separator: ","))
             }
             if !r.logitsFinite { stderrLine("\(tag): WARNING: non-finite logits") }
         }
         printTable(["model", "depth", "batch", "params", "weights", "GFLOP/img", "load", "first inf", "forward", "images/s",
-                    "GFLOP/s", "PGD step (fwd+grad)", "peak RSS"], rows)
+                    "GFLOP/s", "PGD step (fwd+grad)", "peak RSS load / fwd / PGD"], rows)
         print("load: file -> ready model; first inf: first forward after loading (batch \(jobs.first?.batches.first ?? 1)); "
-              + "GFLOP/s of the forward pass; peak RSS: VmHWM of the child process that measured the model")
+              + "GFLOP/s of the forward pass; peak RSS (VmHWM of the measuring child): load + first inference, then "
+              + "this batch's forward passes, then its PGD steps (the peak is reset before each phase)")
         if let json {
             try writeJSON(["backend": backend, "threads": Int(threads), "seed": Int(seed), "budget_s": budget, "iters": iters,
-                           "peak_rss_method": "VmHWM of one child process per model (load + every batch, forward and PGD step)",
+                           "peak_rss_method": "VmHWM of one child process per model: peak_rss_bytes over everything; load_peak_rss_bytes after load + first inference; forward_/pgd_peak_rss_bytes per batch, VmHWM reset (/proc/self/clear_refs) before each phase",
                            "results": out], to: json)
         }
         if let csv { try (csvLines.joined(separator: "\n") + "\n").write(toFile: csv, atomically: true, encoding: .utf8) }
@@ -219,6 +237,7 @@ struct Bench: ParsableCommand {
         var rows: [ChildReport.Row] = []
         var first: Double = 0
         var finite = true
+        var loadPeak = 0
         for (i, b) in batches.enumerated() {
             var rng = Xoshiro256(seed: 1, stream: UInt64(b))
             let x = (0..<(b * m.inputShape.reduce(1, *))).map { _ in rng.unitFloat() }
@@ -227,7 +246,6 @@ struct Bench: ParsableCommand {
                 let w0 = now()
                 try body()  // warm-up
                 let warm = now() - w0
-                if i == 0 && what == "forward" { first = warm }
                 let runs = budget > 0 ? max(min(iters, 3), min(iters, Int(budget / max(warm, 1e-6)))) : max(1, iters)
                 stderrLine("  \(name) batch \(b): \(what), \(runs) timed runs of ~\(String(format: "%.3g", warm)) s")
                 var t: [Double] = []
@@ -238,20 +256,31 @@ struct Bench: ParsableCommand {
                 }
                 return (t.sorted()[t.count / 2], runs)
             }
+            if i == 0 {
+                // load + the first inference
+                let z = try s.predict(x, batch: b, domain: d)
+                first = now() - t0 - loadS
+                if !z.allSatisfy({ $0.isFinite }) { finite = false }
+                loadPeak = peakRSSBytes()
+            }
+            resetPeakRSS()
             let fwd = try measure("forward") {
                 let z = try s.predict(x, batch: b, domain: d)
                 if !z.allSatisfy({ $0.isFinite }) { finite = false }
             }
+            let fwdPeak = peakRSSBytes()
+            resetPeakRSS()
             let grad = try measure("PGD step (forward + input gradient)") {
                 _ = try s.gradient(x, batch: b, labels: labels, loss: .crossEntropy, domain: d)
             }
-            rows.append(.init(batch: b, forwardS: fwd.0, forwardRuns: fwd.1, pgdStepS: grad.0, pgdStepRuns: grad.1))
+            rows.append(.init(batch: b, forwardS: fwd.0, forwardRuns: fwd.1, pgdStepS: grad.0, pgdStepRuns: grad.1,
+                              forwardPeakRSSBytes: fwdPeak, pgdPeakRSSBytes: peakRSSBytes()))
         }
         // BN running statistics are tensors of the file too, not counted as parameters by `info`.
         let report = ChildReport(loadS: loadS, firstInferenceS: first, firstInferenceBatch: batches[0],
                                  parameters: info.parameters, weightBytes: 4 * (info.parameters + bnFloats),
                                  flopsPerSample: info.flopsPerSample, inputShape: m.inputShape, classes: m.numClasses,
-                                 logitsFinite: finite, rows: rows, peakRSSBytes: peakRSSBytes())
+                                 logitsFinite: finite, rows: rows, peakRSSBytes: peakRSSBytes(), loadPeakRSSBytes: loadPeak)
         let data = try JSONEncoder().encode(report)
         print(String(data: data, encoding: .utf8)!)
     }

@@ -5,8 +5,9 @@
 
 #include "backend.h"
 
-#define MB 8   /* output channels per register block */
-#define VL 16  /* positions per register block */
+#define MB 6   /* output channels per register block: the GEMM's A panel (gemm.h), so the forward
+                  weights are the convolution's GEMM-packed ones, [m/6][c][3][3][6] */
+#define VL 32  /* most positions per register block (2 vectors on AVX-512, 1 elsewhere) */
 
 typedef float vf __attribute__((vector_size(64), aligned(4)));
 
@@ -75,9 +76,11 @@ static void pad_portable(PAD_ARGS) PAD_BODY
 typedef void (*pad_fn)(PAD_ARGS);
 static const pad_fn g_pad[3] = {pad_portable, pad_avx2, pad_avx512};
 
-// The kernel body, compiled once per instruction set. `tmp` holds one block of 8 output channels
-// over the padded width (vector stores), compacted into y with bias and ReLU afterwards.
-#define CONV_BODY                                                                                     \
+// The kernel body, compiled once per instruction set: NV vectors of 16 positions x 6 output
+// channels in registers (12 accumulators on AVX-512 with NV = 2, 6 x 2 YMM halves on AVX2 with
+// NV = 1). `tmp` holds one block of output channels over the padded width (vector stores),
+// compacted into y through the epilogue afterwards.
+#define CONV_BODY(NV)                                                                                 \
     {                                                                                                 \
         int wp = w + 2;                                                                               \
         size_t plane = (size_t)(h + 2) * wp;                                                          \
@@ -85,22 +88,26 @@ static const pad_fn g_pad[3] = {pad_portable, pad_avx2, pad_avx512};
         int stride = positions + VL;                                                                  \
         for (int b = m0 / MB; b * MB < m1; b++) {                                                     \
             const float *pk = packed + (size_t)b * c * 9 * MB;                                        \
-            for (int p0 = 0; p0 < positions; p0 += VL) {                                              \
-                vf acc[MB];                                                                           \
-                for (int j = 0; j < MB; j++) acc[j] = (vf){0};                                        \
+            for (int p0 = 0; p0 < positions; p0 += 16 * (NV)) {                                       \
+                vf acc[MB][NV];                                                                       \
+                for (int j = 0; j < MB; j++)                                                          \
+                    for (int u = 0; u < (NV); u++) acc[j][u] = (vf){0};                               \
                 for (int i = 0; i < c; i++) {                                                         \
                     const float *xi = xp + i * plane + p0;                                            \
                     const float *wk = pk + (size_t)i * 9 * MB;                                        \
                     for (int ky = 0; ky < 3; ky++) {                                                  \
                         for (int kx = 0; kx < 3; kx++) {                                              \
-                            vf v;                                                                     \
-                            memcpy(&v, xi + ky * wp + kx, sizeof v);                                  \
+                            vf v[NV];                                                                 \
+                            for (int u = 0; u < (NV); u++) memcpy(&v[u], xi + ky * wp + kx + 16 * u, sizeof(vf)); \
                             const float *wv = wk + (ky * 3 + kx) * MB;                                \
-                            for (int j = 0; j < MB; j++) acc[j] += v * wv[j];                         \
+                            for (int j = 0; j < MB; j++)                                              \
+                                for (int u = 0; u < (NV); u++) acc[j][u] += v[u] * wv[j];             \
                         }                                                                             \
                     }                                                                                 \
                 }                                                                                     \
-                for (int j = 0; j < MB; j++) memcpy(tmp + (size_t)j * stride + p0, &acc[j], sizeof(vf)); \
+                for (int j = 0; j < MB; j++)                                                          \
+                    for (int u = 0; u < (NV); u++)                                                    \
+                        memcpy(tmp + (size_t)j * stride + p0 + 16 * u, &acc[j][u], sizeof(vf));       \
             }                                                                                         \
             for (int j = 0; j < MB; j++) {                                                            \
                 int o = b * MB + j;                                                                   \
@@ -129,12 +136,12 @@ static const pad_fn g_pad[3] = {pad_portable, pad_avx2, pad_avx512};
                   const float *scale, const float *bias, const float *res, int relu, float *y, float *tmp
 
 __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,fma")))
-static void conv_avx512(CONV_ARGS) CONV_BODY
+static void conv_avx512(CONV_ARGS) CONV_BODY(2)
 
 __attribute__((target("avx2,fma")))
-static void conv_avx2(CONV_ARGS) CONV_BODY
+static void conv_avx2(CONV_ARGS) CONV_BODY(1)
 
-static void conv_portable(CONV_ARGS) CONV_BODY
+static void conv_portable(CONV_ARGS) CONV_BODY(1)
 
 typedef void (*conv_fn)(CONV_ARGS);
 /// One entry per instruction-set level (ABK_ISA_SCALAR, ABK_ISA_AVX2, ABK_ISA_AVX512).

@@ -8,36 +8,56 @@
 
 int akn_wino_tiles(int h, int w) { return ((h + 3) / 4) * ((w + 3) / 4); }
 
-void akn_wino_weights(const float *w, int m, int c, int adjoint, float *out) {
-    static const double G[6][3] = {
-        {1.0 / 4, 0, 0},
-        {-1.0 / 6, -1.0 / 6, -1.0 / 6},
-        {-1.0 / 6, 1.0 / 6, -1.0 / 6},
-        {1.0 / 24, 1.0 / 12, 1.0 / 6},
-        {1.0 / 24, -1.0 / 12, 1.0 / 6},
-        {0, 0, 1},
-    };
+enum { QB = 64 };  // kernels transformed together (the inner, vectorized loops)
+
+void akn_wino_weights(const float *w, int m, int c, int adjoint, int r0, int r1, float *out) {
+    const float g6 = 1.0f / 6, g12 = 1.0f / 12, g24 = 1.0f / 24;
     int rows = adjoint ? c : m, cols = adjoint ? m : c;
     size_t per = akn_gemm_packed_a_size(rows, cols);
-    // Rows of U_xi in GEMM-A panel order: [rows/6][cols][6].
-    for (int r = 0; r < rows; r++)
-        for (int q = 0; q < cols; q++) {
-            // Forward: kernel w[r][q]; adjoint: w[q][r] flipped in both axes.
-            const float *k = adjoint ? w + ((size_t)q * c + r) * 9 : w + ((size_t)r * c + q) * 9;
-            double g[3][3];
-            for (int i = 0; i < 3; i++)
-                for (int j = 0; j < 3; j++) g[i][j] = adjoint ? k[(2 - i) * 3 + (2 - j)] : k[i * 3 + j];
-            double tmp[6][3];
-            for (int i = 0; i < 6; i++)
-                for (int j = 0; j < 3; j++) tmp[i][j] = G[i][0] * g[0][j] + G[i][1] * g[1][j] + G[i][2] * g[2][j];
-            for (int i = 0; i < 6; i++)
-                for (int j = 0; j < 6; j++) {
-                    double u = tmp[i][0] * G[j][0] + tmp[i][1] * G[j][1] + tmp[i][2] * G[j][2];
-                    out[(size_t)(i * 6 + j) * per + ((size_t)(r / 6) * cols + q) * 6 + r % 6] = (float)u;
+    if (r1 > rows) r1 = rows;
+    float K[9][QB], T[6][3][QB], U[36][QB];
+    for (int r = r0; r < r1; r++) {
+        for (int q0 = 0; q0 < cols; q0 += QB) {
+            int nq = cols - q0 < QB ? cols - q0 : QB;
+            // Kernel (r, q): forward w[r][q]; adjoint w[q][r] flipped in both axes.
+            for (int t = 0; t < nq; t++) {
+                int q = q0 + t;
+                const float *k = adjoint ? w + ((size_t)q * c + r) * 9 : w + ((size_t)r * c + q) * 9;
+                for (int e = 0; e < 9; e++) K[e][t] = adjoint ? k[8 - e] : k[e];
+            }
+            // T = G g (6 x 3), then U = T G' (6 x 6), with G's rows (1/4, 0, 0), (-1/6, -1/6, -1/6),
+            // (-1/6, 1/6, -1/6), (1/24, 1/12, 1/6), (1/24, -1/12, 1/6), (0, 0, 1).
+            for (int j = 0; j < 3; j++) {
+                const float *a = K[j], *b = K[3 + j], *d = K[6 + j];
+                for (int t = 0; t < nq; t++) {
+                    T[0][j][t] = 0.25f * a[t];
+                    T[1][j][t] = -g6 * (a[t] + b[t] + d[t]);
+                    T[2][j][t] = -g6 * (a[t] - b[t] + d[t]);
+                    T[3][j][t] = g24 * a[t] + g12 * b[t] + g6 * d[t];
+                    T[4][j][t] = g24 * a[t] - g12 * b[t] + g6 * d[t];
+                    T[5][j][t] = d[t];
                 }
+            }
+            for (int i = 0; i < 6; i++) {
+                const float *a = T[i][0], *b = T[i][1], *d = T[i][2];
+                for (int t = 0; t < nq; t++) {
+                    U[i * 6 + 0][t] = 0.25f * a[t];
+                    U[i * 6 + 1][t] = -g6 * (a[t] + b[t] + d[t]);
+                    U[i * 6 + 2][t] = -g6 * (a[t] - b[t] + d[t]);
+                    U[i * 6 + 3][t] = g24 * a[t] + g12 * b[t] + g6 * d[t];
+                    U[i * 6 + 4][t] = g24 * a[t] - g12 * b[t] + g6 * d[t];
+                    U[i * 6 + 5][t] = d[t];
+                }
+            }
+            // Row r of U_xi in GEMM-A panel order: [rows/6][cols][6].
+            for (int xi = 0; xi < 36; xi++) {
+                float *dst = out + (size_t)xi * per + ((size_t)(r / 6) * cols + q0) * 6 + r % 6;
+                for (int t = 0; t < nq; t++) dst[(size_t)t * 6] = U[xi][t];
+            }
         }
-    // Zero the padding rows of the last panel.
-    if (rows % 6)
+    }
+    // The padding rows of the last panel (written by whoever covers the last row).
+    if (r1 == rows && rows % 6)
         for (int xi = 0; xi < 36; xi++)
             for (int r = rows; r < (rows + 5) / 6 * 6; r++)
                 for (int q = 0; q < cols; q++) out[(size_t)xi * per + ((size_t)(r / 6) * cols + q) * 6 + r % 6] = 0.0f;

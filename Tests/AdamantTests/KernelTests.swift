@@ -113,7 +113,7 @@ final class KernelTests: XCTestCase {
     func testEveryConvolutionAlgorithm() throws {
         // (c, m, h, w, k, stride, pad, expected algorithm)
         let cases: [(Int, Int, Int, Int, Int, Int, Int, ConvAlgorithm)] = [
-            (64, 70, 13, 15, 3, 1, 1, .winograd), (64, 64, 16, 16, 3, 1, 1, .winograd),
+            (64, 70, 26, 29, 3, 1, 1, .winograd), (64, 64, 28, 28, 3, 1, 1, .winograd), (64, 64, 14, 14, 3, 1, 1, .direct3x3),
             (5, 13, 7, 5, 3, 1, 1, .direct3x3), (16, 16, 32, 32, 3, 1, 1, .direct3x3), (2, 9, 3, 33, 3, 1, 1, .direct3x3),
             (128, 20, 7, 7, 3, 1, 1, .im2col), (6, 10, 9, 11, 3, 2, 1, .im2col), (3, 8, 15, 15, 7, 2, 3, .im2col),
             (12, 20, 9, 9, 1, 1, 0, .pointwise), (12, 20, 9, 9, 1, 2, 0, .im2col),
@@ -171,7 +171,7 @@ final class KernelTests: XCTestCase {
 
     /// Winograd's rounding, measured against direct summation on the shapes of real layers.
     func testWinogradErrorAgainstDirectConvolution() throws {
-        for (c, hw) in [(64, 28), (128, 14)] {
+        for (c, hw) in [(64, 28), (128, 28)] {
             let x = randomTensor([1, c, hw, hw], seed: 90)
             let wt = randomTensor([c, c, 3, 3], seed: 91, scale: Float(1 / (3 * Double(c).squareRoot())))
             let conv = try Conv(rawNode("Conv", ["pads": .ints([1, 1, 1, 1])]), weight: raw(wt), bias: nil)

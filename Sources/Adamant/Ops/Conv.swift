@@ -19,7 +19,6 @@ final class ConvWeights: @unchecked Sendable {
     private var adjointStore: [Float]?
     private var winogradStore: [Float]?
     private var winogradAdjointStore: [Float]?
-    private var directStore: [Float]?
     private var directAdjointStore: [Float]?
 
     init(weight: [Float], outChannels: Int, inPerGroup: Int, kh: Int, kw: Int, group: Int) {
@@ -80,16 +79,13 @@ final class ConvWeights: @unchecked Sendable {
     }
     var adjointGroupStride: Int { akn_gemm_packed_a_size(Int32(kdim), Int32(mg)) }
 
-    /// Weights for the direct 3x3 kernel (`kernels.h`), forward and adjoint (3x3, one group only).
-    var direct: [Float] { directForm(adjoint: false) }
-    var directAdjoint: [Float] { directForm(adjoint: true) }
-
-    private func directForm(adjoint: Bool) -> [Float] {
-        cached(adjoint ? \.directAdjointStore : \.directStore) {
+    /// The direct 3x3 kernel (`kernels.h`) reads the forward GEMM panels as they are (the same
+    /// [m/6][c][3][3][6] layout); its input gradient needs the transposed, flipped kernel (3x3, one group).
+    var directAdjoint: [Float] {
+        cached(\.directAdjointStore) {
             let w = unpacked()
-            let (rows, cols) = adjoint ? (inPerGroup, outChannels) : (outChannels, inPerGroup)
-            var p = [Float](repeating: 0, count: akn_packed_size(Int32(rows), Int32(cols)))
-            akn_pack_conv3x3(w, Int32(rows), Int32(cols), adjoint ? 1 : 0, &p)
+            var p = [Float](repeating: 0, count: akn_packed_size(Int32(inPerGroup), Int32(outChannels)))
+            akn_pack_conv3x3(w, Int32(inPerGroup), Int32(outChannels), 1, &p)
             return p
         }
     }
@@ -103,8 +99,17 @@ final class ConvWeights: @unchecked Sendable {
         cached(adjoint ? \.winogradAdjointStore : \.winogradStore) {
             let w = unpacked()
             let (rows, cols) = adjoint ? (inPerGroup, outChannels) : (outChannels, inPerGroup)
-            var u = [Float](repeating: 0, count: 36 * akn_gemm_packed_a_size(Int32(rows), Int32(cols)))
-            akn_wino_weights(w, Int32(outChannels), Int32(inPerGroup), adjoint ? 1 : 0, &u)
+            let count = 36 * akn_gemm_packed_a_size(Int32(rows), Int32(cols))
+            var u = [Float](unsafeUninitializedCapacity: count) { _, k in k = count }
+            w.withUnsafeBufferPointer { wp in
+                u.withUnsafeMutableBufferPointer { up in
+                    let (wb, ub) = (wp.baseAddress!, up.baseAddress!)
+                    Parallel.forRanges(rows, threads: Parallel.threads) { r in
+                        akn_wino_weights(wb, Int32(outChannels), Int32(inPerGroup), adjoint ? 1 : 0, Int32(r.lowerBound),
+                                         Int32(r.upperBound), ub)
+                    }
+                }
+            }
             return u
         }
     }
@@ -113,8 +118,10 @@ final class ConvWeights: @unchecked Sendable {
 /// How a convolution runs, chosen per layer from its shape alone (never from the batch), so a
 /// sample's result does not depend on the batch it is in.
 enum ConvAlgorithm: Equatable {
-    /// Winograd F(4x4, 3x3) + 36 GEMMs: 3x3, stride 1, pad 1, one group, at least 16 tiles and
-    /// enough channels that the 36 GEMMs outweigh the transforms.
+    /// Winograd F(4x4, 3x3) + 36 GEMMs: 3x3, stride 1, pad 1, one group, at least 49 tiles (28x28
+    /// and up) and enough channels that the 36 GEMMs outweigh the transforms. Smaller images gain
+    /// nothing measurable (the 36 weight matrices are streamed for few columns) and would hold 4x the
+    /// layer's weights; a ResNet-638 keeps its 182 stage-3 blocks direct.
     case winograd
     /// The direct 3x3 kernel: 3x3, stride 1, pad 1, one group, with fewer channels.
     case direct3x3
@@ -183,7 +190,7 @@ struct Conv: Op {
         let p = resolvedPads(h, w)
         if kh == 3 && kw == 3 && strides == (1, 1) && dilations == (1, 1) && group == 1 && p == (1, 1, 1, 1) {
             if inPerGroup >= winogradMinChannels && outChannels >= winogradMinChannels
-                && akn_wino_tiles(Int32(h), Int32(w)) >= 16 && !winogradDisabled {
+                && akn_wino_tiles(Int32(h), Int32(w)) >= 49 && !winogradDisabled {
                 return .winograd
             }
             // A small image with many channels: one GEMM per layer beats both (ResNet stage 4, 7x7).
@@ -234,7 +241,7 @@ struct Conv: Op {
                                 winograd(weights.winograd, rows: outChannels, cols: c, x: xp.baseAddress!, inMask: nil, n: n,
                                          h: h, w: w, inScale: nil, ep: ep, y: yp.baseAddress!, threads: ctx.threads)
                             } else if algo == .direct3x3 {
-                                direct3x3(weights.direct, channelsIn: c, channelsOut: outChannels, x: xp.baseAddress!, inMask: nil,
+                                direct3x3(weights.forward, channelsIn: c, channelsOut: outChannels, x: xp.baseAddress!, inMask: nil,
                                           inScale: nil, n: n, h: h, w: w, ep: ep, y: yp.baseAddress!, threads: ctx.threads)
                             } else {
                                 gemmForward(x: xp.baseAddress!, n: n, c: c, h: h, w: w, oh: outShape[2], ow: outShape[3],
@@ -396,14 +403,14 @@ struct Conv: Op {
     }
 
     /// y[n][channelsOut] = conv3x3(x[n][channelsIn]) with the direct kernel: one sample at a time,
-    /// its blocks of 8 output channels spread over the threads (a channel's arithmetic never changes).
+    /// its blocks of 6 output channels spread over the threads (a channel's arithmetic never changes).
     private func direct3x3(_ packed: [Float], channelsIn: Int, channelsOut: Int, x: UnsafePointer<Float>,
                            inMask: UnsafePointer<Float>?, inScale: UnsafePointer<Float>?, n: Int, h: Int, w: Int,
                            ep: Epilogue, y: UnsafeMutablePointer<Float>, threads: Int) {
         let scratchSize = akn_scratch_size(Int32(channelsIn), Int32(h), Int32(w))
         let tmpSize = akn_tmp_size(Int32(h), Int32(w))
         var scratch = [Float](unsafeUninitializedCapacity: scratchSize) { _, k in k = scratchSize }
-        let blocks = (channelsOut + 7) / 8
+        let blocks = (channelsOut + 5) / 6
         let t = (threads > 1 && channelsIn * channelsOut * h * w > 200_000) ? min(threads, blocks) : 1
         packed.withUnsafeBufferPointer { pp in
             scratch.withUnsafeMutableBufferPointer { sp in
@@ -416,8 +423,8 @@ struct Conv: Op {
                     Parallel.forRanges(blocks, threads: t) { r in
                         var tmp = [Float](unsafeUninitializedCapacity: tmpSize) { _, k in k = tmpSize }
                         tmp.withUnsafeMutableBufferPointer { tp in
-                            akn_conv3x3(xs, nil, nil, Int32(channelsIn), Int32(h), Int32(w), pb, Int32(channelsOut), Int32(r.lowerBound * 8),
-                                        Int32(min(channelsOut, r.upperBound * 8)), ep.scale, ep.bias, ep.residual.map { $0 + off },
+                            akn_conv3x3(xs, nil, nil, Int32(channelsIn), Int32(h), Int32(w), pb, Int32(channelsOut), Int32(r.lowerBound * 6),
+                                        Int32(min(channelsOut, r.upperBound * 6)), ep.scale, ep.bias, ep.residual.map { $0 + off },
                                         ep.relu ? 1 : 0, y + off, sb, 0, tp.baseAddress!)
                         }
                     }

@@ -15,8 +15,9 @@ extern "C" {
 /**
  * Direct 3x3 convolution, stride 1, padding 1, one group: used for layers with few channels, where
  * Winograd's transforms cost more than they save. The input is zero-padded once; outputs are computed
- * over the padded width so every inner loop reads contiguous memory, 8 output channels x 16 positions
- * in registers. Weights are packed in blocks of 8 output channels, [ceil(m/8)][c][3][3][8], zero past
+ * over the padded width so every inner loop reads contiguous memory, 6 output channels x 16 or 32 positions
+ * in registers (6 x 32 on AVX-512). Weights are packed in blocks of 6 output channels, [ceil(m/6)][c][3][3][6] (the layout of the
+ * convolution's GEMM-packed weights, gemm.h), zero past
  * m; with transpose, w is the [c][m][3][3] weight of the convolution being differentiated and the
  * packed one its adjoint (w[i][o] flipped spatially), so the same kernel computes input gradients.
  */
@@ -35,7 +36,7 @@ size_t akn_tmp_size(int h, int w);
  * (a ReLU's backward mask and a BN scale, applied to an incoming gradient). `scratch` holds
  * akn_scratch_size floats; the padded x' is built there when `pad_input` is non-zero (build it once,
  * then call several m ranges with pad_input = 0). `tmp` (akn_tmp_size floats) is private to the call.
- * m0 and m1 are multiples of 8 except m1 = m.
+ * m0 and m1 are multiples of 6 except m1 = m.
  */
 void akn_conv3x3(const float *x, const float *in_mask, const float *in_scale, int c, int h, int w, const float *packed,
                  int m, int m0, int m1, const float *scale, const float *bias, const float *res, int relu, float *y,

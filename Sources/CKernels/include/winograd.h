@@ -22,11 +22,11 @@ int akn_wino_tiles(int h, int w);
 
 /**
  * Transforms 3x3 weights into 36 packed GEMM A matrices, each akn_gemm_packed_a_size(rows, cols)
- * floats, one after another. Forward: w is [m][c][3][3], rows = m, cols = c. Adjoint: w is the same
- * [m][c][3][3] array and the result is the input gradient's weights: rows = c, cols = m, spatially
- * flipped. Computed in double precision.
+ * floats, one after another: rows [r0, r1) of each (callers split rows over threads). Forward: w is
+ * [m][c][3][3], rows = m, cols = c. Adjoint: w is the same [m][c][3][3] array and the result is the
+ * input gradient's weights: rows = c, cols = m, spatially flipped.
  */
-void akn_wino_weights(const float *w, int m, int c, int adjoint, float *out);
+void akn_wino_weights(const float *w, int m, int c, int adjoint, int r0, int r1, float *out);
 
 /**
  * Input transform of channels [c0, c1) of one sample x [c][h][w] (zero padding of 1), where given,
