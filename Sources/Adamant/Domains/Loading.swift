@@ -83,11 +83,11 @@ extension Model {
             pre.pixelMin = v[0]; pre.pixelMax = v[1]
         }
         return try finish(graph: built.graph, bn: bn, names: names, defaultDomain: def, pre: pre,
-                          bytes: file.bytes, options: options)
+                          origin: file.origin, options: options)
     }
 
     static func finish(graph: Graph, bn: [[BNParams]], names: [String], defaultDomain: Int, pre: Preprocessing,
-                       bytes: [UInt8], options: LoadOptions) throws -> Model {
+                       origin: ModelOrigin, options: LoadOptions) throws -> Model {
         var pre = pre
         if let m = options.mean { pre.mean = m }
         if let s = options.std { pre.std = s }
@@ -103,7 +103,7 @@ extension Model {
             }
             def = i
         }
-        return try Model(graph: graph, bn: bn, domains: names, defaultDomain: def, preprocessing: pre, baseBytes: bytes)
+        return try Model(graph: graph, bn: bn, domains: names, defaultDomain: def, preprocessing: pre, origin: origin)
     }
 
     /// Loads per-domain ONNX exports of one network (`[(name, path)]`, the first is the default
@@ -134,7 +134,7 @@ extension Model {
             }
         }
         return try finish(graph: base.graph, bn: builts.map(\.bn), names: domains.map(\.name), defaultDomain: 0,
-                          pre: Preprocessing(), bytes: files[0].bytes, options: options)
+                          pre: Preprocessing(), origin: files[0].origin, options: options)
     }
 
     /// The first structural or non-BN difference between two built graphs, or nil.

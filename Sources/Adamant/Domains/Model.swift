@@ -48,8 +48,8 @@ public final class Model: @unchecked Sendable {
     let plans: [Executor]
     /// BN parameters: `bn[domain][slot]`.
     let bn: [[BNParams]]
-    /// The ONNX bytes the graph came from (written back by ``save(to:)``).
-    let baseBytes: [UInt8]
+    /// Where the ONNX model the graph came from can be read again (written back by ``save(to:)``).
+    let origin: ModelOrigin
     /// The names of the BN domains, in index order.
     public let domains: [String]
     /// Index of the domain used when none is named.
@@ -68,7 +68,7 @@ public final class Model: @unchecked Sendable {
     public var batchNormCount: Int { graph.bnNodes.count }
 
     init(graph: Graph, bn: [[BNParams]], domains: [String], defaultDomain: Int, preprocessing: Preprocessing,
-         baseBytes: [UInt8]) throws {
+         origin: ModelOrigin) throws {
         try Backend.checkEnvironment()
         self.graph = graph
         self.executor = Executor(graph: graph)
@@ -77,7 +77,7 @@ public final class Model: @unchecked Sendable {
         self.domains = domains
         self.defaultDomain = defaultDomain
         self.preprocessing = preprocessing
-        self.baseBytes = baseBytes
+        self.origin = origin
         let shapes = try graph.inferShapes(batch: graph.declaredBatch ?? 1)
         numClasses = shapes[graph.output]![1]
         // Samples per execution piece: keep the largest activation of a piece around 512 KiB.

@@ -9,6 +9,7 @@ extension Model {
     public func serialized() throws -> [UInt8] {
         var err = [CChar](repeating: 0, count: 512)
         var parsed: OpaquePointer?
+        let baseBytes = try origin.bytes()
         guard baseBytes.withUnsafeBytes({ ox_parse($0.baseAddress, $0.count, &parsed, &err, err.count) }) == 0,
               let m = parsed else { throw fail(.internal, "re-parsing the source model failed: \(String(cString: err))") }
         defer { ox_free(m) }
@@ -64,7 +65,7 @@ extension Model {
         try validateDomainName(name)
         guard !domains.contains(name) else { throw fail(.domain, "the model already has a domain '\(name)'") }
         return try Model(graph: graph, bn: bn + [parameters], domains: domains + [name], defaultDomain: defaultDomain,
-                         preprocessing: preprocessing, baseBytes: baseBytes)
+                         preprocessing: preprocessing, origin: origin)
     }
 }
 

@@ -57,16 +57,23 @@ struct ONNXFile {
     var nodes: [RawNode]
     /// The checker's verdict: nil when it passed, else why it was skipped.
     var checkerNote: String?
-    /// The serialized bytes, kept to write the single-file multi-domain format.
-    var bytes: [UInt8]
+    /// Where the serialized model can be read again (to write the single-file multi-domain format).
+    var origin: ModelOrigin
 
-    /// Reads a file from disk.
+    /// Reads a file from disk. The file's bytes are released as soon as they are parsed, and only
+    /// its path is kept (a model's memory holds no second copy of its weights).
     static func read(path: String) throws -> ONNXFile {
-        try ONNXFile(bytes: try readFile(path), source: path)
+        let origin = try ModelOrigin.file(path: path)
+        return try ONNXFile(handle: try parse(try readFile(path), source: path), source: path, origin: origin)
     }
 
-    /// Parses and validates serialized ModelProto bytes.
+    /// Parses and validates serialized ModelProto bytes (kept, to save the model later).
     init(bytes: [UInt8], source: String) throws {
+        try self.init(handle: try ONNXFile.parse(bytes, source: source), source: source, origin: .bytes(bytes))
+    }
+
+    /// The protobuf of serialized bytes (the caller frees it with ox_free).
+    static func parse(_ bytes: [UInt8], source: String) throws -> OpaquePointer {
         var err = [CChar](repeating: 0, count: 1024)
         var handle: OpaquePointer?
         let rc = bytes.withUnsafeBytes { buf in
@@ -75,8 +82,14 @@ struct ONNXFile {
         guard rc == 0, let m = handle else {
             throw fail(.parse, "\(source): \(String(cString: err))")
         }
+        return m
+    }
+
+    /// Reads and validates a parsed model (and frees it).
+    init(handle m: OpaquePointer, source: String, origin: ModelOrigin) throws {
         defer { ox_free(m) }
-        self.bytes = bytes
+        var err = [CChar](repeating: 0, count: 1024)
+        self.origin = origin
 
         irVersion = Int(ox_ir_version(m))
         producer = String(cString: ox_producer_name(m))
@@ -191,6 +204,8 @@ func readFile(_ path: String) throws -> [UInt8] {
     }
     defer { fclose(f) }
     var out: [UInt8] = []
+    var st = stat()
+    if fstat(fileno(f), &st) == 0, st.st_size > 0 { out.reserveCapacity(Int(st.st_size)) }
     var chunk = [UInt8](repeating: 0, count: 1 << 20)
     while true {
         let n = fread(&chunk, 1, chunk.count, f)
@@ -201,4 +216,30 @@ func readFile(_ path: String) throws -> [UInt8] {
         }
     }
     return out
+}
+
+/// Where a model's serialized bytes come from, to write it again.
+enum ModelOrigin {
+    /// A file on disk, re-read when needed; its size and modification time at load tell if it changed.
+    case file(path: String, size: Int, mtime: Int)
+    /// Bytes handed over in memory (kept).
+    case bytes([UInt8])
+
+    static func file(path: String) throws -> ModelOrigin {
+        var st = stat()
+        guard stat(path, &st) == 0 else { throw fail(.io, "cannot open '\(path)': \(String(cString: strerror(errno)))") }
+        return .file(path: path, size: Int(st.st_size), mtime: Int(st.st_mtim.tv_sec) &* 1_000_000_000 &+ Int(st.st_mtim.tv_nsec))
+    }
+
+    /// The serialized model, as it was loaded.
+    func bytes() throws -> [UInt8] {
+        switch self {
+        case .bytes(let b): return b
+        case .file(let path, let size, let mtime):
+            guard case .file(_, let size2, let mtime2) = try ModelOrigin.file(path: path), size2 == size, mtime2 == mtime else {
+                throw fail(.io, "'\(path)' changed on disk since the model was loaded from it; load it again to save it")
+            }
+            return try readFile(path)
+        }
+    }
 }
