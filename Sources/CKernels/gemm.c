@@ -10,15 +10,17 @@
 enum { CHUNK = 64 };  // columns packed at once: 4 panels of 16
 
 typedef void (*tile_fn)(AKN_GEMM_TILE_ARGS);
+typedef void (*pack_fn)(const akn_gemm_cols *io, int k, int n, int j0, int cols, float *out);
 
 /// One entry per instruction-set level: the tile function and the largest tile it takes, in panels.
 static const struct {
     tile_fn fn;
+    pack_fn pack;
     int max_pa, max_pb;
 } g_tiles[3] = {
-    {akn_gemm_tile_scalar, 1, 1},
-    {akn_gemm_tile_avx2, 1, 1},
-    {akn_gemm_tile_avx512, 2, 2},
+    {akn_gemm_tile_scalar, akn_gemm_pack_b_scalar, 1, 1},
+    {akn_gemm_tile_avx2, akn_gemm_pack_b_avx2, 1, 1},
+    {akn_gemm_tile_avx512, akn_gemm_pack_b_avx512, 2, 2},
 };
 
 size_t akn_gemm_packed_a_size(int m, int k) { return (size_t)((m + 5) / 6) * (size_t)k * 6; }
@@ -42,55 +44,6 @@ size_t akn_gemm_scratch_size(int k, int cols) {
     return (size_t)k * CHUNK + 12 * 32 + 16;
 }
 
-/// Packs columns [j0, j0 + cols) of B (cols <= CHUNK) into panels [cols/16][k][16], zero past n,
-/// with the mask and the row scale applied: (bmask > 0 ? b : 0) * bscale.
-static void pack_b(const akn_gemm_cols *io, int k, int n, int j0, int cols, float *out) {
-    int panels = (cols + 15) / 16;
-    for (int q = 0; q < panels; q++) {
-        float *dst = out + (size_t)q * k * 16;
-        int c0 = j0 + q * 16;
-        int valid = n - c0 < 16 ? n - c0 : 16;
-        int s0 = c0 / io->per, pos0 = c0 % io->per;
-        if (valid == 16 && pos0 + 16 <= io->per) {
-            // 16 contiguous positions of one sample: copy rows.
-            size_t off = (size_t)s0 * io->b_sample + pos0;
-            const float *src = io->b + off, *mk = io->bmask ? io->bmask + off : NULL;
-            for (int p = 0; p < k; p++) {
-                const float *sp = src + (size_t)p * io->ldb;
-                float *dp = dst + (size_t)p * 16;
-                float sc = io->bscale ? io->bscale[p] : 1.0f;
-                if (mk) {
-                    const float *mp = mk + (size_t)p * io->ldb;
-                    for (int jj = 0; jj < 16; jj++) dp[jj] = mp[jj] > 0 ? sp[jj] * sc : 0.0f;
-                } else if (io->bscale) {
-                    for (int jj = 0; jj < 16; jj++) dp[jj] = sp[jj] * sc;
-                } else {
-                    memcpy(dp, sp, 16 * sizeof(float));
-                }
-            }
-            continue;
-        }
-        size_t off[16];
-        for (int jj = 0; jj < 16; jj++) {
-            int j = c0 + jj;
-            off[jj] = jj < valid ? (size_t)(j / io->per) * io->b_sample + j % io->per : 0;
-        }
-        for (int p = 0; p < k; p++) {
-            float sc = io->bscale ? io->bscale[p] : 1.0f;
-            size_t row = (size_t)p * io->ldb;
-            for (int jj = 0; jj < 16; jj++) {
-                float v = 0.0f;
-                if (jj < valid) {
-                    v = io->b[off[jj] + row];
-                    if (io->bmask && !(io->bmask[off[jj] + row] > 0)) v = 0.0f;
-                    else v = io->bscale ? v * sc : v;
-                }
-                dst[(size_t)p * 16 + jj] = v;
-            }
-        }
-    }
-}
-
 void akn_gemm(int m, int n, int k, const float *pa, const akn_gemm_cols *io, int m0, int m1, int n0, int n1,
               float *scratch) {
     if (m1 > m) m1 = m;
@@ -110,7 +63,7 @@ void akn_gemm(int m, int n, int k, const float *pa, const akn_gemm_cols *io, int
     }
     for (int jc = n0; jc < n1; jc += CHUNK) {
         int cols = n1 - jc < CHUNK ? n1 - jc : CHUNK;
-        pack_b(io, k, n, jc, cols, bbuf);
+        g_tiles[level].pack(io, k, n, jc, cols, bbuf);
         int bpanels = (cols + 15) / 16;
         for (int r = m0; r < m1;) {
             int rows_left = m1 - r;

@@ -2,5 +2,6 @@
 #include "gemm_isa.h"
 #pragma clang attribute push(__attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,fma"))), apply_to = function)
 #define AKN_TILE_DISPATCH akn_gemm_tile_avx512
+#define AKN_PACK_DISPATCH akn_gemm_pack_b_avx512
 #include "gemm_tile.inc"
 #pragma clang attribute pop

@@ -7,4 +7,8 @@
 void akn_gemm_tile_avx512(AKN_GEMM_TILE_ARGS);
 void akn_gemm_tile_avx2(AKN_GEMM_TILE_ARGS);
 void akn_gemm_tile_scalar(AKN_GEMM_TILE_ARGS);
+/* Packs columns [j0, j0 + cols) of B (cols <= 64) into 16-column panels, with bmask and bscale. */
+void akn_gemm_pack_b_avx512(const akn_gemm_cols *io, int k, int n, int j0, int cols, float *out);
+void akn_gemm_pack_b_avx2(const akn_gemm_cols *io, int k, int n, int j0, int cols, float *out);
+void akn_gemm_pack_b_scalar(const akn_gemm_cols *io, int k, int n, int j0, int cols, float *out);
 #endif

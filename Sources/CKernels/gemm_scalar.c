@@ -1,4 +1,5 @@
 // gemm_scalar.c — the portable GEMM tile (baseline x86-64 / any CPU; no FMA): 6 x 16 tiles.
 #include "gemm_isa.h"
 #define AKN_TILE_DISPATCH akn_gemm_tile_scalar
+#define AKN_PACK_DISPATCH akn_gemm_pack_b_scalar
 #include "gemm_tile.inc"
