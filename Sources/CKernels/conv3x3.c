@@ -88,7 +88,7 @@ static const pad_fn g_pad[3] = {pad_portable, pad_avx2, pad_avx512};
         int stride = positions + VL;                                                                  \
         for (int b = m0 / MB; b * MB < m1; b++) {                                                     \
             const float *pk = packed + (size_t)b * c * 9 * MB;                                        \
-            for (int p0 = 0; p0 < positions; p0 += 16 * (NV)) {                                       \
+            for (int p0 = y0 * wp; p0 < y1 * wp; p0 += 16 * (NV)) {                                  \
                 vf acc[MB][NV];                                                                       \
                 for (int j = 0; j < MB; j++)                                                          \
                     for (int u = 0; u < (NV); u++) acc[j][u] = (vf){0};                               \
@@ -113,7 +113,7 @@ static const pad_fn g_pad[3] = {pad_portable, pad_avx2, pad_avx512};
                 int o = b * MB + j;                                                                   \
                 if (o >= m1) break;                                                                   \
                 float bv = bias ? bias[o] : 0.0f, sc = scale ? scale[o] : 1.0f;                       \
-                for (int r = 0; r < h; r++) {                                                         \
+                for (int r = y0; r < y1; r++) {                                                       \
                     const float *src = tmp + (size_t)j * stride + (size_t)r * wp;                     \
                     float *dst = y + ((size_t)o * h + r) * w;                                         \
                     if (scale) for (int q = 0; q < w; q++) dst[q] = src[q] * sc + bv;                 \
@@ -132,7 +132,7 @@ static const pad_fn g_pad[3] = {pad_portable, pad_avx2, pad_avx512};
         }                                                                                             \
     }
 
-#define CONV_ARGS const float *xp, int c, int h, int w, const float *packed, int m0, int m1, \
+#define CONV_ARGS const float *xp, int c, int h, int w, const float *packed, int m0, int m1, int y0, int y1, \
                   const float *scale, const float *bias, const float *res, int relu, float *y, float *tmp
 
 __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,fma")))
@@ -148,12 +148,15 @@ typedef void (*conv_fn)(CONV_ARGS);
 static const conv_fn g_conv[3] = {conv_portable, conv_avx2, conv_avx512};
 
 void akn_conv3x3(const float *x, const float *in_mask, const float *in_scale, int c, int h, int w, const float *packed,
-                 int m, int m0, int m1, const float *scale, const float *bias, const float *res, int relu, float *y,
-                 float *scratch, int pad, float *tmp) {
+                 int m, int m0, int m1, int y0, int y1, const float *scale, const float *bias, const float *res,
+                 int relu, float *y, float *scratch, int pad, float *tmp) {
     (void)m;
     if (pad) g_pad[abk_isa()](x, in_mask, in_scale, c, h, w, scratch);
     if (m1 <= m0) return;
-    g_conv[abk_isa()](scratch, c, h, w, packed, m0, m1, scale, bias, res, relu, y, tmp);
+    if (y0 < 0) y0 = 0;
+    if (y1 > h) y1 = h;
+    if (y1 <= y0) return;
+    g_conv[abk_isa()](scratch, c, h, w, packed, m0, m1, y0, y1, scale, bias, res, relu, y, tmp);
 }
 
 size_t akn_tmp_size(int h, int w) { return (size_t)MB * ((size_t)h * (w + 2) + VL); }

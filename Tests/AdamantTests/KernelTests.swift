@@ -60,7 +60,7 @@ final class KernelTests: XCTestCase {
         // (m, n, k, per): edges of the 6/12-row and 16/32-column tiles, samples narrower than a
         // panel, k = 0 and 1, and a wide one.
         let cases = [(1, 1, 1, 1), (5, 7, 3, 7), (6, 16, 8, 16), (12, 32, 9, 32), (13, 33, 17, 11), (25, 70, 40, 5),
-                     (7, 130, 64, 65), (30, 100, 0, 50), (64, 196, 147, 49)]
+                     (7, 130, 64, 65), (30, 100, 0, 50), (64, 196, 147, 49), (10, 40, 33, 1)]
         try forEachISA { isa in
             for (ci, (m, n, k, per)) in cases.enumerated() {
                 let a = randomTensor([m, max(k, 1)], seed: UInt64(10 + ci)).data

@@ -73,13 +73,3 @@ func withOptionalBuffer<R>(_ a: [Float]?, _ body: (UnsafePointer<Float>?) throws
     guard let a else { return try body(nil) }
     return try a.withUnsafeBufferPointer { try body($0.baseAddress) }
 }
-
-/// C[m x n] = alpha * A[m x k] * op(B) + beta * C, all row-major, computed one row of C (one sample)
-/// per GEMM call, so that a row's result never depends on how many rows (batch-mates) share a call.
-func gemmPerRow(m: Int, n: Int, k: Int, alpha: Float, a: UnsafePointer<Float>, transB: Bool,
-                b: UnsafePointer<Float>, ldb: Int, beta: Float, c: UnsafeMutablePointer<Float>) {
-    for i in 0..<m {
-        abk_sgemm(0, transB ? 1 : 0, 1, Int32(n), Int32(k), alpha, a + i * k, Int32(k), b, Int32(ldb), beta,
-                  c + i * n, Int32(n))
-    }
-}

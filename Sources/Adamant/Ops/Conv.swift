@@ -411,21 +411,28 @@ struct Conv: Op {
         let tmpSize = akn_tmp_size(Int32(h), Int32(w))
         var scratch = [Float](unsafeUninitializedCapacity: scratchSize) { _, k in k = scratchSize }
         let blocks = (channelsOut + 5) / 6
-        let t = (threads > 1 && channelsIn * channelsOut * h * w > 200_000) ? min(threads, blocks) : 1
+        let t = (threads > 1 && channelsIn * channelsOut * h * w > 200_000) ? threads : 1
+        // Work units: blocks of 6 output channels x bands of rows (bands only when there are too few
+        // blocks to keep every thread busy).
+        let bands = blocks >= 2 * t ? 1 : min(h, (2 * t + blocks - 1) / blocks)
         packed.withUnsafeBufferPointer { pp in
             scratch.withUnsafeMutableBufferPointer { sp in
                 let (pb, sb) = (pp.baseAddress!, sp.baseAddress!)
                 for s in 0..<n {
                     let xs = x + s * channelsIn * h * w, off = s * channelsOut * h * w
-                    // Pad once (with the mask and scale), then split the blocks of 8 output channels over the threads.
+                    // Pad once (with the mask and scale), then split the units over the threads.
                     akn_conv3x3(xs, inMask.map { $0 + s * channelsIn * h * w }, inScale, Int32(channelsIn), Int32(h), Int32(w), pb,
-                                Int32(channelsOut), 0, 0, nil, nil, nil, 0, y + off, sb, 1, nil)
-                    Parallel.forRanges(blocks, threads: t) { r in
+                                Int32(channelsOut), 0, 0, 0, 0, nil, nil, nil, 0, y + off, sb, 1, nil)
+                    Parallel.forRanges(blocks * bands, threads: t) { r in
                         var tmp = [Float](unsafeUninitializedCapacity: tmpSize) { _, k in k = tmpSize }
                         tmp.withUnsafeMutableBufferPointer { tp in
-                            akn_conv3x3(xs, nil, nil, Int32(channelsIn), Int32(h), Int32(w), pb, Int32(channelsOut), Int32(r.lowerBound * 6),
-                                        Int32(min(channelsOut, r.upperBound * 6)), ep.scale, ep.bias, ep.residual.map { $0 + off },
-                                        ep.relu ? 1 : 0, y + off, sb, 0, tp.baseAddress!)
+                            for u in r {
+                                let (b, band) = (u / bands, u % bands)
+                                akn_conv3x3(xs, nil, nil, Int32(channelsIn), Int32(h), Int32(w), pb, Int32(channelsOut),
+                                            Int32(b * 6), Int32(min(channelsOut, b * 6 + 6)), Int32(h * band / bands),
+                                            Int32(h * (band + 1) / bands), ep.scale, ep.bias, ep.residual.map { $0 + off },
+                                            ep.relu ? 1 : 0, y + off, sb, 0, tp.baseAddress!)
+                            }
                         }
                     }
                 }

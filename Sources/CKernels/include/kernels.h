@@ -31,16 +31,17 @@ size_t akn_scratch_size(int c, int h, int w);
 size_t akn_tmp_size(int h, int w);
 
 /**
- * y[m0..m1) (one sample, [M][H][W]) = relu?(conv3x3(x' [C][H][W]) * scale + bias + res), each of scale,
+ * Rows [y0, y1) of channels [m0, m1) of y (one sample, [M][H][W]) = relu?(conv3x3(x' [C][H][W]) * scale + bias + res), each of scale,
  * bias, res optional (NULL), where x' = x, or where given, x' = (in_mask > 0 ? x : 0) * in_scale[c]
  * (a ReLU's backward mask and a BN scale, applied to an incoming gradient). `scratch` holds
  * akn_scratch_size floats; the padded x' is built there when `pad_input` is non-zero (build it once,
  * then call several m ranges with pad_input = 0). `tmp` (akn_tmp_size floats) is private to the call.
- * m0 and m1 are multiples of 6 except m1 = m.
+ * m0 and m1 are multiples of 6 except m1 = m. Every output's arithmetic is the same whatever the
+ * ranges, so callers may split channels and rows over threads freely.
  */
 void akn_conv3x3(const float *x, const float *in_mask, const float *in_scale, int c, int h, int w, const float *packed,
-                 int m, int m0, int m1, const float *scale, const float *bias, const float *res, int relu, float *y,
-                 float *scratch, int pad_input, float *tmp);
+                 int m, int m0, int m1, int y0, int y1, const float *scale, const float *bias, const float *res,
+                 int relu, float *y, float *scratch, int pad_input, float *tmp);
 
 /** ReLU backward: out[i] = y[i] > 0 ? g[i] : 0 (y: the ReLU's input or output; no aliasing). */
 void akn_relu_mask(const float *y, const float *g, float *out, size_t n);
