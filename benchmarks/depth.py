@@ -156,21 +156,37 @@ def bench_model(family, depth, name, path, args, tws, tmp):
         xp, yp, op = (os.path.join(tmp, "%s_%s%d.%s.npy" % (name, what, batch, s)) for s in ("x", "y", "out"))
         np.save(xp, x)
         np.save(yp, y)
-        preps = [w.call(op="prepare", key=name, kind=what, batch=batch, x=xp, y=yp, out=op + ("" if k == 0 else ".%d" % k),
-                        mode=args.torch_mode) for k, w in enumerate(tws.values())]
+        try:
+            preps = [w.call(op="prepare", key=name, kind=what, batch=batch, x=xp, y=yp,
+                            out=op + ("" if k == 0 else ".%d" % k), mode=args.torch_mode) for k, w in enumerate(tws.values())]
+            torch_ok = True
+        except RuntimeError as e:
+            # PyTorch's worker died (e.g. killed out of memory: eager autograd keeps every activation):
+            # this measure goes on without PyTorch, and a fresh worker serves the next ones.
+            log("   PyTorch failed on %s %s b%d (%s; out of memory?): PyTorch n/a for this measure" % (name, what, batch, e))
+            for p in list(tws):
+                tws[p] = TorchWorker(args.threads, None if p == "default" else p)
+                tws[p].call(op="load", key=name, path=path, mean=None, std=None)
+            preps, torch_ok = [{"mode": args.torch_mode}], False
         c = {"what": what, "batch": batch, "torch_mode": preps[0]["mode"]}
         torch_runners = {"torch/" + v: (lambda inner, prime, b=batch, wh=what, w=w:
                                         w.call(op="run", key=name, kind=wh, batch=b, inner=inner, prime=prime)["s"])
-                         for v, w in tws.items()}
+                         for v, w in tws.items()} if torch_ok else {}
         if what == "fwd":
-            outs = {"adamant": m.predict(x), "ort": sess.run(None, {in_name: x})[0], "torch": np.load(op)}
+            outs = {"adamant": m.predict(x), "ort": sess.run(None, {in_name: x})[0]}
+            if torch_ok:
+                outs["torch"] = np.load(op)
             diffs = {"%s_vs_%s" % (a, b): rel_diff(outs[a], outs[b])
-                     for a, b in (("adamant", "ort"), ("adamant", "torch"), ("torch", "ort"))}
+                     for a, b in (("adamant", "ort"), ("adamant", "torch"), ("torch", "ort")) if a in outs and b in outs}
             worst = max(diffs.values())
             c["agreement"] = {"logits_max_rel_diff": diffs, "worst": worst,
                               "finite": bool(all(np.isfinite(v).all() for v in outs.values())),
                               "ok": bool(worst < LOGIT_TOL and all(np.isfinite(v).all() for v in outs.values()))}
             runners = {"adamant": timed(lambda: m.predict(x)), "ort": timed(lambda: sess.run(None, {in_name: x}))}
+        elif not torch_ok:
+            m.gradient(x, y, loss="ce")
+            c["agreement"] = {"worst": 0.0, "ok": True, "note": "no PyTorch reference (PyTorch failed)"}
+            runners = {"adamant": timed(lambda: m.gradient(x, y, loss="ce"))}
         else:
             la, ga = m.gradient(x, y, loss="ce")
             lt, gt = np.load(op + ".loss.npy"), np.load(op + ".grad.npy")
@@ -185,9 +201,10 @@ def bench_model(family, depth, name, path, args, tws, tmp):
         c["samples_ms"] = {e: [round(s * 1e3, 4) for s in v] for e, v in samples.items()}
         med = {e: float(np.median(v)) * 1e3 for e, v in samples.items()}
         c["median_ms"] = {e: med[e] for e in ("adamant", "ort") if e in med}
-        variant = min((k for k in med if k.startswith("torch/")), key=lambda k: med[k])
-        c["median_ms"]["torch"] = med[variant]
-        c["torch_wait_policy"] = variant.split("/", 1)[1]
+        if torch_ok:
+            variant = min((k for k in med if k.startswith("torch/")), key=lambda k: med[k])
+            c["median_ms"]["torch"] = med[variant]
+            c["torch_wait_policy"] = variant.split("/", 1)[1]
         c["gflops"] = {e: flops * batch / (t / 1e3) / 1e9 for e, t in c["median_ms"].items()} if what == "fwd" else {}
         rec["configs"].append(c)
         log(row_text(rec, c))
@@ -280,13 +297,15 @@ def plot(path, records, meta):
         for ci, ls in ((1, "-"), (2, "--"), (0, ":")):
             for e, (col, mk) in style.items():
                 ys = [r["configs"][ci]["median_ms"].get(e) for r in rs]
-                if any(v is None for v in ys):
+                if all(v is None for v in ys):
                     continue
+                ys = [np.nan if v is None else v for v in ys]  # a gap where an engine has no figure
                 ax.plot(depths, ys, ls, marker=mk, color=col, label="%s, %s" % (LABEL[e], config_label(rs[0]["configs"][ci])))
         for e, (col, mk) in style.items():
             ys = [r["configs"][1]["gflops"].get(e) for r in rs]
-            if any(v is None for v in ys):
+            if all(v is None for v in ys):
                 continue
+            ys = [np.nan if v is None else v for v in ys]
             gx.plot(depths, ys, "-", marker=mk, color=col, label="%s, %s" % (LABEL[e], config_label(rs[0]["configs"][1])))
         title = "ImageNet bottleneck ResNet (224x224)" if fam == "imagenet" else "CIFAR ResNet-(6n+2) (32x32)"
         ax.set_title("%s: latency" % title, fontsize=10)

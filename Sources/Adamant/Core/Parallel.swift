@@ -38,7 +38,8 @@ enum Parallel {
 /// Runs adamant's GEMM (`gemm.h`) for all m rows and n columns of `io`, split over `threads`: by
 /// column chunks when there are enough of them, else also by blocks of rows. Every element's
 /// arithmetic is fixed by the kernel, so the split never changes a result.
-func gemm(m: Int, n: Int, k: Int, a: UnsafePointer<Float>, io: akn_gemm_cols, threads: Int) {
+/// With `transposed`, `a` is the packed W [k x m] and C = epilogue(W^T . B) (`akn_gemm_transposed`).
+func gemm(m: Int, n: Int, k: Int, a: UnsafePointer<Float>, transposed: Bool = false, io: akn_gemm_cols, threads: Int) {
     let chunk = Int(akn_gemm_chunk_cols())
     let chunks = (n + chunk - 1) / chunk
     let t = 2 * m * n * k < 2_000_000 ? 1 : max(1, threads)
@@ -59,8 +60,12 @@ func gemm(m: Int, n: Int, k: Int, a: UnsafePointer<Float>, io: akn_gemm_cols, th
                     let (ci, rb) = (u / rowBlocks, u % rowBlocks)
                     let m0 = rb * rowsPer, n0 = ci * colsPer
                     guard m0 < m, n0 < n else { continue }
-                    akn_gemm(Int32(m), Int32(n), Int32(k), a, iop, Int32(m0), Int32(min(m, m0 + rowsPer)), Int32(n0),
-                             Int32(min(n, n0 + colsPer)), sp.baseAddress!)
+                    let (mm, nn, kk, m1, n1) = (Int32(m), Int32(n), Int32(k), Int32(min(m, m0 + rowsPer)), Int32(min(n, n0 + colsPer)))
+                    if transposed {
+                        akn_gemm_transposed(mm, nn, kk, a, iop, Int32(m0), m1, Int32(n0), n1, sp.baseAddress!)
+                    } else {
+                        akn_gemm(mm, nn, kk, a, iop, Int32(m0), m1, Int32(n0), n1, sp.baseAddress!)
+                    }
                 }
             }
         }

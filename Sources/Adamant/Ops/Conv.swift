@@ -6,8 +6,9 @@ import Glibc
 /// The weights of one convolution in the layouts adamant's kernels read. Built once at load and
 /// shared by the graph and every BN domain's plan: a domain's BatchNorm is a per-channel scale and
 /// shift in the epilogue, so a second domain costs two vectors per convolution, not a copy of the
-/// weights. The forward GEMM panels are built at load; the input-gradient and Winograd forms the
-/// first time they are needed (an inference-only user never pays for them).
+/// weights. The forward GEMM panels are the only copy of the weights: the GEMM and direct kernels
+/// gather their transposes from them for input gradients. Only Winograd layers (28x28 and up) add
+/// their 36 transformed matrices, built the first time they run.
 final class ConvWeights: @unchecked Sendable {
     let outChannels, inPerGroup, kh, kw, group: Int
     /// Rows (output channels) per group and the GEMM depth (inPerGroup * kh * kw).
@@ -16,10 +17,8 @@ final class ConvWeights: @unchecked Sendable {
     let forward: [Float]
     let groupStride: Int
     private var mutex = pthread_mutex_t()
-    private var adjointStore: [Float]?
     private var winogradStore: [Float]?
     private var winogradAdjointStore: [Float]?
-    private var directAdjointStore: [Float]?
 
     init(weight: [Float], outChannels: Int, inPerGroup: Int, kh: Int, kw: Int, group: Int) {
         self.outChannels = outChannels; self.inPerGroup = inPerGroup; self.kh = kh; self.kw = kw; self.group = group
@@ -59,35 +58,6 @@ final class ConvWeights: @unchecked Sendable {
         let v = make()
         self[keyPath: store] = v
         return v
-    }
-
-    /// Per group, the packed GEMM A of W_g^T [kdim x mg] (the input gradient), `adjointGroupStride` apart.
-    var adjoint: [Float] {
-        cached(\.adjointStore) {
-            let w = unpacked()
-            var a = [Float](repeating: 0, count: adjointGroupStride * group)
-            w.withUnsafeBufferPointer { wp in
-                a.withUnsafeMutableBufferPointer { out in
-                    for g in 0..<group {
-                        akn_gemm_pack_a(wp.baseAddress! + g * mg * kdim, kdim, 1, Int32(kdim), Int32(mg),
-                                        out.baseAddress! + g * adjointGroupStride)
-                    }
-                }
-            }
-            return a
-        }
-    }
-    var adjointGroupStride: Int { akn_gemm_packed_a_size(Int32(kdim), Int32(mg)) }
-
-    /// The direct 3x3 kernel (`kernels.h`) reads the forward GEMM panels as they are (the same
-    /// [m/6][c][3][3][6] layout); its input gradient needs the transposed, flipped kernel (3x3, one group).
-    var directAdjoint: [Float] {
-        cached(\.directAdjointStore) {
-            let w = unpacked()
-            var p = [Float](repeating: 0, count: akn_packed_size(Int32(inPerGroup), Int32(outChannels)))
-            akn_pack_conv3x3(w, Int32(inPerGroup), Int32(outChannels), 1, &p)
-            return p
-        }
     }
 
     /// The 36 Winograd-domain weight matrices U_xi [M x C], packed (3x3, one group only).
@@ -241,7 +211,7 @@ struct Conv: Op {
                                 winograd(weights.winograd, rows: outChannels, cols: c, x: xp.baseAddress!, inMask: nil, n: n,
                                          h: h, w: w, inScale: nil, ep: ep, y: yp.baseAddress!, threads: ctx.threads)
                             } else if algo == .direct3x3 {
-                                direct3x3(weights.forward, channelsIn: c, channelsOut: outChannels, x: xp.baseAddress!, inMask: nil,
+                                direct3x3(weights.forward, adjoint: false, channelsIn: c, channelsOut: outChannels, x: xp.baseAddress!, inMask: nil,
                                           inScale: nil, n: n, h: h, w: w, ep: ep, y: yp.baseAddress!, threads: ctx.threads)
                             } else {
                                 gemmForward(x: xp.baseAddress!, n: n, c: c, h: h, w: w, oh: outShape[2], ow: outShape[3],
@@ -277,7 +247,7 @@ struct Conv: Op {
                         case .direct3x3:
                             // The adjoint of a 3x3/s1/p1 convolution is the same convolution with transposed,
                             // flipped weights.
-                            direct3x3(weights.directAdjoint, channelsIn: outChannels, channelsOut: c, x: gp.baseAddress!,
+                            direct3x3(weights.forward, adjoint: true, channelsIn: outChannels, channelsOut: c, x: gp.baseAddress!,
                                       inMask: mp, inScale: sp, n: n, h: h, w: w, ep: none, y: xp.baseAddress!, threads: ctx.threads)
                         case .winograd:
                             winograd(weights.winogradAdjoint, rows: c, cols: outChannels, x: gp.baseAddress!, inMask: mp,
@@ -362,8 +332,7 @@ struct Conv: Op {
         let p = resolvedPads(h, w)
         let piece = pointwise ? n : samplesPerPiece(n, floatsPerSample: kdim * ohw)
         var col = [Float](unsafeUninitializedCapacity: pointwise ? 0 : piece * kdim * ohw) { _, k in k = pointwise ? 0 : piece * kdim * ohw }
-        let adjoint = weights.adjoint
-        adjoint.withUnsafeBufferPointer { ap in
+        weights.forward.withUnsafeBufferPointer { ap in
             col.withUnsafeMutableBufferPointer { cp in
                 var s0 = 0
                 while s0 < n {
@@ -383,8 +352,8 @@ struct Conv: Op {
                             io.c = cp.baseAddress!
                             io.ldc = ohw; io.c_sample = kdim * ohw
                         }
-                        gemm(m: kdim, n: ns * ohw, k: mg, a: ap.baseAddress! + g * weights.adjointGroupStride, io: io,
-                             threads: threads)
+                        gemm(m: kdim, n: ns * ohw, k: mg, a: ap.baseAddress! + g * weights.groupStride, transposed: true,
+                             io: io, threads: threads)
                         if !pointwise {
                             let colBase = UnsafePointer(cp.baseAddress!)
                             Parallel.forRanges(ns * inPerGroup, threads: ns * kdim * ohw > 100_000 ? threads : 1) { r in
@@ -404,7 +373,9 @@ struct Conv: Op {
 
     /// y[n][channelsOut] = conv3x3(x[n][channelsIn]) with the direct kernel: one sample at a time,
     /// its blocks of 6 output channels spread over the threads (a channel's arithmetic never changes).
-    private func direct3x3(_ packed: [Float], channelsIn: Int, channelsOut: Int, x: UnsafePointer<Float>,
+    /// With `adjoint`, `packed` holds the forward panels of the convolution being differentiated
+    /// (channelsIn = its outputs, channelsOut = its inputs), which the kernel reads transposed and flipped.
+    private func direct3x3(_ packed: [Float], adjoint: Bool, channelsIn: Int, channelsOut: Int, x: UnsafePointer<Float>,
                            inMask: UnsafePointer<Float>?, inScale: UnsafePointer<Float>?, n: Int, h: Int, w: Int,
                            ep: Epilogue, y: UnsafeMutablePointer<Float>, threads: Int) {
         let scratchSize = akn_scratch_size(Int32(channelsIn), Int32(h), Int32(w))
@@ -422,13 +393,14 @@ struct Conv: Op {
                     let xs = x + s * channelsIn * h * w, off = s * channelsOut * h * w
                     // Pad once (with the mask and scale), then split the units over the threads.
                     akn_conv3x3(xs, inMask.map { $0 + s * channelsIn * h * w }, inScale, Int32(channelsIn), Int32(h), Int32(w), pb,
-                                Int32(channelsOut), 0, 0, 0, 0, nil, nil, nil, 0, y + off, sb, 1, nil)
+                                0, 0, Int32(channelsOut), 0, 0, 0, 0, nil, nil, nil, 0, y + off, sb, 1, nil)
                     Parallel.forRanges(blocks * bands, threads: t) { r in
                         var tmp = [Float](unsafeUninitializedCapacity: tmpSize) { _, k in k = tmpSize }
                         tmp.withUnsafeMutableBufferPointer { tp in
                             for u in r {
                                 let (b, band) = (u / bands, u % bands)
-                                akn_conv3x3(xs, nil, nil, Int32(channelsIn), Int32(h), Int32(w), pb, Int32(channelsOut),
+                                akn_conv3x3(xs, nil, nil, Int32(channelsIn), Int32(h), Int32(w), pb, 0,
+                                            adjoint ? Int32(channelsOut) : 0, Int32(channelsOut),
                                             Int32(b * 6), Int32(min(channelsOut, b * 6 + 6)), Int32(h * band / bands),
                                             Int32(h * (band + 1) / bands), ep.scale, ep.bias, ep.residual.map { $0 + off },
                                             ep.relu ? 1 : 0, y + off, sb, 0, tp.baseAddress!)

@@ -3,14 +3,12 @@ import CKernels
 import Glibc
 #endif
 
-/// A dense layer's weights W [out x in] packed for adamant's GEMM (`gemm.h`), built once at load; the
-/// transposed panels of the input gradient the first time one is asked for. Samples are the GEMM's
-/// columns (one each), so a sample's result never depends on its batch-mates.
+/// A dense layer's weights W [out x in] packed for adamant's GEMM (`gemm.h`), built once at load (the
+/// input gradient gathers W^T from the same panels). Samples are the GEMM's columns (one each), so a
+/// sample's result never depends on its batch-mates.
 final class DenseWeights: @unchecked Sendable {
     let outFeatures, inFeatures: Int
     let forward: [Float]
-    private var mutex = pthread_mutex_t()
-    private var adjointStore: [Float]?
 
     /// `w` holds W [out x in] row-major, or W^T [in x out] when `transposed`.
     init(_ w: [Float], outFeatures: Int, inFeatures: Int, transposed: Bool) {
@@ -20,30 +18,12 @@ final class DenseWeights: @unchecked Sendable {
         akn_gemm_pack_a(w, transposed ? outFeatures : inFeatures, transposed ? 1 : 0, Int32(outFeatures),
                         Int32(inFeatures), &f)
         forward = f
-        pthread_mutex_init(&mutex, nil)
-    }
-
-    deinit { pthread_mutex_destroy(&mutex) }
-
-    /// Packed W^T [in x out].
-    var adjoint: [Float] {
-        pthread_mutex_lock(&mutex)
-        defer { pthread_mutex_unlock(&mutex) }
-        if let a = adjointStore { return a }
-        var w = [Float](repeating: 0, count: outFeatures * inFeatures)  // W [out x in] read back from the panels
-        for o in 0..<outFeatures {
-            for i in 0..<inFeatures { w[o * inFeatures + i] = forward[(o / 6) * inFeatures * 6 + i * 6 + o % 6] }
-        }
-        var a = [Float](repeating: 0, count: akn_gemm_packed_a_size(Int32(inFeatures), Int32(outFeatures)))
-        akn_gemm_pack_a(w, inFeatures, 1, Int32(inFeatures), Int32(outFeatures), &a)
-        adjointStore = a
-        return a
     }
 
     /// y[r][o] = (sum_i x[r][i] W[o][i]) * scale[o] + bias[o] + res[r][o] for `rows` rows.
     func forward(_ x: [Float], rows: Int, scale: [Float]?, bias: [Float]?, residual: [Float]?, threads: Int) -> [Float] {
         var y = [Float](unsafeUninitializedCapacity: rows * outFeatures) { _, k in k = rows * outFeatures }
-        run(packed: forward, m: outFeatures, k: inFeatures, x: x, rows: rows, scale: scale, bias: bias, residual: residual,
+        run(packed: forward, transposed: false, m: outFeatures, k: inFeatures, x: x, rows: rows, scale: scale, bias: bias, residual: residual,
             y: &y, threads: threads)
         return y
     }
@@ -52,12 +32,12 @@ final class DenseWeights: @unchecked Sendable {
     func backward(_ g: [Float], rows: Int, alpha: Float, threads: Int) -> [Float] {
         var dx = [Float](unsafeUninitializedCapacity: rows * inFeatures) { _, k in k = rows * inFeatures }
         let s: [Float]? = alpha == 1 ? nil : [Float](repeating: alpha, count: inFeatures)
-        run(packed: adjoint, m: inFeatures, k: outFeatures, x: g, rows: rows, scale: s, bias: nil, residual: nil, y: &dx,
-            threads: threads)
+        run(packed: forward, transposed: true, m: inFeatures, k: outFeatures, x: g, rows: rows, scale: s, bias: nil,
+            residual: nil, y: &dx, threads: threads)
         return dx
     }
 
-    private func run(packed: [Float], m: Int, k: Int, x: [Float], rows: Int, scale: [Float]?, bias: [Float]?,
+    private func run(packed: [Float], transposed: Bool, m: Int, k: Int, x: [Float], rows: Int, scale: [Float]?, bias: [Float]?,
                      residual: [Float]?, y: inout [Float], threads: Int) {
         guard rows > 0 else { return }
         packed.withUnsafeBufferPointer { pp in
@@ -70,7 +50,7 @@ final class DenseWeights: @unchecked Sendable {
                         io.c = yp.baseAddress; io.ldc = 1; io.c_sample = m
                         io.r = rp; io.ldr = 1; io.r_sample = m
                         io.scale = sp; io.bias = bp
-                        gemm(m: m, n: rows, k: k, a: pp.baseAddress!, io: io, threads: threads)
+                        gemm(m: m, n: rows, k: k, a: pp.baseAddress!, transposed: transposed, io: io, threads: threads)
                     } } }
                 }
             }

@@ -60,6 +60,14 @@ size_t akn_gemm_scratch_size(int k, int cols);
 void akn_gemm(int m, int n, int k, const float *pa, const akn_gemm_cols *io, int m0, int m1, int n0, int n1,
               float *scratch);
 
+/**
+ * The same for C[m x n] = epilogue(W^T . B) where W is k x m, given as its packed panels (akn_gemm_pack_a
+ * of W, rows = k, cols = m): the panels of W^T are gathered on the fly, so a layer's input gradient
+ * needs no second copy of its weights. Bit-identical to akn_gemm on a packed W^T.
+ */
+void akn_gemm_transposed(int m, int n, int k, const float *pw, const akn_gemm_cols *io, int m0, int m1, int n0, int n1,
+                         float *scratch);
+
 /** Columns per chunk a call packs at once (callers splitting work use multiples of it). */
 int akn_gemm_chunk_cols(void);
 

@@ -36,11 +36,14 @@ size_t akn_tmp_size(int h, int w);
  * (a ReLU's backward mask and a BN scale, applied to an incoming gradient). `scratch` holds
  * akn_scratch_size floats; the padded x' is built there when `pad_input` is non-zero (build it once,
  * then call several m ranges with pad_input = 0). `tmp` (akn_tmp_size floats) is private to the call.
- * m0 and m1 are multiples of 6 except m1 = m. Every output's arithmetic is the same whatever the
+ * m0 and m1 are multiples of 6 except m1 = m; `packed` starts at block `block0` of 6 output channels
+ * (0: the whole packed weight). With adjoint_of = c' > 0 this is the input gradient of a convolution
+ * with c' inputs and c outputs: `packed` holds that convolution's forward panels, read transposed and
+ * flipped in place (no second copy of the weights), and m = c'. Every output's arithmetic is the same whatever the
  * ranges, so callers may split channels and rows over threads freely.
  */
 void akn_conv3x3(const float *x, const float *in_mask, const float *in_scale, int c, int h, int w, const float *packed,
-                 int m, int m0, int m1, int y0, int y1, const float *scale, const float *bias, const float *res,
+                 int block0, int adjoint_of, int m, int m0, int m1, int y0, int y1, const float *scale, const float *bias, const float *res,
                  int relu, float *y, float *scratch, int pad_input, float *tmp);
 
 /** ReLU backward: out[i] = y[i] > 0 ? g[i] : 0 (y: the ReLU's input or output; no aliasing). */
