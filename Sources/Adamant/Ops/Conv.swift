@@ -280,48 +280,58 @@ struct Conv: Op {
         max(1, min(n, (4 << 20) / max(1, floatsPerSample)))
     }
 
-    private func gemmForward(x: UnsafePointer<Float>, n: Int, c: Int, h: Int, w: Int, oh: Int, ow: Int, pointwise: Bool,
-                             ep: Epilogue, y: UnsafeMutablePointer<Float>, threads: Int) {
-        let (mg, kdim, ohw) = (weights.mg, weights.kdim, oh * ow)
-        let p = resolvedPads(h, w)
-        let piece = pointwise ? n : samplesPerPiece(n, floatsPerSample: kdim * ohw)
-        var col = [Float](unsafeUninitializedCapacity: pointwise ? 0 : piece * kdim * ohw) { _, k in k = pointwise ? 0 : piece * kdim * ohw }
+    /// Runs `body(weights, col, s0, ns)` over pieces of `ns` samples starting at `s0`, with the
+    /// forward GEMM panels and an im2col buffer of `columnFloats` per sample (none when 0).
+    private func forEachPiece(n: Int, columnFloats: Int,
+                              _ body: (UnsafeBufferPointer<Float>, UnsafeMutableBufferPointer<Float>, Int, Int) -> Void) {
+        let piece = columnFloats == 0 ? n : samplesPerPiece(n, floatsPerSample: columnFloats)
+        let size = columnFloats == 0 ? 0 : piece * columnFloats
+        var col = [Float](unsafeUninitializedCapacity: size) { _, k in k = size }
         weights.forward.withUnsafeBufferPointer { wp in
             col.withUnsafeMutableBufferPointer { cp in
                 var s0 = 0
                 while s0 < n {
                     let ns = min(piece, n - s0)
-                    for g in 0..<group {
-                        var io = akn_gemm_cols()
-                        io.per = Int32(ohw)
-                        if pointwise {
-                            io.b = x + (s0 * c + g * inPerGroup) * h * w
-                            io.ldb = h * w; io.b_sample = c * h * w
-                        } else {
-                            let colBase = cp.baseAddress!
-                            Parallel.forRanges(ns * inPerGroup, threads: ns * kdim * ohw > 100_000 ? threads : 1) { r in
-                                for u in r {
-                                    let (s, ci) = (u / inPerGroup, u % inPerGroup)
-                                    im2col(x + ((s0 + s) * c + g * inPerGroup) * h * w, h, w, oh, ow, p,
-                                           colBase + s * kdim * ohw, ldc: ohw, channels: ci..<(ci + 1))
-                                }
-                            }
-                            io.b = UnsafePointer(colBase)
-                            io.ldb = ohw; io.b_sample = kdim * ohw
-                        }
-                        io.c = y + (s0 * outChannels + g * mg) * ohw
-                        io.ldc = ohw; io.c_sample = outChannels * ohw
-                        if let r = ep.residual {
-                            io.r = r + (s0 * outChannels + g * mg) * ohw
-                            io.ldr = ohw; io.r_sample = outChannels * ohw
-                        }
-                        io.scale = ep.scale.map { $0 + g * mg }
-                        io.bias = ep.bias.map { $0 + g * mg }
-                        io.relu = ep.relu ? 1 : 0
-                        gemm(m: mg, n: ns * ohw, k: kdim, a: wp.baseAddress! + g * weights.groupStride, io: io, threads: threads)
-                    }
+                    body(wp, cp, s0, ns)
                     s0 += ns
                 }
+            }
+        }
+    }
+
+    private func gemmForward(x: UnsafePointer<Float>, n: Int, c: Int, h: Int, w: Int, oh: Int, ow: Int, pointwise: Bool,
+                             ep: Epilogue, y: UnsafeMutablePointer<Float>, threads: Int) {
+        let (mg, kdim, ohw) = (weights.mg, weights.kdim, oh * ow)
+        let p = resolvedPads(h, w)
+        forEachPiece(n: n, columnFloats: pointwise ? 0 : kdim * ohw) { wp, cp, s0, ns in
+            for g in 0..<group {
+                var io = akn_gemm_cols()
+                io.per = Int32(ohw)
+                if pointwise {
+                    io.b = x + (s0 * c + g * inPerGroup) * h * w
+                    io.ldb = h * w; io.b_sample = c * h * w
+                } else {
+                    let colBase = cp.baseAddress!
+                    Parallel.forRanges(ns * inPerGroup, threads: ns * kdim * ohw > 100_000 ? threads : 1) { r in
+                        for u in r {
+                            let (s, ci) = (u / inPerGroup, u % inPerGroup)
+                            im2col(x + ((s0 + s) * c + g * inPerGroup) * h * w, h, w, oh, ow, p,
+                                   colBase + s * kdim * ohw, ldc: ohw, channels: ci..<(ci + 1))
+                        }
+                    }
+                    io.b = UnsafePointer(colBase)
+                    io.ldb = ohw; io.b_sample = kdim * ohw
+                }
+                io.c = y + (s0 * outChannels + g * mg) * ohw
+                io.ldc = ohw; io.c_sample = outChannels * ohw
+                if let r = ep.residual {
+                    io.r = r + (s0 * outChannels + g * mg) * ohw
+                    io.ldr = ohw; io.r_sample = outChannels * ohw
+                }
+                io.scale = ep.scale.map { $0 + g * mg }
+                io.bias = ep.bias.map { $0 + g * mg }
+                io.relu = ep.relu ? 1 : 0
+                gemm(m: mg, n: ns * ohw, k: kdim, a: wp.baseAddress! + g * weights.groupStride, io: io, threads: threads)
             }
         }
     }
@@ -330,42 +340,33 @@ struct Conv: Op {
                               scale: UnsafePointer<Float>?, dx: UnsafeMutablePointer<Float>, threads: Int) {
         let (mg, kdim, ohw) = (weights.mg, weights.kdim, oh * ow)
         let p = resolvedPads(h, w)
-        let piece = pointwise ? n : samplesPerPiece(n, floatsPerSample: kdim * ohw)
-        var col = [Float](unsafeUninitializedCapacity: pointwise ? 0 : piece * kdim * ohw) { _, k in k = pointwise ? 0 : piece * kdim * ohw }
-        weights.forward.withUnsafeBufferPointer { ap in
-            col.withUnsafeMutableBufferPointer { cp in
-                var s0 = 0
-                while s0 < n {
-                    let ns = min(piece, n - s0)
-                    for g in 0..<group {
-                        // columns of W_g^T (scale . dz): one sample's oh*ow positions per sample
-                        var io = akn_gemm_cols()
-                        io.per = Int32(ohw)
-                        io.b = dz + (s0 * outChannels + g * mg) * ohw
-                        io.ldb = ohw; io.b_sample = outChannels * ohw
-                        io.bscale = scale.map { $0 + g * mg }
-                        io.bmask = mask.map { $0 + (s0 * outChannels + g * mg) * ohw }
-                        if pointwise {
-                            io.c = dx + (s0 * c + g * inPerGroup) * h * w
-                            io.ldc = h * w; io.c_sample = c * h * w
-                        } else {
-                            io.c = cp.baseAddress!
-                            io.ldc = ohw; io.c_sample = kdim * ohw
-                        }
-                        gemm(m: kdim, n: ns * ohw, k: mg, a: ap.baseAddress! + g * weights.groupStride, transposed: true,
-                             io: io, threads: threads)
-                        if !pointwise {
-                            let colBase = UnsafePointer(cp.baseAddress!)
-                            Parallel.forRanges(ns * inPerGroup, threads: ns * kdim * ohw > 100_000 ? threads : 1) { r in
-                                for u in r {
-                                    let (s, ci) = (u / inPerGroup, u % inPerGroup)
-                                    col2im(colBase + s * kdim * ohw, ldc: ohw, h, w, oh, ow, p,
-                                           dx + ((s0 + s) * c + g * inPerGroup) * h * w, channels: ci..<(ci + 1))
-                                }
-                            }
+        forEachPiece(n: n, columnFloats: pointwise ? 0 : kdim * ohw) { ap, cp, s0, ns in
+            for g in 0..<group {
+                // columns of W_g^T (scale . dz): one sample's oh*ow positions per sample
+                var io = akn_gemm_cols()
+                io.per = Int32(ohw)
+                io.b = dz + (s0 * outChannels + g * mg) * ohw
+                io.ldb = ohw; io.b_sample = outChannels * ohw
+                io.bscale = scale.map { $0 + g * mg }
+                io.bmask = mask.map { $0 + (s0 * outChannels + g * mg) * ohw }
+                if pointwise {
+                    io.c = dx + (s0 * c + g * inPerGroup) * h * w
+                    io.ldc = h * w; io.c_sample = c * h * w
+                } else {
+                    io.c = cp.baseAddress!
+                    io.ldc = ohw; io.c_sample = kdim * ohw
+                }
+                gemm(m: kdim, n: ns * ohw, k: mg, a: ap.baseAddress! + g * weights.groupStride, transposed: true,
+                     io: io, threads: threads)
+                if !pointwise {
+                    let colBase = UnsafePointer(cp.baseAddress!)
+                    Parallel.forRanges(ns * inPerGroup, threads: ns * kdim * ohw > 100_000 ? threads : 1) { r in
+                        for u in r {
+                            let (s, ci) = (u / inPerGroup, u % inPerGroup)
+                            col2im(colBase + s * kdim * ohw, ldc: ohw, h, w, oh, ow, p,
+                                   dx + ((s0 + s) * c + g * inPerGroup) * h * w, channels: ci..<(ci + 1))
                         }
                     }
-                    s0 += ns
                 }
             }
         }
