@@ -43,6 +43,15 @@ func strides(of shape: [Int]) -> [Int] {
 }
 
 extension Array where Element == Int {
-    /// Product of the elements.
-    var product: Int { reduce(1, *) }
+    /// Product of the elements; Int.max when it overflows (a hostile shape then fails the checks
+    /// that follow, instead of trapping).
+    var product: Int {
+        var p = 1
+        for v in self {
+            let (r, o) = p.multipliedReportingOverflow(by: v)
+            if o { return Int.max }
+            p = r
+        }
+        return p
+    }
 }

@@ -175,6 +175,9 @@ enum GraphBuilder {
         } else {
             outputId = id(out.name)
         }
+        guard dims[0] <= Graph.maxActivation else {
+            throw fail(.unsupported, "\(source): the input '\(inp.name)' declares a batch of \(dims[0]), above \(Graph.maxActivation)")
+        }
         let graph = Graph(valueNames: names, constants: constants, input: inputId, output: outputId, nodes: nodes,
                           inputShape: Array(dims[1...]), declaredBatch: dims[0] > 0 ? dims[0] : nil,
                           inputName: inp.name, outputName: out.name,

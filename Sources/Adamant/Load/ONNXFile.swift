@@ -138,7 +138,11 @@ struct ONNXFile {
                 case 1: attrs[name] = .float(ox_attr_f(m, n, a))
                 case 2: attrs[name] = .int(Int(ox_attr_i(m, n, a)))
                 case 3: attrs[name] = .string(String(cString: ox_attr_s(m, n, a)))
-                case 4: attrs[name] = .tensor(try ONNXFile.readTensor(ox_attr_tensor(m, n, a)!, source: source))
+                case 4:
+                    guard let t = ox_attr_tensor(m, n, a) else {
+                        throw fail(.parse, "\(source): node \(n) (\(String(cString: ox_node_op_type(m, n)))): attribute '\(name)' is typed TENSOR but carries no tensor")
+                    }
+                    attrs[name] = .tensor(try ONNXFile.readTensor(t, source: source))
                 case 6: attrs[name] = .floats((0..<ox_attr_floats_count(m, n, a)).map { ox_attr_floats_at(m, n, a, $0) })
                 case 7: attrs[name] = .ints((0..<ox_attr_ints_count(m, n, a)).map { Int(ox_attr_ints_at(m, n, a, $0)) })
                 default: attrs[name] = .other(type)

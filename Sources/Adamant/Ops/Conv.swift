@@ -137,6 +137,11 @@ struct Conv: Op {
               p.allSatisfy({ $0 >= 0 }) else {
             throw a.invalid("strides \(s), dilations \(d) or pads \(p) are invalid for a 2-D convolution")
         }
+        // Bounded so that no size arithmetic can overflow (no real network comes near).
+        guard (s + d + p).allSatisfy({ $0 <= Conv.maxWindowAttribute }), kh <= Conv.maxWindowAttribute,
+              kw <= Conv.maxWindowAttribute else {
+            throw a.unsupported("strides \(s), dilations \(d), pads \(p) or a kernel of \(kh)x\(kw) above \(Conv.maxWindowAttribute)")
+        }
         strides = (s[0], s[1]); dilations = (d[0], d[1]); pads = (p[0], p[1], p[2], p[3])
         autoPad = try a.string("auto_pad", "NOTSET")
         guard ["NOTSET", "VALID", "SAME_UPPER", "SAME_LOWER"].contains(autoPad) else { throw a.unsupported("auto_pad \(autoPad)") }
@@ -147,6 +152,9 @@ struct Conv: Op {
         weights = ConvWeights(weight: w.floats, outChannels: outChannels, inPerGroup: inPerGroup, kh: kh, kw: kw,
                               group: group)
     }
+
+    /// Largest stride, dilation, pad or kernel size accepted.
+    static let maxWindowAttribute = 1 << 20
 
     var parameterCount: Int { outChannels * inPerGroup * kh * kw + (bias?.count ?? 0) }
 

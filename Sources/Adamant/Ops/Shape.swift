@@ -56,7 +56,11 @@ struct Reshape: Op {
                 infer = i
             } else if t[i] < 0 {
                 throw fail(.shape, "Reshape: invalid target \(target)")
-            } else { known *= t[i] }
+            } else {
+                let (k, o) = known.multipliedReportingOverflow(by: t[i])
+                guard !o else { throw fail(.shape, "Reshape: target \(target) has too many elements") }
+                known = k
+            }
         }
         let total = x.product
         if infer >= 0 {
