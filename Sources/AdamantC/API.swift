@@ -32,12 +32,7 @@ public func adm_set_num_threads(_ threads: Int32) -> adm_status {
 public func adm_set_isa(_ isa: UnsafePointer<CChar>?) -> adm_status {
     guarded {
         guard let isa else { return try Backend.setISA(nil) }
-        let name = String(cString: isa)
-        if name.lowercased() == "auto" { return try Backend.setISA(nil) }
-        guard let level = InstructionSet(name: name) else {
-            throw invalid("'\(name)' is not an instruction set (use avx512, avx2, scalar or auto)")
-        }
-        try Backend.setISA(level)
+        try Backend.setISA(named: String(cString: isa))
     }
 }
 

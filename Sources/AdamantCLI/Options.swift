@@ -44,12 +44,7 @@ struct ModelOptions: ParsableArguments {
     /// Applies --isa and --threads (process-wide) before a model is loaded.
     func configureBackend() throws {
         if let isa {
-            if isa.lowercased() == "auto" { try Backend.setISA(nil) } else {
-                guard let level = InstructionSet(name: isa) else {
-                    throw ValidationError("--isa must be avx512, avx2, scalar or auto, got '\(isa)'")
-                }
-                try Backend.setISA(level)
-            }
+            do { try Backend.setISA(named: isa) } catch let e as AdamantError { throw ValidationError("--isa: \(e.message)") }
         }
         if let threads {
             guard threads >= 0 && threads <= 1024 else { throw ValidationError("--threads must be in [0, 1024]") }

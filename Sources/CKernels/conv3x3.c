@@ -11,24 +11,6 @@
 
 typedef float vf __attribute__((vector_size(64), aligned(4)));
 
-size_t akn_packed_size(int out_channels, int in_channels) {
-    return (size_t)((out_channels + MB - 1) / MB) * in_channels * 9 * MB;
-}
-
-void akn_pack_conv3x3(const float *w, int m, int c, int transpose, float *out) {
-    // Output channel o, input channel i: forward w[o][i][ky][kx]; adjoint w[i][o][2-ky][2-kx].
-    int blocks = (m + MB - 1) / MB;
-    for (int b = 0; b < blocks; b++)
-        for (int i = 0; i < c; i++)
-            for (int k = 0; k < 9; k++)
-                for (int j = 0; j < MB; j++) {
-                    int o = b * MB + j;
-                    float v = 0;
-                    if (o < m) v = transpose ? w[((size_t)i * m + o) * 9 + (8 - k)] : w[((size_t)o * c + i) * 9 + k];
-                    out[(((size_t)b * c + i) * 9 + k) * MB + j] = v;
-                }
-}
-
 size_t akn_scratch_size(int c, int h, int w) {
     // padded input [C][H+2][W+2] + slack for the last block's over-read + one output block
     return (size_t)c * (h + 2) * (w + 2) + 2 * VL + (size_t)MB * VL + 64;

@@ -1,14 +1,22 @@
 // pool.c — max pooling over one NCHW plane without dilation (see kernels.h).
 #include "kernels.h"
 
+/// The window of output index o along one axis: its first input index, and the range [lo, hi) of
+/// kernel taps that fall inside [0, size).
+static inline void window(int o, int stride, int pad, int k, int size, int *start, int *lo, int *hi) {
+    *start = o * stride - pad;
+    *lo = *start < 0 ? -*start : 0;
+    *hi = *start + k > size ? size - *start : k;
+}
+
 void akn_maxpool_plane(const float *x, int h, int w, int kh, int kw, int sh, int sw, int pt, int pl, int oh, int ow,
                        float *y) {
     for (int i = 0; i < oh; i++) {
-        int h0 = i * sh - pt;
-        int ki0 = h0 < 0 ? -h0 : 0, ki1 = h0 + kh > h ? h - h0 : kh;
+        int h0, ki0, ki1;
+        window(i, sh, pt, kh, h, &h0, &ki0, &ki1);
         for (int j = 0; j < ow; j++) {
-            int w0 = j * sw - pl;
-            int kj0 = w0 < 0 ? -w0 : 0, kj1 = w0 + kw > w ? w - w0 : kw;
+            int w0, kj0, kj1;
+            window(j, sw, pl, kw, w, &w0, &kj0, &kj1);
             float m = -__builtin_inff();
             for (int ki = ki0; ki < ki1; ki++) {
                 const float *row = x + (size_t)(h0 + ki) * w + w0;
@@ -25,11 +33,11 @@ void akn_maxpool_plane(const float *x, int h, int w, int kh, int kw, int sh, int
 void akn_maxpool_plane_backward(const float *x, const float *g, int h, int w, int kh, int kw, int sh, int sw, int pt,
                                 int pl, int oh, int ow, float *dx) {
     for (int i = 0; i < oh; i++) {
-        int h0 = i * sh - pt;
-        int ki0 = h0 < 0 ? -h0 : 0, ki1 = h0 + kh > h ? h - h0 : kh;
+        int h0, ki0, ki1;
+        window(i, sh, pt, kh, h, &h0, &ki0, &ki1);
         for (int j = 0; j < ow; j++) {
-            int w0 = j * sw - pl;
-            int kj0 = w0 < 0 ? -w0 : 0, kj1 = w0 + kw > w ? w - w0 : kw;
+            int w0, kj0, kj1;
+            window(j, sw, pl, kw, w, &w0, &kj0, &kj1);
             long best = -1;
             for (int ki = ki0; ki < ki1; ki++)
                 for (int kj = kj0; kj < kj1; kj++) {

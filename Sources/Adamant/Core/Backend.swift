@@ -45,6 +45,15 @@ public enum Backend {
         }
     }
 
+    /// Caps adamant's kernels at the level named `name` ("avx512", "avx2", "scalar", case-insensitive),
+    /// or "auto" for the highest supported: the names `ADAMANT_ISA` takes. Throws for an unknown name
+    /// or a level the machine lacks.
+    public static func setISA(named name: String) throws {
+        let v = name.isEmpty ? -1 : abk_isa_parse(name)
+        guard v != -1 else { throw fail(.invalidArgument, "'\(name)' is not an instruction set (use avx512, avx2, scalar or auto)") }
+        try setISA(InstructionSet(rawValue: v))  // nil for auto
+    }
+
     /// Fails if the environment asked for a level that cannot be honoured (`ADAMANT_ISA`).
     static func checkEnvironment() throws {
         if let e = abk_isa_error() { throw fail(.invalidArgument, String(cString: e)) }

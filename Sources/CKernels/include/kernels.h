@@ -16,14 +16,10 @@ extern "C" {
  * Direct 3x3 convolution, stride 1, padding 1, one group: used for layers with few channels, where
  * Winograd's transforms cost more than they save. The input is zero-padded once; outputs are computed
  * over the padded width so every inner loop reads contiguous memory, 6 output channels x 16 or 32 positions
- * in registers (6 x 32 on AVX-512). Weights are packed in blocks of 6 output channels, [ceil(m/6)][c][3][3][6] (the layout of the
- * convolution's GEMM-packed weights, gemm.h), zero past
- * m; with transpose, w is the [c][m][3][3] weight of the convolution being differentiated and the
- * packed one its adjoint (w[i][o] flipped spatially), so the same kernel computes input gradients.
+ * in registers (6 x 32 on AVX-512). The weights are the convolution's GEMM-packed ones
+ * (akn_gemm_pack_a of [m][c*9], gemm.h): blocks of 6 output channels, [ceil(m/6)][c][3][3][6], zero
+ * past m; the input gradient reads the same panels transposed and flipped (adjoint_of below).
  */
-size_t akn_packed_size(int out_channels, int in_channels);
-void akn_pack_conv3x3(const float *w, int m, int c, int transpose, float *out);
-
 /** Scratch floats akn_conv3x3 needs for one sample (padded input + slack). */
 size_t akn_scratch_size(int c, int h, int w);
 
