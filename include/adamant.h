@@ -20,6 +20,16 @@
  *    normalization (mean/std) belongs to the model and is applied inside.
  *  - Labels and targets are int64 class indices.
  *  - NULL where a pointer is required is ADM_ERR_INVALID_ARGUMENT.
+ *  - Pixels must be finite: a NaN or infinite pixel given to adm_predict,
+ *    adm_gradient or adm_attack_pgd is ADM_ERR_INVALID_ARGUMENT, and the
+ *    message names the first bad one ("sample 3, pixel index 17 (channel 0,
+ *    row 0, column 17)"). Attacks also reject pixels outside the pixel range.
+ *  - size_t values appear in messages as the unsigned numbers passed
+ *    (SIZE_MAX as 18446744073709551615, never -1).
+ *  - Limits: every context has limits (adm_context_limits: batch, pixels per
+ *    image, PGD steps x restarts, input bytes) checked before anything is
+ *    allocated; exceeding one, or an input whose working copies the system
+ *    cannot allocate, is ADM_ERR_RESOURCE, never an abort.
  *  - Ownership: whatever adamant allocates and hands out (models, contexts,
  *    calibrators) is released with the matching *_free function. Strings
  *    returned as `const char *` are owned by adamant.
@@ -51,6 +61,8 @@ typedef int32_t adm_status;
 #define ADM_ERR_SHAPE            5 /**< wrong batch shape or buffer length */
 #define ADM_ERR_DOMAIN           6 /**< unknown BN domain, or domains that disagree */
 #define ADM_ERR_INTERNAL         7 /**< a bug in adamant: please report it */
+#define ADM_ERR_RESOURCE         8 /**< a context limit would be exceeded, or memory cannot be had */
+#define ADM_ERR_CANCELLED        9 /**< cancelled from another thread (adm_context_cancel) */
 
 /** Opaque model: graph, weights and every BN domain. Immutable, thread-safe. */
 typedef struct adm_model adm_model;
@@ -210,6 +222,45 @@ adm_status adm_context_create(const adm_model *model, adm_context **out);
 void adm_context_free(adm_context *ctx);
 
 /**
+ * What one call on a context may ask for. Initialise with
+ * adm_context_limits_default(); 0 in a field means "no limit". Every call
+ * (predict, gradient, attack) checks them before it allocates anything and
+ * fails with ADM_ERR_RESOURCE, naming the limit, when one is exceeded. A
+ * call whose input's working copies (2 x batch x C x H x W floats) the
+ * system refuses to allocate is ADM_ERR_RESOURCE too, whatever the limits.
+ */
+typedef struct adm_context_limits {
+    size_t struct_size;            /**< sizeof(adm_context_limits) */
+    size_t max_batch;              /**< images per call (default 65536) */
+    size_t max_pixels_per_image;   /**< H x W of the model's input (default 4096 x 4096 = 16777216) */
+    size_t max_attack_steps_total; /**< PGD steps x restarts per call (default 100000) */
+    size_t max_input_bytes;        /**< batch x C x H x W x 4 bytes per call (default 4 GiB) */
+} adm_context_limits;
+
+/** Fills *limits with the defaults that a new context has. */
+void adm_context_limits_default(adm_context_limits *limits);
+
+/**
+ * Sets ctx's limits (limits == NULL restores the defaults). Call it from the
+ * thread that uses ctx. A bad struct_size is ADM_ERR_INVALID_ARGUMENT.
+ */
+adm_status adm_context_set_limits(adm_context *ctx, const adm_context_limits *limits);
+
+/** Reads ctx's limits into *out (out->struct_size must be set, e.g. by adm_context_limits_default). */
+adm_status adm_context_get_limits(const adm_context *ctx, adm_context_limits *out);
+
+/**
+ * Asks the call running on ctx to stop. The one function that may be called
+ * from another thread than the one using ctx (ctx must stay alive until it
+ * returns). It sets a flag that adm_attack_pgd checks once per PGD step: the
+ * attack then returns ADM_ERR_CANCELLED and writes nothing to x_adv or the
+ * outputs. The flag is cleared when the next call on ctx starts, so a cancel
+ * that arrives while no call runs has no effect. (adm_predict and
+ * adm_gradient are single passes and are not interrupted.)
+ */
+adm_status adm_context_cancel(adm_context *ctx);
+
+/**
  * Runs inference on `batch` images through BN domain `domain`.
  * x: batch*C*H*W floats (x_len), pixel space. logits: batch*classes floats.
  */
@@ -267,7 +318,9 @@ typedef struct adm_attack_config {
     int32_t restarts;            /**< independent runs; per sample the strongest is kept (>= 1) */
     adm_loss loss;               /**< ADM_LOSS_CE (default) or ADM_LOSS_CW */
     adm_target_mode target_mode; /**< ADM_UNTARGETED (default), ADM_TARGETED, ADM_TARGETED_RANDOM */
-    const int64_t *targets;      /**< ADM_TARGETED: batch target labels, each != label */
+    const int64_t *targets;      /**< ADM_TARGETED: batch target labels, each != label; must be
+                                      NULL (and targets_len 0) with the other modes, else
+                                      ADM_ERR_INVALID_ARGUMENT (targets are never silently ignored) */
     size_t targets_len;          /**< length of targets */
     int32_t early_stop;          /**< non-zero: stop a sample once it succeeds (default 0) */
     size_t attack_domain;        /**< BN domain used to compute gradients */
@@ -302,7 +355,9 @@ typedef struct adm_attack_outputs {
  * label (untargeted) or prediction == target (targeted), judged with
  * eval_domain. Deterministic for a given seed and sample_offset: the result for a sample never
  * depends on its batch-mates, the batch size or the thread count.
- * outputs may be NULL.
+ * outputs may be NULL. steps x restarts must not exceed the context's
+ * max_attack_steps_total (ADM_ERR_RESOURCE); adm_context_cancel from another
+ * thread stops the attack within one step (ADM_ERR_CANCELLED).
  */
 adm_status adm_attack_pgd(adm_context *ctx, const adm_attack_config *cfg, const float *x,
                           size_t x_len, size_t batch, const int64_t *labels, size_t labels_len,
@@ -322,7 +377,7 @@ adm_status adm_attack_pgd(adm_context *ctx, const adm_attack_config *cfg, const 
  */
 adm_status adm_calibrator_create(const adm_model *model, size_t base_domain, adm_calibrator **out);
 
-/** Adds `batch` (>= 2) pixel-space images to the statistics. */
+/** Adds `batch` (>= 2) pixel-space images to the statistics (the default adm_context_limits apply). */
 adm_status adm_calibrator_add(adm_calibrator *cal, const float *x, size_t x_len, size_t batch);
 
 /**

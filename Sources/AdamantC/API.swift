@@ -135,7 +135,7 @@ public func adm_model_domain_name(_ model: OpaquePointer?, _ index: Int,
         let out = try required(out, "out")
         let b = try modelBox(model)
         guard index >= 0 && index < b.domainNames.count else {
-            throw AdamantError(.domain, "domain index \(index) out of range; the model has \(b.domainNames.count)")
+            throw AdamantError(.domain, "domain index \(unsigned(index)) is out of range; the model has \(b.domainNames.count) domain(s): \(b.model.domains.joined(separator: ", "))")
         }
         out.pointee = UnsafePointer(b.domainNames[index])
     }
@@ -190,7 +190,7 @@ public func adm_model_info_json(_ model: OpaquePointer?, _ buf: UnsafeMutablePoi
         needed.pointee = bytes.count
         guard bufLen >= bytes.count else {
             if bufLen > 0, let buf { buf[0] = 0 }
-            throw invalid("buffer of \(bufLen) bytes is too small; \(bytes.count) needed")
+            throw invalid("buffer of \(unsigned(bufLen)) bytes is too small; \(bytes.count) needed")
         }
         let dst = try required(buf, "buf")
         bytes.withUnsafeBufferPointer { src in
@@ -216,19 +216,74 @@ public func adm_context_free(_ ctx: OpaquePointer?) {
     Unmanaged.passUnretained(b).release()
 }
 
+@_cdecl("adm_context_limits_default")
+public func adm_context_limits_default(_ limits: UnsafeMutablePointer<adm_context_limits>?) {
+    guard let limits else { return }
+    var l = adm_context_limits()
+    l.struct_size = MemoryLayout<adm_context_limits>.size
+    l.max_batch = Limits.defaultMaxBatch
+    l.max_pixels_per_image = Limits.defaultMaxPixelsPerImage
+    l.max_attack_steps_total = Limits.defaultMaxAttackStepsTotal
+    l.max_input_bytes = Limits.defaultMaxInputBytes
+    limits.pointee = l
+}
+
+@_cdecl("adm_context_set_limits")
+public func adm_context_set_limits(_ ctx: OpaquePointer?, _ limits: UnsafePointer<adm_context_limits>?) -> adm_status {
+    guarded {
+        let box = try contextBox(ctx)
+        guard let limits else { box.limits = Limits(); return }
+        let v = limits.pointee
+        guard v.struct_size == MemoryLayout<adm_context_limits>.size else {
+            throw invalid("adm_context_limits.struct_size is \(unsigned(v.struct_size)), expected \(MemoryLayout<adm_context_limits>.size) (call adm_context_limits_default)")
+        }
+        // size_t values above INT64_MAX are "no limit" in practice: keep them as the largest Int.
+        func value(_ n: Int) -> Int { n < 0 ? Int.max : n }
+        box.limits = Limits(maxBatch: value(v.max_batch), maxPixelsPerImage: value(v.max_pixels_per_image),
+                            maxAttackStepsTotal: value(v.max_attack_steps_total), maxInputBytes: value(v.max_input_bytes))
+    }
+}
+
+@_cdecl("adm_context_get_limits")
+public func adm_context_get_limits(_ ctx: OpaquePointer?, _ out: UnsafeMutablePointer<adm_context_limits>?) -> adm_status {
+    guarded {
+        let box = try contextBox(ctx)
+        let out = try required(out, "out")
+        guard out.pointee.struct_size == MemoryLayout<adm_context_limits>.size else {
+            throw invalid("adm_context_limits.struct_size is \(unsigned(out.pointee.struct_size)), expected \(MemoryLayout<adm_context_limits>.size) (call adm_context_limits_default)")
+        }
+        let l = box.limits
+        out.pointee.max_batch = l.maxBatch
+        out.pointee.max_pixels_per_image = l.maxPixelsPerImage
+        out.pointee.max_attack_steps_total = l.maxAttackStepsTotal
+        out.pointee.max_input_bytes = l.maxInputBytes
+    }
+}
+
+@_cdecl("adm_context_cancel")
+public func adm_context_cancel(_ ctx: OpaquePointer?) -> adm_status {
+    // Called from another thread than the context's: touches only the atomic flag, and does not
+    // clear that thread's last error (it sets this thread's, as every call does).
+    guarded { try contextBox(ctx).cancelRequested.store(true, ordering: .sequentiallyConsistent) }
+}
+
 @_cdecl("adm_predict")
 public func adm_predict(_ ctx: OpaquePointer?, _ domain: Int, _ x: UnsafePointer<Float>?, _ xLen: Int, _ batch: Int,
                         _ logits: UnsafeMutablePointer<Float>?, _ logitsLen: Int) -> adm_status {
     guarded {
-        let s = try contextBox(ctx).session
+        let box = try contextBox(ctx)
+        box.beginCall()
+        let s = box.session
         let b = try count(batch, "batch")
         let xs = try buffer(x, try count(xLen, "x_len"), "x")
         let need = b * s.model.numClasses
         guard logitsLen == need else {
-            throw AdamantError(.shape, "logits_len is \(logitsLen); \(b) x \(s.model.numClasses) = \(need) needed")
+            throw AdamantError(.shape, "logits_len is \(unsigned(logitsLen)); \(b) x \(s.model.numClasses) = \(need) needed")
         }
         let out = try required(logits, "logits")
-        let y = try s.predict(xs, batch: b, domain: domain)
+        let d = try domainIndex(domain, s.model)
+        try box.limits.check(model: s.model, batch: b, xLen: xs.count)
+        let y = try s.predict(xs, batch: b, domain: d)
         out.update(from: y, count: need)
     }
 }
@@ -241,14 +296,19 @@ public func adm_gradient(_ ctx: OpaquePointer?, _ domain: Int, _ loss: Int32, _ 
                          _ lossOut: UnsafeMutablePointer<Float>?, _ lossLen: Int,
                          _ grad: UnsafeMutablePointer<Float>?, _ gradLen: Int) -> adm_status {
     guarded {
-        let s = try contextBox(ctx).session
+        let box = try contextBox(ctx)
+        box.beginCall()
+        let s = box.session
         guard let l = Loss(rawValue: loss) else { throw invalid("unknown loss \(loss) (ADM_LOSS_CE = 0, ADM_LOSS_CW = 1)") }
         let b = try count(batch, "batch")
         let xs = try buffer(x, try count(xLen, "x_len"), "x")
-        let ls = Array(try buffer(labels, try count(labelsLen, "labels_len"), "labels"))
-        if lossOut != nil && lossLen != b { throw AdamantError(.shape, "loss_len is \(lossLen), batch is \(b)") }
-        if grad != nil && gradLen != xLen { throw AdamantError(.shape, "grad_len is \(gradLen), x_len is \(xLen)") }
-        let r = try s.gradient(xs, batch: b, labels: ls, loss: l, domain: domain)
+        let ln = try count(labelsLen, "labels_len")
+        if lossOut != nil && lossLen != b { throw AdamantError(.shape, "loss_len is \(unsigned(lossLen)), batch is \(b)") }
+        if grad != nil && gradLen != xLen { throw AdamantError(.shape, "grad_len is \(unsigned(gradLen)), x_len is \(xLen)") }
+        let d = try domainIndex(domain, s.model)
+        try box.limits.check(model: s.model, batch: b, xLen: xs.count)
+        let ls = Array(try buffer(labels, ln, "labels"))
+        let r = try s.gradient(xs, batch: b, labels: ls, loss: l, domain: d)
         lossOut?.update(from: r.loss, count: b)
         grad?.update(from: r.gradient, count: r.gradient.count)
     }
@@ -276,7 +336,7 @@ public func adm_attack_config_default(_ cfg: UnsafeMutablePointer<adm_attack_con
     cfg.pointee = c
 }
 
-func pgdConfig(_ p: UnsafePointer<adm_attack_config>?, batch: Int) throws -> PGDConfig {
+func pgdConfig(_ p: UnsafePointer<adm_attack_config>?, batch: Int, model: Model) throws -> PGDConfig {
     let v = try required(p, "cfg").pointee
     guard v.struct_size == MemoryLayout<adm_attack_config>.size else {
         throw invalid("adm_attack_config.struct_size is \(v.struct_size), expected \(MemoryLayout<adm_attack_config>.size) (call adm_attack_config_default)")
@@ -289,16 +349,22 @@ func pgdConfig(_ p: UnsafePointer<adm_attack_config>?, batch: Int) throws -> PGD
     c.steps = Int(v.steps); c.restarts = Int(v.restarts)
     c.randomStart = v.random_start != 0
     c.earlyStop = v.early_stop != 0
-    c.attackDomain = v.attack_domain; c.evalDomain = v.eval_domain
+    c.attackDomain = try domainIndex(v.attack_domain, model, "attack_domain")
+    c.evalDomain = try domainIndex(v.eval_domain, model, "eval_domain")
     c.seed = v.seed
     c.sampleOffset = v.sample_offset
     switch v.target_mode {
-    case 0: c.targets = .untargeted
+    case 0, 2:
+        // Targets only mean something to ADM_TARGETED: given with another mode they are a mistake.
+        guard v.targets == nil && v.targets_len == 0 else {
+            let mode = v.target_mode == 0 ? "ADM_UNTARGETED" : "ADM_TARGETED_RANDOM"
+            throw invalid("targets given (targets \(v.targets == nil ? "NULL" : "set"), targets_len \(unsigned(v.targets_len))) with target_mode \(mode); set target_mode = ADM_TARGETED to use them, or leave targets NULL and targets_len 0")
+        }
+        c.targets = v.target_mode == 0 ? .untargeted : .random
     case 1:
         let t = Array(try buffer(v.targets, try count(v.targets_len, "targets_len"), "targets"))
         guard t.count == batch else { throw AdamantError(.shape, "targets_len is \(t.count), batch is \(batch)") }
         c.targets = .targeted(t)
-    case 2: c.targets = .random
     default: throw invalid("unknown target_mode \(v.target_mode)")
     }
     return c
@@ -310,20 +376,25 @@ public func adm_attack_pgd(_ ctx: OpaquePointer?, _ cfg: UnsafePointer<adm_attac
                            _ xAdv: UnsafeMutablePointer<Float>?, _ xAdvLen: Int,
                            _ outputs: UnsafeMutablePointer<adm_attack_outputs>?) -> adm_status {
     guarded {
-        let s = try contextBox(ctx).session
+        let box = try contextBox(ctx)
+        box.beginCall()
+        let s = box.session
         let b = try count(batch, "batch")
-        let c = try pgdConfig(cfg, batch: b)
+        let c = try pgdConfig(cfg, batch: b, model: s.model)
         let xs = try buffer(x, try count(xLen, "x_len"), "x")
-        let ls = Array(try buffer(labels, try count(labelsLen, "labels_len"), "labels"))
-        guard xAdvLen == xLen else { throw AdamantError(.shape, "x_adv_len is \(xAdvLen), x_len is \(xLen)") }
+        let ln = try count(labelsLen, "labels_len")
+        guard xAdvLen == xLen else { throw AdamantError(.shape, "x_adv_len is \(unsigned(xAdvLen)), x_len is \(xLen)") }
         let dst = try required(xAdv, "x_adv")
         if let o = outputs {
             guard o.pointee.struct_size == MemoryLayout<adm_attack_outputs>.size else {
                 throw invalid("adm_attack_outputs.struct_size is \(o.pointee.struct_size), expected \(MemoryLayout<adm_attack_outputs>.size)")
             }
-            guard o.pointee.len == b else { throw AdamantError(.shape, "outputs->len is \(o.pointee.len), batch is \(b)") }
+            guard o.pointee.len == b else { throw AdamantError(.shape, "outputs->len is \(unsigned(o.pointee.len)), batch is \(b)") }
         }
-        let r = try s.pgd(xs, batch: b, labels: ls, config: c)
+        try box.limits.check(model: s.model, batch: b, xLen: xs.count)
+        try box.limits.checkAttack(steps: c.steps, restarts: c.restarts)
+        let ls = Array(try buffer(labels, ln, "labels"))
+        let r = try s.pgd(xs, batch: b, labels: ls, config: c, shouldCancel: { box.isCancelled })
         dst.update(from: r.adversarial, count: r.adversarial.count)
         if let o = outputs?.pointee {
             for i in 0..<b {
@@ -345,7 +416,8 @@ public func adm_calibrator_create(_ model: OpaquePointer?, _ baseDomain: Int,
     guarded {
         let out = try required(out, "out")
         out.pointee = nil
-        out.pointee = retained(CalibratorBox(try Calibrator(model: try modelBox(model).model, baseDomain: baseDomain)))
+        let m = try modelBox(model).model
+        out.pointee = retained(CalibratorBox(try Calibrator(model: m, baseDomain: try domainIndex(baseDomain, m, "base_domain"))))
     }
 }
 
@@ -353,7 +425,9 @@ public func adm_calibrator_create(_ model: OpaquePointer?, _ baseDomain: Int,
 public func adm_calibrator_add(_ cal: OpaquePointer?, _ x: UnsafePointer<Float>?, _ xLen: Int, _ batch: Int) -> adm_status {
     guarded {
         let c = try calibratorBox(cal).calibrator
-        try c.add(try buffer(x, try count(xLen, "x_len"), "x"), batch: try count(batch, "batch"))
+        let xs = try buffer(x, try count(xLen, "x_len"), "x"), b = try count(batch, "batch")
+        try Limits().check(model: c.model, batch: b, xLen: xs.count)  // the default limits
+        try c.add(xs, batch: b)
     }
 }
 

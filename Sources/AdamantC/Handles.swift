@@ -1,5 +1,6 @@
 import Adamant
 import AdamantABI
+import Synchronization
 
 /// The thread-local last error message behind `adm_last_error()`.
 enum LastError {
@@ -81,8 +82,68 @@ final class ContextBox {
     var tag = ContextBox.magic
     let model: ModelBox
     let session: Session
+    /// What one call may ask for (adm_context_set_limits). Read and written by the owning thread only.
+    var limits = Limits()
+    /// Set by adm_context_cancel from any thread; cleared when a call starts; PGD reads it once per step.
+    let cancelRequested = Atomic<Bool>(false)
     init(_ m: ModelBox) { model = m; session = Session(model: m.model) }
     deinit { tag = 0 }
+
+    /// Starts a call: clears a cancellation left from before.
+    func beginCall() { cancelRequested.store(false, ordering: .sequentiallyConsistent) }
+
+    var isCancelled: Bool { cancelRequested.load(ordering: .sequentiallyConsistent) }
+}
+
+/// Per-context limits (adm_context_limits); 0 in a field means no limit.
+struct Limits {
+    static let defaultMaxBatch = 65_536
+    static let defaultMaxPixelsPerImage = 4096 * 4096
+    static let defaultMaxAttackStepsTotal = 100_000
+    static let defaultMaxInputBytes = 4 << 30
+
+    var maxBatch = Limits.defaultMaxBatch
+    var maxPixelsPerImage = Limits.defaultMaxPixelsPerImage
+    var maxAttackStepsTotal = Limits.defaultMaxAttackStepsTotal
+    var maxInputBytes = Limits.defaultMaxInputBytes
+
+    /// Fails with ADM_ERR_RESOURCE before anything is allocated when a call on `batch` images of
+    /// `model` would exceed a limit, or when the system cannot give the memory for its input.
+    func check(model: Model, batch: Int, xLen: Int) throws {
+        if maxBatch > 0 && batch > maxBatch {
+            throw AdamantError(.resource, "batch \(batch) exceeds the context's max_batch \(maxBatch) (adm_context_set_limits)")
+        }
+        let s = model.inputShape
+        let pixels = s[1].multipliedReportingOverflow(by: s[2])
+        if maxPixelsPerImage > 0 && (pixels.overflow || pixels.partialValue > maxPixelsPerImage) {
+            throw AdamantError(.resource, "the model's images have \(s[1]) x \(s[2]) pixels, above the context's max_pixels_per_image \(maxPixelsPerImage) (adm_context_set_limits)")
+        }
+        let bytes = xLen.multipliedReportingOverflow(by: MemoryLayout<Float>.size)
+        if bytes.overflow || (maxInputBytes > 0 && bytes.partialValue > maxInputBytes) {
+            throw AdamantError(.resource, "the input batch is \(bytes.overflow ? "too many" : "\(bytes.partialValue)") bytes, above the context's max_input_bytes \(maxInputBytes) (adm_context_set_limits)")
+        }
+        try checkAllocatable(bytes.partialValue, what: "the input batch (\(batch) images)")
+    }
+
+    func checkAttack(steps: Int, restarts: Int) throws {
+        guard steps >= 1, restarts >= 1 else { return }  // PGD itself rejects these
+        let total = steps * restarts  // both come from int32: no overflow in Int
+        if maxAttackStepsTotal > 0 && total > maxAttackStepsTotal {
+            throw AdamantError(.resource, "steps x restarts = \(steps) x \(restarts) = \(total) exceeds the context's max_attack_steps_total \(maxAttackStepsTotal) (adm_context_set_limits)")
+        }
+    }
+}
+
+/// Fails with ADM_ERR_RESOURCE when the system would refuse the working copies (input, normalized
+/// input) of `bytes` bytes that a call makes, instead of letting the allocation abort the process.
+func checkAllocatable(_ bytes: Int, what: String) throws {
+    let (need, o) = bytes.multipliedReportingOverflow(by: 2)
+    guard !o, need >= 0 else { throw AdamantError(.resource, "\(what) is too large to allocate") }
+    guard need > 0 else { return }
+    guard let p = malloc(need) else {
+        throw AdamantError(.resource, "cannot allocate \(need) bytes for \(what): \(String(cString: strerror(ENOMEM)))")
+    }
+    free(p)
 }
 
 final class CalibratorBox {
@@ -113,10 +174,21 @@ func calibratorBox(_ p: OpaquePointer?) throws -> CalibratorBox {
 
 func retained<T: AnyObject>(_ o: T) -> OpaquePointer { OpaquePointer(Unmanaged.passRetained(o).toOpaque()) }
 
+/// A size_t received as Int, printed as the unsigned value the caller passed (SIZE_MAX, not -1).
+func unsigned(_ n: Int) -> String { String(UInt(bitPattern: n)) }
+
 /// Converts a size_t count to Int, rejecting absurd values.
 func count(_ n: Int, _ name: String) throws -> Int {
-    guard n >= 0, n <= Int(Int32.max) * 64 else { throw invalid("\(name) = \(n) is out of range") }
+    guard n >= 0, n <= Int(Int32.max) * 64 else { throw invalid("\(name) = \(unsigned(n)) is out of range") }
     return n
+}
+
+/// Validates a size_t BN domain index against the model (printed unsigned).
+func domainIndex(_ d: Int, _ model: Model, _ name: String = "domain") throws -> Int {
+    guard d >= 0 && d < model.domains.count else {
+        throw AdamantError(.domain, "\(name) index \(unsigned(d)) is out of range; the model has \(model.domains.count) domain(s): \(model.domains.joined(separator: ", "))")
+    }
+    return d
 }
 
 #if canImport(Glibc)

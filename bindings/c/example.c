@@ -37,6 +37,8 @@ static const char *status_name(adm_status s) {
     case ADM_ERR_SHAPE: return "ADM_ERR_SHAPE";
     case ADM_ERR_DOMAIN: return "ADM_ERR_DOMAIN";
     case ADM_ERR_INTERNAL: return "ADM_ERR_INTERNAL";
+    case ADM_ERR_RESOURCE: return "ADM_ERR_RESOURCE";
+    case ADM_ERR_CANCELLED: return "ADM_ERR_CANCELLED";
     default: return "unknown status";
     }
 }

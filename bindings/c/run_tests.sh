@@ -55,7 +55,7 @@ check "example.c compiles as documented" \
 check "example.c compiles warning-free (-Wall -Wextra -pedantic -Werror)" \
     sh -c "cd '$WORK' && $CC -std=c99 -Wall -Wextra -pedantic -Werror example.c $CFLAGS_LIBS -o example"
 check "test_abi.c compiles warning-free" \
-    sh -c "cd '$WORK' && $CC -std=c99 -Wall -Wextra -pedantic -Werror test_abi.c $CFLAGS_LIBS -lm -o test_abi"
+    sh -c "cd '$WORK' && $CC -std=c99 -Wall -Wextra -pedantic -Werror test_abi.c $CFLAGS_LIBS -lm -pthread -o test_abi"
 
 # ---- the example --------------------------------------------------------------------------
 top_lines() { grep -cE '^top[1-5]: class [0-9]+ logit -?[0-9]' "$1"; }

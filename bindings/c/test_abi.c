@@ -5,7 +5,7 @@
  * explains every failure and is cleared by success, and predict / gradient /
  * PGD / calibration / save work.
  *
- *   cc test_abi.c $(pkg-config --cflags --libs adamant) -lm -o test_abi
+ *   cc test_abi.c $(pkg-config --cflags --libs adamant) -lm -pthread -o test_abi
  *   ./test_abi MODEL.clean.onnx [MODEL.adv.onnx]
  *
  * MODEL.* are the two BN-domain exports of one network with BatchNormalization
@@ -13,9 +13,13 @@
  * file the clean one is used for both domains. Prints one line per check and
  * "N passed, M failed"; exits non-zero on any failure.
  */
+#define _POSIX_C_SOURCE 200809L
 #include <adamant.h>
 
 #include <math.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,6 +49,41 @@ static void report(int ok, const char *what, int line) {
 #define INVALID(call) EXPECT_STATUS(call, ADM_ERR_INVALID_ARGUMENT)
 #define SHAPE(call) EXPECT_STATUS(call, ADM_ERR_SHAPE)
 #define OK(call) EXPECT_STATUS(call, ADM_OK)
+
+#define RESOURCE(call) EXPECT_STATUS(call, ADM_ERR_RESOURCE)
+#define HAS(text) EXPECT(strstr(adm_last_error(), (text)) != NULL)
+
+/* A long PGD run on one thread while main cancels it from another. */
+struct cancel_job {
+    adm_context *ctx;
+    const adm_attack_config *cfg;
+    const float *x;
+    float *x_adv;
+    size_t n, batch;
+    const int64_t *labels;
+    adm_status status;
+    char message[512];
+    pthread_mutex_t lock;
+    int done;
+};
+
+static void *run_attack(void *arg) {
+    struct cancel_job *j = arg;
+    adm_status st = adm_attack_pgd(j->ctx, j->cfg, j->x, j->n, j->batch, j->labels, j->batch, j->x_adv, j->n, NULL);
+    j->status = st;
+    snprintf(j->message, sizeof j->message, "%s", adm_last_error());
+    pthread_mutex_lock(&j->lock);
+    j->done = 1;
+    pthread_mutex_unlock(&j->lock);
+    return NULL;
+}
+
+static int job_done(struct cancel_job *j) {
+    pthread_mutex_lock(&j->lock);
+    int d = j->done;
+    pthread_mutex_unlock(&j->lock);
+    return d;
+}
 
 static void fill_images(float *x, size_t n, unsigned seed) {
     for (size_t i = 0; i < n; i++) {
@@ -318,6 +357,174 @@ int main(int argc, char **argv) {
     int tgt_ok = 1;
     for (int i = 0; i < B; i++) tgt_ok &= out_targets[i] != labels[i] && out_targets[i] >= 0;
     EXPECT(tgt_ok);
+
+    /* ---- targets are never silently ignored ----------------------------------------- */
+    cfg.target_mode = ADM_UNTARGETED;
+    cfg.targets = targets;
+    cfg.targets_len = B;
+    INVALID(adm_attack_pgd(ctx, &cfg, x, n, B, labels, B, x2, n, &out));
+    HAS("ADM_UNTARGETED");
+    cfg.target_mode = ADM_TARGETED_RANDOM;
+    INVALID(adm_attack_pgd(ctx, &cfg, x, n, B, labels, B, x2, n, &out));
+    HAS("ADM_TARGETED_RANDOM");
+    cfg.targets = NULL;
+    cfg.targets_len = 1;
+    INVALID(adm_attack_pgd(ctx, &cfg, x, n, B, labels, B, x2, n, &out));
+    cfg.targets_len = 0;
+    cfg.target_mode = ADM_TARGETED;
+    cfg.targets = targets;
+    cfg.targets_len = B;
+    OK(adm_attack_pgd(ctx, &cfg, x, n, B, labels, B, x2, n, &out));
+    cfg.target_mode = ADM_UNTARGETED;
+    cfg.targets = NULL;
+    cfg.targets_len = 0;
+
+    /* ---- non-finite pixels: an error naming the first bad sample and pixel ---------- */
+    memcpy(x2, x, n * sizeof *x);
+    x2[2 * per + 7] = NAN;
+    INVALID(adm_predict(ctx, 0, x2, n, B, logits, nl));
+    HAS("sample 2, pixel index 7");
+    INVALID(adm_gradient(ctx, 0, ADM_LOSS_CE, x2, n, B, labels, B, loss, B, grad, n));
+    HAS("sample 2, pixel index 7");
+    INVALID(adm_attack_pgd(ctx, &cfg, x2, n, B, labels, B, x2, n, NULL));
+    HAS("sample 2, pixel index 7");
+    x2[2 * per + 7] = 0.5f;
+    x2[3 * per + per - 1] = -INFINITY;
+    INVALID(adm_predict(ctx, 0, x2, n, B, logits, nl));
+    HAS("sample 3");
+    HAS("-inf");
+    x2[3 * per + per - 1] = 0.5f;
+
+    /* ---- size_t values are printed unsigned; default domains are named ------------- */
+    EXPECT_STATUS(adm_model_domain_name(m, SIZE_MAX, &name), ADM_ERR_DOMAIN);
+    HAS("18446744073709551615");
+    EXPECT(strstr(adm_last_error(), "-1") == NULL);
+    EXPECT_STATUS(adm_predict(ctx, SIZE_MAX, x, n, B, logits, nl), ADM_ERR_DOMAIN);
+    HAS("18446744073709551615");
+    EXPECT(strstr(adm_last_error(), "-1") == NULL);
+    INVALID(adm_predict(ctx, 0, x, SIZE_MAX, B, logits, nl));
+    HAS("18446744073709551615");
+    SHAPE(adm_predict(ctx, 0, x, n, B, logits, SIZE_MAX));
+    HAS("18446744073709551615");
+    badcfg = cfg;
+    badcfg.attack_domain = SIZE_MAX;
+    EXPECT_STATUS(adm_attack_pgd(ctx, &badcfg, x, n, B, labels, B, x2, n, NULL), ADM_ERR_DOMAIN);
+    HAS("attack_domain index 18446744073709551615");
+    {
+        adm_model *m3 = NULL;
+        adm_load_options o3;
+        adm_load_options_default(&o3);
+        o3.default_domain = "nope";
+        EXPECT_STATUS(adm_model_load_domains(names, paths, 2, &o3, &m3), ADM_ERR_DOMAIN);
+        HAS("'nope' is not among the model's domains: clean, adv");
+        EXPECT(m3 == NULL);
+    }
+
+    /* ---- context limits: ADM_ERR_RESOURCE before any allocation -------------------- */
+    {
+        adm_context_limits lim, got;
+        adm_context_limits_default(NULL); /* must not crash */
+        adm_context_limits_default(&lim);
+        EXPECT(lim.struct_size == sizeof(adm_context_limits));
+        EXPECT(lim.max_batch == 65536 && lim.max_pixels_per_image == 4096u * 4096u);
+        EXPECT(lim.max_attack_steps_total == 100000 && lim.max_input_bytes == (size_t)4 << 30);
+        adm_context_limits_default(&got);
+        got.max_batch = 7;
+        OK(adm_context_get_limits(ctx, &got));
+        EXPECT(got.max_batch == lim.max_batch && got.max_input_bytes == lim.max_input_bytes);
+        INVALID(adm_context_get_limits(NULL, &got));
+        INVALID(adm_context_get_limits(ctx, NULL));
+        INVALID(adm_context_set_limits(NULL, &lim));
+        adm_context_limits badlim = lim;
+        badlim.struct_size = 8;
+        INVALID(adm_context_set_limits(ctx, &badlim));
+        HAS("struct_size");
+
+        /* batch = 10^7 with consistent lengths but a short real buffer: an error, not an abort */
+        size_t big = 10000000;
+        RESOURCE(adm_predict(ctx, 0, x, big * per, big, logits, big * classes));
+        HAS("max_batch");
+        RESOURCE(adm_gradient(ctx, 0, ADM_LOSS_CE, x, big * per, big, labels, big, NULL, 0, NULL, 0));
+        RESOURCE(adm_attack_pgd(ctx, &cfg, x, big * per, big, labels, big, x2, big * per, NULL));
+        /* without a batch limit, the input-bytes limit still refuses it */
+        lim.max_batch = 0;
+        OK(adm_context_set_limits(ctx, &lim));
+        RESOURCE(adm_predict(ctx, 0, x, big * per, big, logits, big * classes));
+        HAS("max_input_bytes");
+
+        lim = got;
+        lim.max_batch = B - 1;
+        OK(adm_context_set_limits(ctx, &lim));
+        RESOURCE(adm_predict(ctx, 0, x, n, B, logits, nl));
+        HAS("batch 4 exceeds the context's max_batch 3");
+        OK(adm_predict(ctx, 0, x, per * (B - 1), B - 1, logits, (B - 1) * classes));
+        OK(adm_context_get_limits(ctx, &got));
+        EXPECT(got.max_batch == B - 1);
+
+        adm_context_limits_default(&lim);
+        lim.max_pixels_per_image = h * w - 1;
+        OK(adm_context_set_limits(ctx, &lim));
+        RESOURCE(adm_predict(ctx, 0, x, n, B, logits, nl));
+        HAS("max_pixels_per_image");
+
+        adm_context_limits_default(&lim);
+        lim.max_input_bytes = n * sizeof(float) - 1;
+        OK(adm_context_set_limits(ctx, &lim));
+        RESOURCE(adm_predict(ctx, 0, x, n, B, logits, nl));
+        HAS("max_input_bytes");
+
+        adm_context_limits_default(&lim);
+        lim.max_attack_steps_total = 5;
+        OK(adm_context_set_limits(ctx, &lim));
+        adm_attack_config c2 = cfg;
+        c2.steps = 3;
+        c2.restarts = 2;
+        RESOURCE(adm_attack_pgd(ctx, &c2, x, n, B, labels, B, x2, n, NULL));
+        HAS("3 x 2 = 6 exceeds the context's max_attack_steps_total 5");
+        c2.restarts = 1;
+        OK(adm_attack_pgd(ctx, &c2, x, n, B, labels, B, x2, n, NULL));
+
+        OK(adm_context_set_limits(ctx, NULL)); /* back to the defaults */
+        OK(adm_context_get_limits(ctx, &got));
+        EXPECT(got.max_attack_steps_total == 100000 && got.max_batch == 65536);
+        OK(adm_predict(ctx, 0, x, n, B, logits, nl));
+    }
+
+    /* ---- cancellation from another thread ------------------------------------------- */
+    {
+        INVALID(adm_context_cancel(NULL));
+        /* a cancel while no call runs does not affect the next call */
+        OK(adm_context_cancel(ctx));
+        OK(adm_attack_pgd(ctx, &cfg, x, n, B, labels, B, x2, n, NULL));
+
+        adm_attack_config lc = cfg;
+        lc.steps = 100000; /* minutes of work unless cancelled */
+        struct cancel_job job;
+        memset(&job, 0, sizeof job);
+        job.ctx = ctx; job.cfg = &lc; job.x = x; job.x_adv = x2; job.n = n; job.batch = B; job.labels = labels;
+        pthread_mutex_init(&job.lock, NULL);
+        pthread_t t;
+        struct timespec t0, t1, nap = {0, 20 * 1000 * 1000};
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        EXPECT(pthread_create(&t, NULL, run_attack, &job) == 0);
+        nanosleep(&nap, NULL);
+        int cancels = 0;
+        while (!job_done(&job) && cancels < 3000) { /* at most ~60 s */
+            adm_context_cancel(ctx);
+            cancels++;
+            nanosleep(&nap, NULL);
+        }
+        pthread_join(t, NULL);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        double secs = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+        if (job.status != ADM_ERR_CANCELLED) printf("  cancel: status %d, message '%s'\n", (int)job.status, job.message);
+        EXPECT(job.status == ADM_ERR_CANCELLED);
+        EXPECT(strstr(job.message, "cancelled") != NULL);
+        EXPECT(secs < 30);
+        pthread_mutex_destroy(&job.lock);
+        /* the flag is cleared when the next call starts */
+        OK(adm_attack_pgd(ctx, &cfg, x, n, B, labels, B, x2, n, &out));
+    }
 
     /* ---- calibration and saving ----------------------------------------------------- */
     adm_calibrator *cal = NULL;

@@ -74,8 +74,10 @@ extension Session {
     /// Projected gradient descent (Madry et al.) with torchattacks semantics, per sample throughout:
     /// each sample's step depends on its own gradient only, and its random numbers come from its own
     /// stream (seed, sampleOffset + index, restart).
+    /// `shouldCancel`, when given, is asked once per step; answering true ends the attack with an
+    /// ``ErrorKind/cancelled`` error.
     public func pgd(_ x: UnsafeBufferPointer<Float>, batch: Int, labels: [Int64], config c: PGDConfig,
-                    progress: ((Int, Int) -> Void)? = nil) throws -> AttackResult {
+                    progress: ((Int, Int) -> Void)? = nil, shouldCancel: (() -> Bool)? = nil) throws -> AttackResult {
         guard c.eps.isFinite, c.eps > 0 else { throw fail(.invalidArgument, "eps must be positive, got \(c.eps)") }
         guard c.alpha.isFinite, c.alpha > 0 else { throw fail(.invalidArgument, "alpha must be positive, got \(c.alpha)") }
         guard c.steps >= 1 else { throw fail(.invalidArgument, "steps must be at least 1, got \(c.steps)") }
@@ -87,9 +89,10 @@ extension Session {
         try checkInputLength(x.count, batch: batch)
         try checkLabels(labels, batch: batch)
         let lo = model.preprocessing.pixelMin, hi = model.preprocessing.pixelMax
+        try checkFinite(x)
         let x0 = Array(x)
-        for v in x0 where !(v >= lo && v <= hi) {
-            throw fail(.invalidArgument, "input pixels must lie in [\(lo), \(hi)] (found \(v)); attacks work in pixel space")
+        for (i, v) in x0.enumerated() where !(v >= lo && v <= hi) {
+            throw fail(.invalidArgument, "input pixels must lie in [\(lo), \(hi)]: found \(v) at \(pixelLocation(i)); attacks work in pixel space")
         }
 
         // Targets.
@@ -147,6 +150,9 @@ extension Session {
             var active = [Bool](repeating: true, count: batch)
             var steps = [Int32](repeating: 0, count: batch)
             for _ in 0..<c.steps {
+                if let shouldCancel, shouldCancel() {
+                    throw fail(.cancelled, "the attack was cancelled after \(done) of \(totalWork) steps")
+                }
                 let idx = (0..<batch).filter { active[$0] }
                 if idx.isEmpty { break }
                 let sub = gather(adv, idx, per)
@@ -217,8 +223,10 @@ extension Session {
 
     /// Convenience overload for arrays.
     public func pgd(_ x: [Float], batch: Int, labels: [Int64], config: PGDConfig,
-                    progress: ((Int, Int) -> Void)? = nil) throws -> AttackResult {
-        try x.withUnsafeBufferPointer { try pgd($0, batch: batch, labels: labels, config: config, progress: progress) }
+                    progress: ((Int, Int) -> Void)? = nil, shouldCancel: (() -> Bool)? = nil) throws -> AttackResult {
+        try x.withUnsafeBufferPointer {
+            try pgd($0, batch: batch, labels: labels, config: config, progress: progress, shouldCancel: shouldCancel)
+        }
     }
 
     private func gather(_ a: [Float], _ idx: [Int], _ per: Int) -> [Float] {

@@ -14,6 +14,11 @@ public enum ErrorKind: Int32, Sendable {
     case domain = 6
     /// A bug in adamant.
     case `internal` = 7
+    /// A resource limit would be exceeded: a context limit (batch, pixels per image, attack steps,
+    /// input bytes) or the memory the system can give.
+    case resource = 8
+    /// The call was cancelled from another thread (`adm_context_cancel`).
+    case cancelled = 9
 }
 
 /// Every failure adamant reports: a kind and a human-readable message.

@@ -67,7 +67,7 @@ extension Model {
             }
             if let d = file.metadata[FormatKeys.defaultDomain] {
                 guard let i = names.firstIndex(of: d) else {
-                    throw fail(.parse, "\(source): default domain '\(d)' is not among \(names)")
+                    throw fail(.parse, "\(source): default domain '\(d)' is not among the file's domains: \(names.joined(separator: ", "))")
                 }
                 def = i
             }
@@ -99,7 +99,7 @@ extension Model {
         var def = defaultDomain
         if let d = options.defaultDomain {
             guard let i = names.firstIndex(of: d) else {
-                throw fail(.domain, "default domain '\(d)' is not among \(names.joined(separator: ", "))")
+                throw fail(.domain, "default domain '\(d)' is not among the model's domains: \(names.joined(separator: ", "))")
             }
             def = i
         }

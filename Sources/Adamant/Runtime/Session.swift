@@ -18,6 +18,7 @@ public final class Session {
     /// Checks a pixel batch's length and returns its batch tensor after normalization.
     func normalizedInput(_ x: UnsafeBufferPointer<Float>, batch: Int) throws -> Tensor {
         try checkInputLength(x.count, batch: batch)
+        try checkFinite(x)
         var t = Tensor(shape: [batch] + model.inputShape, data: Array(x))
         normalize(&t)
         return t
@@ -29,6 +30,20 @@ public final class Session {
         let (need, o) = batch.multipliedReportingOverflow(by: model.inputShape.product)
         guard !o, count == need else {
             throw fail(.shape, "expected \(batch) x \(model.inputShape) = \(o ? "too many" : "\(need)") floats, got \(count)")
+        }
+    }
+
+    /// Where pixel `index` of a batch lies: "sample 3, pixel index 17 (channel 0, row 0, column 17)".
+    func pixelLocation(_ index: Int) -> String {
+        let per = model.inputShape.product, hw = model.inputShape[1] * model.inputShape[2], w = model.inputShape[2]
+        let j = index % per
+        return "sample \(index / per), pixel index \(j) (channel \(j / hw), row \(j % hw / w), column \(j % w))"
+    }
+
+    /// Fails on the first NaN or infinite pixel, naming its sample and index (the same policy as PGD).
+    func checkFinite(_ x: UnsafeBufferPointer<Float>) throws {
+        for (i, v) in x.enumerated() where !v.isFinite {
+            throw fail(.invalidArgument, "input pixels must be finite: found \(v) at \(pixelLocation(i))")
         }
     }
 

@@ -15,8 +15,8 @@ Example::
 The shared library is found through ``ADAMANT_LIBRARY``, then a copy bundled
 in this package, then ``ctypes.util.find_library("adamant")``.
 """
-from ._errors import (AdamantError, AdamantIOError, DomainError, InternalError, InvalidArgument,
-                      ParseError, ShapeError, UnsupportedError)
+from ._errors import (AdamantError, AdamantIOError, CancelledError, DomainError, InternalError,
+                      InvalidArgument, ParseError, ResourceError, ShapeError, UnsupportedError)
 from ._lib import ABI_VERSION, LIBRARY_PATH
 from ._model import (Calibrator, Model, abi_version, backend_info, isa, load, set_isa, set_num_threads,
                      supported_isas, version)
@@ -27,5 +27,6 @@ __version__ = version()
 __all__ = [
     "__version__", "ABI_VERSION", "LIBRARY_PATH", "load", "Model", "Calibrator", "backend_info",
     "set_num_threads", "set_isa", "isa", "supported_isas", "version", "abi_version", "AdamantError", "InvalidArgument", "AdamantIOError",
-    "ParseError", "UnsupportedError", "ShapeError", "DomainError", "InternalError",
+    "ParseError", "UnsupportedError", "ShapeError", "DomainError", "InternalError", "ResourceError",
+    "CancelledError",
 ]

@@ -1,7 +1,7 @@
 """Exceptions raised by adamant: one class per ``adm_status`` of the C ABI."""
 
 __all__ = ["AdamantError", "InvalidArgument", "AdamantIOError", "ParseError", "UnsupportedError",
-           "ShapeError", "DomainError", "InternalError", "error_for_status"]
+           "ShapeError", "DomainError", "InternalError", "ResourceError", "CancelledError", "error_for_status"]
 
 
 class AdamantError(Exception):
@@ -63,8 +63,19 @@ class InternalError(AdamantError):
     STATUS = 7
 
 
+class ResourceError(AdamantError):
+    """ADM_ERR_RESOURCE: a context limit (see ``Model.set_limits``) would be exceeded, or the
+    memory a call needs cannot be allocated. Raised before anything is allocated."""
+    STATUS = 8
+
+
+class CancelledError(AdamantError):
+    """ADM_ERR_CANCELLED: the call was cancelled from another thread (``Model.cancel``)."""
+    STATUS = 9
+
+
 _BY_STATUS = {c.STATUS: c for c in (InvalidArgument, AdamantIOError, ParseError, UnsupportedError,
-                                     ShapeError, DomainError, InternalError)}
+                                     ShapeError, DomainError, InternalError, ResourceError, CancelledError)}
 
 
 def error_for_status(status, message, function=None):

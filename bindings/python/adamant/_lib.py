@@ -35,6 +35,8 @@ ADM_ERR_UNSUPPORTED = 4
 ADM_ERR_SHAPE = 5
 ADM_ERR_DOMAIN = 6
 ADM_ERR_INTERNAL = 7
+ADM_ERR_RESOURCE = 8
+ADM_ERR_CANCELLED = 9
 
 # adm_loss
 ADM_LOSS_CE = 0
@@ -85,6 +87,17 @@ class adm_attack_config(Structure):
         ("eval_domain", c_size_t),
         ("seed", c_uint64),
         ("sample_offset", c_uint64),
+    ]
+
+
+class adm_context_limits(Structure):
+    """Mirror of ``struct adm_context_limits`` (0 in a field = no limit)."""
+    _fields_ = [
+        ("struct_size", c_size_t),
+        ("max_batch", c_size_t),
+        ("max_pixels_per_image", c_size_t),
+        ("max_attack_steps_total", c_size_t),
+        ("max_input_bytes", c_size_t),
     ]
 
 
@@ -146,6 +159,10 @@ _PROTOTYPES = {
     "adm_model_info_json": (STATUS, [adm_model_p, POINTER(c_char), c_size_t, POINTER(c_size_t)]),
     "adm_context_create": (STATUS, [adm_model_p, POINTER(adm_context_p)]),
     "adm_context_free": (None, [adm_context_p]),
+    "adm_context_limits_default": (None, [POINTER(adm_context_limits)]),
+    "adm_context_set_limits": (STATUS, [adm_context_p, POINTER(adm_context_limits)]),
+    "adm_context_get_limits": (STATUS, [adm_context_p, POINTER(adm_context_limits)]),
+    "adm_context_cancel": (STATUS, [adm_context_p]),
     "adm_predict": (STATUS, [adm_context_p, c_size_t, _F, c_size_t, c_size_t, _F, c_size_t]),
     "adm_gradient": (STATUS, [adm_context_p, c_size_t, c_int32, _F, c_size_t, c_size_t,
                                   _I64, c_size_t, _F, c_size_t, _F, c_size_t]),
@@ -233,8 +250,11 @@ def _check_struct_sizes():
     _lib.adm_load_options_default(ctypes.byref(o))
     c = adm_attack_config()
     _lib.adm_attack_config_default(ctypes.byref(c))
+    lim = adm_context_limits()
+    _lib.adm_context_limits_default(ctypes.byref(lim))
     for name, got, want in (("adm_load_options", o.struct_size, ctypes.sizeof(o)),
-                            ("adm_attack_config", c.struct_size, ctypes.sizeof(c))):
+                            ("adm_attack_config", c.struct_size, ctypes.sizeof(c)),
+                            ("adm_context_limits", lim.struct_size, ctypes.sizeof(lim))):
         if got != want:
             raise ImportError("adamant: %s is %d bytes in %s but %d in these bindings (ABI mismatch)"
                               % (name, got, LIBRARY_PATH, want))

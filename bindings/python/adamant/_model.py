@@ -11,6 +11,7 @@ import ctypes
 import json
 import os
 import threading
+import weakref
 from ctypes import byref, c_char_p, c_float, c_size_t
 
 import numpy as np
@@ -185,7 +186,7 @@ class _Context:
     is closed from another thread meanwhile.
     """
 
-    __slots__ = ("ptr", "model")
+    __slots__ = ("ptr", "model", "limits_version", "__weakref__")
 
     @property
     def _as_parameter_(self):
@@ -194,6 +195,7 @@ class _Context:
     def __init__(self, model_handle):
         self.model = model_handle
         self.ptr = None
+        self.limits_version = 0  # the Model's limits last applied to this context
         p = ctypes.c_void_p()
         LIB.adm_context_create(model_handle.ptr, byref(p))
         self.ptr = p.value
@@ -331,6 +333,10 @@ class Model(_Closeable):
         self = object.__new__(cls)
         self._handle = _ModelHandle(ptr)
         self._tls = threading.local()
+        self._contexts = weakref.WeakSet()  # every thread's context, for cancel()
+        self._contexts_lock = threading.Lock()
+        self._limits = None  # None = the library's defaults; else an adm_context_limits
+        self._limits_version = 0
         h = ptr
         n = c_size_t()
         LIB.adm_model_domain_count(h, byref(n))
@@ -385,7 +391,73 @@ class Model(_Closeable):
         if ctx is None:
             ctx = _Context(h)
             tls.ctx = ctx
+            with self._contexts_lock:
+                self._contexts.add(ctx)
+        if ctx.limits_version != self._limits_version:
+            # Applied by the thread that owns the context, before its next call.
+            lim = self._limits
+            LIB.adm_context_set_limits(ctx, None if lim is None else byref(lim))
+            ctx.limits_version = self._limits_version
         return ctx
+
+    # -- limits and cancellation -------------------------------------------
+
+    _LIMIT_FIELDS = ("max_batch", "max_pixels_per_image", "max_attack_steps_total", "max_input_bytes")
+
+    def set_limits(self, **limits):
+        """Sets what one call may ask for, for every thread using this model.
+
+        Keywords (ints >= 0, 0 = no limit; the ones not given keep their value):
+            max_batch: images per call (default 65536);
+            max_pixels_per_image: H x W of the model's input (default 4096 x 4096);
+            max_attack_steps_total: PGD steps x restarts per call (default 100000);
+            max_input_bytes: bytes of one call's image batch (default 4 GiB).
+
+        A call that would exceed a limit raises :class:`ResourceError` before it allocates
+        anything. ``set_limits()`` with no keyword keeps everything; ``reset_limits()``
+        restores the defaults.
+        """
+        unknown = set(limits) - set(self._LIMIT_FIELDS)
+        if unknown:
+            raise InvalidArgument("unknown limit(s) %s; known: %s" % (sorted(unknown), ", ".join(self._LIMIT_FIELDS)))
+        cur = self.limits()
+        for k, v in limits.items():
+            if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or not 0 <= int(v) < 2 ** 63:
+                raise InvalidArgument("%s must be an integer >= 0 (0 = no limit), got %r" % (k, v))
+            cur[k] = int(v)
+        lim = L.adm_context_limits()
+        LIB.adm_context_limits_default(byref(lim))
+        for k in self._LIMIT_FIELDS:
+            setattr(lim, k, cur[k])
+        self._limits = lim
+        self._limits_version += 1
+
+    def reset_limits(self):
+        """Restores the library's default limits (see :meth:`set_limits`)."""
+        self._limits = None
+        self._limits_version += 1
+
+    def limits(self):
+        """The limits in force, as a dict (see :meth:`set_limits`)."""
+        lim = L.adm_context_limits()
+        LIB.adm_context_limits_default(byref(lim))
+        if self._limits is not None:
+            lim = self._limits
+        return {k: int(getattr(lim, k)) for k in self._LIMIT_FIELDS}
+
+    def cancel(self):
+        """Stops the attacks running on this model in any thread (call it from another thread).
+
+        Each running :meth:`pgd` / :meth:`fgsm` / :meth:`evaluate` call stops within one PGD step
+        and raises :class:`CancelledError`. A cancel that arrives while no call runs has no
+        effect on later calls. Inference and gradients are single passes and are not interrupted.
+        """
+        self._h()
+        with self._contexts_lock:
+            contexts = list(self._contexts)
+        for ctx in contexts:
+            if ctx.ptr:
+                LIB.adm_context_cancel(ctx)
 
     def __repr__(self):
         if getattr(self, "_handle", None) is None:
@@ -543,7 +615,7 @@ class Model(_Closeable):
         return cfg
 
     def pgd(self, x, y, eps=8 / 255, alpha=2 / 255, steps=10, random_start=True, norm="linf",
-            targeted=False, target=None, restarts=1, loss="ce", early_stop=False, domain=None,
+            targeted=None, target=None, restarts=1, loss="ce", early_stop=False, domain=None,
             attack_domain=None, eval_domain=None, seed=0, return_details=False, batch_size=None,
             progress=False):
         """Projected gradient descent (torchattacks semantics and defaults).
@@ -555,10 +627,13 @@ class Model(_Closeable):
             steps: iterations (>= 1).
             random_start: start uniformly inside the ball.
             norm: ``"linf"`` (sign steps) or ``"l2"`` (normalized steps).
-            targeted: with ``target=None``, targets drawn uniformly among the
-                wrong classes (``ADM_TARGETED_RANDOM``).
+            targeted: True with ``target=None``: targets drawn uniformly among
+                the wrong classes (``ADM_TARGETED_RANDOM``). None (default):
+                targeted exactly when ``target`` is given.
             target: explicit target labels (N ints, each != its label);
-                implies a targeted attack (``ADM_TARGETED``).
+                implies a targeted attack (``ADM_TARGETED``). Giving targets
+                with ``targeted=False`` is an error (:class:`InvalidArgument`),
+                never silently ignored.
             restarts: independent runs; per sample the strongest is kept (>= 1).
             loss: ``"ce"`` or ``"cw"``.
             early_stop: stop a sample once it succeeds.
@@ -590,7 +665,8 @@ class Model(_Closeable):
         tgt = None
         if target is not None:
             tgt = _labels(target, "target")
-            cfg.target_mode = L.ADM_TARGETED
+            # targeted=False with targets: passed on as ADM_UNTARGETED + targets, which C rejects.
+            cfg.target_mode = L.ADM_UNTARGETED if targeted is False else L.ADM_TARGETED
         elif targeted:
             cfg.target_mode = L.ADM_TARGETED_RANDOM
         bar = _bar(len(_chunks(a.shape[0], batch_size)), progress, "pgd")
@@ -639,7 +715,7 @@ class Model(_Closeable):
         det["success"] = det["success"].astype(bool)
         return adv, det
 
-    def fgsm(self, x, y, eps=8 / 255, loss="ce", targeted=False, target=None, domain=None,
+    def fgsm(self, x, y, eps=8 / 255, loss="ce", targeted=None, target=None, domain=None,
              attack_domain=None, eval_domain=None, seed=0, return_details=False, batch_size=None,
              progress=False):
         """Fast gradient sign method: ``pgd(steps=1, alpha=eps, random_start=False)``.

@@ -322,8 +322,11 @@ def test_integer_input_rejected(hostile_dir, tmp_path):
     assert r.stdout.startswith("ERROR") and "element type" in r.stdout, r.stdout
 
 
-def test_nan_pixels_propagate_like_onnxruntime(hostile_dir):
+def test_nan_pixels_are_rejected(hostile_dir):
+    # Policy (include/adamant.h): non-finite pixels are an error naming the first one, as in PGD
+    # (test_hardening.py checks predict, gradient and PGD in detail).
     m = adamant.load(os.path.join(hostile_dir, "tiny_ok.onnx"))
     x = np.full((1, 3, 8, 8), 0.5, np.float32)
     x[0, 0, 0, 0] = np.nan
-    assert np.isnan(m.predict(x)).any()
+    with pytest.raises(adamant.InvalidArgument, match="sample 0, pixel index 0"):
+        m.predict(x)
