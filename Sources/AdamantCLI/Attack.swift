@@ -4,24 +4,48 @@ import Foundation
 
 /// PGD settings shared by attack, eval and calibrate.
 struct AttackOptions: ParsableArguments {
-    @Option(help: "Radius in pixel units (e.g. 8/255).") var eps: String = "8/255"
-    @Option(help: "Step size in pixel units (default: eps/4 for PGD, eps for FGSM).") var alpha: String?
-    @Option(help: "PGD iterations (eval also takes a list, e.g. 10,50,200, for one row per count).") var steps: String = "10"
+    @Option(parsing: .unconditional, help: "Radius in pixel units (e.g. 8/255), > 0.") var eps: String = "8/255"
+    @Option(parsing: .unconditional, help: "Step size in pixel units, > 0 (default: eps/4 for PGD, eps for FGSM).") var alpha: String?
+    @Option(parsing: .unconditional, help: "PGD iterations, 1 to \(AttackOptions.maxStepsTotal) (eval also takes a list, e.g. 10,50,200, for one row per count).") var steps: String = "10"
     @Option(help: "linf or l2.") var norm: String = "linf"
-    @Option(help: "'random' (uniform among wrong classes) or a class index; omit for untargeted.") var targeted: String?
-    @Option(help: "Independent restarts; per sample the strongest is kept.") var restarts: Int = 1
+    @Option(parsing: .unconditional, help: "'random' (uniform among wrong classes) or a class index; omit for untargeted.") var targeted: String?
+    @Option(parsing: .unconditional, help: "Independent restarts (>= 1); per sample the strongest is kept.") var restarts: Int = 1
     @Option(help: "ce or cw.") var loss: String = "ce"
     @Flag(inversion: .prefixedNo, help: "Start uniformly inside the ball.") var randomStart = true
     @Flag(help: "Stop a sample once it succeeds.") var earlyStop = false
     @Option(help: "Domain whose gradients drive the attack (default: the evaluated domain).") var attackDomain: String?
-    @Option(help: "Random seed.") var seed: UInt64 = 0
+    @Option(parsing: .unconditional, help: "Random seed, 0 to 2^64-1.") var seed: UInt64 = 0
+
+    /// The bound on steps x restarts (the C ABI's default max_attack_steps_total).
+    static let maxStepsTotal = 100_000
+
+    /// Checks every value (for validate()): each bad one names its option.
+    func check(fgsm: Bool, stepList allowList: Bool) throws {
+        let e = try positiveNumber(eps, "--eps")
+        if let alpha { _ = try positiveNumber(alpha, "--alpha") } else if !fgsm && !(e / 4 > 0) {
+            throw ValidationError("--eps = '\(eps)' is too small: the default --alpha = eps/4 underflows to 0")
+        }
+        let list = try stepList()
+        guard list.count == 1 || fgsm || allowList else { throw ValidationError("--steps takes one count here, got '\(steps)'") }
+        try require(restarts, in: 1...AttackOptions.maxStepsTotal, "--restarts")
+        for s in list where !fgsm && s * restarts > AttackOptions.maxStepsTotal {
+            throw ValidationError("--steps x --restarts = \(s) x \(restarts) exceeds \(AttackOptions.maxStepsTotal)")
+        }
+        guard ["linf", "inf", "l2"].contains(norm.lowercased()) else { throw ValidationError("--norm must be linf or l2, got '\(norm)'") }
+        guard ["ce", "cw"].contains(loss.lowercased()) else { throw ValidationError("--loss must be ce or cw, got '\(loss)'") }
+        if let t = targeted, t != "random" {
+            guard let cls = Int64(t) else { throw ValidationError("--targeted must be 'random' or a class index, got '\(t)'") }
+            try require(cls, atLeast: 0, "--targeted", " (a class index)")
+        }
+        if let a = attackDomain, a.isEmpty { throw ValidationError("--attack-domain must name a domain") }
+    }
 
     func config(model: Model, batchLabels: [Int64]? = nil, fgsm: Bool = false, stepList allowList: Bool = false) throws -> PGDConfig {
+        try check(fgsm: fgsm, stepList: allowList)
         var c = PGDConfig()
-        c.eps = try parseNumber(eps)
-        c.alpha = try alpha.map(parseNumber) ?? (fgsm ? c.eps : c.eps / 4)
+        c.eps = try positiveNumber(eps, "--eps")
+        c.alpha = try alpha.map { try positiveNumber($0, "--alpha") } ?? (fgsm ? c.eps : c.eps / 4)
         let list = try stepList()
-        guard list.count == 1 || fgsm || allowList else { throw ValidationError("--steps takes one count here") }
         c.steps = fgsm ? 1 : list[0]
         c.randomStart = fgsm ? false : randomStart
         c.restarts = restarts
@@ -39,8 +63,12 @@ struct AttackOptions: ParsableArguments {
         }
         if let t = targeted {
             if t == "random" { c.targets = .random }
-            else if let cls = Int64(t), let labels = batchLabels { c.targets = .targeted([Int64](repeating: cls, count: labels.count)) }
-            else if Int64(t) == nil { throw ValidationError("--targeted must be 'random' or a class index") }
+            else if let cls = Int64(t) {
+                guard cls >= 0 && cls < Int64(model.numClasses) else {
+                    throw ValidationError("--targeted class \(cls) is out of range: the model has \(model.numClasses) classes (0 to \(model.numClasses - 1))")
+                }
+                if let labels = batchLabels { c.targets = .targeted([Int64](repeating: cls, count: labels.count)) }
+            }
         }
         return c
     }
@@ -49,9 +77,10 @@ struct AttackOptions: ParsableArguments {
 
     /// The step counts of --steps.
     func stepList() throws -> [Int] {
-        let v = steps.split(separator: ",").compactMap { Int($0) }
-        guard !v.isEmpty, v.count == steps.split(separator: ",").count, v.allSatisfy({ $0 >= 1 }) else {
-            throw ValidationError("--steps must be positive counts, e.g. 10 or 10,50,200")
+        let parts = steps.split(separator: ",", omittingEmptySubsequences: false)
+        let v = parts.compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
+        guard !v.isEmpty, v.count == parts.count, v.allSatisfy({ $0 >= 1 && $0 <= AttackOptions.maxStepsTotal }) else {
+            throw ValidationError("--steps must be counts from 1 to \(AttackOptions.maxStepsTotal), e.g. 10 or 10,50,200; got '\(steps)'")
         }
         return v
     }
@@ -65,18 +94,30 @@ struct Attack: ParsableCommand {
     @Argument(help: "Image files (JPEG/PNG), or one .tar/.tar.gz/directory of <class>/<image>.") var images: [String] = []
     @OptionGroup var attack: AttackOptions
     @Option(help: "Domain that judges success (default: the default domain).") var evalDomain: String?
-    @Option(help: "True label for image files (default: the model's prediction on the clean image).") var label: Int64?
-    @Option(help: "Read at most this many images.") var limit: Int = 0
-    @Option(help: "Images per attack call.") var batchSize: Int = 100
+    @Option(parsing: .unconditional, help: "True label for image files (default: the model's prediction on the clean image).") var label: Int64?
+    @Option(parsing: .unconditional, help: "Read at most this many images (0 = all).") var limit: Int = 0
+    @Option(parsing: .unconditional, help: "Images per attack call (>= 1).") var batchSize: Int = 100
     @Option(name: [.customShort("o"), .long], help: "Output directory for PNGs and report.json.") var output: String = "adamant-attack"
     @Flag(help: "Use FGSM (one step of size eps).") var fgsm = false
 
+    func validate() throws {
+        if let label { try require(label, atLeast: 0, "--label", " (a class index)") }
+        try require(limit, atLeast: 0, "--limit", " (0 = all images)")
+        try require(batchSize, atLeast: 1, "--batch-size")
+        if let e = evalDomain, e.isEmpty { throw ValidationError("--eval-domain must name a domain") }
+        try attack.check(fgsm: fgsm, stepList: false)
+    }
+
     func run() throws {
+        try makeOutputDirectory(output, "--output")
         let (m, inputs) = try model.loadWithImages(images)
+        if let label, label >= Int64(m.numClasses) {
+            throw ValidationError("--label \(label) is out of range: the model has \(m.numClasses) classes (0 to \(m.numClasses - 1))")
+        }
         let set = try loadInputs(inputs, model: m, limit: limit)
         let session = Session(model: m)
-        let evalD = try evalDomain.map { try resolveDomains($0, m)[0] } ?? m.defaultDomain
-        let attackD = try attack.attackDomain.map { try resolveDomains($0, m)[0] } ?? evalD
+        let evalD = try evalDomain.map { try resolveDomains($0, m, option: "--eval-domain")[0] } ?? m.defaultDomain
+        let attackD = try attack.attackDomain.map { try resolveDomains($0, m, option: "--attack-domain")[0] } ?? evalD
         let per = m.inputShape.reduce(1, *)
         var labels = set.labels ?? []
         if labels.isEmpty {
@@ -85,7 +126,6 @@ struct Attack: ParsableCommand {
                                           classes: m.numClasses)
             }
         }
-        try FileManager.default.createDirectory(atPath: output, withIntermediateDirectories: true)
         var c = try attack.config(model: m, batchLabels: labels, fgsm: fgsm)
         c.attackDomain = attackD; c.evalDomain = evalD
         let bar = ProgressBar(total: set.count, label: "attack")
@@ -117,7 +157,7 @@ struct Attack: ParsableCommand {
             "eval_domain": m.domains[evalD], "eps": Double(c.eps), "alpha": Double(c.alpha), "steps": c.steps,
             "norm": attack.norm, "targeted": attack.targeted ?? "no", "restarts": c.restarts, "seed": c.seed,
             "success_rate": rate, "images": records]
-        try writeJSON(report, to: output + "/report.json")
+        try writeJSON(report, to: output + "/report.json", option: "--output")
         print("attack success rate \(percent(rate)) on \(records.count) images (\(m.domains[attackD]) -> \(m.domains[evalD])); wrote \(output)/report.json and \(records.count) PNGs")
     }
 }

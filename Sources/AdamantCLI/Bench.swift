@@ -72,28 +72,43 @@ struct Bench: ParsableCommand {
     @Option(help: "CIFAR ResNet-(6n+2) depths to synthesize, e.g. 20,56,110,1202.") var cifarDepths: String?
     @Option(help: "Batch sizes, comma-separated (default: 1,32 for MODEL..., 1,8 for --depths).") var batch: String?
     @Option(help: "Batch sizes for --cifar-depths.") var cifarBatch: String = "1,128"
-    @Option(help: "Timed runs per measurement (at most).") var iters: Int = 10
-    @Option(help: "Seconds of timed runs per measurement (at least 3 runs; 0 = always --iters; default 0 for MODEL..., 20 for depths).")
+    @Option(parsing: .unconditional, help: "Timed runs per measurement (at most), 1 to 1000000.") var iters: Int = 10
+    @Option(parsing: .unconditional, help: "Seconds of timed runs per measurement, 0 to 86400 (at least 3 runs; 0 = always --iters; default 0 for MODEL..., 20 for depths).")
     var budget: Double?
     @Option(help: "Domain to run (name or index; default: the default domain).") var domain: String?
-    @Option(help: "Threads (0 = one per CPU).") var threads: Int32 = 0
-    @Option(help: "Seed of the synthesized weights.") var seed: UInt64 = 0
+    @Option(parsing: .unconditional, help: "Threads, 0 to 1024 (0 = one per CPU).") var threads: Int32 = 0
+    @Option(parsing: .unconditional, help: "Seed of the synthesized weights.") var seed: UInt64 = 0
     @Option(help: "Keep synthesized models in this directory (reused when present).") var cacheDir: String?
     @Option(help: "Write results as JSON to this file.") var json: String?
     @Option(help: "Write results as CSV to this file.") var csv: String?
     @Option(help: .hidden) var measureChild: String?
 
     func parseInts(_ s: String, what: String) throws -> [Int] {
-        try s.split(separator: ",").map { p -> Int in
-            guard let v = Int(p.trimmingCharacters(in: .whitespaces)), v >= 1 else { throw ValidationError("bad \(what) '\(p)'") }
-            return v
+        try intList(s, what, in: 1...(what.hasSuffix("depths") ? maxSynthDepth : 65_536))
+    }
+
+    func validate() throws {
+        try require(iters, in: 1...1_000_000, "--iters")
+        if let budget, !(budget.isFinite && budget >= 0 && budget <= 86_400) {
+            throw ValidationError("--budget must be a number of seconds in [0, 86400], got \(budget)")
+        }
+        try require(threads, in: 0...1024, "--threads")
+        if let batch { _ = try parseInts(batch, what: "--batch") }
+        _ = try parseInts(cifarBatch, what: "--cifar-batch")
+        for d in try depths.map({ try parseInts($0, what: "--depths") }) ?? [] { try checkSynthDepth(d, cifar: false, "--depths") }
+        for d in try cifarDepths.map({ try parseInts($0, what: "--cifar-depths") }) ?? [] { try checkSynthDepth(d, cifar: true, "--cifar-depths") }
+        if let domain, domain.isEmpty { throw ValidationError("--domain must name a domain") }
+        if measureChild == nil && depths == nil && cifarDepths == nil && models.isEmpty {
+            throw ValidationError("give MODEL files, --depths or --cifar-depths")
         }
     }
 
     func run() throws {
         if let path = measureChild { return try runChild(path) }
         let isDepth = depths != nil || cifarDepths != nil
-        guard isDepth || !models.isEmpty else { throw ValidationError("give MODEL files, --depths or --cifar-depths") }
+        if let json { try checkOutputFile(json, "--json") }
+        if let csv { try checkOutputFile(csv, "--csv") }
+        for p in models where access(p, R_OK) != 0 { throw CLIError(.noInput, "cannot read MODEL '\(p)': \(errnoText())") }
         abk_set_threads(threads)
         let backend = String(cString: backendInfo())
         print("backend: \(backend)")
@@ -102,7 +117,7 @@ struct Bench: ParsableCommand {
         // The jobs: (label, family, depth, path or spec to synthesize, batches).
         struct Job { var name: String; var family: String; var depth: Int?; var path: String; var spec: ResNetSpec?; var batches: [Int] }
         var jobs: [Job] = []
-        let modelBatches = try parseInts(batch ?? (isDepth ? "1,8" : "1,32"), what: "batch")
+        let modelBatches = try parseInts(batch ?? (isDepth ? "1,8" : "1,32"), what: "--batch")
         var tempDir: String?
         var dir = cacheDir
         if isDepth && dir == nil {
@@ -110,18 +125,18 @@ struct Bench: ParsableCommand {
             tempDir = t
             dir = t
         }
-        if let dir { try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true) }
+        if let dir { try makeOutputDirectory(dir, cacheDir == nil ? "the temporary directory" : "--cache-dir") }
         defer { if let tempDir { try? FileManager.default.removeItem(atPath: tempDir) } }
         for p in models {
             jobs.append(Job(name: (p as NSString).lastPathComponent, family: "file", depth: nil, path: p, spec: nil, batches: modelBatches))
         }
-        for d in try depths.map({ try parseInts($0, what: "depth") }) ?? [] {
+        for d in try depths.map({ try parseInts($0, what: "--depths") }) ?? [] {
             let s = try ResNetSpec.imagenet(depth: d, seed: seed)
             jobs.append(Job(name: s.name, family: "imagenet", depth: d, path: "\(dir!)/\(s.name)_seed\(seed).onnx", spec: s,
                             batches: modelBatches))
         }
-        let cb = try parseInts(cifarBatch, what: "CIFAR batch")
-        for d in try cifarDepths.map({ try parseInts($0, what: "CIFAR depth") }) ?? [] {
+        let cb = try parseInts(cifarBatch, what: "--cifar-batch")
+        for d in try cifarDepths.map({ try parseInts($0, what: "--cifar-depths") }) ?? [] {
             let s = try ResNetSpec.cifar(depth: d, seed: seed)
             jobs.append(Job(name: s.name, family: "cifar", depth: d, path: "\(dir!)/\(s.name)_seed\(seed).onnx", spec: s, batches: cb))
         }
@@ -150,7 +165,7 @@ struct Bench: ParsableCommand {
             let data = try runChildProcess(exe, args, captureStdout: true)
             guard let line = String(data: data, encoding: .utf8)?.split(separator: "\n").last,
                   let r = try? JSONDecoder().decode(ChildReport.self, from: Data(line.utf8)) else {
-                throw ValidationError("\(job.name): the measuring child process printed no report")
+                throw CLIError(.failure, "\(job.name): the measuring child process printed no report")
             }
             let fileBytes = (try? FileManager.default.attributesOfItem(atPath: job.path)[.size] as? Int) ?? 0
             let flops = Double(r.flopsPerSample)
@@ -196,11 +211,11 @@ struct Bench: ParsableCommand {
               + "GFLOP/s of the forward pass; peak RSS (VmHWM of the measuring child): load + first inference, then "
               + "this batch's forward passes, then its PGD steps (the peak is reset before each phase)")
         if let json {
-            try writeJSON(["backend": backend, "threads": Int(threads), "seed": Int(seed), "budget_s": budget, "iters": iters,
+            try writeJSON(["backend": backend, "threads": Int(threads), "seed": NSNumber(value: seed), "budget_s": budget, "iters": iters,
                            "peak_rss_method": "VmHWM of one child process per model: peak_rss_bytes over everything; load_peak_rss_bytes after load + first inference; forward_/pgd_peak_rss_bytes per batch, VmHWM reset (/proc/self/clear_refs) before each phase",
                            "results": out], to: json)
         }
-        if let csv { try (csvLines.joined(separator: "\n") + "\n").write(toFile: csv, atomically: true, encoding: .utf8) }
+        if let csv { try writeFile(Array((csvLines.joined(separator: "\n") + "\n").utf8), to: csv, "--csv") }
     }
 
     /// Runs this program with `args`, stderr passed through; fails on a non-zero exit.
@@ -215,7 +230,7 @@ struct Bench: ParsableCommand {
         let data = captureStdout ? pipe.fileHandleForReading.readDataToEndOfFile() : Data()
         p.waitUntilExit()
         guard p.terminationStatus == 0 else {
-            throw ValidationError("child process `\(exe) \(args.joined(separator: " "))` failed with status \(p.terminationStatus)")
+            throw CLIError(.failure, "child process `\(exe) \(args.joined(separator: " "))` failed with status \(p.terminationStatus)")
         }
         return data
     }
@@ -223,7 +238,7 @@ struct Bench: ParsableCommand {
     /// The child: loads one model, measures it, prints one JSON line (ChildReport) on stdout.
     func runChild(_ path: String) throws {
         abk_set_threads(threads)
-        let batches = try parseInts(batch ?? "1", what: "batch")
+        let batches = try parseInts(batch ?? "1", what: "--batch")
         let budget = self.budget ?? 0
         let name = (path as NSString).lastPathComponent
         func now() -> Double { Double(DispatchTime.now().uptimeNanoseconds) / 1e9 }

@@ -11,6 +11,9 @@ struct AdamantCommand: ParsableCommand {
         Models are ONNX files. A model may carry several BatchNorm domains (e.g. clean and adv, as in
         Mixture BN): load a single multi-domain file, or per-domain exports with --domain NAME=PATH.
         Images are in pixel space ([0,1] by default); eps and alpha are in pixel units (8/255 is fine).
+        Option values are checked before any work: a bad one names the option and exits 64.
+
+        \(Exit.table)
         """,
         version: "0.1.0",
         subcommands: [Info.self, Predict.self, Merge.self, Attack.self, Eval.self, Calibrate.self, Bench.self, Synth.self]
@@ -47,15 +50,23 @@ struct Predict: ParsableCommand {
     @Argument(help: "Image files (JPEG/PNG), or one .tar/.tar.gz/directory of <class>/<image>.")
     var images: [String] = []
     @Option(help: "Domains to run (comma-separated names or indices, or 'all').") var domains: String = "all"
-    @Option(help: "How many classes to show per image.") var topK: Int = 5
-    @Option(help: "Read at most this many images (spread over the classes).") var limit: Int = 0
-    @Option(help: "Images per inference call.") var batchSize: Int = 128
+    @Option(parsing: .unconditional, help: "How many classes to show per image (>= 1).") var topK: Int = 5
+    @Option(parsing: .unconditional, help: "Read at most this many images, spread over the classes (0 = all).") var limit: Int = 0
+    @Option(parsing: .unconditional, help: "Images per inference call (>= 1).") var batchSize: Int = 128
     @Option(help: "Write the predictions as JSON to this file.") var json: String?
 
+    func validate() throws {
+        try require(topK, atLeast: 1, "--top-k")
+        try require(limit, atLeast: 0, "--limit", " (0 = all images)")
+        try require(batchSize, atLeast: 1, "--batch-size")
+        if domains.isEmpty { throw ValidationError("--domains must name at least one domain (or 'all')") }
+    }
+
     func run() throws {
+        if let json { try checkOutputFile(json, "--json") }
         let (m, inputs) = try model.loadWithImages(images)
         let set = try loadInputs(inputs, model: m, limit: limit)
-        let doms = try resolveDomains(domains, m)
+        let doms = try resolveDomains(domains, m, option: "--domains")
         let session = Session(model: m)
         let k = m.numClasses, per = m.inputShape.reduce(1, *)
         var report: [[String: Any]] = []
@@ -95,16 +106,28 @@ struct Merge: ParsableCommand {
     @Option(name: .customLong("domain"), help: ArgumentHelp("A per-domain export, NAME=PATH (repeat; the first is the default).", valueName: "name=path"))
     var domainFiles: [String] = []
     @Option(name: [.customShort("o"), .long], help: "Output file.") var output: String
-    @Option(help: "Per-channel mean in pixel units to store.") var mean: String?
-    @Option(help: "Per-channel std in pixel units to store.") var std: String?
-    @Option(help: "Pixel range lo,hi to store.") var pixelRange: String?
+    @Option(parsing: .unconditional, help: "Per-channel mean in pixel units to store.") var mean: String?
+    @Option(parsing: .unconditional, help: "Per-channel std in pixel units to store.") var std: String?
+    @Option(parsing: .unconditional, help: "Pixel range lo,hi to store.") var pixelRange: String?
     @Option(help: "Default domain name.") var defaultDomain: String?
 
-    func run() throws {
+    func validate() throws {
         guard !domainFiles.isEmpty else { throw ValidationError("give at least one --domain NAME=PATH") }
+        for spec in domainFiles { _ = try domainSpec(spec) }
+        if let mean { _ = try finiteList(mean, "--mean") }
+        if let std {
+            for v in try finiteList(std, "--std") where !(v > 0) {
+                throw ValidationError("--std values must be positive, got \(v) in '\(std)'")
+            }
+        }
+        if let pixelRange { _ = try pixelRangeValue(pixelRange) }
+    }
+
+    func run() throws {
+        try checkOutputFile(output, "--output")
         let m = try loadModel(model: nil, domainFiles: domainFiles, mean: mean, std: std, pixelRange: pixelRange,
                               defaultDomain: defaultDomain)
-        try m.save(to: output)
+        try writingOutput(output, "--output") { try m.save(to: output) }
         print("wrote \(output): domains \(m.domains.joined(separator: ", ")) (default \(m.domains[m.defaultDomain]))")
     }
 }

@@ -12,26 +12,36 @@ struct Eval: ParsableCommand {
         """)
     @OptionGroup var model: ModelOptions
     @Option(help: "A .tar/.tar.gz/directory of <class>/<image> (e.g. ../shared/data/cifar10/test.tar.gz).") var data: String
-    @Option(help: "Use at most this many images, spread evenly over the sorted set (0 = all).") var limit: Int = 1000
+    @Option(parsing: .unconditional, help: "Use at most this many images, spread evenly over the sorted set (0 = all).") var limit: Int = 1000
     @Option(help: "pgd, fgsm or none.") var attack: String = "pgd"
     @OptionGroup var attackOptions: AttackOptions
     @Option(help: "Domains to evaluate (comma-separated, or 'all').") var domains: String = "all"
-    @Option(help: "Images per call.") var batchSize: Int = 100
+    @Option(parsing: .unconditional, help: "Images per call (>= 1).") var batchSize: Int = 100
     @Option(help: "Write the results as JSON to this file.") var json: String?
 
+    func validate() throws {
+        try require(limit, atLeast: 0, "--limit", " (0 = all images)")
+        try require(batchSize, atLeast: 1, "--batch-size")
+        guard ["pgd", "fgsm", "none"].contains(attack.lowercased()) else {
+            throw ValidationError("--attack must be pgd, fgsm or none, got '\(attack)'")
+        }
+        if domains.isEmpty { throw ValidationError("--domains must name at least one domain (or 'all')") }
+        try attackOptions.check(fgsm: attack.lowercased() == "fgsm", stepList: true)
+    }
+
     func run() throws {
+        if let json { try checkOutputFile(json, "--json") }
         let m = try model.load()
         let set = try readDataset(data, limit: limit)
-        guard set.shape == m.inputShape else { throw ValidationError("images are \(set.shape), the model expects \(m.inputShape)") }
+        guard set.shape == m.inputShape else { throw CLIError(.data, "--data: images are \(set.shape), the model expects \(m.inputShape)") }
         let labels = set.labels!
         let session = Session(model: m)
-        let doms = try resolveDomains(domains, m)
+        let doms = try resolveDomains(domains, m, option: "--domains")
         let kind = attack.lowercased()
-        guard ["pgd", "fgsm", "none"].contains(kind) else { throw ValidationError("--attack must be pgd, fgsm or none") }
         let per = m.inputShape.reduce(1, *), k = m.numClasses
         let stepCounts = kind == "pgd" ? try attackOptions.stepList() : [1]
         let base = try attackOptions.config(model: m, batchLabels: labels, fgsm: kind == "fgsm", stepList: true)
-        let attackD = try attackOptions.attackDomain.map { try resolveDomains($0, m)[0] }
+        let attackD = try attackOptions.attackDomain.map { try resolveDomains($0, m, option: "--attack-domain")[0] }
         var rows: [[String]] = []
         var results: [[String: Any]] = []
         let started = Date()
@@ -94,7 +104,7 @@ struct Eval: ParsableCommand {
             try writeJSON(["model": model.model ?? model.domainFiles.joined(separator: ","), "data": data, "attack": name,
                            "eps": Double(base.eps), "alpha": Double(base.alpha), "steps": stepCounts,
                            "targeted": attackOptions.targeted ?? "no", "seed": base.seed,
-                           "seconds": Date().timeIntervalSince(started), "results": results], to: json)
+                           "seconds": Date().timeIntervalSince(started), "results": results], to: json, option: "--json")
         }
     }
 }
@@ -113,20 +123,29 @@ struct Calibrate: ParsableCommand {
     @Option(help: "Domain to copy affine parameters from (and to attack through with --source pgd).") var base: String?
     @Option(help: "clean or pgd.") var source: String = "clean"
     @OptionGroup var attackOptions: AttackOptions
-    @Option(help: "Use at most this many images.") var limit: Int = 1000
-    @Option(help: "Images per batch (batch statistics are taken per batch).") var batchSize: Int = 100
+    @Option(parsing: .unconditional, help: "Use at most this many images (0 = all).") var limit: Int = 1000
+    @Option(parsing: .unconditional, help: "Images per batch, >= 2 (batch statistics are taken per batch).") var batchSize: Int = 100
     @Option(name: [.customShort("o"), .long], help: "Output ONNX file.") var output: String
 
+    func validate() throws {
+        try require(limit, atLeast: 0, "--limit", " (0 = all images)")
+        try require(batchSize, atLeast: 2, "--batch-size", " (batch statistics need two images)")
+        guard ["clean", "pgd"].contains(source) else { throw ValidationError("--source must be clean or pgd, got '\(source)'") }
+        guard !name.isEmpty else { throw ValidationError("--name must not be empty") }
+        if let b = base, b.isEmpty { throw ValidationError("--base must name a domain") }
+        try attackOptions.check(fgsm: false, stepList: false)
+    }
+
     func run() throws {
+        try checkOutputFile(output, "--output")
         let m = try model.load()
         let set = try readDataset(data, limit: limit)
-        guard set.shape == m.inputShape else { throw ValidationError("images are \(set.shape), the model expects \(m.inputShape)") }
-        let baseD = try base.map { try resolveDomains($0, m)[0] } ?? m.defaultDomain
-        guard ["clean", "pgd"].contains(source) else { throw ValidationError("--source must be clean or pgd") }
+        guard set.shape == m.inputShape else { throw CLIError(.data, "--data: images are \(set.shape), the model expects \(m.inputShape)") }
+        let baseD = try base.map { try resolveDomains($0, m, option: "--base")[0] } ?? m.defaultDomain
         let cal = try Calibrator(model: m, baseDomain: baseD)
         let session = Session(model: m)
         var c = try attackOptions.config(model: m, batchLabels: set.labels)
-        c.attackDomain = try attackOptions.attackDomain.map { try resolveDomains($0, m)[0] } ?? baseD
+        c.attackDomain = try attackOptions.attackDomain.map { try resolveDomains($0, m, option: "--attack-domain")[0] } ?? baseD
         c.evalDomain = c.attackDomain
         let per = m.inputShape.reduce(1, *)
         let bar = ProgressBar(total: set.count, label: "calibrate")
@@ -145,8 +164,11 @@ struct Calibrate: ParsableCommand {
             start += n
             bar.update(start)
         }
-        let out = try cal.finish(name: name)
-        try out.save(to: output)
+        let out: Model
+        do { out = try cal.finish(name: name) } catch let e as AdamantError where e.kind == .domain {
+            throw CLIError.usage("--name: \(e.message)")
+        }
+        try writingOutput(output, "--output") { try out.save(to: output) }
         print("wrote \(output): domains \(out.domains.joined(separator: ", ")); '\(name)' calibrated on \(cal.images) \(source) images from '\(m.domains[baseD])'")
     }
 }

@@ -37,7 +37,7 @@ func readDataset(_ path: String, limit: Int, spread: Bool = true) throws -> Imag
     if rc != 0 {
         rc = aio_dataset_read(path, limit, spread ? 1 : 0, nil, 0, &ds, &err, err.count)
     }
-    guard rc == 0 else { throw ValidationError("cannot read dataset '\(path)': \(String(cString: err))") }
+    guard rc == 0 else { throw inputError(path, "cannot read dataset '\(path)': \(String(cString: err))") }
     defer { aio_dataset_free(&ds) }
     let n = ds.count, per = ds.channels * ds.height * ds.width
     return ImageSet(pixels: Array(UnsafeBufferPointer(start: ds.pixels, count: n * per)), count: n,
@@ -54,16 +54,16 @@ func readImages(_ paths: [String], shape: [Int]) throws -> ImageSet {
     for p in paths {
         var img = aio_image()
         guard aio_decode_file(p, &img, &err, err.count) == 0 else {
-            throw ValidationError("cannot decode '\(p)': \(String(cString: err))")
+            throw inputError(p, "cannot decode '\(p)': \(String(cString: err))")
         }
         defer { aio_image_free(&img) }
-        guard img.channels == shape[0] else { throw ValidationError("'\(p)' has \(img.channels) channels, the model wants \(shape[0])") }
+        guard img.channels == shape[0] else { throw CLIError(.data, "'\(p)' has \(img.channels) channels, the model wants \(shape[0])") }
         if img.height == shape[1] && img.width == shape[2] {
             pixels += UnsafeBufferPointer(start: img.data, count: img.channels * img.height * img.width)
         } else {
             var out: UnsafeMutablePointer<Float>?
             guard aio_resize(img.data, img.channels, img.height, img.width, shape[1], shape[2], &out, &err, err.count) == 0,
-                  let out else { throw ValidationError("cannot resize '\(p)': \(String(cString: err))") }
+                  let out else { throw CLIError(.data, "cannot resize '\(p)': \(String(cString: err))") }
             pixels += UnsafeBufferPointer(start: out, count: shape.reduce(1, *))
             free(out)
         }
@@ -81,7 +81,7 @@ func loadInputs(_ inputs: [String], model: Model, limit: Int) throws -> ImageSet
         set = try readImages(limit > 0 ? Array(inputs.prefix(limit)) : inputs, shape: model.inputShape)
     }
     guard set.shape == model.inputShape else {
-        throw ValidationError("images are \(set.shape), the model expects \(model.inputShape)")
+        throw CLIError(.data, "images are \(set.shape), the model expects \(model.inputShape)")
     }
     return set
 }
@@ -91,5 +91,5 @@ func writePNG(_ path: String, _ chw: ArraySlice<Float>, shape: [Int]) throws {
     let rc = Array(chw).withUnsafeBufferPointer {
         aio_write_png(path, $0.baseAddress, shape[0], shape[1], shape[2], &err, err.count)
     }
-    guard rc == 0 else { throw ValidationError("cannot write '\(path)': \(String(cString: err))") }
+    guard rc == 0 else { throw CLIError(.cantCreate, "cannot write '\(path)': \(String(cString: err))") }
 }

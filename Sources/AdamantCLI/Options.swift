@@ -23,13 +23,13 @@ struct ModelOptions: ParsableArguments {
     @Option(name: .customLong("domain"), help: ArgumentHelp("A per-domain export, as NAME=PATH (repeat; the first is the default).", valueName: "name=path"))
     var domainFiles: [String] = []
 
-    @Option(help: ArgumentHelp("Per-channel mean in pixel units, e.g. 0.4914,0.4822,0.4465 (overrides the stored one).", valueName: "m0,m1,m2"))
+    @Option(parsing: .unconditional, help: ArgumentHelp("Per-channel mean in pixel units, e.g. 0.4914,0.4822,0.4465 (overrides the stored one).", valueName: "m0,m1,m2"))
     var mean: String?
 
-    @Option(help: ArgumentHelp("Per-channel std in pixel units.", valueName: "s0,s1,s2"))
+    @Option(parsing: .unconditional, help: ArgumentHelp("Per-channel std in pixel units.", valueName: "s0,s1,s2"))
     var std: String?
 
-    @Option(help: ArgumentHelp("Valid pixel range, default 0,1.", valueName: "lo,hi"))
+    @Option(parsing: .unconditional, help: ArgumentHelp("Valid pixel range, default 0,1.", valueName: "lo,hi"))
     var pixelRange: String?
 
     @Option(help: "Name of the default BN domain.")
@@ -38,18 +38,31 @@ struct ModelOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Cap adamant's kernels at this instruction set: avx512, avx2, scalar or auto (default: $ADAMANT_ISA, else the best the CPU and OS support).", valueName: "isa"))
     var isa: String?
 
-    @Option(help: "Compute threads (0 = one per available CPU).")
+    @Option(parsing: .unconditional, help: "Compute threads, 0 to 1024 (0 = one per available CPU).")
     var threads: Int32?
+
+    func validate() throws {
+        if let threads { try require(threads, in: 0...1024, "--threads") }
+        if let isa, !["avx512", "avx2", "scalar", "auto"].contains(isa.lowercased()) {
+            throw ValidationError("--isa must be avx512, avx2, scalar or auto, got '\(isa)'")
+        }
+        if let mean { _ = try finiteList(mean, "--mean") }
+        if let std {
+            for v in try finiteList(std, "--std") where !(v > 0) {
+                throw ValidationError("--std values must be positive, got \(v) in '\(std)'")
+            }
+        }
+        if let pixelRange { _ = try pixelRangeValue(pixelRange) }
+        for spec in domainFiles { _ = try domainSpec(spec) }
+        if let d = defaultDomain, d.isEmpty { throw ValidationError("--default-domain must not be empty") }
+    }
 
     /// Applies --isa and --threads (process-wide) before a model is loaded.
     func configureBackend() throws {
         if let isa {
             do { try Backend.setISA(named: isa) } catch let e as AdamantError { throw ValidationError("--isa: \(e.message)") }
         }
-        if let threads {
-            guard threads >= 0 && threads <= 1024 else { throw ValidationError("--threads must be in [0, 1024]") }
-            abk_set_threads(threads)
-        }
+        if let threads { abk_set_threads(threads) }
     }
 
     /// Loads the model of a command that also takes images: with --domain, the first positional
@@ -70,28 +83,46 @@ struct ModelOptions: ParsableArguments {
     }
 }
 
+/// --pixel-range lo,hi: two finite numbers with lo < hi.
+func pixelRangeValue(_ r: String) throws -> (Float, Float) {
+    let v = try finiteList(r, "--pixel-range")
+    guard v.count == 2, v[0] < v[1] else { throw ValidationError("--pixel-range needs lo,hi with lo < hi, got '\(r)'") }
+    return (v[0], v[1])
+}
+
+/// --domain NAME=PATH, both parts non-empty.
+func domainSpec(_ spec: String) throws -> (name: String, path: String) {
+    guard let eq = spec.firstIndex(of: "="), eq != spec.startIndex, spec.index(after: eq) != spec.endIndex else {
+        throw ValidationError("--domain expects NAME=PATH, got '\(spec)'")
+    }
+    return (String(spec[..<eq]), String(spec[spec.index(after: eq)...]))
+}
+
 /// Loads one model file, or a set of per-domain files given as NAME=PATH, with overrides.
+/// A missing file exits 66, a malformed one 65, a --default-domain the model lacks 64.
 func loadModel(model: String?, domainFiles: [String], mean: String?, std: String?, pixelRange: String?,
                defaultDomain: String?) throws -> Model {
     var o = LoadOptions()
-    if let m = mean { o.mean = try parseList(m) }
-    if let s = std { o.std = try parseList(s) }
-    if let r = pixelRange {
-        let v = try parseList(r)
-        guard v.count == 2 else { throw ValidationError("--pixel-range needs lo,hi") }
-        o.pixelRange = (v[0], v[1])
-    }
+    if let m = mean { o.mean = try finiteList(m, "--mean") }
+    if let s = std { o.std = try finiteList(s, "--std") }
+    if let r = pixelRange { o.pixelRange = try pixelRangeValue(r) }
     o.defaultDomain = defaultDomain
-    if !domainFiles.isEmpty {
-        guard model == nil else { throw ValidationError("give either MODEL or --domain NAME=PATH, not both") }
-        let list = try domainFiles.map { spec -> (name: String, path: String) in
-            guard let eq = spec.firstIndex(of: "=") else { throw ValidationError("--domain expects NAME=PATH, got '\(spec)'") }
-            return (String(spec[..<eq]), String(spec[spec.index(after: eq)...]))
+    do {
+        if !domainFiles.isEmpty {
+            guard model == nil else { throw ValidationError("give either MODEL or --domain NAME=PATH, not both") }
+            return try Model.load(domains: try domainFiles.map(domainSpec), options: o)
         }
-        return try Model.load(domains: list, options: o)
+        guard let model else { throw ValidationError("missing MODEL (or --domain NAME=PATH)") }
+        return try Model.load(path: model, options: o)
+    } catch let e as AdamantError {
+        if e.kind == .domain, let d = defaultDomain, e.message.contains("default domain '\(d)'") {
+            throw CLIError.usage("--default-domain: \(e.message)")
+        }
+        if e.kind == .invalidArgument && (e.message.hasPrefix("mean") || e.message.hasPrefix("std")) {
+            throw CLIError.usage("--\(e.message)")
+        }
+        throw e
     }
-    guard let model else { throw ValidationError("missing MODEL (or --domain NAME=PATH)") }
-    return try Model.load(path: model, options: o)
 }
 
 /// Resolves "clean,adv" (or "all") to domain indices.
@@ -153,9 +184,9 @@ func printTable(_ header: [String], _ rows: [[String]]) {
     rows.forEach { print(line($0)) }
 }
 
-func writeJSON(_ object: Any, to path: String) throws {
+func writeJSON(_ object: Any, to path: String, option: String = "--json") throws {
     let data = try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys])
-    try data.write(to: URL(fileURLWithPath: path))
+    try writeFile([UInt8](data), to: path, option)
 }
 
 func percent(_ x: Double) -> String { String(format: "%.1f %%", 100 * x) }

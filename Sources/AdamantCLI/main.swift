@@ -1,2 +1,2 @@
 import Adamant
-AdamantCommand.main()
+AdamantCommand.runMain()

@@ -7,6 +7,7 @@ missing (it exists in CI).
 
 Run from the repo root:
     ADAMANT_LIBRARY=dist/lib/libadamant.so python3 -m pytest -q bindings/python/tests
+(ADAMANT_CLI=path/to/adamant points the command-line tests at another build of the CLI.)
 """
 import io
 import os
@@ -29,6 +30,9 @@ if "ADAMANT_LIBRARY" not in os.environ:
     _dist = os.path.join(REPO, "dist", "lib", "libadamant.so")
     if os.path.exists(_dist):
         os.environ["ADAMANT_LIBRARY"] = _dist
+
+# The command-line tool the CLI tests run: $ADAMANT_CLI, else the one `make dist` builds.
+CLI = os.environ.get("ADAMANT_CLI") or os.path.join(REPO, "dist", "bin", "adamant")
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2471, 0.2435, 0.2616)
