@@ -38,6 +38,10 @@ protocol Op {
     /// each input for which `needs[i]` is true (nil otherwise).
     func backward(_ inputs: [Tensor], _ outputs: [Tensor], _ gradOutputs: [Tensor], needs: [Bool],
                   _ ctx: ExecContext) throws -> [Tensor?]
+    /// The same, given the only references to the output gradients, which the op may overwrite
+    /// (e.g. mask in place and hand on as an input's gradient). Defaults to ``backward(_:_:_:needs:_:)``.
+    func backward(_ inputs: [Tensor], _ outputs: [Tensor], consuming gradOutputs: inout [Tensor], needs: [Bool],
+                  _ ctx: ExecContext) throws -> [Tensor?]
     /// Multiply-adds times two, per whole batch, for the given shapes.
     func flops(_ inputs: [[Int]], _ outputs: [[Int]]) -> Int
     /// Learned parameters held by the op (weights and biases).
@@ -53,6 +57,10 @@ protocol InPlaceOp: Op {
 }
 
 extension Op {
+    func backward(_ inputs: [Tensor], _ outputs: [Tensor], consuming gradOutputs: inout [Tensor], needs: [Bool],
+                  _ ctx: ExecContext) throws -> [Tensor?] {
+        try backward(inputs, outputs, gradOutputs, needs: needs, ctx)
+    }
     func flops(_ inputs: [[Int]], _ outputs: [[Int]]) -> Int { 0 }
     var parameterCount: Int { 0 }
 }

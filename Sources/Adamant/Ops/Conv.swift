@@ -25,7 +25,8 @@ final class ConvWeights: @unchecked Sendable {
         let (mg, kdim) = (outChannels / group, inPerGroup * kh * kw)
         let groupStride = akn_gemm_packed_a_size(Int32(mg), Int32(kdim))
         self.mg = mg; self.kdim = kdim; self.groupStride = groupStride
-        var f = [Float](repeating: 0, count: groupStride * group)
+        // + slack: the input gradient's GEMM reads W^T from these panels (gemm.h)
+        var f = [Float](repeating: 0, count: groupStride * group + AKN_GEMM_SLACK)
         weight.withUnsafeBufferPointer { w in
             f.withUnsafeMutableBufferPointer { out in
                 for g in 0..<group {
@@ -235,12 +236,26 @@ struct Conv: Op {
 
     func backward(_ inputs: [Tensor], _ outputs: [Tensor], _ gradOutputs: [Tensor], needs: [Bool],
                   _ ctx: ExecContext) throws -> [Tensor?] {
-        let x = inputs[0], g = gradOutputs[0]
+        var g = gradOutputs
+        return try backward(inputs, outputs, consuming: &g, needs: needs, ctx)
+    }
+
+    func backward(_ inputs: [Tensor], _ outputs: [Tensor], consuming gradOutputs: inout [Tensor], needs: [Bool],
+                  _ ctx: ExecContext) throws -> [Tensor?] {
+        let x = inputs[0]
         // ReLU'(z) = [z > 0] = [relu(z) > 0]: the stored output is the mask. The kernels apply it
-        // (and the BN scale) while reading g, so no masked copy is made unless the residual needs one.
-        let mask: Tensor? = fusedRelu ? outputs[0] : nil
+        // (and the BN scale) while reading g; when a fused residual needs the masked gradient too,
+        // g is masked once, in place, and serves both.
+        var mask: Tensor? = fusedRelu ? outputs[0] : nil
         var grads: [Tensor?] = [nil]
-        if fusedResidual { grads.append(needs[1] ? (mask.map { reluMask($0, g) } ?? g) : nil) }
+        if fusedResidual {
+            if needs[1], let m = mask {
+                reluMaskInPlace(m, &gradOutputs[0])
+                mask = nil
+            }
+            grads.append(needs[1] ? gradOutputs[0] : nil)
+        }
+        let g = gradOutputs[0]
         guard needs[0] else { return grads }
         let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
         let (oh, ow) = (g.shape[2], g.shape[3])

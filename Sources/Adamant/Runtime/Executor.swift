@@ -1,3 +1,5 @@
+import CKernels
+
 /// Runs a ``Graph``: stage four of load -> optimize -> plan -> run.
 ///
 /// `forward` evaluates the nodes in order; with `keep` it keeps every value for `backward`, which
@@ -65,10 +67,12 @@ struct Executor {
             guard needs.contains(true) else { continue }
             let ins = n.inputs.map { values[$0]! }
             let outs = n.outputs.map { values[$0]! }
-            let gOut = n.outputs.map { grads[$0] ?? Tensor(zeros: values[$0]!.shape) }
+            // The output gradients are moved out (each is read by this node only), so the op holds
+            // their only references and may reuse their storage.
+            var gOut = n.outputs.map { grads[$0].take() ?? Tensor(zeros: values[$0]!.shape) }
             let gIn: [Tensor?]
             let t0 = Profiler.enabled ? Profiler.now() : 0
-            do { gIn = try n.op.backward(ins, outs, gOut, needs: needs, ctx) } catch let e as AdamantError {
+            do { gIn = try n.op.backward(ins, outs, consuming: &gOut, needs: needs, ctx) } catch let e as AdamantError {
                 throw AdamantError(e.kind, "\(n.label) (backward): \(e.message)")
             }
             if Profiler.enabled { Profiler.record(profileKey(n.op, ins, backward: true), since: t0) }
@@ -77,14 +81,13 @@ struct Executor {
                 if grads[vid] != nil {
                     grads[vid]!.data.withUnsafeMutableBufferPointer { acc in
                         g.data.withUnsafeBufferPointer { gp in
-                            for j in 0..<acc.count { acc[j] += gp[j] }
+                            akn_add_inplace(acc.baseAddress!, gp.baseAddress!, acc.count)
                         }
                     }
                 } else {
                     grads[vid] = g
                 }
             }
-            for o in n.outputs where o != graph.output { grads[o] = nil }
         }
         return grads[graph.input] ?? Tensor(zeros: values[graph.input]!.shape)
     }
