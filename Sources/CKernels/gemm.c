@@ -40,6 +40,21 @@ void akn_gemm_pack_a(const float *a, long lda, int trans, int m, int k, float *o
 
 int akn_gemm_chunk_cols(void) { return CHUNK; }
 
+enum { SLOTS = 4 };
+static __thread float *t_scratch[SLOTS];
+static __thread size_t t_scratch_cap[SLOTS];
+
+float *akn_thread_scratch(int slot, size_t floats) {
+    if (slot < 0 || slot >= SLOTS) return NULL;
+    if (floats > t_scratch_cap[slot]) {
+        float *grown = realloc(t_scratch[slot], (floats ? floats : 1) * sizeof(float));
+        if (!grown) return NULL;
+        t_scratch[slot] = grown;
+        t_scratch_cap[slot] = floats;
+    }
+    return t_scratch[slot];
+}
+
 size_t akn_gemm_scratch_size(int k, int cols) {
     (void)cols;
     return (size_t)k * CHUNK + 12 * 32 + 16;  // B chunk, tile

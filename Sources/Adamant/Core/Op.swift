@@ -10,7 +10,12 @@ final class ExecContext {
     /// Threads an op may split its own work over (1 inside an already parallel batch chunk).
     let threads: Int
 
-    init(bn: [BNParams], declaredBatch: Int?, batch: Int, calibration: CalibrationRecorder? = nil, threads: Int = 1) {
+    /// The session's recycled buffers (nil: plain allocation).
+    let pool: BufferPool?
+
+    init(bn: [BNParams], declaredBatch: Int?, batch: Int, calibration: CalibrationRecorder? = nil, threads: Int = 1,
+         pool: BufferPool? = nil) {
+        self.pool = pool
         self.bn = bn
         self.declaredBatch = declaredBatch
         self.batch = batch

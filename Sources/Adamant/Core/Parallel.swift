@@ -59,17 +59,16 @@ private func gemm(m: Int, n: Int, k: Int, packed a: UnsafePointer<Float>, transp
     var io = io
     withUnsafePointer(to: &io) { iop in
         Parallel.forRanges(units, threads: t) { r in
-            var scratch = [Float](unsafeUninitializedCapacity: scratchSize) { _, c in c = scratchSize }
-            scratch.withUnsafeMutableBufferPointer { sp in
+            withThreadScratch(slot: 0, scratchSize) { sp in
                 for u in r {
                     let (ci, rb) = (u / rowBlocks, u % rowBlocks)
                     let m0 = rb * rowsPer, n0 = ci * colsPer
                     guard m0 < m, n0 < n else { continue }
                     let (m1, n1) = (Int32(min(m, m0 + rowsPer)), Int32(min(n, n0 + colsPer)))
                     if transposed {
-                        akn_gemm_transposed(Int32(m), Int32(n), Int32(k), a, iop, Int32(m0), m1, Int32(n0), n1, sp.baseAddress!)
+                        akn_gemm_transposed(Int32(m), Int32(n), Int32(k), a, iop, Int32(m0), m1, Int32(n0), n1, sp)
                     } else {
-                        akn_gemm(Int32(m), Int32(n), Int32(k), a, iop, Int32(m0), m1, Int32(n0), n1, sp.baseAddress!)
+                        akn_gemm(Int32(m), Int32(n), Int32(k), a, iop, Int32(m0), m1, Int32(n0), n1, sp)
                     }
                 }
             }
@@ -82,4 +81,13 @@ private func gemm(m: Int, n: Int, k: Int, packed a: UnsafePointer<Float>, transp
 func withOptionalBuffer<R>(_ a: [Float]?, _ body: (UnsafePointer<Float>?) throws -> R) rethrows -> R {
     guard let a else { return try body(nil) }
     return try a.withUnsafeBufferPointer { try body($0.baseAddress) }
+}
+
+/// Runs `body` with this thread's scratch buffer `slot` of at least `count` floats
+/// (`akn_thread_scratch`: kept from call to call), or a fresh one if it cannot grow.
+@inline(__always)
+func withThreadScratch<R>(slot: Int32, _ count: Int, _ body: (UnsafeMutablePointer<Float>) throws -> R) rethrows -> R {
+    if let p = akn_thread_scratch(slot, count) { return try body(p) }
+    var a = [Float](unsafeUninitializedCapacity: max(1, count)) { _, k in k = max(1, count) }
+    return try a.withUnsafeMutableBufferPointer { try body($0.baseAddress!) }
 }

@@ -80,6 +80,13 @@ enum { AKN_GEMM_SLACK = 64 };
  */
 void akn_gemm_gather_transposed(const float *pw, int m, int k, int r0, int r1, float *out);
 
+/**
+ * This thread's scratch buffer number `slot` (0-3), grown to at least `floats` and kept for the
+ * next call (kernels' per-thread scratch: no allocation per layer). NULL if it cannot grow.
+ * Slot 0: GEMM B chunks (akn_gemm_scratch_size); slot 1: the direct kernel's tile.
+ */
+float *akn_thread_scratch(int slot, size_t floats);
+
 /** Columns per chunk a call packs at once (callers splitting work use multiples of it). */
 int akn_gemm_chunk_cols(void);
 
