@@ -4,6 +4,7 @@
 
 #include <cpuid.h>
 #include <dlfcn.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdio.h>
@@ -218,4 +219,10 @@ void abk_sgemm(int trans_a, int trans_b, int m, int n, int k, float alpha, const
     } else {
         naive_sgemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     }
+}
+
+void abk_trim_heap(void) {
+#ifdef __GLIBC__
+    malloc_trim(0);
+#endif
 }

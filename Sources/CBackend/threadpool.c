@@ -2,28 +2,39 @@
 //
 // Workers are created once and wait for a job by spinning briefly on a generation counter, then
 // sleeping on a condition variable, so back-to-back parallel regions (one per layer) start in well
-// under a microsecond while an idle process burns no CPU. One job at a time: a caller that finds
-// the pool busy (another host thread's job, or a nested call from inside a job) runs its job
-// itself, serially; results never depend on which thread ran which part.
+// under a microsecond while an idle process burns no CPU.
+//
+// Parts are claimed, not assigned: the caller and every awake worker take the next unclaimed part
+// until none is left, and the caller returns once every part is done. A worker the OS has not
+// scheduled yet (the host's own threads busy on the other cores) therefore delays nothing: the
+// caller runs its parts. Which thread runs a part never changes a result, since a part is a fixed
+// range of the work. The claim word packs the job's generation, its part count and the next part,
+// so a claim is valid only for the job that is current at that moment (no ABA), and the job's
+// fields stay put while any claimed part is unfinished.
+//
+// One job at a time: a caller that finds the pool busy (another host thread's job, or a nested
+// call from inside a job) runs its job itself, serially.
 #define _GNU_SOURCE
 #include "backend.h"
 
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
 
-enum { MAX_WORKERS = 255, SPIN = 20000 };
+enum { MAX_WORKERS = 255, SPIN = 20000, CALLER_SPIN = 2000 };
 
 static pthread_mutex_t g_submit = PTHREAD_MUTEX_INITIALIZER;  // held by the caller of a running job
 static pthread_mutex_t g_sleep = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t g_wake = PTHREAD_COND_INITIALIZER;
 static _Atomic unsigned long g_generation = 0;
-static _Atomic int g_remaining = 0;
-static int g_workers = 0;  // started so far (guarded by g_submit)
+// generation (23 bits) | parts (9 bits) | next unclaimed part (32 bits)
+static _Atomic uint64_t g_claim = 0;
+static _Atomic int g_done = 0;  // parts of the current job finished
+static int g_workers = 0;       // started so far (guarded by g_submit)
 static abk_task_fn g_fn;
 static void *g_ctx;
-static int g_parts;
 static __thread int t_in_job = 0;
 
 static inline void cpu_relax(void) {
@@ -32,10 +43,24 @@ static inline void cpu_relax(void) {
 #endif
 }
 
+/// Claims and runs parts of the current job until none is left.
+static void run_parts(void) {
+    for (;;) {
+        uint64_t v = atomic_load_explicit(&g_claim, memory_order_acquire);
+        int parts = (int)((v >> 32) & 0x1FF), next = (int)(v & 0xFFFFFFFFu);
+        if (next >= parts) return;
+        if (!atomic_compare_exchange_weak_explicit(&g_claim, &v, v + 1, memory_order_acq_rel, memory_order_acquire))
+            continue;
+        // The claimed part is unfinished, so the job (and g_fn, g_ctx) is still current.
+        g_fn(g_ctx, next, parts);
+        atomic_fetch_add_explicit(&g_done, 1, memory_order_acq_rel);
+    }
+}
+
 static void *worker_main(void *arg) {
-    int id = (int)(long)arg;  // 1-based: part 0 is the caller's
+    (void)arg;
     unsigned long seen = 0;
-    t_in_job = 1;             // a nested abk_parallel from a job runs serially
+    t_in_job = 1;  // a nested abk_parallel from a job runs serially
     for (;;) {
         unsigned long gen;
         int spins = 0;
@@ -48,10 +73,7 @@ static void *worker_main(void *arg) {
             break;
         }
         seen = gen;
-        // Every started worker checks in for every job (even one it has no part in), so the job's
-        // fields are never rewritten while a worker may still read them.
-        if (id < g_parts) g_fn(g_ctx, id, g_parts);
-        atomic_fetch_sub_explicit(&g_remaining, 1, memory_order_acq_rel);
+        run_parts();
     }
     return NULL;
 }
@@ -68,7 +90,7 @@ void abk_parallel(int parts, abk_task_fn fn, void *ctx) {
         pthread_attr_init(&attr);
         pthread_attr_setstacksize(&attr, 8 << 20);
         pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-        if (pthread_create(&t, &attr, worker_main, (void *)(long)(g_workers + 1)) != 0) {
+        if (pthread_create(&t, &attr, worker_main, NULL) != 0) {
             pthread_attr_destroy(&attr);
             break;
         }
@@ -76,17 +98,24 @@ void abk_parallel(int parts, abk_task_fn fn, void *ctx) {
         g_workers++;
     }
     if (g_workers < parts - 1) parts = g_workers + 1;  // could not start more threads
+    // No part of the previous job is unclaimed or running: publish this one.
     g_fn = fn;
     g_ctx = ctx;
-    g_parts = parts;
-    atomic_store_explicit(&g_remaining, g_workers, memory_order_release);
+    atomic_store_explicit(&g_done, 0, memory_order_relaxed);
+    unsigned long gen = atomic_load_explicit(&g_generation, memory_order_relaxed) + 1;
+    atomic_store_explicit(&g_claim, ((uint64_t)(gen & 0x7FFFFF) << 41) | ((uint64_t)parts << 32), memory_order_release);
     pthread_mutex_lock(&g_sleep);
-    atomic_fetch_add_explicit(&g_generation, 1, memory_order_acq_rel);
+    atomic_store_explicit(&g_generation, gen, memory_order_release);
     pthread_cond_broadcast(&g_wake);
     pthread_mutex_unlock(&g_sleep);
     t_in_job = 1;
-    fn(ctx, 0, parts);
+    run_parts();
     t_in_job = 0;
-    while (atomic_load_explicit(&g_remaining, memory_order_acquire) > 0) cpu_relax();
+    // Parts claimed by workers may still run: wait, yielding the CPU if one is slow to finish.
+    int spins = 0;
+    while (atomic_load_explicit(&g_done, memory_order_acquire) < parts) {
+        if (++spins < CALLER_SPIN) cpu_relax();
+        else sched_yield();
+    }
     pthread_mutex_unlock(&g_submit);
 }

@@ -40,61 +40,49 @@ void akn_gemm_pack_a(const float *a, long lda, int trans, int m, int k, float *o
 
 int akn_gemm_chunk_cols(void) { return CHUNK; }
 
+enum { SLOTS = 4 };
+static __thread float *t_scratch[SLOTS];
+static __thread size_t t_scratch_cap[SLOTS];
+
+float *akn_thread_scratch(int slot, size_t floats) {
+    if (slot < 0 || slot >= SLOTS) return NULL;
+    if (floats > t_scratch_cap[slot]) {
+        float *grown = realloc(t_scratch[slot], (floats ? floats : 1) * sizeof(float));
+        if (!grown) return NULL;
+        t_scratch[slot] = grown;
+        t_scratch_cap[slot] = floats;
+    }
+    return t_scratch[slot];
+}
+
 size_t akn_gemm_scratch_size(int k, int cols) {
     (void)cols;
     return (size_t)k * CHUNK + 12 * 32 + 16;  // B chunk, tile
 }
 
-/// Panels of rows [r0, r1) of A = W^T (A[i][p] = W[p][i]) gathered from W's packed panels (W: k x m,
-/// packed as [k/6][m][6]) into out ([(r1 - r0)/6][k][6], r0 a multiple of 6), zero past m. Each
-/// source panel contributes 6 contiguous floats per row.
-static void pack_at(const float *pw, int m, int k, int r0, int r1, float *out) {
+void akn_gemm_gather_transposed(const float *pw, int m, int k, int r0, int r1, float *out) {
+    if (r1 > m) r1 = m;
+    // Panel q of W^T (its rows 6q..6q+5) is [k][6]; W's panel p0/6 holds W[p0..p0+5][row] as 6
+    // contiguous floats at (p0/6 * m + row) * 6, so each 6x6 block is a small transpose.
     for (int r = r0; r < r1; r += 6) {
-        float *dst = out + (size_t)((r - r0) / 6) * k * 6;
-        for (int i = 0; i < 6; i++) {
-            int row = r + i;
-            for (int p0 = 0; p0 < k; p0 += 6) {
-                int np = k - p0 < 6 ? k - p0 : 6;
+        float *dst = out + (size_t)(r / 6) * k * 6;
+        for (int p0 = 0; p0 < k; p0 += 6) {
+            int np = k - p0 < 6 ? k - p0 : 6;
+            float blk[6][6];
+            for (int i = 0; i < 6; i++) {
+                int row = r + i;
                 const float *src = pw + ((size_t)(p0 / 6) * m + row) * 6;
-                for (int pp = 0; pp < np; pp++) dst[(size_t)(p0 + pp) * 6 + i] = row < m ? src[pp] : 0.0f;
+                for (int pp = 0; pp < 6; pp++) blk[i][pp] = row < m ? src[pp] : 0.0f;
             }
+            for (int pp = 0; pp < np; pp++)
+                for (int i = 0; i < 6; i++) dst[(size_t)(p0 + pp) * 6 + i] = blk[i][pp];
         }
     }
 }
 
-static __thread float *t_at = NULL;  // this thread's gathered W^T panels (grown, kept for the next call)
-static __thread size_t t_at_cap = 0;
-
-static void gemm_driver(int m, int n, int k, const float *pa, int a_row0, const akn_gemm_cols *io, int m0, int m1,
-                        int n0, int n1, float *scratch);
-
-void akn_gemm(int m, int n, int k, const float *pa, const akn_gemm_cols *io, int m0, int m1, int n0, int n1,
-              float *scratch) {
-    gemm_driver(m, n, k, pa, 0, io, m0, m1, n0, n1, scratch);
-}
-
-void akn_gemm_transposed(int m, int n, int k, const float *pw, const akn_gemm_cols *io, int m0, int m1, int n0, int n1,
-                         float *scratch) {
-    if (m1 > m) m1 = m;
-    if (m0 >= m1 || n0 >= n1 || k <= 0) {
-        gemm_driver(m, n, k, pw, m0, io, m0, m1, n0, n1, scratch);
-        return;
-    }
-    // W^T's panels for this call's rows, gathered once (a thread-local buffer, grown as needed).
-    int rows = (m1 - m0 + 5) / 6 * 6;
-    size_t need = (size_t)rows * k;
-    if (need > t_at_cap) {
-        float *grown = realloc(t_at, need * sizeof(float));
-        if (!grown) return;  // out of memory: C is left as it was
-        t_at = grown;
-        t_at_cap = need;
-    }
-    pack_at(pw, m, k, m0, m0 + rows, t_at);
-    gemm_driver(m, n, k, t_at, m0, io, m0, m1, n0, n1, scratch);
-}
-
-/// The GEMM proper; pa's panels start at row a_row0 (0 for a whole packed A).
-static void gemm_driver(int m, int n, int k, const float *pa, int a_row0, const akn_gemm_cols *io, int m0, int m1,
+/// The GEMM proper. With astride == 0, pa is a packed A; otherwise A = W^T read from W's panels
+/// (blocks astride floats apart, row r of A at r * 6 in each block).
+static void gemm_driver(int m, int n, int k, const float *pa, long astride, const akn_gemm_cols *io, int m0, int m1,
                         int n0, int n1, float *scratch) {
     if (m1 > m) m1 = m;
     if (n1 > n) n1 = n;
@@ -108,7 +96,7 @@ static void gemm_driver(int m, int n, int k, const float *pa, int a_row0, const 
         // An empty sum: C = epilogue(0) (the tile reads nothing from A or B).
         for (int r = m0; r < m1; r += 6)
             for (int c = n0; c < n1; c += 16)
-                fn(0, bbuf, 1, bbuf, 1, io, r, r + 6 < m1 ? r + 6 : m1, c, c + 16 < n1 ? c + 16 : n1, tile);
+                fn(0, bbuf, 0, 1, bbuf, 1, io, r, r + 6 < m1 ? r + 6 : m1, c, c + 16 < n1 ? c + 16 : n1, tile);
         return;
     }
     for (int jc = n0; jc < n1; jc += CHUNK) {
@@ -118,16 +106,26 @@ static void gemm_driver(int m, int n, int k, const float *pa, int a_row0, const 
         for (int r = m0; r < m1;) {
             int rows_left = m1 - r;
             int npa = (max_pa == 2 && rows_left > 6) ? 2 : 1;
-            const float *a = pa + (size_t)((r - a_row0) / 6) * k * 6;
+            const float *a = astride ? pa + (size_t)r * 6 : pa + (size_t)(r / 6) * k * 6;
             int r1 = r + 6 * npa < m1 ? r + 6 * npa : m1;
             for (int q = 0; q < bpanels;) {
                 int npb = (max_pb == 2 && bpanels - q >= 2) ? 2 : 1;
                 int c0 = jc + q * 16;
                 int c1 = c0 + 16 * npb < jc + cols ? c0 + 16 * npb : jc + cols;
-                fn(k, a, npa, bbuf + (size_t)q * k * 16, npb, io, r, r1, c0, c1, tile);
+                fn(k, a, astride, npa, bbuf + (size_t)q * k * 16, npb, io, r, r1, c0, c1, tile);
                 q += npb;
             }
             r = r1;
         }
     }
+}
+
+void akn_gemm(int m, int n, int k, const float *pa, const akn_gemm_cols *io, int m0, int m1, int n0, int n1,
+              float *scratch) {
+    gemm_driver(m, n, k, pa, 0, io, m0, m1, n0, n1, scratch);
+}
+
+void akn_gemm_transposed(int m, int n, int k, const float *pw, const akn_gemm_cols *io, int m0, int m1, int n0, int n1,
+                         float *scratch) {
+    gemm_driver(m, n, k, pw, (long)m * 6, io, m0, m1, n0, n1, scratch);
 }

@@ -38,13 +38,20 @@ void akn_maxpool_plane_backward(const float *x, const float *g, int h, int w, in
         for (int j = 0; j < ow; j++) {
             int w0, kj0, kj1;
             window(j, sw, pl, kw, w, &w0, &kj0, &kj1);
-            long best = -1;
-            for (int ki = ki0; ki < ki1; ki++)
+            if (ki0 >= ki1 || kj0 >= kj1) continue;  // a window entirely in the padding
+            // The first largest tap (the gradient goes to one tap only), without branches.
+            long best = (long)(h0 + ki0) * w + w0 + kj0;
+            float m = x[best];
+            for (int ki = ki0; ki < ki1; ki++) {
+                long base = (long)(h0 + ki) * w + w0;
                 for (int kj = kj0; kj < kj1; kj++) {
-                    long t = (long)(h0 + ki) * w + w0 + kj;
-                    if (best < 0 || x[t] > x[best]) best = t;
+                    float v = x[base + kj];
+                    int better = v > m;
+                    m = better ? v : m;
+                    best = better ? base + kj : best;
                 }
-            if (best >= 0) dx[best] += g[(size_t)i * ow + j];
+            }
+            dx[best] += g[(size_t)i * ow + j];
         }
     }
 }

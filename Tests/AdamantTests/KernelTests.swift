@@ -27,8 +27,11 @@ final class KernelTests: XCTestCase {
         return c
     }
 
+    /// Runs akn_gemm on the packed A `pa`, or with `transposedFrom`, akn_gemm_transposed on those
+    /// packed panels of W (k x m, A = W^T).
     func runGEMM(_ pa: [Float], _ b: [Float], m: Int, n: Int, k: Int, per: Int, bscale: [Float]?, scale: [Float]?,
-                 bias: [Float]?, res: [Float]?, relu: Bool, split: (rows: [Int], cols: [Int])) -> [Float] {
+                 bias: [Float]?, res: [Float]?, relu: Bool, split: (rows: [Int], cols: [Int]),
+                 transposedFrom pw: [Float]? = nil) -> [Float] {
         var c = [Float](repeating: .nan, count: m * n)
         b.withUnsafeBufferPointer { bp in
             c.withUnsafeMutableBufferPointer { cp in
@@ -46,7 +49,12 @@ final class KernelTests: XCTestCase {
                             let r1 = ri + 1 < split.rows.count ? split.rows[ri + 1] : m
                             for (ci, c0) in split.cols.enumerated() {
                                 let c1 = ci + 1 < split.cols.count ? split.cols[ci + 1] : n
-                                akn_gemm(Int32(m), Int32(n), Int32(k), pa, &io, Int32(r0), Int32(r1), Int32(c0), Int32(c1), &scratch)
+                                if let pw {
+                                    akn_gemm_transposed(Int32(m), Int32(n), Int32(k), pw, &io, Int32(r0), Int32(r1), Int32(c0),
+                                                        Int32(c1), &scratch)
+                                } else {
+                                    akn_gemm(Int32(m), Int32(n), Int32(k), pa, &io, Int32(r0), Int32(r1), Int32(c0), Int32(c1), &scratch)
+                                }
                             }
                         }
                     }
@@ -85,6 +93,21 @@ final class KernelTests: XCTestCase {
                     let split = runGEMM(pa, b, m: m, n: n, k: k, per: per, bscale: epi ? bscale : nil, scale: epi ? scale : nil,
                                         bias: epi ? bias : nil, res: epi ? res : nil, relu: relu, split: (rows, cols))
                     XCTAssertTrue(split == whole, "\(isa.name) m\(m) n\(n) k\(k): the split changed the result")
+                    // The same A read as the transpose of W = A^T's packed panels (the input-gradient
+                    // path): bit-identical, whole and split, with the panels followed by exactly the
+                    // documented slack (NaN, which must never reach a stored element).
+                    var pw = [Float](repeating: 0, count: max(1, akn_gemm_packed_a_size(Int32(k), Int32(m))))
+                    if k > 0 { akn_gemm_pack_a(aa, k, 1, Int32(k), Int32(m), &pw) }
+                    pw += [Float](repeating: .nan, count: AKN_GEMM_SLACK)
+                    for sp in [([0], [0]), (rows, cols)] {
+                        let t = runGEMM(pa, b, m: m, n: n, k: k, per: per, bscale: epi ? bscale : nil, scale: epi ? scale : nil,
+                                        bias: epi ? bias : nil, res: epi ? res : nil, relu: relu, split: sp, transposedFrom: pw)
+                        XCTAssertTrue(t == whole, "\(isa.name) m\(m) n\(n) k\(k): transposed read differs")
+                    }
+                    // And the gathered W^T panels are A's packed panels.
+                    var gathered = [Float](repeating: -1, count: pa.count)
+                    if k > 0 { akn_gemm_gather_transposed(pw, Int32(m), Int32(k), 0, Int32(m), &gathered) }
+                    XCTAssertTrue(k == 0 || gathered == pa, "\(isa.name) m\(m) k\(k): gathered W^T panels differ")
                 }
             }
         }

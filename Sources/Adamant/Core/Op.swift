@@ -10,7 +10,12 @@ final class ExecContext {
     /// Threads an op may split its own work over (1 inside an already parallel batch chunk).
     let threads: Int
 
-    init(bn: [BNParams], declaredBatch: Int?, batch: Int, calibration: CalibrationRecorder? = nil, threads: Int = 1) {
+    /// The session's recycled buffers (nil: plain allocation).
+    let pool: BufferPool?
+
+    init(bn: [BNParams], declaredBatch: Int?, batch: Int, calibration: CalibrationRecorder? = nil, threads: Int = 1,
+         pool: BufferPool? = nil) {
+        self.pool = pool
         self.bn = bn
         self.declaredBatch = declaredBatch
         self.batch = batch
@@ -38,6 +43,10 @@ protocol Op {
     /// each input for which `needs[i]` is true (nil otherwise).
     func backward(_ inputs: [Tensor], _ outputs: [Tensor], _ gradOutputs: [Tensor], needs: [Bool],
                   _ ctx: ExecContext) throws -> [Tensor?]
+    /// The same, given the only references to the output gradients, which the op may overwrite
+    /// (e.g. mask in place and hand on as an input's gradient). Defaults to ``backward(_:_:_:needs:_:)``.
+    func backward(_ inputs: [Tensor], _ outputs: [Tensor], consuming gradOutputs: inout [Tensor], needs: [Bool],
+                  _ ctx: ExecContext) throws -> [Tensor?]
     /// Multiply-adds times two, per whole batch, for the given shapes.
     func flops(_ inputs: [[Int]], _ outputs: [[Int]]) -> Int
     /// Learned parameters held by the op (weights and biases).
@@ -53,6 +62,10 @@ protocol InPlaceOp: Op {
 }
 
 extension Op {
+    func backward(_ inputs: [Tensor], _ outputs: [Tensor], consuming gradOutputs: inout [Tensor], needs: [Bool],
+                  _ ctx: ExecContext) throws -> [Tensor?] {
+        try backward(inputs, outputs, gradOutputs, needs: needs, ctx)
+    }
     func flops(_ inputs: [[Int]], _ outputs: [[Int]]) -> Int { 0 }
     var parameterCount: Int { 0 }
 }

@@ -38,11 +38,16 @@ enum Parallel {
 /// Runs adamant's GEMM (`gemm.h`) for all m rows and n columns of `io`, split over `threads`: by
 /// column chunks when there are enough of them, else also by blocks of rows. Every element's
 /// arithmetic is fixed by the kernel, so the split never changes a result.
-/// With `transposed`, `a` is the packed W [k x m] and C = epilogue(W^T . B) (`akn_gemm_transposed`).
+/// With `transposed`, `a` is the packed W [k x m] (with `AKN_GEMM_SLACK` floats after it) and
+/// C = epilogue(W^T . B), read straight from W's panels (`akn_gemm_transposed`).
 func gemm(m: Int, n: Int, k: Int, a: UnsafePointer<Float>, transposed: Bool = false, io: akn_gemm_cols, threads: Int) {
+    let t = 2 * m * n * k < 2_000_000 ? 1 : max(1, threads)
+    gemm(m: m, n: n, k: k, packed: a, transposed: transposed, io: io, threads: t)
+}
+
+private func gemm(m: Int, n: Int, k: Int, packed a: UnsafePointer<Float>, transposed: Bool, io: akn_gemm_cols, threads t: Int) {
     let chunk = Int(akn_gemm_chunk_cols())
     let chunks = (n + chunk - 1) / chunk
-    let t = 2 * m * n * k < 2_000_000 ? 1 : max(1, threads)
     // Enough rows: one block of rows per thread (balanced, each packs all of B); else column chunks,
     // with row blocks added when there are fewer chunks than threads.
     let rowBlocks = m >= 48 * t ? t : (chunks >= 2 * t ? 1 : max(1, min((m + 11) / 12, (2 * t + chunks - 1) / chunks)))
@@ -54,17 +59,16 @@ func gemm(m: Int, n: Int, k: Int, a: UnsafePointer<Float>, transposed: Bool = fa
     var io = io
     withUnsafePointer(to: &io) { iop in
         Parallel.forRanges(units, threads: t) { r in
-            var scratch = [Float](unsafeUninitializedCapacity: scratchSize) { _, c in c = scratchSize }
-            scratch.withUnsafeMutableBufferPointer { sp in
+            withThreadScratch(slot: 0, scratchSize) { sp in
                 for u in r {
                     let (ci, rb) = (u / rowBlocks, u % rowBlocks)
                     let m0 = rb * rowsPer, n0 = ci * colsPer
                     guard m0 < m, n0 < n else { continue }
-                    let (mm, nn, kk, m1, n1) = (Int32(m), Int32(n), Int32(k), Int32(min(m, m0 + rowsPer)), Int32(min(n, n0 + colsPer)))
+                    let (m1, n1) = (Int32(min(m, m0 + rowsPer)), Int32(min(n, n0 + colsPer)))
                     if transposed {
-                        akn_gemm_transposed(mm, nn, kk, a, iop, Int32(m0), m1, Int32(n0), n1, sp.baseAddress!)
+                        akn_gemm_transposed(Int32(m), Int32(n), Int32(k), a, iop, Int32(m0), m1, Int32(n0), n1, sp)
                     } else {
-                        akn_gemm(mm, nn, kk, a, iop, Int32(m0), m1, Int32(n0), n1, sp.baseAddress!)
+                        akn_gemm(Int32(m), Int32(n), Int32(k), a, iop, Int32(m0), m1, Int32(n0), n1, sp)
                     }
                 }
             }
@@ -77,4 +81,13 @@ func gemm(m: Int, n: Int, k: Int, a: UnsafePointer<Float>, transposed: Bool = fa
 func withOptionalBuffer<R>(_ a: [Float]?, _ body: (UnsafePointer<Float>?) throws -> R) rethrows -> R {
     guard let a else { return try body(nil) }
     return try a.withUnsafeBufferPointer { try body($0.baseAddress) }
+}
+
+/// Runs `body` with this thread's scratch buffer `slot` of at least `count` floats
+/// (`akn_thread_scratch`: kept from call to call), or a fresh one if it cannot grow.
+@inline(__always)
+func withThreadScratch<R>(slot: Int32, _ count: Int, _ body: (UnsafeMutablePointer<Float>) throws -> R) rethrows -> R {
+    if let p = akn_thread_scratch(slot, count) { return try body(p) }
+    var a = [Float](unsafeUninitializedCapacity: max(1, count)) { _, k in k = max(1, count) }
+    return try a.withUnsafeMutableBufferPointer { try body($0.baseAddress!) }
 }

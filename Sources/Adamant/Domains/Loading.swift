@@ -1,3 +1,4 @@
+import CBackend
 import COnnx
 
 /// Metadata keys of adamant's single-file multi-domain format.
@@ -22,12 +23,23 @@ public let plainDomainName = "default"
 extension Model {
     /// Loads one ONNX file: a plain model (one domain, "default") or adamant's single-file format.
     public static func load(path: String, options: LoadOptions = LoadOptions()) throws -> Model {
-        try load(file: try ONNXFile.read(path: path), source: path, options: options)
+        let model = try load(file: try ONNXFile.read(path: path), source: path, options: options)
+        returnFreedMemory()
+        return model
     }
 
     /// Loads a model from serialized ONNX bytes.
     public static func load(bytes: [UInt8], options: LoadOptions = LoadOptions()) throws -> Model {
-        try load(file: try ONNXFile(bytes: bytes, source: "<memory>"), source: "<memory>", options: options)
+        let model = try load(file: try ONNXFile(bytes: bytes, source: "<memory>"), source: "<memory>", options: options)
+        returnFreedMemory()
+        return model
+    }
+
+    /// Hands the heap pages the parsed file and its float copies used back to the OS, so a loaded
+    /// model's resident memory is its weights, not the peak of loading (glibc keeps freed small
+    /// blocks otherwise).
+    static func returnFreedMemory() {
+        abk_trim_heap()
     }
 
     static func parseFloats(_ s: String, key: String, source: String) throws -> [Float] {
@@ -109,6 +121,12 @@ extension Model {
     /// Loads per-domain ONNX exports of one network (`[(name, path)]`, the first is the default
     /// unless the options say otherwise). Graphs and every non-BN tensor must be identical.
     public static func load(domains: [(name: String, path: String)], options: LoadOptions = LoadOptions()) throws -> Model {
+        let model = try loadEach(domains: domains, options: options)
+        returnFreedMemory()
+        return model
+    }
+
+    static func loadEach(domains: [(name: String, path: String)], options: LoadOptions) throws -> Model {
         guard !domains.isEmpty else { throw fail(.invalidArgument, "no domain files given") }
         guard Set(domains.map(\.name)).count == domains.count else {
             throw fail(.invalidArgument, "domain names must be distinct: \(domains.map(\.name))")

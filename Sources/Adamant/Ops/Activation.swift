@@ -13,6 +13,15 @@ func reluMask(_ y: Tensor, _ g: Tensor) -> Tensor {
     return out
 }
 
+/// g = relu'(y) * g, in place (y the ReLU's output: the mask is y > 0).
+func reluMaskInPlace(_ y: Tensor, _ g: inout Tensor) {
+    y.data.withUnsafeBufferPointer { yp in
+        g.data.withUnsafeMutableBufferPointer { gp in
+            akn_relu_mask(yp.baseAddress!, gp.baseAddress!, gp.baseAddress!, gp.count)
+        }
+    }
+}
+
 /// ONNX `Relu`.
 struct Relu: InPlaceOp {
     func forwardInPlace(_ x: inout Tensor, _ others: [Tensor], _ ctx: ExecContext) throws -> Bool {

@@ -25,7 +25,8 @@ final class ConvWeights: @unchecked Sendable {
         let (mg, kdim) = (outChannels / group, inPerGroup * kh * kw)
         let groupStride = akn_gemm_packed_a_size(Int32(mg), Int32(kdim))
         self.mg = mg; self.kdim = kdim; self.groupStride = groupStride
-        var f = [Float](repeating: 0, count: groupStride * group)
+        // + slack: the input gradient's GEMM reads W^T from these panels (gemm.h)
+        var f = [Float](repeating: 0, count: groupStride * group + AKN_GEMM_SLACK)
         weight.withUnsafeBufferPointer { w in
             f.withUnsafeMutableBufferPointer { out in
                 for g in 0..<group {
@@ -206,7 +207,7 @@ struct Conv: Op {
         let x = inputs[0]
         let outShape = try shapes(inputs.map(\.shape), ShapeEnv(declaredBatch: nil, batch: x.shape[0]))[0]
         let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
-        var y = Tensor(uninitialized: outShape)
+        var y = ctx.uninitialized(outShape)
         let residual: Tensor? = fusedResidual ? inputs[1] : nil
         let algo = algorithm(h, w)
         x.data.withUnsafeBufferPointer { xp in
@@ -217,13 +218,13 @@ struct Conv: Op {
                             let ep = Epilogue(scale: sp, bias: bp, residual: rp, relu: fusedRelu)
                             if algo == .winograd {
                                 winograd(weights.winograd, rows: outChannels, cols: c, x: xp.baseAddress!, inMask: nil, n: n,
-                                         h: h, w: w, inScale: nil, ep: ep, y: yp.baseAddress!, threads: ctx.threads)
+                                         h: h, w: w, inScale: nil, ep: ep, y: yp.baseAddress!, threads: ctx.threads, ctx)
                             } else if algo == .direct3x3 {
                                 direct3x3(weights.forward, adjoint: false, channelsIn: c, channelsOut: outChannels, x: xp.baseAddress!, inMask: nil,
-                                          inScale: nil, n: n, h: h, w: w, ep: ep, y: yp.baseAddress!, threads: ctx.threads)
+                                          inScale: nil, n: n, h: h, w: w, ep: ep, y: yp.baseAddress!, threads: ctx.threads, ctx)
                             } else {
                                 gemmForward(x: xp.baseAddress!, n: n, c: c, h: h, w: w, oh: outShape[2], ow: outShape[3],
-                                            pointwise: algo == .pointwise, ep: ep, y: yp.baseAddress!, threads: ctx.threads)
+                                            pointwise: algo == .pointwise, ep: ep, y: yp.baseAddress!, threads: ctx.threads, ctx)
                             }
                         }
                     }
@@ -235,17 +236,31 @@ struct Conv: Op {
 
     func backward(_ inputs: [Tensor], _ outputs: [Tensor], _ gradOutputs: [Tensor], needs: [Bool],
                   _ ctx: ExecContext) throws -> [Tensor?] {
-        let x = inputs[0], g = gradOutputs[0]
+        var g = gradOutputs
+        return try backward(inputs, outputs, consuming: &g, needs: needs, ctx)
+    }
+
+    func backward(_ inputs: [Tensor], _ outputs: [Tensor], consuming gradOutputs: inout [Tensor], needs: [Bool],
+                  _ ctx: ExecContext) throws -> [Tensor?] {
+        let x = inputs[0]
         // ReLU'(z) = [z > 0] = [relu(z) > 0]: the stored output is the mask. The kernels apply it
-        // (and the BN scale) while reading g, so no masked copy is made unless the residual needs one.
-        let mask: Tensor? = fusedRelu ? outputs[0] : nil
+        // (and the BN scale) while reading g; when a fused residual needs the masked gradient too,
+        // g is masked once, in place, and serves both.
+        var mask: Tensor? = fusedRelu ? outputs[0] : nil
         var grads: [Tensor?] = [nil]
-        if fusedResidual { grads.append(needs[1] ? (mask.map { reluMask($0, g) } ?? g) : nil) }
+        if fusedResidual {
+            if needs[1], let m = mask {
+                reluMaskInPlace(m, &gradOutputs[0])
+                mask = nil
+            }
+            grads.append(needs[1] ? gradOutputs[0] : nil)
+        }
+        let g = gradOutputs[0]
         guard needs[0] else { return grads }
         let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
         let (oh, ow) = (g.shape[2], g.shape[3])
         let algo = algorithm(h, w)
-        var dx = algo == .im2col ? Tensor(zeros: x.shape) : Tensor(uninitialized: x.shape)
+        var dx = algo == .im2col ? ctx.zeros(x.shape) : ctx.uninitialized(x.shape)
         g.data.withUnsafeBufferPointer { gp in
             dx.data.withUnsafeMutableBufferPointer { xp in
                 withOptionalBuffer(mask?.data) { mp in
@@ -256,13 +271,13 @@ struct Conv: Op {
                             // The adjoint of a 3x3/s1/p1 convolution is the same convolution with transposed,
                             // flipped weights.
                             direct3x3(weights.forward, adjoint: true, channelsIn: outChannels, channelsOut: c, x: gp.baseAddress!,
-                                      inMask: mp, inScale: sp, n: n, h: h, w: w, ep: none, y: xp.baseAddress!, threads: ctx.threads)
+                                      inMask: mp, inScale: sp, n: n, h: h, w: w, ep: none, y: xp.baseAddress!, threads: ctx.threads, ctx)
                         case .winograd:
                             winograd(weights.winogradAdjoint, rows: c, cols: outChannels, x: gp.baseAddress!, inMask: mp,
-                                     n: n, h: h, w: w, inScale: sp, ep: none, y: xp.baseAddress!, threads: ctx.threads)
+                                     n: n, h: h, w: w, inScale: sp, ep: none, y: xp.baseAddress!, threads: ctx.threads, ctx)
                         case .pointwise, .im2col:
                             gemmBackward(dz: gp.baseAddress!, mask: mp, n: n, c: c, h: h, w: w, oh: oh, ow: ow,
-                                         pointwise: algo == .pointwise, scale: sp, dx: xp.baseAddress!, threads: ctx.threads)
+                                         pointwise: algo == .pointwise, scale: sp, dx: xp.baseAddress!, threads: ctx.threads, ctx)
                         }
                     }
                 }
@@ -290,11 +305,12 @@ struct Conv: Op {
 
     /// Runs `body(weights, col, s0, ns)` over pieces of `ns` samples starting at `s0`, with the
     /// forward GEMM panels and an im2col buffer of `columnFloats` per sample (none when 0).
-    private func forEachPiece(n: Int, columnFloats: Int,
+    private func forEachPiece(n: Int, columnFloats: Int, _ ctx: ExecContext,
                               _ body: (UnsafeBufferPointer<Float>, UnsafeMutableBufferPointer<Float>, Int, Int) -> Void) {
         let piece = columnFloats == 0 ? n : samplesPerPiece(n, floatsPerSample: columnFloats)
         let size = columnFloats == 0 ? 0 : piece * columnFloats
-        var col = [Float](unsafeUninitializedCapacity: size) { _, k in k = size }
+        var col = ctx.scratch(size)
+        defer { ctx.recycle(col) }
         weights.forward.withUnsafeBufferPointer { wp in
             col.withUnsafeMutableBufferPointer { cp in
                 var s0 = 0
@@ -308,10 +324,10 @@ struct Conv: Op {
     }
 
     private func gemmForward(x: UnsafePointer<Float>, n: Int, c: Int, h: Int, w: Int, oh: Int, ow: Int, pointwise: Bool,
-                             ep: Epilogue, y: UnsafeMutablePointer<Float>, threads: Int) {
+                             ep: Epilogue, y: UnsafeMutablePointer<Float>, threads: Int, _ ctx: ExecContext) {
         let (mg, kdim, ohw) = (weights.mg, weights.kdim, oh * ow)
         let p = resolvedPads(h, w)
-        forEachPiece(n: n, columnFloats: pointwise ? 0 : kdim * ohw) { wp, cp, s0, ns in
+        forEachPiece(n: n, columnFloats: pointwise ? 0 : kdim * ohw, ctx) { wp, cp, s0, ns in
             for g in 0..<group {
                 var io = akn_gemm_cols()
                 io.per = Int32(ohw)
@@ -345,10 +361,10 @@ struct Conv: Op {
     }
 
     private func gemmBackward(dz: UnsafePointer<Float>, mask: UnsafePointer<Float>?, n: Int, c: Int, h: Int, w: Int, oh: Int, ow: Int, pointwise: Bool,
-                              scale: UnsafePointer<Float>?, dx: UnsafeMutablePointer<Float>, threads: Int) {
+                              scale: UnsafePointer<Float>?, dx: UnsafeMutablePointer<Float>, threads: Int, _ ctx: ExecContext) {
         let (mg, kdim, ohw) = (weights.mg, weights.kdim, oh * ow)
         let p = resolvedPads(h, w)
-        forEachPiece(n: n, columnFloats: pointwise ? 0 : kdim * ohw) { ap, cp, s0, ns in
+        forEachPiece(n: n, columnFloats: pointwise ? 0 : kdim * ohw, ctx) { ap, cp, s0, ns in
             for g in 0..<group {
                 // columns of W_g^T (scale . dz): one sample's oh*ow positions per sample
                 var io = akn_gemm_cols()
@@ -386,10 +402,11 @@ struct Conv: Op {
     /// (channelsIn = its outputs, channelsOut = its inputs), which the kernel reads transposed and flipped.
     private func direct3x3(_ packed: [Float], adjoint: Bool, channelsIn: Int, channelsOut: Int, x: UnsafePointer<Float>,
                            inMask: UnsafePointer<Float>?, inScale: UnsafePointer<Float>?, n: Int, h: Int, w: Int,
-                           ep: Epilogue, y: UnsafeMutablePointer<Float>, threads: Int) {
+                           ep: Epilogue, y: UnsafeMutablePointer<Float>, threads: Int, _ ctx: ExecContext) {
         let scratchSize = akn_scratch_size(Int32(channelsIn), Int32(h), Int32(w))
         let tmpSize = akn_tmp_size(Int32(h), Int32(w))
-        var scratch = [Float](unsafeUninitializedCapacity: scratchSize) { _, k in k = scratchSize }
+        var scratch = ctx.scratch(scratchSize)
+        defer { ctx.recycle(scratch) }
         let blocks = (channelsOut + 5) / 6
         let t = (threads > 1 && channelsIn * channelsOut * h * w > 200_000) ? threads : 1
         // Work units: blocks of 6 output channels x bands of rows (bands only when there are too few
@@ -404,15 +421,14 @@ struct Conv: Op {
                     akn_conv3x3(xs, inMask.map { $0 + s * channelsIn * h * w }, inScale, Int32(channelsIn), Int32(h), Int32(w), pb,
                                 0, 0, Int32(channelsOut), 0, 0, 0, 0, nil, nil, nil, 0, y + off, sb, 1, nil)
                     Parallel.forRanges(blocks * bands, threads: t) { r in
-                        var tmp = [Float](unsafeUninitializedCapacity: tmpSize) { _, k in k = tmpSize }
-                        tmp.withUnsafeMutableBufferPointer { tp in
+                        withThreadScratch(slot: 1, tmpSize) { tp in
                             for u in r {
                                 let (b, band) = (u / bands, u % bands)
                                 akn_conv3x3(xs, nil, nil, Int32(channelsIn), Int32(h), Int32(w), pb, 0,
                                             adjoint ? Int32(channelsOut) : 0, Int32(channelsOut),
                                             Int32(b * 6), Int32(min(channelsOut, b * 6 + 6)), Int32(h * band / bands),
                                             Int32(h * (band + 1) / bands), ep.scale, ep.bias, ep.residual.map { $0 + off },
-                                            ep.relu ? 1 : 0, y + off, sb, 0, tp.baseAddress!)
+                                            ep.relu ? 1 : 0, y + off, sb, 0, tp)
                             }
                         }
                     }
@@ -425,13 +441,14 @@ struct Conv: Op {
     /// (36 GEMM A matrices rows x cols), x's channels first multiplied by `inScale` when given.
     private func winograd(_ u: [Float], rows: Int, cols: Int, x: UnsafePointer<Float>, inMask: UnsafePointer<Float>?,
                           n: Int, h: Int, w: Int,
-                          inScale: UnsafePointer<Float>?, ep: Epilogue, y: UnsafeMutablePointer<Float>, threads: Int) {
+                          inScale: UnsafePointer<Float>?, ep: Epilogue, y: UnsafeMutablePointer<Float>, threads: Int,
+                          _ ctx: ExecContext) {
         let tiles = Int(akn_wino_tiles(Int32(h), Int32(w)))
         let piece = samplesPerPiece(n, floatsPerSample: 36 * (rows + cols) * tiles)
         let perA = akn_gemm_packed_a_size(Int32(rows), Int32(cols))
         let cap = 36 * piece * tiles
-        var v = [Float](unsafeUninitializedCapacity: cap * cols) { _, k in k = cap * cols }
-        var mb = [Float](unsafeUninitializedCapacity: cap * rows) { _, k in k = cap * rows }
+        var v = ctx.scratch(cap * cols), mb = ctx.scratch(cap * rows)
+        defer { ctx.recycle(v); ctx.recycle(mb) }
         u.withUnsafeBufferPointer { up in
             v.withUnsafeMutableBufferPointer { vp in
                 mb.withUnsafeMutableBufferPointer { mp in
@@ -454,10 +471,7 @@ struct Conv: Op {
                         // 2. the 36 GEMMs
                         let gemmThreads = 2 * rows * cols * cols_ < 1_000_000 ? 1 : threads
                         Parallel.forRanges(36, threads: gemmThreads) { r in
-                            var scratch = [Float](unsafeUninitializedCapacity: akn_gemm_scratch_size(Int32(cols), Int32(cols_))) { _, k in
-                                k = akn_gemm_scratch_size(Int32(cols), Int32(cols_))
-                            }
-                            scratch.withUnsafeMutableBufferPointer { sp in
+                            withThreadScratch(slot: 0, akn_gemm_scratch_size(Int32(cols), Int32(cols_))) { sp in
                                 for xi in r {
                                     var io = akn_gemm_cols()
                                     io.per = Int32(cols_)
@@ -465,7 +479,7 @@ struct Conv: Op {
                                     io.c = mbase + xi * rows * cols_; io.ldc = cols_
                                     withUnsafePointer(to: &io) { iop in
                                         akn_gemm(Int32(rows), Int32(cols_), Int32(cols), ub + xi * perA, iop, 0, Int32(rows), 0,
-                                                 Int32(cols_), sp.baseAddress!)
+                                                 Int32(cols_), sp)
                                     }
                                 }
                             }

@@ -14,7 +14,8 @@ final class DenseWeights: @unchecked Sendable {
     init(_ w: [Float], outFeatures: Int, inFeatures: Int, transposed: Bool) {
         self.outFeatures = outFeatures
         self.inFeatures = inFeatures
-        var f = [Float](repeating: 0, count: akn_gemm_packed_a_size(Int32(outFeatures), Int32(inFeatures)))
+        // + slack: the input gradient's GEMM reads W^T from these panels (gemm.h)
+        var f = [Float](repeating: 0, count: akn_gemm_packed_a_size(Int32(outFeatures), Int32(inFeatures)) + AKN_GEMM_SLACK)
         akn_gemm_pack_a(w, transposed ? outFeatures : inFeatures, transposed ? 1 : 0, Int32(outFeatures),
                         Int32(inFeatures), &f)
         forward = f

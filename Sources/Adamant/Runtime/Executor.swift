@@ -1,3 +1,5 @@
+import CKernels
+
 /// Runs a ``Graph``: stage four of load -> optimize -> plan -> run.
 ///
 /// `forward` evaluates the nodes in order; with `keep` it keeps every value for `backward`, which
@@ -25,13 +27,16 @@ struct Executor {
         for (k, n) in graph.nodes.enumerated() {
             var ins: [Tensor] = []
             ins.reserveCapacity(n.inputs.count)
+            var moved: [Tensor] = []
             var movedFirst = false
             for (j, i) in n.inputs.enumerated() {
-                // A value read for the last time is moved into the op (freeing it as soon as the op is
-                // done), and an elementwise op may then overwrite its storage.
+                // A value read for the last time is moved into the op (its storage goes back to the
+                // pool as soon as the op is done), and an elementwise op may then overwrite it.
                 if !keep && lastUse[i] == k && graph.constants[i] == nil && i != graph.input
                     && !n.inputs[(j + 1)...].contains(i) {
-                    ins.append(values[i].take()!)
+                    let t = values[i].take()!
+                    ins.append(t)
+                    moved.append(t)
                     if j == 0 { movedFirst = true }
                 } else {
                     ins.append(values[i]!)
@@ -42,13 +47,15 @@ struct Executor {
             defer { if Profiler.enabled { Profiler.record(profileKey(n.op, ins, backward: false), since: t0) } }
             do {
                 if movedFirst, n.outputs.count == 1, let inPlace = n.op as? InPlaceOp {
-                    var x = ins.removeFirst()  // now the only reference: no copy on write
-                    if try inPlace.forwardInPlace(&x, ins, ctx) { outs = [x] } else { ins.insert(x, at: 0) }
+                    var x = ins.removeFirst()
+                    moved.removeFirst()  // now the only reference: no copy on write
+                    if try inPlace.forwardInPlace(&x, ins, ctx) { outs = [x] } else { ins.insert(x, at: 0); moved.insert(x, at: 0) }
                 }
                 if outs == nil { outs = try n.op.forward(ins, ctx) }
             } catch let e as AdamantError {
                 throw AdamantError(e.kind, "\(n.label): \(e.message)")
             }
+            for t in moved where !outs!.contains(where: { sameStorage($0.data, t.data) }) { ctx.recycle(t) }
             for (i, o) in n.outputs.enumerated() { values[o] = outs![i] }
         }
         guard let y = values[graph.output] else { throw fail(.internal, "output was not computed") }
@@ -65,27 +72,53 @@ struct Executor {
             guard needs.contains(true) else { continue }
             let ins = n.inputs.map { values[$0]! }
             let outs = n.outputs.map { values[$0]! }
-            let gOut = n.outputs.map { grads[$0] ?? Tensor(zeros: values[$0]!.shape) }
+            // The output gradients are moved out (each is read by this node only), so the op holds
+            // their only references and may reuse their storage.
+            var gOut = n.outputs.map { grads[$0].take() ?? ctx.zeros(values[$0]!.shape) }
             let gIn: [Tensor?]
             let t0 = Profiler.enabled ? Profiler.now() : 0
-            do { gIn = try n.op.backward(ins, outs, gOut, needs: needs, ctx) } catch let e as AdamantError {
+            do { gIn = try n.op.backward(ins, outs, consuming: &gOut, needs: needs, ctx) } catch let e as AdamantError {
                 throw AdamantError(e.kind, "\(n.label) (backward): \(e.message)")
             }
             if Profiler.enabled { Profiler.record(profileKey(n.op, ins, backward: true), since: t0) }
+            // Buffers this node is done with: its output gradients and every gradient added into an
+            // existing one go back to the pool, unless still held as some value's gradient.
+            var spent = gOut.map(\.data)
+            var kept: [[Float]] = []
             for (i, vid) in n.inputs.enumerated() where needs[i] {
                 guard let g = gIn[i] else { continue }
                 if grads[vid] != nil {
                     grads[vid]!.data.withUnsafeMutableBufferPointer { acc in
                         g.data.withUnsafeBufferPointer { gp in
-                            for j in 0..<acc.count { acc[j] += gp[j] }
+                            akn_add_inplace(acc.baseAddress!, gp.baseAddress!, acc.count)
                         }
                     }
+                    spent.append(g.data)
                 } else {
                     grads[vid] = g
+                    kept.append(g.data)
                 }
             }
-            for o in n.outputs where o != graph.output { grads[o] = nil }
+            gOut = []
+            var recycled: [[Float]] = []
+            for a in spent where !kept.contains(where: { sameStorage($0, a) }) && !recycled.contains(where: { sameStorage($0, a) }) {
+                recycled.append(a)
+            }
+            recycled.forEach(ctx.recycle)
         }
-        return grads[graph.input] ?? Tensor(zeros: values[graph.input]!.shape)
+        return grads[graph.input] ?? ctx.zeros(values[graph.input]!.shape)
+    }
+
+    /// Hands the values a forward pass kept (for ``backward(_:gradOutput:_:)``) back to the pool,
+    /// except constants, the input and the output.
+    func release(_ values: inout [Tensor?], _ ctx: ExecContext) {
+        guard ctx.pool != nil else { return }
+        func address(_ a: [Float]) -> Int { a.withUnsafeBufferPointer { Int(bitPattern: $0.baseAddress) } }
+        var seen = Set<Int>()
+        for i in [graph.input, graph.output] { if let t = values[i], t.count > 0 { seen.insert(address(t.data)) } }
+        for i in values.indices where graph.constants[i] == nil && i != graph.input && i != graph.output {
+            guard let t = values[i].take(), t.count > 0 else { continue }
+            if seen.insert(address(t.data)).inserted { ctx.recycle(t) }
+        }
     }
 }

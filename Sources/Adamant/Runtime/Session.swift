@@ -15,6 +15,16 @@ public final class Session {
     /// Creates a session for `model`.
     public init(model: Model) { self.model = model }
 
+    /// Activation, gradient and scratch buffers recycled from call to call.
+    let pool = BufferPool()
+
+    /// Buffers this session has allocated so far: after the first call with a batch size, further
+    /// calls with it (predict, gradient, attacks) reuse the pool's buffers and allocate none.
+    public var bufferAllocations: Int { pool.allocations }
+
+    /// Frees the buffers kept for the next call (they are allocated again when needed).
+    public func releaseMemory() { pool.removeAll() }
+
     /// Checks a pixel batch's length and returns its batch tensor after normalization.
     func normalizedInput(_ x: UnsafeBufferPointer<Float>, batch: Int) throws -> Tensor {
         try checkInputLength(x.count, batch: batch)
@@ -62,7 +72,7 @@ public final class Session {
     func context(domain: Int, batch: Int, calibration: CalibrationRecorder? = nil, threads: Int = 1) throws -> ExecContext {
         try model.checkDomain(domain)
         return ExecContext(bn: model.bn[domain], declaredBatch: model.graph.declaredBatch, batch: batch,
-                           calibration: calibration, threads: threads)
+                           calibration: calibration, threads: threads, pool: pool)
     }
 
     /// Runs `body` over the batch in pieces of samples small enough that a piece's activations stay in
@@ -155,12 +165,17 @@ public final class Session {
         let parts = try chunked(x) { t, range, threads -> ([Float], [Float], [Float]) in
             let n = t.shape[0]
             let ctx = try context(domain: domain, batch: n, threads: threads)
-            let (y, values) = try model.plans[domain].forward(t, ctx, keep: true)
+            let pass = try model.plans[domain].forward(t, ctx, keep: true)
+            var values = pass.values
+            defer { model.plans[domain].release(&values, ctx) }
+            let y = pass.output
             try checkOutput(y, batch: n)
             let lab = Array(labels[range])
             let (l, dz) = Losses.evaluate(logits: y.data, classes: model.numClasses, labels: lab, loss: loss)
             let g = try model.plans[domain].backward(values, gradOutput: Tensor(shape: y.shape, data: dz), ctx)
-            return (l, g.data, y.data)
+            let gradient = g.data.withUnsafeBufferPointer { Array($0) }  // a copy; the pooled buffer is reused
+            ctx.recycle(g)
+            return (l, gradient, y.data)
         }
         var g = Tensor(shape: x.shape, data: parts.flatMap { $0.1 })
         let l = parts.flatMap { $0.0 }

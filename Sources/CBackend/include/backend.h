@@ -75,6 +75,9 @@ typedef void (*abk_task_fn)(void *ctx, int part, int parts);
  */
 void abk_parallel(int parts, abk_task_fn fn, void *ctx);
 
+/** Returns the heap's free pages to the OS (after loading, whose transient copies glibc would keep). */
+void abk_trim_heap(void);
+
 /** GEMM kernel name as the BLAS reports it (e.g. "SkylakeX"), or "portable". */
 const char *abk_kernel(void);
 

@@ -61,12 +61,31 @@ void akn_gemm(int m, int n, int k, const float *pa, const akn_gemm_cols *io, int
               float *scratch);
 
 /**
- * The same for C[m x n] = epilogue(W^T . B) where W is k x m, given as its packed panels (akn_gemm_pack_a
- * of W, rows = k, cols = m): the panels of W^T are gathered on the fly, so a layer's input gradient
- * needs no second copy of its weights. Bit-identical to akn_gemm on a packed W^T.
+ * The same for C[m x n] = epilogue(W^T . B) where W is k x m, given as its packed panels
+ * (akn_gemm_pack_a of W with rows = k, cols = m): the tiles read W^T straight from them, so a layer's
+ * input gradient needs neither a second copy of its weights nor a per-call transpose. Bit-identical
+ * to akn_gemm on the packed W^T. The tiles may read up to AKN_GEMM_SLACK floats past W's last
+ * panel (into rows they never store): allocate W's panels with that slack.
  */
 void akn_gemm_transposed(int m, int n, int k, const float *pw, const akn_gemm_cols *io, int m0, int m1, int n0, int n1,
                          float *scratch);
+
+/** Floats of slack after a packed W read by akn_gemm_transposed. */
+enum { AKN_GEMM_SLACK = 64 };
+
+/**
+ * Gathers the packed panels of rows [r0, r1) (r0 a multiple of 6) of A = W^T (m x k) from W's
+ * packed panels into `out`, a packed A of akn_gemm_packed_a_size(m, k) floats laid out as
+ * akn_gemm_pack_a would write it (the reference akn_gemm_transposed is tested against).
+ */
+void akn_gemm_gather_transposed(const float *pw, int m, int k, int r0, int r1, float *out);
+
+/**
+ * This thread's scratch buffer number `slot` (0-3), grown to at least `floats` and kept for the
+ * next call (kernels' per-thread scratch: no allocation per layer). NULL if it cannot grow.
+ * Slot 0: GEMM B chunks (akn_gemm_scratch_size); slot 1: the direct kernel's tile.
+ */
+float *akn_thread_scratch(int slot, size_t floats);
 
 /** Columns per chunk a call packs at once (callers splitting work use multiples of it). */
 int akn_gemm_chunk_cols(void);

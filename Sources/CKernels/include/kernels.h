@@ -42,8 +42,11 @@ void akn_conv3x3(const float *x, const float *in_mask, const float *in_scale, in
                  int block0, int adjoint_of, int m, int m0, int m1, int y0, int y1, const float *scale, const float *bias, const float *res,
                  int relu, float *y, float *scratch, int pad_input, float *tmp);
 
-/** ReLU backward: out[i] = y[i] > 0 ? g[i] : 0 (y: the ReLU's input or output; no aliasing). */
+/** ReLU backward: out[i] = y[i] > 0 ? g[i] : 0 (y: the ReLU's input or output; out may be g). */
 void akn_relu_mask(const float *y, const float *g, float *out, size_t n);
+
+/** acc[i] += x[i] (gradient accumulation). */
+void akn_add_inplace(float *acc, const float *x, size_t n);
 
 /**
  * Max pooling of one [h][w] plane into [oh][ow] (no dilation; pt/pl: top/left pads): each output is

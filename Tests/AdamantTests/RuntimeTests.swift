@@ -1,0 +1,52 @@
+import CBackend
+import XCTest
+@testable import Adamant
+
+/// The session's recycled buffers: after the first call with a batch size, predict, gradient and
+/// whole attacks draw every activation, gradient and scratch buffer from the pool, and reusing
+/// stale buffers never changes a result.
+final class RuntimeTests: XCTestCase {
+    lazy var model: Model = try! Model.load(domains: [("clean", examplesDir + "/mbn_resnet8.clean.onnx"),
+                                                      ("adv", examplesDir + "/mbn_resnet8.adv.onnx")])
+
+    func images(_ n: Int, seed: UInt64) -> [Float] {
+        randomTensor([n, 3, 32, 32], seed: seed).data.map { ($0 + 1) / 2 }
+    }
+
+    func testNoBufferAllocationsAfterWarmUp() throws {
+        let before = abk_get_threads()
+        defer { abk_set_threads(before) }
+        for threads in [1, 2] {
+            abk_set_threads(Int32(threads))
+            let s = Session(model: model)
+            let x = images(4, seed: 1), y = images(4, seed: 2)
+            let first = try s.predict(x, batch: 4, domain: 0)
+            let warm = s.bufferAllocations
+            XCTAssertGreaterThan(warm, 0)
+            for _ in 0..<3 { _ = try s.predict(y, batch: 4, domain: 1) }
+            XCTAssertEqual(try s.predict(x, batch: 4, domain: 0), first, "a recycled buffer changed a result")
+            XCTAssertEqual(s.bufferAllocations, warm, "predict allocated after warm-up (threads \(threads))")
+
+            let g1 = try s.gradient(x, batch: 4, labels: [0, 1, 2, 3], loss: .crossEntropy, domain: 1)
+            let afterGradient = s.bufferAllocations
+            _ = try s.gradient(y, batch: 4, labels: [3, 2, 1, 0], loss: .cwMargin, domain: 0)
+            let g2 = try s.gradient(x, batch: 4, labels: [0, 1, 2, 3], loss: .crossEntropy, domain: 1)
+            XCTAssertEqual(g1.gradient, g2.gradient)
+            XCTAssertEqual(s.bufferAllocations, afterGradient, "gradient allocated after warm-up (threads \(threads))")
+
+            var c = PGDConfig()
+            c.steps = 5; c.seed = 3; c.targets = .random; c.restarts = 2
+            let a1 = try s.pgd(x, batch: 4, labels: [0, 1, 2, 3], config: c)
+            let afterAttack = s.bufferAllocations
+            let a2 = try s.pgd(x, batch: 4, labels: [0, 1, 2, 3], config: c)
+            XCTAssertEqual(a1.adversarial, a2.adversarial)
+            XCTAssertEqual(s.bufferAllocations, afterAttack, "a PGD run allocated after warm-up (threads \(threads))")
+
+            // A fresh session (nothing recycled) agrees bit for bit.
+            XCTAssertEqual(try Session(model: model).predict(x, batch: 4, domain: 0), first)
+            s.releaseMemory()
+            _ = try s.predict(x, batch: 4, domain: 0)
+            XCTAssertGreaterThan(s.bufferAllocations, afterAttack, "releaseMemory kept the buffers")
+        }
+    }
+}
