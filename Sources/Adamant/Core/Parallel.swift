@@ -29,6 +29,19 @@ enum Parallel {
         }
     }
 
+    /// Splits `0..<count` elements of a memory-bound pass into slices of at least 64K elements (one
+    /// per thread at most) and runs `body` on each; elementwise work only (no result depends on it).
+    static func forSlices(_ count: Int, threads: Int, _ body: (Range<Int>) -> Void) {
+        let parts = max(1, min(threads, count / 65_536))
+        if parts == 1 {
+            if count > 0 { body(0..<count) }
+            return
+        }
+        forRanges(parts, threads: parts) { r in
+            for p in r { body((count * p / parts)..<(count * (p + 1) / parts)) }
+        }
+    }
+
     private struct Job {
         let count: Int
         let body: (Range<Int>) -> Void
@@ -48,9 +61,12 @@ func gemm(m: Int, n: Int, k: Int, a: UnsafePointer<Float>, transposed: Bool = fa
 private func gemm(m: Int, n: Int, k: Int, packed a: UnsafePointer<Float>, transposed: Bool, io: akn_gemm_cols, threads t: Int) {
     let chunk = Int(akn_gemm_chunk_cols())
     let chunks = (n + chunk - 1) / chunk
-    // Enough rows: one block of rows per thread (balanced, each packs all of B); else column chunks,
-    // with row blocks added when there are fewer chunks than threads.
-    let rowBlocks = m >= 48 * t ? t : (chunks >= 2 * t ? 1 : max(1, min((m + 11) / 12, (2 * t + chunks - 1) / chunks)))
+    // Many columns and an A that stays in cache: column chunks only (each thread packs just its own
+    // columns of B). Else enough rows: one block of rows per thread (balanced, each packs all of B);
+    // else column chunks, with row blocks added when there are fewer chunks than threads.
+    let columnsOnly = chunks >= 4 * t && m * k <= 64 * 1024
+    let rowBlocks = columnsOnly ? 1 : m >= 48 * t ? t
+        : (chunks >= 2 * t ? 1 : max(1, min((m + 11) / 12, (2 * t + chunks - 1) / chunks)))
     let rowsPer = ((m + rowBlocks - 1) / rowBlocks + 5) / 6 * 6
     let colUnits = rowBlocks >= t ? 1 : chunks
     let colsPer = ((chunks + colUnits - 1) / colUnits) * chunk

@@ -13,11 +13,14 @@ func reluMask(_ y: Tensor, _ g: Tensor) -> Tensor {
     return out
 }
 
-/// g = relu'(y) * g, in place (y the ReLU's output: the mask is y > 0).
-func reluMaskInPlace(_ y: Tensor, _ g: inout Tensor) {
+/// g = relu'(y) * g, in place (y the ReLU's output: the mask is y > 0), split over `threads`.
+func reluMaskInPlace(_ y: Tensor, _ g: inout Tensor, threads: Int) {
     y.data.withUnsafeBufferPointer { yp in
         g.data.withUnsafeMutableBufferPointer { gp in
-            akn_relu_mask(yp.baseAddress!, gp.baseAddress!, gp.baseAddress!, gp.count)
+            let (yb, gb) = (yp.baseAddress!, gp.baseAddress!)
+            Parallel.forSlices(gp.count, threads: threads) { r in
+                akn_relu_mask(yb + r.lowerBound, gb + r.lowerBound, gb + r.lowerBound, r.count)
+            }
         }
     }
 }

@@ -250,7 +250,7 @@ struct Conv: Op {
         var grads: [Tensor?] = [nil]
         if fusedResidual {
             if needs[1], let m = mask {
-                reluMaskInPlace(m, &gradOutputs[0])
+                reluMaskInPlace(m, &gradOutputs[0], threads: ctx.threads)
                 mask = nil
             }
             grads.append(needs[1] ? gradOutputs[0] : nil)

@@ -90,7 +90,10 @@ struct Executor {
                 if grads[vid] != nil {
                     grads[vid]!.data.withUnsafeMutableBufferPointer { acc in
                         g.data.withUnsafeBufferPointer { gp in
-                            akn_add_inplace(acc.baseAddress!, gp.baseAddress!, acc.count)
+                            let (ab, gb) = (acc.baseAddress!, gp.baseAddress!)
+                            Parallel.forSlices(acc.count, threads: ctx.threads) { r in
+                                akn_add_inplace(ab + r.lowerBound, gb + r.lowerBound, r.count)
+                            }
                         }
                     }
                     spent.append(g.data)
