@@ -10,6 +10,7 @@
 #define VL 32  /* most positions per register block (2 vectors on AVX-512, 1 elsewhere) */
 
 typedef float vf __attribute__((vector_size(64), aligned(4)));
+typedef int vi __attribute__((vector_size(64), aligned(4)));
 
 size_t akn_scratch_size(int c, int h, int w) {
     // padded input [C][H+2][W+2] + slack for the last block's over-read + one output block
@@ -31,7 +32,16 @@ size_t akn_scratch_size(int c, int h, int w) {
                 const float *src = x + ((size_t)i * h + r) * w;                                       \
                 if (mask) {                                                                           \
                     const float *mk = mask + ((size_t)i * h + r) * w;                                 \
-                    for (int q = 0; q < w; q++) dst[q] = mk[q] > 0 ? src[q] * s : 0.0f;              \
+                    int q = 0;                                                                        \
+                    for (; q + 16 <= w; q += 16) { /* (mask > 0 ? x * s : 0), 16 at a time */         \
+                        vf xv, mv;                                                                    \
+                        memcpy(&xv, src + q, sizeof xv);                                              \
+                        memcpy(&mv, mk + q, sizeof mv);                                               \
+                        xv = xv * s;                                                                  \
+                        xv = (vf)((vi)xv & (vi)(mv > (vf){0}));                                       \
+                        memcpy(dst + q, &xv, sizeof xv);                                              \
+                    }                                                                                 \
+                    for (; q < w; q++) dst[q] = mk[q] > 0 ? src[q] * s : 0.0f;                        \
                 } else if (scale) {                                                                   \
                     for (int q = 0; q < w; q++) dst[q] = src[q] * s;                                  \
                 } else {                                                                              \
@@ -45,7 +55,8 @@ size_t akn_scratch_size(int c, int h, int w) {
         memset(xp + (size_t)c * plane, 0, 2 * VL * sizeof(float));                                    \
     }
 
-#define PAD_ARGS const float *x, const float *mask, const float *scale, int c, int h, int w, float *xp
+#define PAD_ARGS const float *restrict x, const float *restrict mask, const float *restrict scale, int c, int h, int w, \
+                 float *restrict xp
 
 __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,fma")))
 static void pad_avx512(PAD_ARGS) PAD_BODY
@@ -62,7 +73,7 @@ static const pad_fn g_pad[3] = {pad_portable, pad_avx2, pad_avx512};
 // channels in registers (12 accumulators on AVX-512 with NV = 2, 6 x 2 YMM halves on AVX2 with
 // NV = 1). `tmp` holds one block of output channels over the padded width (vector stores),
 // compacted into y through the epilogue afterwards.
-#define CONV_BODY_G(NV, ADJ)                                                                                 \
+#define CONV_BODY(NV)                                                                                 \
     {                                                                                                 \
         int wp = w + 2;                                                                               \
         size_t plane = (size_t)(h + 2) * wp;                                                          \
@@ -78,20 +89,13 @@ static const pad_fn g_pad[3] = {pad_portable, pad_avx2, pad_avx512};
                 for (int i = 0; i < c; i++) {                                                         \
                     const float *xi = xp + i * plane + p0;                                            \
                     const float *wk = pk + (size_t)i * 9 * MB;                                        \
-                    const float *wb[MB]; /* adjoint: output j's weights of input i, from the forward panels */ \
-                    if (ADJ)                                                                          \
-                        for (int j = 0; j < MB; j++)                                                  \
-                            wb[j] = b * MB + j < cf                                                   \
-                                        ? packed + (((size_t)(i / MB) * cf + b * MB + j) * 9) * MB + i % MB \
-                                        : g_zero;                                                     \
                     for (int ky = 0; ky < 3; ky++) {                                                  \
                         for (int kx = 0; kx < 3; kx++) {                                              \
                             vf v[NV];                                                                 \
                             for (int u = 0; u < (NV); u++) memcpy(&v[u], xi + ky * wp + kx + 16 * u, sizeof(vf)); \
                             const float *wv = wk + (ky * 3 + kx) * MB;                                \
-                            int flip = (8 - (ky * 3 + kx)) * MB;                                      \
                             for (int j = 0; j < MB; j++) {                                            \
-                                float wt = (ADJ) ? wb[j][flip] : wv[j];                               \
+                                float wt = wv[j];                                                     \
                                 for (int u = 0; u < (NV); u++) acc[j][u] += v[u] * wt;                \
                             }                                                                         \
                         }                                                                             \
@@ -124,13 +128,7 @@ static const pad_fn g_pad[3] = {pad_portable, pad_avx2, pad_avx512};
         }                                                                                             \
     }
 
-#define CONV_BODY(NV) CONV_BODY_G(NV, 0)
-#define CONV_BODY_ADJ(NV) CONV_BODY_G(NV, 1)
-
-/// Zeros standing in for the weights of channels past the last one (adjoint blocks).
-static const float g_zero[9 * MB] = {0};
-
-#define CONV_ARGS const float *xp, int c, int h, int w, const float *packed, int block0, int cf, int m0, int m1, int y0, int y1, \
+#define CONV_ARGS const float *xp, int c, int h, int w, const float *packed, int block0, int m0, int m1, int y0, int y1, \
                   const float *scale, const float *bias, const float *res, int relu, float *y, float *tmp
 
 __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,fma")))
@@ -141,30 +139,32 @@ static void conv_avx2(CONV_ARGS) CONV_BODY(1)
 
 static void conv_portable(CONV_ARGS) CONV_BODY(1)
 
-__attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,fma")))
-static void conv_adj_avx512(CONV_ARGS) CONV_BODY_ADJ(2)
-
-__attribute__((target("avx2,fma")))
-static void conv_adj_avx2(CONV_ARGS) CONV_BODY_ADJ(1)
-
-static void conv_adj_portable(CONV_ARGS) CONV_BODY_ADJ(1)
-
 typedef void (*conv_fn)(CONV_ARGS);
-/// One entry per instruction-set level (ABK_ISA_SCALAR, ABK_ISA_AVX2, ABK_ISA_AVX512); [1]: adjoint.
-static const conv_fn g_conv[2][3] = {{conv_portable, conv_avx2, conv_avx512},
-                                     {conv_adj_portable, conv_adj_avx2, conv_adj_avx512}};
+/// One entry per instruction-set level (ABK_ISA_SCALAR, ABK_ISA_AVX2, ABK_ISA_AVX512).
+static const conv_fn g_conv[3] = {conv_portable, conv_avx2, conv_avx512};
 
 void akn_conv3x3(const float *x, const float *in_mask, const float *in_scale, int c, int h, int w, const float *packed,
-                 int block0, int adjoint_of, int m, int m0, int m1, int y0, int y1, const float *scale, const float *bias,
-                 const float *res, int relu, float *y, float *scratch, int pad, float *tmp) {
-    (void)m;
+                 int block0, int m0, int m1, int y0, int y1, const float *scale, const float *bias, const float *res, int relu,
+                 float *y, float *scratch, int pad, float *tmp) {
     if (pad) g_pad[abk_isa()](x, in_mask, in_scale, c, h, w, scratch);
     if (m1 <= m0) return;
     if (y0 < 0) y0 = 0;
     if (y1 > h) y1 = h;
     if (y1 <= y0) return;
-    g_conv[adjoint_of > 0][abk_isa()](scratch, c, h, w, packed, block0, adjoint_of, m0, m1, y0, y1, scale, bias, res,
-                                      relu, y, tmp);
+    g_conv[abk_isa()](scratch, c, h, w, packed, block0, m0, m1, y0, y1, scale, bias, res, relu, y, tmp);
 }
 
 size_t akn_tmp_size(int h, int w) { return (size_t)MB * ((size_t)h * (w + 2) + VL); }
+
+void akn_conv3x3_adjoint_weights(const float *packed, int cf, int mf, int b0, int b1, float *out) {
+    // Block b of the adjoint holds its outputs b*6..b*6+5 = the forward's inputs; its inputs are
+    // the forward's outputs o < mf; tap t of the adjoint is tap 8 - t of the forward.
+    for (int b = b0; b < b1; b++)
+        for (int o = 0; o < mf; o++)
+            for (int t = 0; t < 9; t++)
+                for (int j = 0; j < MB; j++) {
+                    int ci = b * MB + j;
+                    out[(((size_t)b * mf + o) * 9 + t) * MB + j] =
+                        ci < cf ? packed[(((size_t)(o / MB) * cf + ci) * 9 + (8 - t)) * MB + o % MB] : 0.0f;
+                }
+}

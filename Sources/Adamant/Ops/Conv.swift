@@ -399,8 +399,34 @@ struct Conv: Op {
     /// y[n][channelsOut] = conv3x3(x[n][channelsIn]) with the direct kernel: one sample at a time,
     /// its blocks of 6 output channels spread over the threads (a channel's arithmetic never changes).
     /// With `adjoint`, `packed` holds the forward panels of the convolution being differentiated
-    /// (channelsIn = its outputs, channelsOut = its inputs), which the kernel reads transposed and flipped.
+    /// (channelsIn = its outputs, channelsOut = its inputs); the kernel runs on their transposed,
+    /// flipped form, gathered once per call into pooled scratch.
     private func direct3x3(_ packed: [Float], adjoint: Bool, channelsIn: Int, channelsOut: Int, x: UnsafePointer<Float>,
+                           inMask: UnsafePointer<Float>?, inScale: UnsafePointer<Float>?, n: Int, h: Int, w: Int,
+                           ep: Epilogue, y: UnsafeMutablePointer<Float>, threads: Int, _ ctx: ExecContext) {
+        let blocks = (channelsOut + 5) / 6
+        guard adjoint else {
+            return packed.withUnsafeBufferPointer { pp in
+                direct3x3(pp.baseAddress!, channelsIn: channelsIn, channelsOut: channelsOut, x: x, inMask: inMask,
+                          inScale: inScale, n: n, h: h, w: w, ep: ep, y: y, threads: threads, ctx)
+            }
+        }
+        var adj = ctx.scratch(blocks * channelsIn * 54)
+        defer { ctx.recycle(adj) }
+        packed.withUnsafeBufferPointer { pp in
+            adj.withUnsafeMutableBufferPointer { ap in
+                let (pb, ab) = (pp.baseAddress!, ap.baseAddress!)
+                Parallel.forRanges(blocks, threads: blocks * channelsIn > 4096 ? threads : 1) { r in
+                    akn_conv3x3_adjoint_weights(pb, Int32(channelsOut), Int32(channelsIn), Int32(r.lowerBound),
+                                                Int32(r.upperBound), ab)
+                }
+                direct3x3(UnsafePointer(ab), channelsIn: channelsIn, channelsOut: channelsOut, x: x, inMask: inMask,
+                          inScale: inScale, n: n, h: h, w: w, ep: ep, y: y, threads: threads, ctx)
+            }
+        }
+    }
+
+    private func direct3x3(_ pb: UnsafePointer<Float>, channelsIn: Int, channelsOut: Int, x: UnsafePointer<Float>,
                            inMask: UnsafePointer<Float>?, inScale: UnsafePointer<Float>?, n: Int, h: Int, w: Int,
                            ep: Epilogue, y: UnsafeMutablePointer<Float>, threads: Int, _ ctx: ExecContext) {
         let scratchSize = akn_scratch_size(Int32(channelsIn), Int32(h), Int32(w))
@@ -412,24 +438,21 @@ struct Conv: Op {
         // Work units: blocks of 6 output channels x bands of rows (bands only when there are too few
         // blocks to keep every thread busy).
         let bands = blocks >= 2 * t ? 1 : min(h, (2 * t + blocks - 1) / blocks)
-        packed.withUnsafeBufferPointer { pp in
-            scratch.withUnsafeMutableBufferPointer { sp in
-                let (pb, sb) = (pp.baseAddress!, sp.baseAddress!)
-                for s in 0..<n {
-                    let xs = x + s * channelsIn * h * w, off = s * channelsOut * h * w
-                    // Pad once (with the mask and scale), then split the units over the threads.
-                    akn_conv3x3(xs, inMask.map { $0 + s * channelsIn * h * w }, inScale, Int32(channelsIn), Int32(h), Int32(w), pb,
-                                0, 0, Int32(channelsOut), 0, 0, 0, 0, nil, nil, nil, 0, y + off, sb, 1, nil)
-                    Parallel.forRanges(blocks * bands, threads: t) { r in
-                        withThreadScratch(slot: 1, tmpSize) { tp in
-                            for u in r {
-                                let (b, band) = (u / bands, u % bands)
-                                akn_conv3x3(xs, nil, nil, Int32(channelsIn), Int32(h), Int32(w), pb, 0,
-                                            adjoint ? Int32(channelsOut) : 0, Int32(channelsOut),
-                                            Int32(b * 6), Int32(min(channelsOut, b * 6 + 6)), Int32(h * band / bands),
-                                            Int32(h * (band + 1) / bands), ep.scale, ep.bias, ep.residual.map { $0 + off },
-                                            ep.relu ? 1 : 0, y + off, sb, 0, tp)
-                            }
+        scratch.withUnsafeMutableBufferPointer { sp in
+            let sb = sp.baseAddress!
+            for s in 0..<n {
+                let xs = x + s * channelsIn * h * w, off = s * channelsOut * h * w
+                // Pad once (with the mask and scale), then split the units over the threads.
+                akn_conv3x3(xs, inMask.map { $0 + s * channelsIn * h * w }, inScale, Int32(channelsIn), Int32(h), Int32(w), pb,
+                            0, 0, 0, 0, 0, nil, nil, nil, 0, y + off, sb, 1, nil)
+                Parallel.forRanges(blocks * bands, threads: t) { r in
+                    withThreadScratch(slot: 1, tmpSize) { tp in
+                        for u in r {
+                            let (b, band) = (u / bands, u % bands)
+                            akn_conv3x3(xs, nil, nil, Int32(channelsIn), Int32(h), Int32(w), pb, 0,
+                                        Int32(b * 6), Int32(min(channelsOut, b * 6 + 6)), Int32(h * band / bands),
+                                        Int32(h * (band + 1) / bands), ep.scale, ep.bias, ep.residual.map { $0 + off },
+                                        ep.relu ? 1 : 0, y + off, sb, 0, tp)
                         }
                     }
                 }

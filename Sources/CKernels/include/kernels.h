@@ -18,7 +18,8 @@ extern "C" {
  * over the padded width so every inner loop reads contiguous memory, 6 output channels x 16 or 32 positions
  * in registers (6 x 32 on AVX-512). The weights are the convolution's GEMM-packed ones
  * (akn_gemm_pack_a of [m][c*9], gemm.h): blocks of 6 output channels, [ceil(m/6)][c][3][3][6], zero
- * past m; the input gradient reads the same panels transposed and flipped (adjoint_of below).
+ * past m. The input gradient runs the same kernel on the transposed, flipped panels that
+ * akn_conv3x3_adjoint_weights gathers from them per call (no second resident copy of the weights).
  */
 /** Scratch floats akn_conv3x3 needs for one sample (padded input + slack). */
 size_t akn_scratch_size(int c, int h, int w);
@@ -33,14 +34,19 @@ size_t akn_tmp_size(int h, int w);
  * akn_scratch_size floats; the padded x' is built there when `pad_input` is non-zero (build it once,
  * then call several m ranges with pad_input = 0). `tmp` (akn_tmp_size floats) is private to the call.
  * m0 and m1 are multiples of 6 except m1 = m; `packed` starts at block `block0` of 6 output channels
- * (0: the whole packed weight). With adjoint_of = c' > 0 this is the input gradient of a convolution
- * with c' inputs and c outputs: `packed` holds that convolution's forward panels, read transposed and
- * flipped in place (no second copy of the weights), and m = c'. Every output's arithmetic is the same whatever the
- * ranges, so callers may split channels and rows over threads freely.
+ * (0: the whole packed weight). Every output's arithmetic is the same whatever the ranges, so
+ * callers may split channels and rows over threads freely.
  */
 void akn_conv3x3(const float *x, const float *in_mask, const float *in_scale, int c, int h, int w, const float *packed,
-                 int block0, int adjoint_of, int m, int m0, int m1, int y0, int y1, const float *scale, const float *bias, const float *res,
+                 int block0, int m0, int m1, int y0, int y1, const float *scale, const float *bias, const float *res,
                  int relu, float *y, float *scratch, int pad_input, float *tmp);
+
+/**
+ * Blocks [b0, b1) of the packed weights of the adjoint (input gradient) of a 3x3 convolution with
+ * cf inputs and mf outputs whose forward panels are `packed`: [ceil(cf/6)][mf][3][3][6], the
+ * kernel transposed and flipped, zero past cf. Whole: (cf + 5) / 6 * mf * 54 floats.
+ */
+void akn_conv3x3_adjoint_weights(const float *packed, int cf, int mf, int b0, int b1, float *out);
 
 /** ReLU backward: out[i] = y[i] > 0 ? g[i] : 0 (y: the ReLU's input or output; out may be g). */
 void akn_relu_mask(const float *y, const float *g, float *out, size_t n);
