@@ -82,8 +82,9 @@ void akn_gemm_gather_transposed(const float *pw, int m, int k, int r0, int r1, f
 
 /// The GEMM proper. With astride == 0, pa is a packed A; otherwise A = W^T read from W's panels
 /// (blocks astride floats apart, row r of A at r * 6 in each block).
-static void gemm_driver(int m, int n, int k, const float *pa, long astride, const akn_gemm_cols *io, int m0, int m1,
-                        int n0, int n1, float *scratch) {
+/// With `pb`, B comes packed whole (akn_gemm_pack_b) and `scratch` needs only the tile.
+static void gemm_driver(int m, int n, int k, const float *pa, long astride, const float *pb, const akn_gemm_cols *io,
+                        int m0, int m1, int n0, int n1, float *scratch) {
     if (m1 > m) m1 = m;
     if (n1 > n) n1 = n;
     if (m0 >= m1 || n0 >= n1) return;
@@ -91,7 +92,7 @@ static void gemm_driver(int m, int n, int k, const float *pa, long astride, cons
     tile_fn fn = g_tiles[level].fn;
     int max_pa = g_tiles[level].max_pa, max_pb = g_tiles[level].max_pb;
     float *bbuf = scratch;
-    float *tile = scratch + (size_t)k * CHUNK;
+    float *tile = pb ? scratch : scratch + (size_t)k * CHUNK;
     if (k == 0) {
         // An empty sum: C = epilogue(0) (the tile reads nothing from A or B).
         for (int r = m0; r < m1; r += 6)
@@ -101,7 +102,9 @@ static void gemm_driver(int m, int n, int k, const float *pa, long astride, cons
     }
     for (int jc = n0; jc < n1; jc += CHUNK) {
         int cols = n1 - jc < CHUNK ? n1 - jc : CHUNK;
-        g_tiles[level].pack(io, k, n, jc, cols, bbuf);
+        const float *b = bbuf;
+        if (pb) b = pb + (size_t)(jc / 16) * k * 16;
+        else g_tiles[level].pack(io, k, n, jc, cols, bbuf);
         int bpanels = (cols + 15) / 16;
         for (int r = m0; r < m1;) {
             int rows_left = m1 - r;
@@ -112,7 +115,7 @@ static void gemm_driver(int m, int n, int k, const float *pa, long astride, cons
                 int npb = (max_pb == 2 && bpanels - q >= 2) ? 2 : 1;
                 int c0 = jc + q * 16;
                 int c1 = c0 + 16 * npb < jc + cols ? c0 + 16 * npb : jc + cols;
-                fn(k, a, astride, npa, bbuf + (size_t)q * k * 16, npb, io, r, r1, c0, c1, tile);
+                fn(k, a, astride, npa, b + (size_t)q * k * 16, npb, io, r, r1, c0, c1, tile);
                 q += npb;
             }
             r = r1;
@@ -122,10 +125,26 @@ static void gemm_driver(int m, int n, int k, const float *pa, long astride, cons
 
 void akn_gemm(int m, int n, int k, const float *pa, const akn_gemm_cols *io, int m0, int m1, int n0, int n1,
               float *scratch) {
-    gemm_driver(m, n, k, pa, 0, io, m0, m1, n0, n1, scratch);
+    gemm_driver(m, n, k, pa, 0, NULL, io, m0, m1, n0, n1, scratch);
 }
 
 void akn_gemm_transposed(int m, int n, int k, const float *pw, const akn_gemm_cols *io, int m0, int m1, int n0, int n1,
                          float *scratch) {
-    gemm_driver(m, n, k, pw, (long)m * 6, io, m0, m1, n0, n1, scratch);
+    gemm_driver(m, n, k, pw, (long)m * 6, NULL, io, m0, m1, n0, n1, scratch);
+}
+
+size_t akn_gemm_packed_b_size(int k, int n) { return (size_t)((n + 15) / 16) * 16 * (size_t)(k > 0 ? k : 1); }
+
+void akn_gemm_pack_b(const akn_gemm_cols *io, int k, int n, int j0, int j1, float *out) {
+    int level = abk_isa();
+    if (j1 > n) j1 = n;
+    for (int jc = j0; jc < j1; jc += CHUNK) {
+        int cols = j1 - jc < CHUNK ? j1 - jc : CHUNK;
+        g_tiles[level].pack(io, k, n, jc, cols, out + (size_t)(jc / 16) * k * 16);
+    }
+}
+
+void akn_gemm_prepacked(int m, int n, int k, const float *pa, int transposed, const float *pb, const akn_gemm_cols *io,
+                        int m0, int m1, int n0, int n1, float *tile) {
+    gemm_driver(m, n, k, pa, transposed ? (long)m * 6 : 0, pb, io, m0, m1, n0, n1, tile);
 }

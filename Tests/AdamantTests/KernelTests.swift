@@ -104,6 +104,34 @@ final class KernelTests: XCTestCase {
                                         bias: epi ? bias : nil, res: epi ? res : nil, relu: relu, split: sp, transposedFrom: pw)
                         XCTAssertTrue(t == whole, "\(isa.name) m\(m) n\(n) k\(k): transposed read differs")
                     }
+                    // B packed whole, in column pieces of 64 (as threads would), then shared: bit-identical,
+                    // for A packed and A read transposed.
+                    for pw_ in [nil, pw] {
+                        var pb = [Float](repeating: .nan, count: akn_gemm_packed_b_size(Int32(k), Int32(n)))
+                        var c = [Float](repeating: .nan, count: m * n)
+                        b.withUnsafeBufferPointer { bp in c.withUnsafeMutableBufferPointer { cp in
+                            withOptionalBuffer(epi ? bscale : nil) { bs in withOptionalBuffer(epi ? scale : nil) { sc in
+                                withOptionalBuffer(epi ? bias : nil) { bi in withOptionalBuffer(epi ? res : nil) { rp in
+                                    var io = akn_gemm_cols()
+                                    io.per = Int32(per)
+                                    io.b = bp.baseAddress; io.ldb = per; io.b_sample = k * per
+                                    io.c = cp.baseAddress; io.ldc = per; io.c_sample = m * per
+                                    io.r = rp; io.ldr = per; io.r_sample = m * per
+                                    io.bscale = bs; io.scale = sc; io.bias = bi; io.relu = relu ? 1 : 0
+                                    for j0 in stride(from: 0, to: n, by: 64).reversed() {
+                                        akn_gemm_pack_b(&io, Int32(k), Int32(n), Int32(j0), Int32(min(n, j0 + 64)), &pb)
+                                    }
+                                    var tile = [Float](repeating: 0, count: 12 * 32 + 16)
+                                    for (ri, r0) in rows.enumerated() {
+                                        let r1 = ri + 1 < rows.count ? rows[ri + 1] : m
+                                        akn_gemm_prepacked(Int32(m), Int32(n), Int32(k), pw_ ?? pa, pw_ == nil ? 0 : 1, pb, &io,
+                                                           Int32(r0), Int32(r1), 0, Int32(n), &tile)
+                                    }
+                                } }
+                            } }
+                        } }
+                        XCTAssertTrue(c == whole, "\(isa.name) m\(m) n\(n) k\(k): prepacked B differs (transposed \(pw_ != nil))")
+                    }
                     // And the gathered W^T panels are A's packed panels.
                     var gathered = [Float](repeating: -1, count: pa.count)
                     if k > 0 { akn_gemm_gather_transposed(pw, Int32(m), Int32(k), 0, Int32(m), &gathered) }

@@ -73,6 +73,26 @@ private func gemm(m: Int, n: Int, k: Int, packed a: UnsafePointer<Float>, transp
     let units = colUnits * rowBlocks
     let scratchSize = akn_gemm_scratch_size(Int32(k), Int32(chunk))
     var io = io
+    // Threads splitting C by rows would each pack all of B: pack it once, together, then share it.
+    if t > 1, rowBlocks > 1, colUnits == 1, k > 0, k * n <= 4 << 20 {
+        let (mm, nn, kk) = (Int32(m), Int32(n), Int32(k))
+        withUnsafePointer(to: &io) { iop in
+            withThreadScratch(slot: 2, akn_gemm_packed_b_size(kk, nn)) { pb in
+                Parallel.forRanges(chunks, threads: t) { r in
+                    akn_gemm_pack_b(iop, kk, nn, Int32(r.lowerBound * chunk), Int32(min(n, r.upperBound * chunk)), pb)
+                }
+                Parallel.forRanges(rowBlocks, threads: t) { r in
+                    withThreadScratch(slot: 3, 12 * 32 + 16) { tile in
+                        for rb in r where rb * rowsPer < m {
+                            akn_gemm_prepacked(mm, nn, kk, a, transposed ? 1 : 0, pb, iop, Int32(rb * rowsPer),
+                                               Int32(min(m, rb * rowsPer + rowsPer)), 0, nn, tile)
+                        }
+                    }
+                }
+            }
+        }
+        return
+    }
     withUnsafePointer(to: &io) { iop in
         Parallel.forRanges(units, threads: t) { r in
             withThreadScratch(slot: 0, scratchSize) { sp in

@@ -83,9 +83,27 @@ void akn_gemm_gather_transposed(const float *pw, int m, int k, int r0, int r1, f
 /**
  * This thread's scratch buffer number `slot` (0-3), grown to at least `floats` and kept for the
  * next call (kernels' per-thread scratch: no allocation per layer). NULL if it cannot grow.
- * Slot 0: GEMM B chunks (akn_gemm_scratch_size); slot 1: the direct kernel's tile.
+ * Slot 0: GEMM B chunks (akn_gemm_scratch_size); 1: the direct kernel's tile; 2: a B packed whole
+ * and shared by the threads of one GEMM; 3: a GEMM tile.
  */
 float *akn_thread_scratch(int slot, size_t floats);
+
+/** Floats of B packed whole (akn_gemm_pack_b) for k x n. */
+size_t akn_gemm_packed_b_size(int k, int n);
+
+/**
+ * Packs columns [j0, j1) of B (j0 a multiple of 64 or n) into `out`, B's whole packed panels
+ * ([ceil(n/16)][k][16], with bmask and bscale applied as akn_gemm does): disjoint ranges may be
+ * packed on different threads, so threads that split C by rows share one packing of B.
+ */
+void akn_gemm_pack_b(const akn_gemm_cols *io, int k, int n, int j0, int j1, float *out);
+
+/**
+ * akn_gemm (or, with `transposed`, akn_gemm_transposed) on a B packed whole by akn_gemm_pack_b:
+ * bit-identical results. `tile` holds 12 * 32 + 16 floats.
+ */
+void akn_gemm_prepacked(int m, int n, int k, const float *pa, int transposed, const float *pb, const akn_gemm_cols *io,
+                        int m0, int m1, int n0, int n1, float *tile);
 
 /** Columns per chunk a call packs at once (callers splitting work use multiples of it). */
 int akn_gemm_chunk_cols(void);
