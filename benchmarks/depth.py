@@ -10,7 +10,8 @@ What it measures
     Per model:
       * forward latency at batch 1 and at the large batch (ImageNet: 8, CIFAR: 128);
       * one PGD step = forward + gradient of the cross-entropy w.r.t. the input, at
-        the large batch -- adamant `Model.gradient`, PyTorch autograd on the input;
+        batch 1 and the large batch -- adamant `Model.gradient`, PyTorch autograd on the input
+        (the Markdown adds each step's cost against adamant's own forward at that batch);
         ONNX Runtime has no gradients: n/a;
       * forward GFLOP/s = FLOPs per image (adamant's count, as `adamant info`) x batch / time;
       * load time of each engine (file -> ready to run).
@@ -149,7 +150,7 @@ def bench_model(family, depth, name, path, args, tws, tmp):
     log("\n== %s  (%.1fM parameters, %.2f GFLOP/image, file %.0f MB; load: adamant %.2f s, ORT %.2f s, PyTorch %.2f s)"
         % (name, info["parameters"] / 1e6, flops / 1e9, rec["file_bytes"] / 1e6, load["adamant"], load["ort"],
            load["torch"]))
-    for what, batch in (("fwd", small), ("fwd", large), ("grad", large)):
+    for what, batch in (("fwd", small), ("fwd", large), ("grad", small), ("grad", large)):
         rng = np.random.RandomState(batch)
         x = rng.uniform(0.0, 1.0, (batch,) + shape).astype(np.float32)
         y = rng.randint(0, m.num_classes, batch).astype(np.int64)
@@ -261,6 +262,17 @@ def write_md(path, meta, records):
          % (meta["date"], meta["cpu"], meta["threads"], meta["repeats"], meta["torch_mode"], "/".join(meta["torch_wait"])), "",
          "| " + " | ".join(MD_HEADER) + " |", "|" + "---|" * len(MD_HEADER)]
     L += ["| " + " | ".join(r) + " |" for r in table_rows(records)]
+    L += ["", "A PGD step against adamant's own forward pass (same batch), and against PyTorch's step:", "",
+          "| model | batch | adamant forward ms | adamant PGD step ms | step / forward | PyTorch step ms | adamant step / PyTorch step |",
+          "|---|---|---|---|---|---|---|"]
+    for r in records:
+        by = {(c["what"], c["batch"]): c["median_ms"] for c in r["configs"]}
+        for b in sorted({c["batch"] for c in r["configs"]}):
+            f, g = by.get(("fwd", b), {}), by.get(("grad", b), {})
+            if "adamant" in f and "adamant" in g:
+                L.append("| %s | %d | %s | %s | %s | %s | %s |" % (
+                    r["model"], b, fmt_ms(f["adamant"]), fmt_ms(g["adamant"]), fmt_ratio(g["adamant"], f["adamant"]),
+                    fmt_ms(g.get("torch")), fmt_ratio(g["adamant"], g.get("torch"))))
     L += ["", "Load time (file -> ready), seconds:", "", "| model | adamant | ORT | PyTorch |", "|---|---|---|---|"]
     L += ["| %s | %.2f | %.2f | %.2f |" % (r["model"], r["load_s"]["adamant"], r["load_s"]["ort"], r["load_s"]["torch"])
           for r in records]
