@@ -82,9 +82,15 @@ extension Session {
         guard c.alpha.isFinite, c.alpha > 0 else { throw fail(.invalidArgument, "alpha must be positive, got \(c.alpha)") }
         guard c.steps >= 1 else { throw fail(.invalidArgument, "steps must be at least 1, got \(c.steps)") }
         guard c.restarts >= 1 else { throw fail(.invalidArgument, "restarts must be at least 1, got \(c.restarts)") }
+        guard c.loss == .crossEntropy || c.loss == .cwMargin || (c.loss == .dlr && c.targets == .untargeted) else {
+            throw fail(.invalidArgument, "PGD takes the CE or CW loss, or DLR untargeted; got \(c.loss)\(c.targets == .untargeted ? "" : " with targets") (targeted DLR is APGD-T's)")
+        }
         try model.checkDomain(c.attackDomain)
         try model.checkDomain(c.evalDomain)
         let k = model.numClasses
+        guard k >= c.loss.minimumClasses else {
+            throw fail(.invalidArgument, "loss \(c.loss) needs at least \(c.loss.minimumClasses) classes; the model has \(k)")
+        }
         let per = model.inputShape.product
         try checkInputLength(x.count, batch: batch)
         try checkLabels(labels, batch: batch)

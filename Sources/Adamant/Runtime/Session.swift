@@ -4,6 +4,19 @@ public enum Loss: Int32, Sendable {
     case crossEntropy = 0
     /// Carlini-Wagner margin: max_{j != label} z_j - z_label.
     case cwMargin = 1
+    /// Difference of logits ratio (Croce & Hein 2020), untargeted:
+    /// -(z_label - max_{j != label} z_j) / (z_pi1 - z_pi3 + 1e-12), z_pi sorted descending.
+    /// Needs at least 3 classes.
+    case dlr = 2
+    /// Targeted DLR: -(z_label - z_target) / (z_pi1 - (z_pi3 + z_pi4) / 2 + 1e-12). Needs the
+    /// target of each sample (``Session/gradient(_:batch:labels:targets:loss:domain:)``) and at
+    /// least 4 classes.
+    case dlrTargeted = 3
+
+    /// The fewest classes the loss is defined for.
+    public var minimumClasses: Int {
+        switch self { case .crossEntropy: return 1; case .cwMargin: return 2; case .dlr: return 3; case .dlrTargeted: return 4 }
+    }
 }
 
 /// A per-thread execution context for one model: runs inference, gradients and attacks.
@@ -150,6 +163,31 @@ public final class Session {
         try x.withUnsafeBufferPointer { try gradient($0, batch: batch, labels: labels, loss: loss, domain: domain) }
     }
 
+    /// Per-sample losses that also take a target per sample (``Loss/dlrTargeted``) and their
+    /// gradients with respect to the pixel-space input. `targets` must be given exactly for
+    /// `.dlrTargeted` (one per sample, in [0, classes)).
+    public func gradient(_ x: [Float], batch: Int, labels: [Int64], targets: [Int64]?, loss: Loss, domain: Int) throws
+        -> (loss: [Float], gradient: [Float], logits: [Float]) {
+        try checkLossTargets(loss, targets, batch: batch)
+        return try x.withUnsafeBufferPointer { p in
+            let t = try normalizedInput(p, batch: batch)
+            return try gradient(normalized: t, labels: labels, loss: loss, domain: domain, targets: targets)
+        }
+    }
+
+    /// Fails unless `loss` suits the model's class count and gets targets exactly when it needs them.
+    func checkLossTargets(_ loss: Loss, _ targets: [Int64]?, batch: Int) throws {
+        guard model.numClasses >= loss.minimumClasses else {
+            throw fail(.invalidArgument, "loss \(loss) needs at least \(loss.minimumClasses) classes; the model has \(model.numClasses)")
+        }
+        if loss == .dlrTargeted {
+            guard let targets else { throw fail(.invalidArgument, "the targeted DLR loss needs a target per sample") }
+            try checkLabels(targets, batch: batch, what: "target")
+        } else if targets != nil {
+            throw fail(.invalidArgument, "targets are only used by the targeted DLR loss, not by \(loss)")
+        }
+    }
+
     func checkLabels(_ labels: [Int64], batch: Int, what: String = "label") throws {
         guard labels.count == batch else { throw fail(.shape, "expected \(batch) \(what)s, got \(labels.count)") }
         for (i, l) in labels.enumerated() where l < 0 || l >= Int64(model.numClasses) {
@@ -157,10 +195,11 @@ public final class Session {
         }
     }
 
-    func gradient(normalized x: Tensor, labels: [Int64], loss: Loss, domain: Int) throws
+    func gradient(normalized x: Tensor, labels: [Int64], loss: Loss, domain: Int, targets: [Int64]? = nil) throws
         -> (loss: [Float], gradient: [Float], logits: [Float]) {
         let batch = x.shape[0]
         try checkLabels(labels, batch: batch)
+        try checkLossTargets(loss, targets, batch: batch)
         try model.checkDomain(domain)
         let parts = try chunked(x) { t, range, threads -> ([Float], [Float], [Float]) in
             let n = t.shape[0]
@@ -171,7 +210,8 @@ public final class Session {
             let y = pass.output
             try checkOutput(y, batch: n)
             let lab = Array(labels[range])
-            let (l, dz) = Losses.evaluate(logits: y.data, classes: model.numClasses, labels: lab, loss: loss)
+            let (l, dz) = Losses.evaluate(logits: y.data, classes: model.numClasses, labels: lab, loss: loss,
+                                          targets: targets.map { Array($0[range]) })
             let g = try model.plans[domain].backward(values, gradOutput: Tensor(shape: y.shape, data: dz), ctx)
             let gradient = g.data.withUnsafeBufferPointer { Array($0) }  // a copy; the pooled buffer is reused
             ctx.recycle(g)
@@ -191,7 +231,9 @@ public final class Session {
 
 /// Per-sample losses and their gradients with respect to the logits.
 enum Losses {
-    static func evaluate(logits: [Float], classes k: Int, labels: [Int64], loss: Loss) -> ([Float], [Float]) {
+    /// `targets` (one per sample) is read by `.dlrTargeted` only. The DLR losses need 3 (untargeted)
+    /// or 4 (targeted) classes; with fewer their value and gradient are 0.
+    static func evaluate(logits: [Float], classes k: Int, labels: [Int64], loss: Loss, targets: [Int64]? = nil) -> ([Float], [Float]) {
         let n = labels.count
         var l = [Float](repeating: 0, count: n)
         var dz = [Float](repeating: 0, count: n * k)
@@ -212,6 +254,29 @@ enum Losses {
                 l[i] = Float(z[best] - z[y])
                 dz[i * k + best] = 1
                 dz[i * k + y] = -1
+            case .dlr, .dlrTargeted:
+                // Classes by logit, largest first (the first index on ties).
+                guard k >= loss.minimumClasses else { continue }
+                let order = (0..<k).sorted { z[$0] > z[$1] || (z[$0] == z[$1] && $0 < $1) }
+                let (p1, p3) = (order[0], order[2])
+                // value = num / den; d value = d num / den - value * d den / den.
+                var num: Double, den: Double
+                var dNum: [(Int, Double)], dDen: [(Int, Double)]
+                if loss == .dlr {
+                    let other = order[0] == y ? order[1] : order[0]  // max_{j != y} z_j
+                    num = z[other] - z[y]; dNum = [(other, 1), (y, -1)]
+                    den = z[p1] - z[p3] + 1e-12; dDen = [(p1, 1), (p3, -1)]
+                } else {
+                    let t = Int(targets![i]), p4 = order[3]
+                    num = z[t] - z[y]; dNum = [(t, 1), (y, -1)]
+                    den = z[p1] - 0.5 * z[p3] - 0.5 * z[p4] + 1e-12; dDen = [(p1, 1), (p3, -0.5), (p4, -0.5)]
+                }
+                let v = num / den
+                l[i] = Float(v)
+                var g = [Double](repeating: 0, count: k)
+                for (j, d) in dNum { g[j] += d / den }
+                for (j, d) in dDen { g[j] -= v * d / den }
+                for j in 0..<k { dz[i * k + j] = Float(g[j]) }
             }
         }
         return (l, dz)
