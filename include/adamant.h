@@ -233,7 +233,7 @@ typedef struct adm_context_limits {
     size_t struct_size;            /**< sizeof(adm_context_limits) */
     size_t max_batch;              /**< images per call (default 65536) */
     size_t max_pixels_per_image;   /**< H x W of the model's input (default 4096 x 4096 = 16777216) */
-    size_t max_attack_steps_total; /**< PGD steps x restarts per call (default 100000) */
+    size_t max_attack_steps_total; /**< PGD steps x restarts per call (APGD: x APGD-T targets) (default 100000) */
     size_t max_input_bytes;        /**< batch x C x H x W x 4 bytes per call (default 4 GiB) */
 } adm_context_limits;
 
@@ -252,7 +252,7 @@ adm_status adm_context_get_limits(const adm_context *ctx, adm_context_limits *ou
 /**
  * Asks the call running on ctx to stop. The one function that may be called
  * from another thread than the one using ctx (ctx must stay alive until it
- * returns). It sets a flag that adm_attack_pgd checks once per PGD step: the
+ * returns). It sets a flag that adm_attack_pgd, adm_attack_apgd and adm_autoattack_lite check once per step: the
  * attack then returns ADM_ERR_CANCELLED and writes nothing to x_adv or the
  * outputs. The flag is cleared when the next call on ctx starts, so a cancel
  * that arrives while no call runs has no effect. (adm_predict and
@@ -277,6 +277,17 @@ typedef int32_t adm_loss;
 #define ADM_LOSS_CE 0
 /** Carlini-Wagner margin: max_{j != label} z_j - z_label (> 0 means misclassified). */
 #define ADM_LOSS_CW 1
+/**
+ * Difference of logits ratio (Croce & Hein 2020), untargeted:
+ * -(z_label - max_{j != label} z_j) / (z_pi1 - z_pi3 + 1e-12), with z_pi1 >= z_pi2 >= ...
+ * the sorted logits. Needs at least 3 classes.
+ */
+#define ADM_LOSS_DLR 2
+/**
+ * Targeted DLR: -(z_label - z_target) / (z_pi1 - (z_pi3 + z_pi4) / 2 + 1e-12). Needs a target
+ * per sample (adm_gradient_targeted; adm_gradient rejects it) and at least 4 classes.
+ */
+#define ADM_LOSS_DLR_TARGETED 3
 
 /**
  * Computes, for each sample, loss(model(x), label) through BN domain
@@ -287,6 +298,16 @@ typedef int32_t adm_loss;
 adm_status adm_gradient(adm_context *ctx, size_t domain, adm_loss loss, const float *x, size_t x_len,
                         size_t batch, const int64_t *labels, size_t labels_len, float *loss_out,
                         size_t loss_len, float *grad, size_t grad_len);
+
+/**
+ * adm_gradient with a target per sample, for ADM_LOSS_DLR_TARGETED: targets
+ * (targets_len == batch, each in [0, classes)) must be given with that loss
+ * and must be NULL (targets_len 0) with the others.
+ */
+adm_status adm_gradient_targeted(adm_context *ctx, size_t domain, adm_loss loss, const float *x,
+                                 size_t x_len, size_t batch, const int64_t *labels, size_t labels_len,
+                                 const int64_t *targets, size_t targets_len, float *loss_out,
+                                 size_t loss_len, float *grad, size_t grad_len);
 
 /* ------------------------------------------------------------------------ */
 /* Attacks                                                                  */
@@ -302,6 +323,8 @@ typedef int32_t adm_target_mode;
 #define ADM_UNTARGETED     0 /**< ascend the loss on the true label */
 #define ADM_TARGETED       1 /**< descend the loss on caller-given targets */
 #define ADM_TARGETED_RANDOM 2 /**< targets drawn uniformly among the wrong classes */
+#define ADM_TARGETED_TOP_K 3  /**< APGD only (APGD-T): each of the n_target_classes wrong classes
+                                   with the largest clean logits in turn; success = misclassified */
 
 /**
  * PGD configuration. Names and defaults follow torchattacks' PGD:
@@ -362,6 +385,94 @@ typedef struct adm_attack_outputs {
 adm_status adm_attack_pgd(adm_context *ctx, const adm_attack_config *cfg, const float *x,
                           size_t x_len, size_t batch, const int64_t *labels, size_t labels_len,
                           float *x_adv, size_t x_adv_len, adm_attack_outputs *outputs);
+
+/* ------------------------------------------------------------------------ */
+/* Auto-PGD (APGD) and AutoAttack-lite                                      */
+/* ------------------------------------------------------------------------ */
+
+/**
+ * APGD configuration (Croce & Hein, ICML 2020; semantics of AutoAttack's
+ * APGD and torchattacks' APGD/APGDT). Step size 2*eps at first, halved at
+ * checkpoints (after 22 % of the steps, then at intervals shrinking by 3 %
+ * of the steps down to 6 %) where the loss rose in at most rho of the steps
+ * since the last checkpoint, or where the step was not halved last time and
+ * the best loss did not improve; a halving restarts from the best point.
+ * Momentum 0.75 (none on the first step). Defaults: AutoAttack's APGD-CE,
+ * L-inf, eps 8/255, 100 steps, 1 restart, rho 0.75, random start,
+ * n_target_classes 9, early_stop 1.
+ */
+typedef struct adm_apgd_config {
+    size_t struct_size;          /**< sizeof(adm_apgd_config) */
+    adm_norm norm;               /**< ADM_NORM_LINF (default) or ADM_NORM_L2 */
+    float eps;                   /**< radius of the ball, pixel units (> 0, finite) */
+    int32_t steps;               /**< iterations per run (>= 1) */
+    int32_t restarts;            /**< runs per target, each from its own random start (>= 1); a
+                                      sample that succeeded is not attacked again */
+    adm_loss loss;               /**< ADM_LOSS_CE (default), ADM_LOSS_CW or ADM_LOSS_DLR; targeted
+                                      modes with ADM_LOSS_DLR use targeted DLR (APGD-T) */
+    adm_target_mode target_mode; /**< ADM_UNTARGETED (default), ADM_TARGETED, ADM_TARGETED_RANDOM
+                                      or ADM_TARGETED_TOP_K */
+    const int64_t *targets;      /**< ADM_TARGETED only: batch targets, each != label; NULL and
+                                      targets_len 0 otherwise (else ADM_ERR_INVALID_ARGUMENT) */
+    size_t targets_len;          /**< length of targets */
+    int32_t n_target_classes;    /**< ADM_TARGETED_TOP_K and adm_autoattack_lite: targets per
+                                      sample (>= 1, capped at classes - 1; default 9) */
+    float rho;                   /**< checkpoint threshold in [0, 1] (default 0.75) */
+    int32_t random_start;        /**< non-zero (default): start at a random point of the ball */
+    int32_t early_stop;          /**< non-zero (default): a sample stops at its first success
+                                      (its result is that point); 0: it runs every step */
+    size_t attack_domain;        /**< BN domain used to compute gradients */
+    size_t eval_domain;          /**< BN domain used to judge success */
+    uint64_t seed;               /**< RNG seed (random starts, random targets) */
+    uint64_t sample_offset;      /**< index of x[0] in the caller's whole set (as in adm_attack_config) */
+} adm_apgd_config;
+
+/** Fills *cfg with the defaults above; both domains 0, seed 0, sample_offset 0. */
+void adm_apgd_config_default(adm_apgd_config *cfg);
+
+/**
+ * Runs APGD on `batch` images, writing adversarial images to x_adv (x_len
+ * floats; may be the same buffer as x) and, if outputs is not NULL, per-sample
+ * results (as adm_attack_pgd; loss is the objective the attack ascends: CE,
+ * -CE(target), CW, DLR or targeted DLR). Samples already misclassified (or
+ * on target) are not attacked (success, 0 steps, the clean image); a sample
+ * that never succeeds gets its highest-loss point. Success: prediction !=
+ * label (ADM_UNTARGETED, ADM_TARGETED_TOP_K) or == target (ADM_TARGETED,
+ * ADM_TARGETED_RANDOM), judged with eval_domain. Deterministic per seed and
+ * sample_offset, independent of batch-mates, batch size and threads.
+ * steps x restarts (x the targets of ADM_TARGETED_TOP_K) must not exceed the
+ * context's max_attack_steps_total (ADM_ERR_RESOURCE); adm_context_cancel
+ * stops it within one step (ADM_ERR_CANCELLED).
+ */
+adm_status adm_attack_apgd(adm_context *ctx, const adm_apgd_config *cfg, const float *x,
+                           size_t x_len, size_t batch, const int64_t *labels, size_t labels_len,
+                           float *x_adv, size_t x_adv_len, adm_attack_outputs *outputs);
+
+/** Robust counts after each member of adm_autoattack_lite (AutoAttack's log). */
+typedef struct adm_autoattack_report {
+    size_t struct_size;          /**< sizeof(adm_autoattack_report), set by the caller */
+    size_t images;               /**< images attacked (batch) */
+    size_t clean_correct;        /**< correctly classified clean images (eval_domain) */
+    size_t robust_after_apgd_ce; /**< still correct after APGD-CE */
+    size_t robust_after_apgd_t;  /**< still correct after APGD-CE then APGD-T: the robust count */
+} adm_autoattack_report;
+
+/**
+ * AutoAttack without FAB-T and Square: APGD-CE (untargeted cross-entropy) on
+ * every image, then APGD-T (targeted DLR over the n_target_classes most
+ * likely wrong classes) on the images still robust; per sample the first
+ * success is kept. cfg supplies norm, eps, steps, restarts, rho, n_target_classes,
+ * random_start, early_stop, domains, seed and sample_offset; cfg->loss must
+ * be ADM_LOSS_CE and cfg->target_mode ADM_UNTARGETED (or ADM_TARGETED_TOP_K),
+ * targets NULL. report (required, struct_size set) receives the counts; x_adv
+ * and outputs as in adm_attack_apgd (success = misclassified; targets holds
+ * the APGD-T target of the kept example, -1 for APGD-CE's). The step budget
+ * checked against max_attack_steps_total is steps x restarts x (1 + targets).
+ */
+adm_status adm_autoattack_lite(adm_context *ctx, const adm_apgd_config *cfg, const float *x,
+                               size_t x_len, size_t batch, const int64_t *labels, size_t labels_len,
+                               float *x_adv, size_t x_adv_len, adm_attack_outputs *outputs,
+                               adm_autoattack_report *report);
 
 /* ------------------------------------------------------------------------ */
 /* Calibration: build a new BN domain from data                             */

@@ -299,7 +299,7 @@ public func adm_gradient(_ ctx: OpaquePointer?, _ domain: Int, _ loss: Int32, _ 
         let box = try contextBox(ctx)
         box.beginCall()
         let s = box.session
-        guard let l = Loss(rawValue: loss) else { throw invalid("unknown loss \(loss) (ADM_LOSS_CE = 0, ADM_LOSS_CW = 1)") }
+        guard let l = Loss(rawValue: loss) else { throw invalid("unknown loss \(loss) (ADM_LOSS_CE = 0, ADM_LOSS_CW = 1, ADM_LOSS_DLR = 2; ADM_LOSS_DLR_TARGETED = 3 through adm_gradient_targeted)") }
         let b = try count(batch, "batch")
         let xs = try buffer(x, try count(xLen, "x_len"), "x")
         let ln = try count(labelsLen, "labels_len")
@@ -446,4 +446,203 @@ public func adm_calibrator_finish(_ cal: OpaquePointer?, _ name: UnsafePointer<C
 public func adm_calibrator_free(_ cal: OpaquePointer?) {
     guard let cal, let b = try? calibratorBox(cal) else { return }
     Unmanaged.passUnretained(b).release()
+}
+
+// MARK: APGD and AutoAttack-lite
+
+@_cdecl("adm_gradient_targeted")
+public func adm_gradient_targeted(_ ctx: OpaquePointer?, _ domain: Int, _ loss: Int32, _ x: UnsafePointer<Float>?, _ xLen: Int,
+                                  _ batch: Int, _ labels: UnsafePointer<Int64>?, _ labelsLen: Int,
+                                  _ targets: UnsafePointer<Int64>?, _ targetsLen: Int,
+                                  _ lossOut: UnsafeMutablePointer<Float>?, _ lossLen: Int,
+                                  _ grad: UnsafeMutablePointer<Float>?, _ gradLen: Int) -> adm_status {
+    guarded {
+        let box = try contextBox(ctx)
+        box.beginCall()
+        let s = box.session
+        guard let l = Loss(rawValue: loss) else {
+            throw invalid("unknown loss \(loss) (ADM_LOSS_CE = 0, ADM_LOSS_CW = 1, ADM_LOSS_DLR = 2, ADM_LOSS_DLR_TARGETED = 3)")
+        }
+        let b = try count(batch, "batch")
+        let xs = try buffer(x, try count(xLen, "x_len"), "x")
+        let ln = try count(labelsLen, "labels_len")
+        let tn = try count(targetsLen, "targets_len")
+        if lossOut != nil && lossLen != b { throw AdamantError(.shape, "loss_len is \(unsigned(lossLen)), batch is \(b)") }
+        if grad != nil && gradLen != xLen { throw AdamantError(.shape, "grad_len is \(unsigned(gradLen)), x_len is \(xLen)") }
+        let d = try domainIndex(domain, s.model)
+        try box.limits.check(model: s.model, batch: b, xLen: xs.count)
+        let ls = Array(try buffer(labels, ln, "labels"))
+        var ts: [Int64]? = nil
+        if targets != nil || tn > 0 { ts = Array(try buffer(targets, tn, "targets")) }
+        let r = try s.gradient(Array(xs), batch: b, labels: ls, targets: ts, loss: l, domain: d)
+        lossOut?.update(from: r.loss, count: b)
+        grad?.update(from: r.gradient, count: r.gradient.count)
+    }
+}
+
+@_cdecl("adm_apgd_config_default")
+public func adm_apgd_config_default(_ cfg: UnsafeMutablePointer<adm_apgd_config>?) {
+    guard let cfg else { return }
+    let d = APGDConfig()
+    var c = adm_apgd_config()
+    c.struct_size = MemoryLayout<adm_apgd_config>.size
+    c.norm = d.norm.rawValue
+    c.eps = d.eps
+    c.steps = Int32(d.steps)
+    c.restarts = Int32(d.restarts)
+    c.loss = d.loss.rawValue
+    c.target_mode = 0
+    c.n_target_classes = 9
+    c.rho = d.rho
+    c.random_start = 1
+    c.early_stop = 1
+    cfg.pointee = c
+}
+
+/// ADM_TARGETED_TOP_K: APGD-T's targets.
+let targetedTopK: Int32 = 3
+
+func apgdConfig(_ p: UnsafePointer<adm_apgd_config>?, batch: Int, model: Model) throws -> APGDConfig {
+    let v = try required(p, "cfg").pointee
+    guard v.struct_size == MemoryLayout<adm_apgd_config>.size else {
+        throw invalid("adm_apgd_config.struct_size is \(unsigned(v.struct_size)), expected \(MemoryLayout<adm_apgd_config>.size) (call adm_apgd_config_default)")
+    }
+    var c = APGDConfig()
+    guard let norm = Norm(rawValue: v.norm) else { throw invalid("unknown norm \(v.norm) (ADM_NORM_LINF = 0, ADM_NORM_L2 = 1)") }
+    guard let loss = Loss(rawValue: v.loss), loss != .dlrTargeted else {
+        throw invalid("APGD loss must be ADM_LOSS_CE, ADM_LOSS_CW or ADM_LOSS_DLR, got \(v.loss) (targeted runs use targeted DLR by themselves)")
+    }
+    guard v.eps.isFinite, v.eps > 0 else { throw invalid("eps must be positive and finite, got \(v.eps)") }
+    guard v.steps >= 1 else { throw invalid("steps must be at least 1, got \(v.steps)") }
+    guard v.restarts >= 1 else { throw invalid("restarts must be at least 1, got \(v.restarts)") }
+    guard v.rho.isFinite, v.rho >= 0, v.rho <= 1 else { throw invalid("rho must be in [0, 1], got \(v.rho)") }
+    c.norm = norm; c.loss = loss
+    c.eps = v.eps
+    c.steps = Int(v.steps); c.restarts = Int(v.restarts)
+    c.rho = v.rho
+    c.randomStart = v.random_start != 0
+    c.earlyStop = v.early_stop != 0
+    c.attackDomain = try domainIndex(v.attack_domain, model, "attack_domain")
+    c.evalDomain = try domainIndex(v.eval_domain, model, "eval_domain")
+    c.seed = v.seed
+    c.sampleOffset = v.sample_offset
+    switch v.target_mode {
+    case 0, 2, targetedTopK:
+        guard v.targets == nil && v.targets_len == 0 else {
+            let mode = ["ADM_UNTARGETED", "", "ADM_TARGETED_RANDOM", "ADM_TARGETED_TOP_K"][Int(v.target_mode)]
+            throw invalid("targets given (targets \(v.targets == nil ? "NULL" : "set"), targets_len \(unsigned(v.targets_len))) with target_mode \(mode); set target_mode = ADM_TARGETED to use them, or leave targets NULL and targets_len 0")
+        }
+        if v.target_mode == 2 { c.targets = .random }
+        if v.target_mode == targetedTopK {
+            guard v.n_target_classes >= 1 else {
+                throw invalid("n_target_classes must be at least 1 with ADM_TARGETED_TOP_K, got \(v.n_target_classes)")
+            }
+            c.topTargets = Int(v.n_target_classes)
+        }
+    case 1:
+        let t = Array(try buffer(v.targets, try count(v.targets_len, "targets_len"), "targets"))
+        guard t.count == batch else { throw AdamantError(.shape, "targets_len is \(t.count), batch is \(batch)") }
+        c.targets = .targeted(t)
+    default: throw invalid("unknown target_mode \(v.target_mode) (ADM_UNTARGETED 0, ADM_TARGETED 1, ADM_TARGETED_RANDOM 2, ADM_TARGETED_TOP_K 3)")
+    }
+    if v.target_mode != targetedTopK {
+        guard v.n_target_classes >= 0 else { throw invalid("n_target_classes must be at least 0, got \(v.n_target_classes)") }
+    }
+    return c
+}
+
+/// The context's max_attack_steps_total against APGD's steps x runs (restarts, times the targets of APGD-T).
+func checkBudget(_ box: ContextBox, steps: Int, runs: Int) throws {
+    let limit = box.limits.maxAttackStepsTotal
+    let (total, o) = steps.multipliedReportingOverflow(by: runs)
+    if limit > 0 && (o || total > limit) {
+        throw AdamantError(.resource, "steps x runs (restarts x APGD-T targets) = \(steps) x \(runs) = \(o ? "too many" : "\(total)") exceeds the context's max_attack_steps_total \(limit) (adm_context_set_limits)")
+    }
+}
+
+/// Shared argument checks of adm_attack_apgd and adm_autoattack_lite.
+func checkAttackBuffers(_ s: Session, _ b: Int, _ xLen: Int, _ xAdvLen: Int, _ outputs: UnsafeMutablePointer<adm_attack_outputs>?) throws {
+    guard xAdvLen == xLen else { throw AdamantError(.shape, "x_adv_len is \(unsigned(xAdvLen)), x_len is \(unsigned(xLen))") }
+    if let o = outputs {
+        guard o.pointee.struct_size == MemoryLayout<adm_attack_outputs>.size else {
+            throw invalid("adm_attack_outputs.struct_size is \(unsigned(o.pointee.struct_size)), expected \(MemoryLayout<adm_attack_outputs>.size)")
+        }
+        guard o.pointee.len == b else { throw AdamantError(.shape, "outputs->len is \(unsigned(o.pointee.len)), batch is \(b)") }
+    }
+}
+
+func writeOutputs(_ r: AttackResult, _ b: Int, _ outputs: UnsafeMutablePointer<adm_attack_outputs>?) {
+    guard let o = outputs?.pointee else { return }
+    for i in 0..<b {
+        o.success?[i] = r.success[i] ? 1 : 0
+        o.loss?[i] = r.loss[i]
+        o.steps_used?[i] = r.stepsUsed[i]
+        o.targets?[i] = r.targets[i]
+        o.predictions?[i] = r.predictions[i]
+    }
+}
+
+@_cdecl("adm_attack_apgd")
+public func adm_attack_apgd(_ ctx: OpaquePointer?, _ cfg: UnsafePointer<adm_apgd_config>?, _ x: UnsafePointer<Float>?,
+                            _ xLen: Int, _ batch: Int, _ labels: UnsafePointer<Int64>?, _ labelsLen: Int,
+                            _ xAdv: UnsafeMutablePointer<Float>?, _ xAdvLen: Int,
+                            _ outputs: UnsafeMutablePointer<adm_attack_outputs>?) -> adm_status {
+    guarded {
+        let box = try contextBox(ctx)
+        box.beginCall()
+        let s = box.session
+        let b = try count(batch, "batch")
+        let c = try apgdConfig(cfg, batch: b, model: s.model)
+        let xs = try buffer(x, try count(xLen, "x_len"), "x")
+        let ln = try count(labelsLen, "labels_len")
+        try checkAttackBuffers(s, b, xLen, xAdvLen, outputs)
+        let dst = try required(xAdv, "x_adv")
+        try box.limits.check(model: s.model, batch: b, xLen: xs.count)
+        try checkBudget(box, steps: c.steps, runs: c.runs(classes: s.model.numClasses))
+        let ls = Array(try buffer(labels, ln, "labels"))
+        let r = try s.apgd(Array(xs), batch: b, labels: ls, config: c, shouldCancel: { box.isCancelled })
+        dst.update(from: r.adversarial, count: r.adversarial.count)
+        writeOutputs(r, b, outputs)
+    }
+}
+
+@_cdecl("adm_autoattack_lite")
+public func adm_autoattack_lite(_ ctx: OpaquePointer?, _ cfg: UnsafePointer<adm_apgd_config>?, _ x: UnsafePointer<Float>?,
+                                _ xLen: Int, _ batch: Int, _ labels: UnsafePointer<Int64>?, _ labelsLen: Int,
+                                _ xAdv: UnsafeMutablePointer<Float>?, _ xAdvLen: Int,
+                                _ outputs: UnsafeMutablePointer<adm_attack_outputs>?,
+                                _ report: UnsafeMutablePointer<adm_autoattack_report>?) -> adm_status {
+    guarded {
+        let box = try contextBox(ctx)
+        box.beginCall()
+        let s = box.session
+        let b = try count(batch, "batch")
+        var c = try apgdConfig(cfg, batch: b, model: s.model)
+        guard c.loss == .crossEntropy, cfg!.pointee.target_mode == 0 || cfg!.pointee.target_mode == targetedTopK else {
+            throw invalid("adm_autoattack_lite sets the losses and targets itself: cfg->loss must be ADM_LOSS_CE and cfg->target_mode ADM_UNTARGETED (or ADM_TARGETED_TOP_K), with n_target_classes for APGD-T")
+        }
+        let nt = cfg!.pointee.n_target_classes
+        guard nt >= 1 else { throw invalid("n_target_classes must be at least 1 (APGD-T's targets), got \(nt)") }
+        c.topTargets = Int(nt)
+        let xs = try buffer(x, try count(xLen, "x_len"), "x")
+        let ln = try count(labelsLen, "labels_len")
+        try checkAttackBuffers(s, b, xLen, xAdvLen, outputs)
+        let dst = try required(xAdv, "x_adv")
+        let rep = try required(report, "report")
+        guard rep.pointee.struct_size == MemoryLayout<adm_autoattack_report>.size else {
+            throw invalid("adm_autoattack_report.struct_size is \(unsigned(rep.pointee.struct_size)), expected \(MemoryLayout<adm_autoattack_report>.size)")
+        }
+        try box.limits.check(model: s.model, batch: b, xLen: xs.count)
+        var ce = c; ce.topTargets = 0
+        try checkBudget(box, steps: c.steps, runs: ce.runs(classes: s.model.numClasses) + c.runs(classes: s.model.numClasses))
+        let ls = Array(try buffer(labels, ln, "labels"))
+        c.topTargets = Int(nt)
+        let (r, report) = try s.autoAttackLite(Array(xs), batch: b, labels: ls, config: c, shouldCancel: { box.isCancelled })
+        dst.update(from: r.adversarial, count: r.adversarial.count)
+        writeOutputs(r, b, outputs)
+        rep.pointee.images = report.images
+        rep.pointee.clean_correct = report.cleanCorrect
+        rep.pointee.robust_after_apgd_ce = report.robustAfterCE
+        rep.pointee.robust_after_apgd_t = report.robustAfterT
+    }
 }

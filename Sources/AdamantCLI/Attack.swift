@@ -86,6 +86,48 @@ struct AttackOptions: ParsableArguments {
     }
 }
 
+/// The APGD attacks of `attack --attack` and `eval --attack`.
+let apgdKinds = ["apgd-ce", "apgd-t", "autoattack-lite"]
+
+extension AttackOptions {
+    /// Checks that the PGD-only options are left alone for an APGD attack (`kind`).
+    func checkAPGD(kind: String, targetClasses: Int) throws {
+        if alpha != nil { throw ValidationError("--alpha does not apply to --attack \(kind): APGD's step size starts at 2 x eps and adapts") }
+        if targeted != nil { throw ValidationError("--targeted does not apply to --attack \(kind): apgd-t targets the --n-target-classes most likely wrong classes") }
+        if loss.lowercased() != "ce" { throw ValidationError("--loss does not apply to --attack \(kind): apgd-ce uses cross-entropy, apgd-t targeted DLR") }
+        if earlyStop { throw ValidationError("--early-stop does not apply to --attack \(kind): APGD always stops a sample at its first success") }
+        try require(targetClasses, in: 1...100_000, "--n-target-classes")
+        for s in try stepList() where s * restarts * (kind == "apgd-ce" ? 1 : targetClasses + (kind == "autoattack-lite" ? 1 : 0)) > AttackOptions.maxStepsTotal {
+            throw ValidationError("--steps x --restarts x targets = \(s) x \(restarts) x \(kind == "apgd-ce" ? 1 : targetClasses + (kind == "autoattack-lite" ? 1 : 0)) exceeds \(AttackOptions.maxStepsTotal)")
+        }
+    }
+
+    /// APGD settings for `kind` (apgd-ce; apgd-t, autoattack-lite: with `targetClasses` targets).
+    func apgdConfig(kind: String, model: Model, targetClasses: Int) throws -> APGDConfig {
+        try checkAPGD(kind: kind, targetClasses: targetClasses)
+        var c = APGDConfig()
+        c.eps = try positiveNumber(eps, "--eps")
+        c.steps = try stepList()[0]
+        c.restarts = restarts
+        c.randomStart = randomStart
+        c.seed = seed
+        c.norm = ["l2"].contains(norm.lowercased()) ? .l2 : .linf
+        if kind == "apgd-t" {
+            c.loss = .dlr
+            c.topTargets = targetClasses
+            guard model.numClasses >= 4 else {
+                throw ValidationError("--attack apgd-t needs at least 4 classes (targeted DLR); the model has \(model.numClasses)")
+            }
+        } else if kind == "autoattack-lite" {
+            c.topTargets = targetClasses
+            guard model.numClasses >= 4 else {
+                throw ValidationError("--attack autoattack-lite needs at least 4 classes (APGD-T's targeted DLR); the model has \(model.numClasses)")
+            }
+        }
+        return c
+    }
+}
+
 struct Attack: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Generate adversarial images (PNG) and a JSON report.",
@@ -99,8 +141,17 @@ struct Attack: ParsableCommand {
     @Option(parsing: .unconditional, help: "Images per attack call (>= 1).") var batchSize: Int = 100
     @Option(name: [.customShort("o"), .long], help: "Output directory for PNGs and report.json.") var output: String = "adamant-attack"
     @Flag(help: "Use FGSM (one step of size eps).") var fgsm = false
+    @Option(name: .customLong("attack"), help: "pgd, apgd-ce (Auto-PGD, cross-entropy) or apgd-t (Auto-PGD, targeted DLR over the most likely wrong classes; success = misclassified).") var method: String = "pgd"
+    @Option(parsing: .unconditional, help: "apgd-t: target classes per image (the most likely wrong ones by clean logits), >= 1.") var nTargetClasses: Int = 9
+
+    var kind: String { method.lowercased() }
 
     func validate() throws {
+        guard ["pgd", "apgd-ce", "apgd-t"].contains(kind) else { throw ValidationError("--attack must be pgd, apgd-ce or apgd-t, got '\(method)'") }
+        if kind != "pgd" {
+            if fgsm { throw ValidationError("--fgsm does not go with --attack \(kind)") }
+            try attack.checkAPGD(kind: kind, targetClasses: nTargetClasses)
+        }
         if let label { try require(label, atLeast: 0, "--label", " (a class index)") }
         try require(limit, atLeast: 0, "--limit", " (0 = all images)")
         try require(batchSize, atLeast: 1, "--batch-size")
@@ -128,6 +179,11 @@ struct Attack: ParsableCommand {
         }
         var c = try attack.config(model: m, batchLabels: labels, fgsm: fgsm)
         c.attackDomain = attackD; c.evalDomain = evalD
+        var ac: APGDConfig? = nil
+        if kind != "pgd" {
+            ac = try attack.apgdConfig(kind: kind, model: m, targetClasses: nTargetClasses)
+            ac!.attackDomain = attackD; ac!.evalDomain = evalD
+        }
         let bar = ProgressBar(total: set.count, label: "attack")
         var records: [[String: Any]] = []
         var start = 0
@@ -137,7 +193,13 @@ struct Attack: ParsableCommand {
             if case .targeted(let t) = c.targets { cc.targets = .targeted(Array(t[start..<(start + n)])) }
             cc.sampleOffset = UInt64(start)
             let x = Array(set.pixels[(start * per)..<((start + n) * per)])
-            let r = try session.pgd(x, batch: n, labels: Array(labels[start..<(start + n)]), config: cc)
+            let r: AttackResult
+            if var a = ac {
+                a.sampleOffset = UInt64(start)
+                r = try session.apgd(x, batch: n, labels: Array(labels[start..<(start + n)]), config: a)
+            } else {
+                r = try session.pgd(x, batch: n, labels: Array(labels[start..<(start + n)]), config: cc)
+            }
             for i in 0..<n {
                 let file = String(format: "%05d.png", start + i)
                 try writePNG(output + "/" + file, r.adversarial[(i * per)..<((i + 1) * per)], shape: m.inputShape)
@@ -154,8 +216,9 @@ struct Attack: ParsableCommand {
         let rate = Double(records.filter { $0["success"] as! Bool }.count) / Double(max(1, records.count))
         let report: [String: Any] = [
             "model": model.model ?? model.domainFiles.joined(separator: ","), "attack_domain": m.domains[attackD],
-            "eval_domain": m.domains[evalD], "eps": Double(c.eps), "alpha": Double(c.alpha), "steps": c.steps,
-            "norm": attack.norm, "targeted": attack.targeted ?? "no", "restarts": c.restarts, "seed": c.seed,
+            "eval_domain": m.domains[evalD], "attack": kind == "pgd" ? (fgsm ? "fgsm" : "pgd") : kind,
+            "eps": Double(c.eps), "alpha": kind == "pgd" ? Double(c.alpha) : 2 * Double(c.eps), "steps": c.steps,
+            "norm": attack.norm, "targeted": kind == "apgd-t" ? "top-\(nTargetClasses)" : (attack.targeted ?? "no"), "restarts": c.restarts, "seed": c.seed,
             "success_rate": rate, "images": records]
         try writeJSON(report, to: output + "/report.json", option: "--output")
         print("attack success rate \(percent(rate)) on \(records.count) images (\(m.domains[attackD]) -> \(m.domains[evalD])); wrote \(output)/report.json and \(records.count) PNGs")

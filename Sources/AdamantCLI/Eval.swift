@@ -13,7 +13,8 @@ struct Eval: ParsableCommand {
     @OptionGroup var model: ModelOptions
     @Option(help: "A .tar/.tar.gz/directory of <class>/<image> (e.g. ../shared/data/cifar10/test.tar.gz).") var data: String
     @Option(parsing: .unconditional, help: "Use at most this many images, spread evenly over the sorted set (0 = all).") var limit: Int = 1000
-    @Option(help: "pgd, fgsm or none.") var attack: String = "pgd"
+    @Option(help: "pgd, fgsm, apgd-ce, apgd-t, autoattack-lite (APGD-CE then APGD-T on the images still robust; one row per attack) or none.") var attack: String = "pgd"
+    @Option(parsing: .unconditional, help: "apgd-t, autoattack-lite: APGD-T's target classes per image (the most likely wrong ones), >= 1.") var nTargetClasses: Int = 9
     @OptionGroup var attackOptions: AttackOptions
     @Option(help: "Domains to evaluate (comma-separated, or 'all').") var domains: String = "all"
     @Option(parsing: .unconditional, help: "Images per call (>= 1).") var batchSize: Int = 100
@@ -22,11 +23,12 @@ struct Eval: ParsableCommand {
     func validate() throws {
         try require(limit, atLeast: 0, "--limit", " (0 = all images)")
         try require(batchSize, atLeast: 1, "--batch-size")
-        guard ["pgd", "fgsm", "none"].contains(attack.lowercased()) else {
-            throw ValidationError("--attack must be pgd, fgsm or none, got '\(attack)'")
+        guard (["pgd", "fgsm", "none"] + apgdKinds).contains(attack.lowercased()) else {
+            throw ValidationError("--attack must be pgd, fgsm, apgd-ce, apgd-t, autoattack-lite or none, got '\(attack)'")
         }
         if domains.isEmpty { throw ValidationError("--domains must name at least one domain (or 'all')") }
         try attackOptions.check(fgsm: attack.lowercased() == "fgsm", stepList: true)
+        if apgdKinds.contains(attack.lowercased()) { try attackOptions.checkAPGD(kind: attack.lowercased(), targetClasses: nTargetClasses) }
     }
 
     func run() throws {
@@ -39,7 +41,9 @@ struct Eval: ParsableCommand {
         let doms = try resolveDomains(domains, m, option: "--domains")
         let kind = attack.lowercased()
         let per = m.inputShape.reduce(1, *), k = m.numClasses
-        let stepCounts = kind == "pgd" ? try attackOptions.stepList() : [1]
+        let isAPGD = apgdKinds.contains(kind)
+        let stepCounts = kind == "pgd" || isAPGD ? try attackOptions.stepList() : [1]
+        let apgdBase = isAPGD ? try attackOptions.apgdConfig(kind: kind, model: m, targetClasses: nTargetClasses) : nil
         let base = try attackOptions.config(model: m, batchLabels: labels, fgsm: kind == "fgsm", stepList: true)
         let attackD = try attackOptions.attackDomain.map { try resolveDomains($0, m, option: "--attack-domain")[0] }
         var rows: [[String]] = []
@@ -63,7 +67,41 @@ struct Eval: ParsableCommand {
                 results.append(["domain": m.domains[d], "images": set.count, "clean_acc": Double(clean) / nn, "seconds": cleanSecs])
                 continue
             }
-            for steps in stepCounts {
+            for steps in stepCounts where isAPGD {
+                var c = apgdBase!
+                c.steps = steps
+                c.attackDomain = attackD ?? d
+                c.evalDomain = d
+                let names = kind == "autoattack-lite" ? ["APGD-CE-\(steps)", "+ APGD-T-\(steps)"]
+                    : [kind == "apgd-ce" ? "APGD-CE-\(steps)" : "APGD-T-\(steps)"]
+                var robust = [Int](repeating: 0, count: names.count)
+                let bar = ProgressBar(total: set.count, label: "\(m.domains[d]) \(kind)-\(steps)")
+                let t1 = Date()
+                try batches { start, n in
+                    var cc = c
+                    cc.sampleOffset = UInt64(start)
+                    let y = Array(labels[start..<(start + n)])
+                    let x = Array(set.pixels[(start * per)..<((start + n) * per)])
+                    if kind == "autoattack-lite" {
+                        let (_, rep) = try session.autoAttackLite(x, batch: n, labels: y, config: cc)
+                        robust[0] += rep.robustAfterCE; robust[1] += rep.robustAfterT
+                    } else {
+                        let r = try session.apgd(x, batch: n, labels: y, config: cc)
+                        robust[0] += (0..<n).filter { r.predictions[$0] == y[$0] }.count
+                    }
+                    bar.update(start + n)
+                }
+                let secs = Date().timeIntervalSince(t1)
+                for (j, label) in names.enumerated() {
+                    let acc = Double(robust[j]) / nn
+                    rows.append([m.domains[d], "\(set.count)", percent(Double(clean) / nn), label, m.domains[attackD ?? d],
+                                 percent(acc), percent(1 - acc), j == names.count - 1 ? String(format: "%.1f s", secs) : ""])
+                    results.append(["domain": m.domains[d], "images": set.count, "clean_acc": Double(clean) / nn,
+                                    "attack": label, "steps": steps, "attack_domain": m.domains[attackD ?? d],
+                                    "robust_acc": acc, "attack_success_rate": 1 - acc, "seconds": secs])
+                }
+            }
+            for steps in stepCounts where !isAPGD {
                 var c = base
                 c.steps = steps
                 c.attackDomain = attackD ?? d
@@ -92,17 +130,22 @@ struct Eval: ParsableCommand {
                                 "robust_acc": Double(robust) / nn, "attack_success_rate": Double(success) / nn, "seconds": secs])
             }
         }
-        let name = kind == "none" ? "none" : (kind == "fgsm" ? "FGSM" : "PGD") +
+        let name = isAPGD ? ["apgd-ce": "APGD-CE untargeted", "apgd-t": "APGD-T (targeted DLR, top-\(nTargetClasses) classes)",
+                             "autoattack-lite": "AutoAttack-lite (APGD-CE, then APGD-T top-\(nTargetClasses) on the images still robust)"][kind]! +
+            " \(attackOptions.norm) eps=\(attackOptions.eps)"
+            : kind == "none" ? "none" : (kind == "fgsm" ? "FGSM" : "PGD") +
             (attackOptions.isTargeted ? " targeted(\(attackOptions.targeted!))" : " untargeted") +
             " \(attackOptions.norm) eps=\(attackOptions.eps)"
-        print("\nattack: \(name)\(kind == "pgd" ? ", alpha=\(base.alpha), restarts=\(base.restarts), random start=\(base.randomStart)" : "")")
+        let extra = kind == "pgd" ? ", alpha=\(base.alpha), restarts=\(base.restarts), random start=\(base.randomStart)"
+            : isAPGD ? ", restarts=\(base.restarts), rho=0.75, momentum=0.75, first step 2 x eps, random start=\(base.randomStart)" : ""
+        print("\nattack: \(name)\(extra)")
         var header = ["domain", "images", "clean acc"]
         if kind != "none" { header += ["attack", "attacked via", "acc under attack", "attack success"] }
         header.append("time")
         printTable(header, rows)
         if let json {
             try writeJSON(["model": model.model ?? model.domainFiles.joined(separator: ","), "data": data, "attack": name,
-                           "eps": Double(base.eps), "alpha": Double(base.alpha), "steps": stepCounts,
+                           "eps": Double(base.eps), "alpha": isAPGD ? 2 * Double(base.eps) : Double(base.alpha), "steps": stepCounts,
                            "targeted": attackOptions.targeted ?? "no", "seed": base.seed,
                            "seconds": Date().timeIntervalSince(started), "results": results], to: json, option: "--json")
         }

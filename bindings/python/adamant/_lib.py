@@ -41,6 +41,8 @@ ADM_ERR_CANCELLED = 9
 # adm_loss
 ADM_LOSS_CE = 0
 ADM_LOSS_CW = 1
+ADM_LOSS_DLR = 2
+ADM_LOSS_DLR_TARGETED = 3
 # adm_norm
 ADM_NORM_LINF = 0
 ADM_NORM_L2 = 1
@@ -48,6 +50,7 @@ ADM_NORM_L2 = 1
 ADM_UNTARGETED = 0
 ADM_TARGETED = 1
 ADM_TARGETED_RANDOM = 2
+ADM_TARGETED_TOP_K = 3
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _LIBNAME = "libadamant.so"
@@ -87,6 +90,40 @@ class adm_attack_config(Structure):
         ("eval_domain", c_size_t),
         ("seed", c_uint64),
         ("sample_offset", c_uint64),
+    ]
+
+
+class adm_apgd_config(Structure):
+    """Mirror of ``struct adm_apgd_config``."""
+    _fields_ = [
+        ("struct_size", c_size_t),
+        ("norm", c_int32),
+        ("eps", c_float),
+        ("steps", c_int32),
+        ("restarts", c_int32),
+        ("loss", c_int32),
+        ("target_mode", c_int32),
+        ("targets", POINTER(c_int64)),
+        ("targets_len", c_size_t),
+        ("n_target_classes", c_int32),
+        ("rho", c_float),
+        ("random_start", c_int32),
+        ("early_stop", c_int32),
+        ("attack_domain", c_size_t),
+        ("eval_domain", c_size_t),
+        ("seed", c_uint64),
+        ("sample_offset", c_uint64),
+    ]
+
+
+class adm_autoattack_report(Structure):
+    """Mirror of ``struct adm_autoattack_report``."""
+    _fields_ = [
+        ("struct_size", c_size_t),
+        ("images", c_size_t),
+        ("clean_correct", c_size_t),
+        ("robust_after_apgd_ce", c_size_t),
+        ("robust_after_apgd_t", c_size_t),
     ]
 
 
@@ -170,6 +207,15 @@ _PROTOTYPES = {
     "adm_attack_pgd": (STATUS, [adm_context_p, POINTER(adm_attack_config), _F, c_size_t,
                                     c_size_t, _I64, c_size_t, _F, c_size_t,
                                     POINTER(adm_attack_outputs)]),
+    "adm_gradient_targeted": (STATUS, [adm_context_p, c_size_t, c_int32, _F, c_size_t, c_size_t,
+                                           _I64, c_size_t, _I64, c_size_t, _F, c_size_t, _F, c_size_t]),
+    "adm_apgd_config_default": (None, [POINTER(adm_apgd_config)]),
+    "adm_attack_apgd": (STATUS, [adm_context_p, POINTER(adm_apgd_config), _F, c_size_t,
+                                     c_size_t, _I64, c_size_t, _F, c_size_t,
+                                     POINTER(adm_attack_outputs)]),
+    "adm_autoattack_lite": (STATUS, [adm_context_p, POINTER(adm_apgd_config), _F, c_size_t,
+                                         c_size_t, _I64, c_size_t, _F, c_size_t,
+                                         POINTER(adm_attack_outputs), POINTER(adm_autoattack_report)]),
     "adm_calibrator_create": (STATUS, [adm_model_p, c_size_t, POINTER(adm_calibrator_p)]),
     "adm_calibrator_add": (STATUS, [adm_calibrator_p, _F, c_size_t, c_size_t]),
     "adm_calibrator_finish": (STATUS, [adm_calibrator_p, c_char_p, POINTER(adm_model_p)]),
@@ -252,8 +298,11 @@ def _check_struct_sizes():
     _lib.adm_attack_config_default(ctypes.byref(c))
     lim = adm_context_limits()
     _lib.adm_context_limits_default(ctypes.byref(lim))
+    ap = adm_apgd_config()
+    _lib.adm_apgd_config_default(ctypes.byref(ap))
     for name, got, want in (("adm_load_options", o.struct_size, ctypes.sizeof(o)),
                             ("adm_attack_config", c.struct_size, ctypes.sizeof(c)),
+                            ("adm_apgd_config", ap.struct_size, ctypes.sizeof(ap)),
                             ("adm_context_limits", lim.struct_size, ctypes.sizeof(lim))):
         if got != want:
             raise ImportError("adamant: %s is %d bytes in %s but %d in these bindings (ABI mismatch)"

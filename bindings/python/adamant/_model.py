@@ -29,7 +29,7 @@ _I32P = ctypes.POINTER(ctypes.c_int32)
 _U8P = ctypes.POINTER(ctypes.c_uint8)
 
 _NORMS = {"linf": L.ADM_NORM_LINF, "inf": L.ADM_NORM_LINF, "l2": L.ADM_NORM_L2}
-_LOSSES = {"ce": L.ADM_LOSS_CE, "cw": L.ADM_LOSS_CW}
+_LOSSES = {"ce": L.ADM_LOSS_CE, "cw": L.ADM_LOSS_CW, "dlr": L.ADM_LOSS_DLR}
 _INT32_MAX = 2 ** 31 - 1
 
 
@@ -552,23 +552,28 @@ class Model(_Closeable):
             bar.close()
         return out
 
-    def gradient(self, x, y, domain=None, loss="ce", batch_size=None):
+    def gradient(self, x, y, domain=None, loss="ce", batch_size=None, target=None):
         """Per-sample loss and its gradient with respect to the pixel-space input.
 
         Args:
             x: float32 ``(N, C, H, W)`` (or ``(C, H, W)``) images.
             y: int labels, ``N`` of them, each in ``[0, num_classes)``.
             domain: BN domain (name or index, None = default), inference mode.
-            loss: ``"ce"`` (cross-entropy) or ``"cw"`` (Carlini-Wagner margin
-                ``max_{j != y} z_j - z_y``).
+            loss: ``"ce"`` (cross-entropy), ``"cw"`` (Carlini-Wagner margin
+                ``max_{j != y} z_j - z_y``), ``"dlr"`` (difference of logits
+                ratio, >= 3 classes) or ``"dlr-targeted"`` (needs ``target``,
+                >= 4 classes).
             batch_size: optional chunking (results do not depend on it).
+            target: N target labels, for ``"dlr-targeted"`` only.
 
         Returns:
             ``(loss, grad)``: float32 ``(N,)`` and float32 of x's shape.
         """
+        if loss == "dlr-targeted" or target is not None:
+            return self._gradient_targeted(x, y, domain, loss, batch_size, target)
         lid = _LOSSES.get(loss)
         if lid is None:
-            raise InvalidArgument("loss must be 'ce' or 'cw', got %r" % (loss,))
+            raise InvalidArgument("loss must be 'ce', 'cw', 'dlr' or 'dlr-targeted', got %r" % (loss,))
         a, single = self._images(x)
         lab = _labels(y)
         d = self.domain_index(domain)
@@ -584,6 +589,31 @@ class Model(_Closeable):
                              _ptr(ls, _FP), ls.size, _ptr(gs, _FP), gs.size)
         return losses, (grad[0] if single else grad)
 
+    def _gradient_targeted(self, x, y, domain, loss, batch_size, target):
+        """gradient() through adm_gradient_targeted (targeted DLR)."""
+        lid = dict(_LOSSES, **{"dlr-targeted": L.ADM_LOSS_DLR_TARGETED}).get(loss)
+        if lid is None:
+            raise InvalidArgument("loss must be 'ce', 'cw', 'dlr' or 'dlr-targeted', got %r" % (loss,))
+        a, single = self._images(x)
+        lab = _labels(y)
+        tgt = None if target is None else _labels(target, "target")
+        d = self.domain_index(domain)
+        n = a.shape[0]
+        losses = np.empty(n, dtype=np.float32)
+        grad = np.empty(a.shape, dtype=np.float32)
+        ctx = self._ctx()
+        ok = lab.size == n and (tgt is None or tgt.size == n)
+        chunks = _chunks(n, batch_size) if ok else [(0, n)]
+        for s, e in chunks:
+            whole = len(chunks) == 1
+            xs, gs, ls = a[s:e], grad[s:e], losses[s:e]
+            lb = lab if whole else lab[s:e]
+            tb = None if tgt is None else (tgt if whole else tgt[s:e])
+            LIB.adm_gradient_targeted(ctx, d, lid, _ptr(xs, _FP), xs.size, e - s, _ptr(lb, _I64P), lb.size,
+                                      None if tb is None else _ptr(tb, _I64P), 0 if tb is None else tb.size,
+                                      _ptr(ls, _FP), ls.size, _ptr(gs, _FP), gs.size)
+        return losses, (grad[0] if single else grad)
+
     # -- attacks ----------------------------------------------------------
 
     def _attack_config(self, eps, alpha, steps, random_start, norm, restarts, loss, early_stop,
@@ -596,7 +626,7 @@ class Model(_Closeable):
             raise InvalidArgument("norm must be 'linf' or 'l2', got %r" % (norm,))
         lid = _LOSSES.get(loss)
         if lid is None:
-            raise InvalidArgument("loss must be 'ce' or 'cw', got %r" % (loss,))
+            raise InvalidArgument("loss must be 'ce', 'cw' or 'dlr', got %r" % (loss,))
         cfg.norm, cfg.loss = nid, lid
         cfg.eps, cfg.alpha = float(eps), float(alpha)
         cfg.steps = _int32(steps, "steps")
@@ -710,6 +740,177 @@ class Model(_Closeable):
             out.predictions = _ptr(det["predictions"][s:e], _I64P)
             LIB.adm_attack_pgd(ctx, byref(cfg), _ptr(xs, _FP), xs.size, e - s, _ptr(lb, _I64P), lb.size,
                                _ptr(xa, _FP), xa.size, byref(out))
+            bar.update(1)
+        cfg.sample_offset = 0
+        det["success"] = det["success"].astype(bool)
+        return adv, det
+
+    def _apgd_config(self, eps, steps, norm, restarts, loss, n_target_classes, rho, random_start, early_stop,
+                     attack_domain, eval_domain, seed):
+        """An adm_apgd_config from Python arguments (types converted; values checked by C)."""
+        cfg = L.adm_apgd_config()
+        LIB.adm_apgd_config_default(byref(cfg))
+        nid = _NORMS.get(str(norm).lower())
+        if nid is None:
+            raise InvalidArgument("norm must be 'linf' or 'l2', got %r" % (norm,))
+        lid = _LOSSES.get(loss)
+        if lid is None:
+            raise InvalidArgument("loss must be 'ce', 'cw' or 'dlr', got %r" % (loss,))
+        cfg.norm, cfg.loss = nid, lid
+        cfg.eps = float(eps)
+        cfg.steps = _int32(steps, "steps")
+        cfg.restarts = _int32(restarts, "restarts")
+        cfg.n_target_classes = _int32(n_target_classes, "n_target_classes")
+        cfg.rho = float(rho)
+        cfg.random_start = 1 if random_start else 0
+        cfg.early_stop = 1 if early_stop else 0
+        cfg.attack_domain = self.domain_index(attack_domain)
+        cfg.eval_domain = self.domain_index(eval_domain)
+        try:
+            sd = int(seed)
+        except (TypeError, ValueError):
+            raise InvalidArgument("seed must be an integer in [0, 2**64), got %r" % (seed,)) from None
+        if not 0 <= sd < 2 ** 64:
+            raise InvalidArgument("seed must be an integer in [0, 2**64), got %r" % (seed,))
+        cfg.seed = sd
+        return cfg
+
+    def apgd(self, x, y, eps=8 / 255, steps=100, norm="linf", loss="ce", restarts=1, targeted=None,
+             target=None, n_target_classes=9, rho=0.75, random_start=True, early_stop=True, domain=None,
+             attack_domain=None, eval_domain=None, seed=0, return_details=False, batch_size=None,
+             progress=False):
+        """Auto-PGD (Croce & Hein 2020): APGD-CE, APGD-DLR, APGD-T.
+
+        Momentum 0.75, first step 2*eps, the step halved at checkpoints where
+        the loss stalls (restarting from the best point). Per sample and
+        deterministic per seed like :meth:`pgd`.
+
+        Args:
+            x, y: pixel-space images and true labels.
+            eps: ball radius (pixel units). steps: iterations per run.
+            norm: ``"linf"`` or ``"l2"``.
+            loss: ``"ce"`` (default), ``"cw"`` or ``"dlr"`` (targeted runs use
+                targeted DLR).
+            restarts: runs (random starts) per target; a sample that succeeded
+                is not attacked again.
+            targeted: ``"top-k"``: APGD-T, each of the ``n_target_classes``
+                wrong classes with the largest clean logits in turn (success =
+                misclassified; use with ``loss="dlr"``); True: random targets;
+                None/False: untargeted unless ``target`` is given.
+            target: explicit targets (N ints, each != its label).
+            n_target_classes: APGD-T's targets per sample (capped at classes - 1).
+            rho: checkpoint threshold (0.75).
+            random_start, early_stop, domain, attack_domain, eval_domain, seed,
+            batch_size, progress: as in :meth:`pgd` (early_stop defaults to
+                True: a sample's result is its first adversarial point).
+            return_details: also return the per-sample dict of :meth:`pgd`
+                (``loss`` is the objective ascended).
+
+        Returns:
+            ``x_adv`` or ``(x_adv, details)``.
+        """
+        a, single = self._images(x)
+        lab = _labels(y)
+        cfg = self._apgd_config(eps, steps, norm, restarts, loss, n_target_classes, rho, random_start, early_stop,
+                                domain if attack_domain is None else attack_domain,
+                                domain if eval_domain is None else eval_domain, seed)
+        tgt = None
+        if isinstance(targeted, str):
+            if targeted.lower() not in ("top-k", "topk", "top"):
+                raise InvalidArgument("targeted must be 'top-k', True, False or None, got %r" % (targeted,))
+            cfg.target_mode = L.ADM_TARGETED_TOP_K
+            if target is not None:  # passed on with ADM_TARGETED_TOP_K, which C rejects
+                tgt = _labels(target, "target")
+        elif target is not None:
+            tgt = _labels(target, "target")
+            cfg.target_mode = L.ADM_UNTARGETED if targeted is False else L.ADM_TARGETED
+        elif targeted:
+            cfg.target_mode = L.ADM_TARGETED_RANDOM
+        bar = _bar(len(_chunks(a.shape[0], batch_size)), progress, "apgd")
+        try:
+            adv, details = self._attack_into(a, lab, tgt, cfg, batch_size, bar, LIB.adm_attack_apgd)
+        finally:
+            bar.close()
+        if single:
+            adv = adv[0]
+        return (adv, details) if return_details else adv
+
+    def autoattack_lite(self, x, y, eps=8 / 255, steps=100, norm="linf", restarts=1, n_target_classes=9,
+                        rho=0.75, domain=None, attack_domain=None, eval_domain=None, seed=0,
+                        return_adversarial=False, batch_size=None, progress=False, log=False):
+        """AutoAttack's APGD-CE then APGD-T (targeted DLR) on the images still robust.
+
+        Returns a dict like AutoAttack's log: ``{"n", "clean_acc",
+        "robust_acc_apgd_ce", "robust_acc_apgd_t" (the final robust accuracy),
+        "robust_acc"}``; with ``return_adversarial``, ``(report, x_adv,
+        details)``. ``log=True`` prints the AutoAttack-style lines.
+        """
+        a, single = self._images(x)
+        lab = _labels(y)
+        cfg = self._apgd_config(eps, steps, norm, restarts, "ce", n_target_classes, rho, True, True,
+                                domain if attack_domain is None else attack_domain,
+                                domain if eval_domain is None else eval_domain, seed)
+        counts = {"clean_correct": 0, "robust_after_apgd_ce": 0, "robust_after_apgd_t": 0}
+
+        def call(ctx, cfgp, xp, xl, b, lp, ll, ap, al, outp):
+            rep = L.adm_autoattack_report()
+            rep.struct_size = ctypes.sizeof(rep)
+            LIB.adm_autoattack_lite(ctx, cfgp, xp, xl, b, lp, ll, ap, al, outp, byref(rep))
+            for k in counts:
+                counts[k] += getattr(rep, k)
+
+        bar = _bar(len(_chunks(a.shape[0], batch_size)), progress, "autoattack-lite")
+        try:
+            adv, details = self._attack_into(a, lab, None, cfg, batch_size, bar, call)
+        finally:
+            bar.close()
+        n = a.shape[0]
+        frac = (lambda c: c / n) if n else (lambda c: float("nan"))
+        report = {"n": int(n), "clean_acc": frac(counts["clean_correct"]),
+                  "robust_acc_apgd_ce": frac(counts["robust_after_apgd_ce"]),
+                  "robust_acc_apgd_t": frac(counts["robust_after_apgd_t"]),
+                  "robust_acc": frac(counts["robust_after_apgd_t"])}
+        if log:
+            print("initial accuracy: %.2f%%" % (100 * report["clean_acc"]))
+            print("robust accuracy after APGD-CE: %.2f%%" % (100 * report["robust_acc_apgd_ce"]))
+            print("robust accuracy after APGD-T: %.2f%%" % (100 * report["robust_acc_apgd_t"]))
+        if return_adversarial:
+            return report, (adv[0] if single else adv), details
+        return report
+
+    def _attack_into(self, a, lab, tgt, cfg, batch_size, bar, fn):
+        """Runs an attack call fn(ctx, cfg, x, x_len, batch, labels, labels_len, x_adv, x_adv_len, outputs)
+        over chunks of a; returns (x_adv, details dict)."""
+        n = a.shape[0]
+        adv = np.empty(a.shape, dtype=np.float32)
+        det = {
+            "success": np.zeros(n, dtype=np.uint8),
+            "loss": np.zeros(n, dtype=np.float32),
+            "steps_used": np.zeros(n, dtype=np.int32),
+            "targets": np.full(n, -1, dtype=np.int64),
+            "predictions": np.zeros(n, dtype=np.int64),
+        }
+        ctx = self._ctx()
+        consistent = lab.size == n and (tgt is None or tgt.size == n)
+        chunks = _chunks(n, batch_size) if consistent else [(0, n)]  # let C report mismatches
+        for s, e in chunks:
+            whole = len(chunks) == 1
+            xs, xa = a[s:e], adv[s:e]
+            lb = lab if whole else lab[s:e]
+            if tgt is not None:
+                t = tgt if whole else tgt[s:e]
+                cfg.targets, cfg.targets_len = _ptr(t, _I64P), t.size
+            cfg.sample_offset = s
+            out = L.adm_attack_outputs()
+            out.struct_size = ctypes.sizeof(out)
+            out.len = e - s
+            out.success = _ptr(det["success"][s:e], _U8P)
+            out.loss = _ptr(det["loss"][s:e], _FP)
+            out.steps_used = _ptr(det["steps_used"][s:e], _I32P)
+            out.targets = _ptr(det["targets"][s:e], _I64P)
+            out.predictions = _ptr(det["predictions"][s:e], _I64P)
+            fn(ctx, byref(cfg), _ptr(xs, _FP), xs.size, e - s, _ptr(lb, _I64P), lb.size,
+               _ptr(xa, _FP), xa.size, byref(out))
             bar.update(1)
         cfg.sample_offset = 0
         det["success"] = det["success"].astype(bool)
