@@ -92,7 +92,8 @@ extension Session {
 
     /// AutoAttack without FAB-T and Square: APGD-CE on every image, then APGD-T (targeted DLR over
     /// `config.topTargets` classes, 9 if 0) on the images still robust; per sample the first success
-    /// is kept. `config` gives norm, eps, steps, restarts, rho, domains, seed and sample offset; its
+    /// is kept. Each attack draws the random starts ``apgd`` would (as AutoAttack seeds each attack
+    /// alike), so a sample is robust here exactly when it survives ``apgd`` with both configurations. `config` gives norm, eps, steps, restarts, rho, domains, seed and sample offset; its
     /// loss and targets must be left at CE and untargeted.
     public func autoAttackLite(_ x: [Float], batch: Int, labels: [Int64], config: APGDConfig,
                                progress: ((Int, Int) -> Void)? = nil, shouldCancel: (() -> Bool)? = nil) throws
@@ -124,7 +125,7 @@ extension Session {
             var sub = [Float](); sub.reserveCapacity(left.count * per)
             for i in left { sub.append(contentsOf: x[(i * per)..<((i + 1) * per)]) }
             let second = try apgdCore(sub, labels: left.map { labels[$0] }, streams: left.map { streams[$0] }, config: t,
-                                      salt: 1, done: &done, total: total, progress: progress, shouldCancel: shouldCancel).result
+                                      salt: 0, done: &done, total: total, progress: progress, shouldCancel: shouldCancel).result
             for (m, i) in left.enumerated() {
                 r.success[i] = second.success[m]; r.loss[i] = second.loss[m]; r.stepsUsed[i] = second.stepsUsed[m]
                 r.targets[i] = second.targets[m]; r.predictions[i] = second.predictions[m]
