@@ -526,6 +526,86 @@ int main(int argc, char **argv) {
         OK(adm_attack_pgd(ctx, &cfg, x, n, B, labels, B, x2, n, &out));
     }
 
+    /* ---- APGD, AutoAttack-lite, targeted DLR ------------------------------------------- */
+    {
+        adm_apgd_config ac, bad;
+        adm_apgd_config_default(NULL); /* must not crash */
+        adm_apgd_config_default(&ac);
+        EXPECT(ac.struct_size == sizeof(adm_apgd_config));
+        EXPECT(ac.steps == 100 && ac.restarts == 1 && ac.n_target_classes == 9 && ac.early_stop == 1);
+        EXPECT(ac.random_start == 1 && ac.loss == ADM_LOSS_CE && ac.target_mode == ADM_UNTARGETED);
+        ac.steps = 3;
+        INVALID(adm_attack_apgd(NULL, &ac, x, n, B, labels, B, x2, n, &out));
+        INVALID(adm_attack_apgd(ctx, NULL, x, n, B, labels, B, x2, n, &out));
+        INVALID(adm_attack_apgd(ctx, &ac, NULL, n, B, labels, B, x2, n, &out));
+        INVALID(adm_attack_apgd(ctx, &ac, x, n, B, NULL, B, x2, n, &out));
+        INVALID(adm_attack_apgd(ctx, &ac, x, n, B, labels, B, NULL, n, &out));
+        SHAPE(adm_attack_apgd(ctx, &ac, x, n, B, labels, B, x2, n - 1, &out));
+        SHAPE(adm_attack_apgd(ctx, &ac, x, n, B, labels, B - 1, x2, n, &out));
+        bad = ac; bad.struct_size = 8;
+        INVALID(adm_attack_apgd(ctx, &bad, x, n, B, labels, B, x2, n, &out));
+        HAS("struct_size");
+        bad = ac; bad.eps = -1;
+        INVALID(adm_attack_apgd(ctx, &bad, x, n, B, labels, B, x2, n, &out));
+        bad = ac; bad.steps = 0;
+        INVALID(adm_attack_apgd(ctx, &bad, x, n, B, labels, B, x2, n, &out));
+        bad = ac; bad.restarts = -2;
+        INVALID(adm_attack_apgd(ctx, &bad, x, n, B, labels, B, x2, n, &out));
+        bad = ac; bad.rho = 2;
+        INVALID(adm_attack_apgd(ctx, &bad, x, n, B, labels, B, x2, n, &out));
+        bad = ac; bad.norm = 9;
+        INVALID(adm_attack_apgd(ctx, &bad, x, n, B, labels, B, x2, n, &out));
+        bad = ac; bad.loss = ADM_LOSS_DLR_TARGETED;
+        INVALID(adm_attack_apgd(ctx, &bad, x, n, B, labels, B, x2, n, &out));
+        bad = ac; bad.target_mode = 9;
+        INVALID(adm_attack_apgd(ctx, &bad, x, n, B, labels, B, x2, n, &out));
+        bad = ac; bad.target_mode = ADM_TARGETED_TOP_K; bad.n_target_classes = 0;
+        INVALID(adm_attack_apgd(ctx, &bad, x, n, B, labels, B, x2, n, &out));
+        bad = ac; bad.targets = labels; bad.targets_len = B; /* targets with ADM_UNTARGETED */
+        INVALID(adm_attack_apgd(ctx, &bad, x, n, B, labels, B, x2, n, &out));
+        bad = ac; bad.target_mode = ADM_TARGETED; bad.targets = labels; bad.targets_len = B - 1;
+        SHAPE(adm_attack_apgd(ctx, &bad, x, n, B, labels, B, x2, n, &out));
+        bad = ac; bad.attack_domain = 9;
+        EXPECT_STATUS(adm_attack_apgd(ctx, &bad, x, n, B, labels, B, x2, n, &out), ADM_ERR_DOMAIN);
+        OK(adm_attack_apgd(ctx, &ac, x, n, B, labels, B, x2, n, &out));
+        for (int i = 0; i < B; i++) EXPECT(success[i] == (preds[i] != labels[i]) && out_targets[i] == -1);
+        OK(adm_attack_apgd(ctx, &ac, x, n, B, labels, B, x2, n, NULL)); /* outputs may be NULL */
+        ac.target_mode = ADM_TARGETED_TOP_K; ac.loss = ADM_LOSS_DLR; ac.n_target_classes = 3;
+        OK(adm_attack_apgd(ctx, &ac, x, n, B, labels, B, x2, n, &out));
+        for (int i = 0; i < B; i++) EXPECT(success[i] == (preds[i] != labels[i]));
+        adm_context_limits lim;
+        adm_context_limits_default(&lim);
+        lim.max_attack_steps_total = 8; /* 3 steps x 3 targets = 9 */
+        OK(adm_context_set_limits(ctx, &lim));
+        RESOURCE(adm_attack_apgd(ctx, &ac, x, n, B, labels, B, x2, n, NULL));
+        HAS("max_attack_steps_total");
+        OK(adm_context_set_limits(ctx, NULL));
+
+        adm_autoattack_report rep;
+        memset(&rep, 0, sizeof rep);
+        adm_apgd_config_default(&ac);
+        ac.steps = 3;
+        INVALID(adm_autoattack_lite(ctx, &ac, x, n, B, labels, B, x2, n, &out, NULL));
+        INVALID(adm_autoattack_lite(ctx, &ac, x, n, B, labels, B, x2, n, &out, &rep)); /* struct_size 0 */
+        rep.struct_size = sizeof rep;
+        OK(adm_autoattack_lite(ctx, &ac, x, n, B, labels, B, x2, n, &out, &rep));
+        EXPECT(rep.images == B && rep.robust_after_apgd_t <= rep.robust_after_apgd_ce &&
+               rep.robust_after_apgd_ce <= rep.clean_correct);
+        bad = ac; bad.loss = ADM_LOSS_DLR;
+        INVALID(adm_autoattack_lite(ctx, &bad, x, n, B, labels, B, x2, n, &out, &rep));
+        bad = ac; bad.n_target_classes = 0;
+        INVALID(adm_autoattack_lite(ctx, &bad, x, n, B, labels, B, x2, n, &out, &rep));
+
+        int64_t tg[B];
+        for (int i = 0; i < B; i++) tg[i] = (labels[i] + 1) % (int64_t)classes;
+        OK(adm_gradient(ctx, 0, ADM_LOSS_DLR, x, n, B, labels, B, loss, B, grad, n));
+        OK(adm_gradient_targeted(ctx, 0, ADM_LOSS_DLR_TARGETED, x, n, B, labels, B, tg, B, loss, B, grad, n));
+        INVALID(adm_gradient(ctx, 0, ADM_LOSS_DLR_TARGETED, x, n, B, labels, B, loss, B, grad, n));
+        INVALID(adm_gradient_targeted(ctx, 0, ADM_LOSS_DLR_TARGETED, x, n, B, labels, B, NULL, 0, loss, B, grad, n));
+        INVALID(adm_gradient_targeted(ctx, 0, ADM_LOSS_CE, x, n, B, labels, B, tg, B, loss, B, grad, n));
+        SHAPE(adm_gradient_targeted(ctx, 0, ADM_LOSS_DLR_TARGETED, x, n, B, labels, B, tg, B - 1, loss, B, grad, n));
+    }
+
     /* ---- calibration and saving ----------------------------------------------------- */
     adm_calibrator *cal = NULL;
     INVALID(adm_calibrator_create(NULL, 0, &cal));
