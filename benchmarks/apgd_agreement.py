@@ -11,8 +11,9 @@ Same models, images, eps, steps and restarts:
     APGD-T    torchattacks.APGDT(norm="Linf", n_classes=10, n_restarts=R, seed=0)
               (targeted DLR over the 9 most likely wrong classes)
               vs Model.apgd(loss="dlr", targeted="top-k", n_target_classes=9)
-    AA-lite   a sample counts as robust when it survives both (torch: the AND of
-              the two runs above; adamant: Model.autoattack_lite)
+    AA-lite   a sample counts as robust when it survives both (the AND of the two
+              runs above; adamant's Model.autoattack_lite gives exactly that set, as
+              it draws the same random starts -- --check-lite runs it and checks)
 
 Rows: mbn_resnet{8,14,20} x BN domain {clean, adv} at eps 8/255, and the
 external models (CIFAR-10 mean/std before the graph) at eps 2/255, as in
@@ -21,8 +22,8 @@ subset (Tests/Fixtures/cifar10_eval_subset.json) of ../shared's CIFAR-10 test se
 
 Agreement: clean accuracy identical; each robust accuracy within +-1.5 points.
 The torch results are cached per row in --reference (reused unless
---rerun-torch), so adamant can be re-checked quickly. Writes --out.{json,md} and
-exits non-zero on a disagreement.
+--rerun-torch), adamant's per row in --out.json (reused unless --rerun-adamant),
+so rows can be run in parts. Writes --out.{json,md} and exits non-zero on a disagreement.
 
 Run (pyenv python3 with torch + torchattacks, after `make`):
     ADAMANT_LIBRARY=dist/lib/libadamant.so python3 benchmarks/apgd_agreement.py [--n 500] [--steps 10]
@@ -102,7 +103,7 @@ def torch_row(model, dom, eps, x, y, steps, restarts, batch):
                 seconds=time.time() - t0, torch=torch.__version__, torchattacks=torchattacks.__version__)
 
 
-def adamant_row(model, dom, eps, x, y, steps, restarts, cache):
+def adamant_row(model, dom, eps, x, y, steps, restarts, cache, check_lite=False):
     import adamant
     if model not in cache:
         if model.startswith("mbn_"):
@@ -118,9 +119,14 @@ def adamant_row(model, dom, eps, x, y, steps, restarts, cache):
     _, ce = m.apgd(x, y, eps=eps, steps=steps, restarts=restarts, loss="ce", domain=d, seed=0, return_details=True)
     _, tt = m.apgd(x, y, eps=eps, steps=steps, restarts=restarts, loss="dlr", targeted="top-k", n_target_classes=9,
                    domain=d, seed=0, return_details=True)
-    aa = m.autoattack_lite(x, y, eps=eps, steps=steps, restarts=restarts, n_target_classes=9, domain=d, seed=0)
+    # Model.autoattack_lite draws the same random starts, so its robust set is exactly this AND
+    # (test_apgd.py checks it); --check-lite runs it too.
+    aa = float(np.mean((ce["predictions"] == y) & (tt["predictions"] == y)))
+    if check_lite:
+        lite = m.autoattack_lite(x, y, eps=eps, steps=steps, restarts=restarts, n_target_classes=9, domain=d, seed=0)
+        assert abs(lite["robust_acc"] - aa) < 1e-12, (lite, aa)
     return dict(clean_acc=clean, apgd_ce=float(np.mean(ce["predictions"] == y)),
-                apgd_t=float(np.mean(tt["predictions"] == y)), aa_lite=aa["robust_acc"], seconds=time.time() - t0)
+                apgd_t=float(np.mean(tt["predictions"] == y)), aa_lite=aa, seconds=time.time() - t0)
 
 
 def main():
@@ -132,10 +138,13 @@ def main():
     ap.add_argument("--reference", default=os.path.join(ROOT, "benchmarks", "results", "apgd_reference_torch.json"))
     ap.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "apgd_agreement"))
     ap.add_argument("--torch-only", action="store_true", help="fill the torch cache and stop")
+    ap.add_argument("--adamant-only", action="store_true", help="only rows with cached torch results")
     ap.add_argument("--rerun-torch", action="store_true", help="recompute cached torch rows")
     ap.add_argument("--torch-threads", type=int, default=1)
     ap.add_argument("--batch", type=int, default=250, help="torch batch size")
     ap.add_argument("--no-write", action="store_true", help="print only (for tests)")
+    ap.add_argument("--rerun-adamant", action="store_true", help="recompute adamant rows already in --out.json")
+    ap.add_argument("--check-lite", action="store_true", help="also run Model.autoattack_lite and check it")
     args = ap.parse_args()
 
     wanted = set(args.rows.split(",")) if args.rows else None
@@ -150,6 +159,8 @@ def main():
         return None
 
     for model, dom, eps in rows:
+        if args.adamant_only:
+            break
         if cached(model, dom) is None or args.rerun_torch:
             import torch
             torch.set_num_threads(args.torch_threads)
@@ -170,9 +181,22 @@ def main():
     import adamant
     print(adamant.backend_info())
     out, failures, cache = [], 0, {}
+    previous = {}
+    if not args.no_write and not args.rerun_adamant and os.path.exists(args.out + ".json"):
+        for q in json.load(open(args.out + ".json"))["records"]:
+            previous[(q["model"], q["domain"], q["n"], q["steps"], q["restarts"])] = q
     for model, dom, eps in rows:
         t = cached(model, dom)
-        a = adamant_row(model, dom, eps, x, y, args.steps, args.restarts, cache)
+        if t is None:
+            print("no torch result for %s (run without --adamant-only)" % row_key(model, dom))
+            continue
+        q = previous.get((model, dom, args.n, args.steps, args.restarts))
+        if q is not None:
+            a = {k: q["adamant_" + k] for k in ("clean", "apgd_ce", "apgd_t", "aa_lite")}
+            a["clean_acc"] = a.pop("clean")
+            a["seconds"] = q["adamant_seconds"]
+        else:
+            a = adamant_row(model, dom, eps, x, y, args.steps, args.restarts, cache, args.check_lite)
         diffs = {k: 100 * (a[k] - t[k]) for k in ("apgd_ce", "apgd_t", "aa_lite")}
         ok = abs(a["clean_acc"] - t["clean_acc"]) < 1e-9 and all(abs(v) <= 100 * TOLERANCE + 1e-9 for v in diffs.values())
         failures += not ok
@@ -183,6 +207,11 @@ def main():
                    **{"diff_" + k: v for k, v in diffs.items()}, agree=ok,
                    adamant_seconds=a["seconds"], torch_seconds=t["seconds"])
         out.append(row)
+        if not args.no_write:
+            keep = [v for k, v in previous.items() if (k[0], k[1]) not in {(r["model"], r["domain"]) for r in out}]
+            with open(args.out + ".json", "w") as f:
+                json.dump({"backend": adamant.backend_info(), "tolerance_points": 100 * TOLERANCE,
+                           "records": out + keep}, f, indent=1)
         print("%-28s clean %.1f%% / %.1f%%  APGD-CE %.1f / %.1f (%+.1f)  APGD-T %.1f / %.1f (%+.1f)  AA-lite %.1f / %.1f (%+.1f)  %s  %.0fs vs %.0fs" % (
             row_key(model, dom), 100 * a["clean_acc"], 100 * t["clean_acc"], 100 * a["apgd_ce"], 100 * t["apgd_ce"],
             diffs["apgd_ce"], 100 * a["apgd_t"], 100 * t["apgd_t"], diffs["apgd_t"], 100 * a["aa_lite"],

@@ -341,7 +341,10 @@ extension Session {
         var stepSize = [Float](repeating: 2 * eps, count: n)
         var xOld = adv
         var checkpoint = steps2, sinceCheck = 0
-        var lossSteps = [Float](repeating: 0, count: steps * n)   // [step][sample]
+        // Per sample: the loss of the previous step and how often the loss rose since the last
+        // checkpoint. (Before the first step the reference compares with an unwritten, zero slot.)
+        var lastLoss = [Float](repeating: 0, count: n)
+        var rises = [Int](repeating: 0, count: n)
         var lossBestLastCheck = lossBest
         var reducedLastCheck = [Bool](repeating: true, count: n)
         var ran = [Int32](repeating: 0, count: n)
@@ -400,7 +403,9 @@ extension Session {
             for (q, m) in active.enumerated() {
                 let l = e.l[q], b = m * per
                 ran[m] += 1
-                lossSteps[i * n + m] = l
+                let prev = i > 0 ? lastLoss[m] : (steps == 1 ? l : 0)
+                if l > prev { rises[m] += 1 }
+                lastLoss[m] = l
                 if !success[m] || !c.earlyStop, succeeded(m, e.pred[q]) {
                     success[m] = true; successLoss[m] = l; successSteps[m] = Int32(i + 1)
                     for j in 0..<per { successX[b + j] = adv[b + j] }
@@ -420,14 +425,8 @@ extension Session {
             sinceCheck += 1
             if sinceCheck == checkpoint {
                 for m in active {
-                    var rises = 0
-                    for back in 0..<checkpoint {
-                        let cur = i - back, prev = i - back - 1
-                        // Before the first step the reference reads an unwritten (zero) slot.
-                        let pv = prev >= 0 ? lossSteps[prev * n + m] : lossSteps[(prev + steps) * n + m]
-                        if lossSteps[cur * n + m] > pv { rises += 1 }
-                    }
-                    var halve = Double(rises) <= Double(checkpoint) * Double(c.rho)
+                    var halve = Double(rises[m]) <= Double(checkpoint) * Double(c.rho)
+                    rises[m] = 0
                     if !reducedLastCheck[m] && lossBestLastCheck[m] >= lossBest[m] { halve = true }
                     reducedLastCheck[m] = halve
                     lossBestLastCheck[m] = lossBest[m]
