@@ -48,3 +48,11 @@ let package = Package(
     ],
     cxxLanguageStandard: .cxx17
 )
+
+// The libFuzzer target (Tests/Fuzz): only with ADAMANT_FUZZ=1, as Tests/Fuzz/run.sh builds it
+// (`-sanitize=fuzzer,address`, its own --scratch-path); without the fuzzer runtime it has no main.
+if Context.environment["ADAMANT_FUZZ"] == "1" {
+    package.targets.append(.executableTarget(name: "AdamantFuzz", dependencies: ["AdamantC", "AdamantABI"],
+                                             path: "Tests/Fuzz/Harness"))
+    package.products.append(.executable(name: "adamant-fuzz", targets: ["AdamantFuzz"]))
+}
