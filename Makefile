@@ -1,6 +1,7 @@
 # adamant — build, install and test entry points.
 #   make            release build: dist/lib/libadamant.so, dist/bin/adamant, dist/include, adamant.pc
-#   make test       every test: Swift (XCTest), C example + ABI checks, Python (pytest)
+#   make test       every test: Swift (XCTest), C example + ABI checks, Python (pytest), a 60 s fuzz
+#                   run and the sanitizer jobs (make test-fuzz, make test-sanitize)
 #   make demo       the README's demo on data shipped in examples/
 PREFIX ?= $(CURDIR)/dist
 SWIFT ?= swift
@@ -9,7 +10,8 @@ BUILD_FLAGS = -c $(CONFIG) -Xswiftc -static-stdlib -Xswiftc -gnone
 BIN = $(shell $(SWIFT) build $(BUILD_FLAGS) --show-bin-path)
 PYTHON ?= python3
 
-.PHONY: all setup build dist test test-swift test-c test-imageio test-python demo clean
+.PHONY: all setup build dist test test-swift test-c test-imageio test-python demo clean \
+	test-fuzz test-sanitize test-asan test-asan-abi test-tsan
 
 APT_PACKAGES = libonnx-dev libprotobuf-dev libopenblas-dev libjpeg-dev libpng-dev zlib1g-dev pkg-config
 
@@ -34,7 +36,7 @@ dist: build
 	install -m 755 $(BIN)/adamant-cli $(PREFIX)/bin/adamant
 	sed -e 's|@PREFIX@|$(PREFIX)|' bindings/c/adamant.pc.in > $(PREFIX)/lib/pkgconfig/adamant.pc
 
-test: dist test-swift test-imageio test-c test-python
+test: dist test-swift test-imageio test-c test-python test-fuzz test-sanitize
 
 test-swift:
 	$(SWIFT) test
@@ -47,6 +49,40 @@ test-c: dist
 
 test-python: dist
 	ADAMANT_LIBRARY=$(PREFIX)/lib/libadamant.so $(PYTHON) -m pytest -q bindings/python/tests
+
+# Hardening (issue #8). Each instrumented build has its own scratch path (.build-fuzz, .build-asan,
+# .build-tsan), so none disturbs the release build in .build.
+FUZZ_SECONDS ?= 60
+# swiftc has no -sanitize=undefined: Swift code is ASan-instrumented (its arithmetic is checked
+# anyway); the C and C++ targets get ASan + UBSan (any UB report is fatal).
+UBSAN_C = -Xcc -fsanitize=undefined -Xcc -fno-sanitize-recover=undefined \
+	-Xcxx -fsanitize=undefined -Xcxx -fno-sanitize-recover=undefined
+ASAN_FLAGS = --scratch-path .build-asan --sanitize=address $(UBSAN_C)
+TSAN_FLAGS = --scratch-path .build-tsan --sanitize=thread
+# A crashing test must not wait on swift-backtrace (it can hang under a sanitizer).
+SAN_ENV = SWIFT_BACKTRACE=enable=no UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+
+# libFuzzer over load + predict + gradient, FUZZ_SECONDS long, after replaying Tests/Fuzz/regressions.
+test-fuzz:
+	bash Tests/Fuzz/run.sh $(FUZZ_SECONDS)
+
+test-sanitize: test-asan test-asan-abi test-tsan
+
+# The Swift tests (XCTest) under AddressSanitizer (+ UBSan in the C/C++ targets). Leak checking is off
+# here: swift-corelibs-xctest never frees test-case instances (so every model a test keeps would be
+# reported); test-asan-abi and the fuzzer check leaks.
+test-asan:
+	$(SWIFT) build --build-tests $(ASAN_FLAGS)
+	$(SAN_ENV) ASAN_OPTIONS=detect_leaks=0 $(SWIFT) test --skip-build $(ASAN_FLAGS)
+
+# bindings/c/test_abi.c and example.c against an ASan+UBSan-instrumented libadamant.so.
+test-asan-abi:
+	SWIFT=$(SWIFT) bash Tests/Sanitize/abi.sh
+
+# The concurrency tests (8 threads, mixed predict/gradient/PGD, host threads busy) under TSan.
+test-tsan:
+	$(SWIFT) build --build-tests $(TSAN_FLAGS)
+	$(SAN_ENV) TSAN_OPTIONS=halt_on_error=1 $(SWIFT) test --skip-build $(TSAN_FLAGS) --filter ConcurrencyTests
 
 demo: dist
 	bash examples/demo.sh
