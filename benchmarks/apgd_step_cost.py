@@ -8,7 +8,8 @@ early_stop=False), L-inf, eps 8/255. A step's cost is the slope of the run time
 over the step count, (t(S2) - t(S1)) / (S2 - S1), so each attack's fixed work
 (clean forward, APGD's gradient at the start point, the final judging forward)
 cancels out; the whole-run ratio at S2 steps is printed too. Each time is the
-minimum over --repeats runs, PGD and APGD interleaved (the machine may be shared).
+minimum over --repeats runs, PGD and APGD interleaved, measured both as wall time and as
+the process's CPU time (all threads; robust to other processes sharing the cores).
 
 Run (after `make`):
     ADAMANT_LIBRARY=dist/lib/libadamant.so python3 benchmarks/apgd_step_cost.py [--model mbn_resnet20] [--batch 100]
@@ -49,22 +50,28 @@ def main():
         "apgd": lambda s: m.apgd(x, y, eps=8 / 255, steps=s, domain=args.domain, early_stop=False),
     }
     best = {(k, s): float("inf") for k in runs for s in (s1, s2)}
+    cpu = dict(best)
     runs["pgd"](2)  # warm-up: buffer pool, thread pool
     runs["apgd"](2)
     for _ in range(args.repeats):
         for s in (s1, s2):
             for k, f in runs.items():
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 f(s)
                 best[(k, s)] = min(best[(k, s)], time.perf_counter() - t0)
+                cpu[(k, s)] = min(cpu[(k, s)], time.process_time() - c0)
     step = {k: (best[(k, s2)] - best[(k, s1)]) / (s2 - s1) for k in runs}
+    cstep = {k: (cpu[(k, s2)] - cpu[(k, s1)]) / (s2 - s1) for k in runs}
     print(adamant.backend_info())
     print("%s %s, batch %d, L-inf eps 8/255, min of %d runs" % (args.model, args.domain, args.batch, args.repeats))
     for k in runs:
         print("  %-4s  %3d steps %.3f s   %3d steps %.3f s   per step %.2f ms" % (
             k, s1, best[(k, s1)], s2, best[(k, s2)], 1e3 * step[k]))
-    print("APGD / PGD per step: %.3f   whole %d-step run: %.3f" % (
-        step["apgd"] / step["pgd"], s2, best[("apgd", s2)] / best[("pgd", s2)]))
+        print("        CPU time: %3d steps %.3f s   %3d steps %.3f s   per step %.2f ms" % (
+            s1, cpu[(k, s1)], s2, cpu[(k, s2)], 1e3 * cstep[k]))
+    print("APGD / PGD per step: wall %.3f, CPU %.3f   whole %d-step run: wall %.3f, CPU %.3f" % (
+        step["apgd"] / step["pgd"], cstep["apgd"] / cstep["pgd"], s2, best[("apgd", s2)] / best[("pgd", s2)],
+        cpu[("apgd", s2)] / cpu[("pgd", s2)]))
 
 
 if __name__ == "__main__":
