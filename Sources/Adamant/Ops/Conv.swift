@@ -336,11 +336,12 @@ struct Conv: Op {
                     io.ldb = h * w; io.b_sample = c * h * w
                 } else {
                     let colBase = cp.baseAddress!
-                    Parallel.forRanges(ns * inPerGroup, threads: ns * kdim * ohw > 100_000 ? threads : 1) { r in
+                    // Units of one kernel row of one channel (a 3-channel stem still splits evenly).
+                    Parallel.forRanges(ns * inPerGroup * kh, threads: ns * kdim * ohw > 100_000 ? threads : 1) { r in
                         for u in r {
-                            let (s, ci) = (u / inPerGroup, u % inPerGroup)
+                            let (s, ci, ki) = (u / (inPerGroup * kh), (u / kh) % inPerGroup, u % kh)
                             im2col(x + ((s0 + s) * c + g * inPerGroup) * h * w, h, w, oh, ow, p,
-                                   colBase + s * kdim * ohw, ldc: ohw, channels: ci..<(ci + 1))
+                                   colBase + s * kdim * ohw, ldc: ohw, channels: ci..<(ci + 1), kernelRows: ki..<(ki + 1))
                         }
                     }
                     io.b = UnsafePointer(colBase)
@@ -528,14 +529,15 @@ struct Conv: Op {
     /// Unfolds one sample's group channels into rows (c, ki, kj) x columns (oh, ow) with row stride ldc.
     private func im2col(_ x: UnsafePointer<Float>, _ h: Int, _ w: Int, _ oh: Int, _ ow: Int,
                         _ p: (Int, Int, Int, Int), _ col: UnsafeMutablePointer<Float>, ldc: Int,
-                        channels: Range<Int>? = nil) {
+                        channels: Range<Int>? = nil, kernelRows: Range<Int>? = nil) {
         let (sh, sw) = strides
         let (dh, dw) = dilations
         let channels = channels ?? 0..<inPerGroup
-        var row = channels.lowerBound * kh * kw
+        let kernelRows = kernelRows ?? 0..<kh
         for ci in channels {
             let xc = x + ci * h * w
-            for ki in 0..<kh {
+            for ki in kernelRows {
+                var row = (ci * kh + ki) * kw
                 for kj in 0..<kw {
                     let dst = col + row * ldc
                     row += 1
