@@ -385,11 +385,16 @@ struct Conv: Op {
                      io: io, threads: threads)
                 if !pointwise {
                     let colBase = UnsafePointer(cp.baseAddress!)
-                    Parallel.forRanges(ns * inPerGroup, threads: ns * kdim * ohw > 100_000 ? threads : 1) { r in
+                    // Units of one channel's band of input rows (bands when there are few channels, as
+                    // in the stem); every element still receives its terms in the same order.
+                    let t = ns * kdim * ohw > 100_000 ? threads : 1
+                    let bands = ns * inPerGroup >= 2 * t ? 1 : min(h, (2 * t + ns * inPerGroup - 1) / (ns * inPerGroup))
+                    Parallel.forRanges(ns * inPerGroup * bands, threads: t) { r in
                         for u in r {
-                            let (s, ci) = (u / inPerGroup, u % inPerGroup)
+                            let (s, ci, band) = (u / (inPerGroup * bands), (u / bands) % inPerGroup, u % bands)
                             col2im(colBase + s * kdim * ohw, ldc: ohw, h, w, oh, ow, p,
-                                   dx + ((s0 + s) * c + g * inPerGroup) * h * w, channels: ci..<(ci + 1))
+                                   dx + ((s0 + s) * c + g * inPerGroup) * h * w, channels: ci..<(ci + 1),
+                                   rows: (h * band / bands)..<(h * (band + 1) / bands))
                         }
                     }
                 }
@@ -569,7 +574,8 @@ struct Conv: Op {
 
     /// Adds the columns back into one sample's group channels (the adjoint of im2col).
     private func col2im(_ col: UnsafePointer<Float>, ldc: Int, _ h: Int, _ w: Int, _ oh: Int, _ ow: Int,
-                        _ p: (Int, Int, Int, Int), _ x: UnsafeMutablePointer<Float>, channels: Range<Int>) {
+                        _ p: (Int, Int, Int, Int), _ x: UnsafeMutablePointer<Float>, channels: Range<Int>,
+                        rows: Range<Int>) {
         let (sh, sw) = strides
         let (dh, dw) = dilations
         var row = channels.lowerBound * kh * kw
@@ -584,7 +590,7 @@ struct Conv: Op {
                     let owHi = w - 1 - jOff < 0 ? owLo : max(owLo, min(ow, (w - 1 - jOff) / sw + 1))
                     for o in 0..<oh {
                         let ih = o * sh + ki * dh - p.0
-                        if ih < 0 || ih >= h { continue }
+                        if ih < rows.lowerBound || ih >= rows.upperBound { continue }
                         let dst = xc + ih * w
                         let s = src + o * ow
                         if sw == 1 {
