@@ -42,6 +42,15 @@ final class RuntimeTests: XCTestCase {
             XCTAssertEqual(a1.adversarial, a2.adversarial)
             XCTAssertEqual(s.bufferAllocations, afterAttack, "a PGD run allocated after warm-up (threads \(threads))")
 
+            // Batch sizes that keep changing (an attack's shrinking active set) keep the pool bounded:
+            // only the buffers of the last few batch sizes stay.
+            let fresh = Session(model: model)
+            _ = try fresh.predict(images(12, seed: 12), batch: 12, domain: 0)
+            let perCall12 = fresh.pool.heldFloats  // what one predict at batch 12 leaves in the pool
+            XCTAssertGreaterThan(perCall12, 0)
+            for b in 1...12 { _ = try s.predict(images(b, seed: UInt64(b)), batch: b, domain: 0) }
+            // Kept: batch sizes 9-12, about (9+10+11+12)/12 = 3.5 calls at 12; all twelve would be 6.5.
+            XCTAssertLessThanOrEqual(s.pool.heldFloats, 5 * perCall12, "the pool kept buffers for every batch size")
             // A fresh session (nothing recycled) agrees bit for bit.
             XCTAssertEqual(try Session(model: model).predict(x, batch: 4, domain: 0), first)
             s.releaseMemory()

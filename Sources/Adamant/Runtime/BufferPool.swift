@@ -6,10 +6,17 @@ import Glibc
 /// scratch buffer it is done with back here, and ops draw their outputs from it, so after the first
 /// call with a given batch size a forward pass, a gradient or a whole attack takes all its large
 /// buffers from the pool instead of the allocator (no page faults, no zero-filling by the kernel).
-/// Buffers are matched by exact element count. The pool holds at most the peak of one call;
-/// ``Session/releaseMemory()`` empties it.
+/// Buffers are matched by exact element count, per batch size, and only the buffers of the
+/// ``maxBatchSizes`` most recently used batch sizes are kept: a caller whose batch size keeps
+/// changing (an attack whose active samples shrink) gets bounded memory, not one set of buffers per
+/// size. ``Session/releaseMemory()`` empties the pool.
 final class BufferPool: @unchecked Sendable {
-    private var free: [Int: [[Float]]] = [:]
+    /// Batch sizes whose buffers are kept (two calls' worth: a batch split over threads runs pieces
+    /// of two sizes at most).
+    static let maxBatchSizes = 4
+    private var free: [Int: [Int: [[Float]]]] = [:]  // batch -> count -> buffers
+    private var lastUse: [Int: Int] = [:]            // batch -> tick
+    private var tick = 0
     private var mutex = pthread_mutex_t()
     /// Buffers the pool had to allocate (none was free of that size): the allocation count a test
     /// checks stays flat after warm-up.
@@ -20,11 +27,12 @@ final class BufferPool: @unchecked Sendable {
     init() { pthread_mutex_init(&mutex, nil) }
     deinit { pthread_mutex_destroy(&mutex) }
 
-    /// A buffer of `count` floats whose contents are undefined.
-    func take(_ count: Int) -> [Float] {
+    /// A buffer of `count` floats whose contents are undefined, for a call on `batch` samples.
+    func take(_ count: Int, batch: Int) -> [Float] {
         pthread_mutex_lock(&mutex)
-        if var list = free[count], let a = list.popLast() {
-            free[count] = list.isEmpty ? nil : list
+        touch(batch)
+        if var list = free[batch]?[count], let a = list.popLast() {
+            free[batch]![count] = list.isEmpty ? nil : list
             heldFloats -= count
             pthread_mutex_unlock(&mutex)
             return a
@@ -36,18 +44,32 @@ final class BufferPool: @unchecked Sendable {
 
     /// Returns a buffer for reuse. The caller must not use `a` afterwards (a buffer still shared
     /// with another value would only cost a copy on its next write, never a wrong result).
-    func give(_ a: [Float]) {
+    func give(_ a: [Float], batch: Int) {
         guard a.count > 0 else { return }
         pthread_mutex_lock(&mutex)
-        free[a.count, default: []].append(a)
+        touch(batch)
+        free[batch, default: [:]][a.count, default: []].append(a)
         heldFloats += a.count
         pthread_mutex_unlock(&mutex)
+    }
+
+    /// Marks `batch` as used now, dropping the buffers of the least recently used batch size when
+    /// more than `maxBatchSizes` are kept (called with the mutex held).
+    private func touch(_ batch: Int) {
+        tick += 1
+        lastUse[batch] = tick
+        while lastUse.count > BufferPool.maxBatchSizes, let (old, _) = lastUse.min(by: { $0.value < $1.value }) {
+            lastUse[old] = nil
+            for (count, list) in free[old] ?? [:] { heldFloats -= count * list.count }
+            free[old] = nil
+        }
     }
 
     /// Drops every held buffer.
     func removeAll() {
         pthread_mutex_lock(&mutex)
         free = [:]
+        lastUse = [:]
         heldFloats = 0
         pthread_mutex_unlock(&mutex)
     }
@@ -57,13 +79,13 @@ extension ExecContext {
     /// A tensor whose every element the op writes before reading, from the session's pool.
     func uninitialized(_ shape: [Int]) -> Tensor {
         guard let pool else { return Tensor(uninitialized: shape) }
-        return Tensor(shape: shape, data: pool.take(shape.product))
+        return Tensor(shape: shape, data: pool.take(shape.product, batch: batch))
     }
 
     /// A zero-filled tensor, from the session's pool.
     func zeros(_ shape: [Int]) -> Tensor {
         guard let pool else { return Tensor(zeros: shape) }
-        var data = pool.take(shape.product)
+        var data = pool.take(shape.product, batch: batch)
         data.withUnsafeMutableBufferPointer { p in p.update(repeating: 0) }
         return Tensor(shape: shape, data: data)
     }
@@ -71,11 +93,11 @@ extension ExecContext {
     /// Scratch floats (contents undefined); hand them back with ``recycle(_:)-([Float])``.
     func scratch(_ count: Int) -> [Float] {
         guard let pool else { return [Float](unsafeUninitializedCapacity: count) { _, k in k = count } }
-        return pool.take(count)
+        return pool.take(count, batch: batch)
     }
 
-    func recycle(_ a: [Float]) { pool?.give(a) }
-    func recycle(_ t: Tensor) { pool?.give(t.data) }
+    func recycle(_ a: [Float]) { pool?.give(a, batch: batch) }
+    func recycle(_ t: Tensor) { pool?.give(t.data, batch: batch) }
 }
 
 /// Whether two arrays share storage (an op returned its input as its output).
