@@ -26,6 +26,11 @@ final class RuntimeTests: XCTestCase {
             for _ in 0..<3 { _ = try s.predict(y, batch: 4, domain: 1) }
             XCTAssertEqual(try s.predict(x, batch: 4, domain: 0), first, "a recycled buffer changed a result")
             XCTAssertEqual(s.bufferAllocations, warm, "predict allocated after warm-up (threads \(threads))")
+            // Nor does the pool grow: it takes back no more than it lent (ops that allocate their own
+            // outputs, like the normalization's Sub/Div here, do not accumulate in it).
+            let held = s.pool.heldFloats
+            for _ in 0..<3 { _ = try s.predict(y, batch: 4, domain: 1) }
+            XCTAssertEqual(s.pool.heldFloats, held, "the pool grew from call to call")
 
             let g1 = try s.gradient(x, batch: 4, labels: [0, 1, 2, 3], loss: .crossEntropy, domain: 1)
             let afterGradient = s.bufferAllocations

@@ -15,6 +15,7 @@ final class BufferPool: @unchecked Sendable {
     /// of two sizes at most).
     static let maxBatchSizes = 4
     private var free: [Int: [Int: [[Float]]]] = [:]  // batch -> count -> buffers
+    private var lent: [Int: [Int: Int]] = [:]         // batch -> count -> buffers handed out, not yet back
     private var lastUse: [Int: Int] = [:]            // batch -> tick
     private var tick = 0
     private var mutex = pthread_mutex_t()
@@ -31,6 +32,7 @@ final class BufferPool: @unchecked Sendable {
     func take(_ count: Int, batch: Int) -> [Float] {
         pthread_mutex_lock(&mutex)
         touch(batch)
+        lent[batch, default: [:]][count, default: 0] += 1
         if var list = free[batch]?[count], let a = list.popLast() {
             free[batch]![count] = list.isEmpty ? nil : list
             heldFloats -= count
@@ -47,10 +49,14 @@ final class BufferPool: @unchecked Sendable {
     func give(_ a: [Float], batch: Int) {
         guard a.count > 0 else { return }
         pthread_mutex_lock(&mutex)
+        defer { pthread_mutex_unlock(&mutex) }
+        // Only as many buffers come back as went out: a tensor some op allocated itself is dropped
+        // (else every call would add its buffers and the pool would grow without bound).
+        guard let out = lent[batch]?[a.count], out > 0 else { return }
+        lent[batch]![a.count] = out - 1
         touch(batch)
         free[batch, default: [:]][a.count, default: []].append(a)
         heldFloats += a.count
-        pthread_mutex_unlock(&mutex)
     }
 
     /// Marks `batch` as used now, dropping the buffers of the least recently used batch size when
@@ -62,6 +68,7 @@ final class BufferPool: @unchecked Sendable {
             lastUse[old] = nil
             for (count, list) in free[old] ?? [:] { heldFloats -= count * list.count }
             free[old] = nil
+            lent[old] = nil
         }
     }
 
@@ -69,6 +76,7 @@ final class BufferPool: @unchecked Sendable {
     func removeAll() {
         pthread_mutex_lock(&mutex)
         free = [:]
+        lent = [:]
         lastUse = [:]
         heldFloats = 0
         pthread_mutex_unlock(&mutex)
