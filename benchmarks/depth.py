@@ -198,7 +198,18 @@ def bench_model(family, depth, name, path, args, tws, tmp):
                               "worst": dl, "ok": bool(dl < LOGIT_TOL and cos > GRAD_MIN_COSINE)}
             runners = {"adamant": timed(lambda: m.gradient(x, y, loss="ce"))}
         runners.update(torch_runners)
-        samples = measure(runners, args.repeats)
+        try:
+            samples = measure(runners, args.repeats)
+        except RuntimeError as e:
+            # A PyTorch worker died while timing (killed out of memory: the timed call holds more than
+            # the prepared one): time the others alone, with fresh workers for the next measures.
+            log("   PyTorch failed while timing %s %s b%d (%s; out of memory?): PyTorch n/a for this measure"
+                % (name, what, batch, e))
+            for p in list(tws):
+                tws[p] = TorchWorker(args.threads, None if p == "default" else p)
+                tws[p].call(op="load", key=name, path=path, mean=None, std=None)
+            torch_ok = False
+            samples = measure({k: v for k, v in runners.items() if not k.startswith("torch/")}, args.repeats)
         c["samples_ms"] = {e: [round(s * 1e3, 4) for s in v] for e, v in samples.items()}
         med = {e: float(np.median(v)) * 1e3 for e, v in samples.items()}
         c["median_ms"] = {e: med[e] for e in ("adamant", "ort") if e in med}

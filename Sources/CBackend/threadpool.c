@@ -23,7 +23,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-enum { MAX_WORKERS = 255, SPIN = 20000, CALLER_SPIN = 2000 };
+enum { MAX_WORKERS = 255, SPIN = 20000, CALLER_SPIN = 20000 };
 
 static pthread_mutex_t g_submit = PTHREAD_MUTEX_INITIALIZER;  // held by the caller of a running job
 static pthread_mutex_t g_sleep = PTHREAD_MUTEX_INITIALIZER;
@@ -111,7 +111,9 @@ void abk_parallel(int parts, abk_task_fn fn, void *ctx) {
     t_in_job = 1;
     run_parts();
     t_in_job = 0;
-    // Parts claimed by workers may still run: wait, yielding the CPU if one is slow to finish.
+    // Parts claimed by workers may still run: wait for them, spinning (a part takes microseconds).
+    // (After a long wait -- a worker preempted mid-part -- yield, so a CPU quota or a shared core
+    // is not burnt spinning.)
     int spins = 0;
     while (atomic_load_explicit(&g_done, memory_order_acquire) < parts) {
         if (++spins < CALLER_SPIN) cpu_relax();

@@ -336,11 +336,12 @@ struct Conv: Op {
                     io.ldb = h * w; io.b_sample = c * h * w
                 } else {
                     let colBase = cp.baseAddress!
-                    Parallel.forRanges(ns * inPerGroup, threads: ns * kdim * ohw > 100_000 ? threads : 1) { r in
+                    // Units of one kernel row of one channel (a 3-channel stem still splits evenly).
+                    Parallel.forRanges(ns * inPerGroup * kh, threads: ns * kdim * ohw > 100_000 ? threads : 1) { r in
                         for u in r {
-                            let (s, ci) = (u / inPerGroup, u % inPerGroup)
+                            let (s, ci, ki) = (u / (inPerGroup * kh), (u / kh) % inPerGroup, u % kh)
                             im2col(x + ((s0 + s) * c + g * inPerGroup) * h * w, h, w, oh, ow, p,
-                                   colBase + s * kdim * ohw, ldc: ohw, channels: ci..<(ci + 1))
+                                   colBase + s * kdim * ohw, ldc: ohw, channels: ci..<(ci + 1), kernelRows: ki..<(ki + 1))
                         }
                     }
                     io.b = UnsafePointer(colBase)
@@ -384,11 +385,16 @@ struct Conv: Op {
                      io: io, threads: threads)
                 if !pointwise {
                     let colBase = UnsafePointer(cp.baseAddress!)
-                    Parallel.forRanges(ns * inPerGroup, threads: ns * kdim * ohw > 100_000 ? threads : 1) { r in
+                    // Units of one channel's band of input rows (bands when there are few channels, as
+                    // in the stem); every element still receives its terms in the same order.
+                    let t = ns * kdim * ohw > 100_000 ? threads : 1
+                    let bands = ns * inPerGroup >= 2 * t ? 1 : min(h, (2 * t + ns * inPerGroup - 1) / (ns * inPerGroup))
+                    Parallel.forRanges(ns * inPerGroup * bands, threads: t) { r in
                         for u in r {
-                            let (s, ci) = (u / inPerGroup, u % inPerGroup)
+                            let (s, ci, band) = (u / (inPerGroup * bands), (u / bands) % inPerGroup, u % bands)
                             col2im(colBase + s * kdim * ohw, ldc: ohw, h, w, oh, ow, p,
-                                   dx + ((s0 + s) * c + g * inPerGroup) * h * w, channels: ci..<(ci + 1))
+                                   dx + ((s0 + s) * c + g * inPerGroup) * h * w, channels: ci..<(ci + 1),
+                                   rows: (h * band / bands)..<(h * (band + 1) / bands))
                         }
                     }
                 }
@@ -528,14 +534,15 @@ struct Conv: Op {
     /// Unfolds one sample's group channels into rows (c, ki, kj) x columns (oh, ow) with row stride ldc.
     private func im2col(_ x: UnsafePointer<Float>, _ h: Int, _ w: Int, _ oh: Int, _ ow: Int,
                         _ p: (Int, Int, Int, Int), _ col: UnsafeMutablePointer<Float>, ldc: Int,
-                        channels: Range<Int>? = nil) {
+                        channels: Range<Int>? = nil, kernelRows: Range<Int>? = nil) {
         let (sh, sw) = strides
         let (dh, dw) = dilations
         let channels = channels ?? 0..<inPerGroup
-        var row = channels.lowerBound * kh * kw
+        let kernelRows = kernelRows ?? 0..<kh
         for ci in channels {
             let xc = x + ci * h * w
-            for ki in 0..<kh {
+            for ki in kernelRows {
+                var row = (ci * kh + ki) * kw
                 for kj in 0..<kw {
                     let dst = col + row * ldc
                     row += 1
@@ -567,7 +574,8 @@ struct Conv: Op {
 
     /// Adds the columns back into one sample's group channels (the adjoint of im2col).
     private func col2im(_ col: UnsafePointer<Float>, ldc: Int, _ h: Int, _ w: Int, _ oh: Int, _ ow: Int,
-                        _ p: (Int, Int, Int, Int), _ x: UnsafeMutablePointer<Float>, channels: Range<Int>) {
+                        _ p: (Int, Int, Int, Int), _ x: UnsafeMutablePointer<Float>, channels: Range<Int>,
+                        rows: Range<Int>) {
         let (sh, sw) = strides
         let (dh, dw) = dilations
         var row = channels.lowerBound * kh * kw
@@ -582,7 +590,7 @@ struct Conv: Op {
                     let owHi = w - 1 - jOff < 0 ? owLo : max(owLo, min(ow, (w - 1 - jOff) / sw + 1))
                     for o in 0..<oh {
                         let ih = o * sh + ki * dh - p.0
-                        if ih < 0 || ih >= h { continue }
+                        if ih < rows.lowerBound || ih >= rows.upperBound { continue }
                         let dst = xc + ih * w
                         let s = src + o * ow
                         if sw == 1 {
