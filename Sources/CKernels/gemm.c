@@ -2,6 +2,7 @@
 // gemm_avx512.c, gemm_avx2.c and gemm_scalar.c.
 #include "gemm.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -43,10 +44,27 @@ int akn_gemm_chunk_cols(void) { return CHUNK; }
 enum { SLOTS = 4 };
 static __thread float *t_scratch[SLOTS];
 static __thread size_t t_scratch_cap[SLOTS];
+static pthread_key_t g_scratch_key;
+static pthread_once_t g_scratch_once = PTHREAD_ONCE_INIT;
+
+/// Runs when a thread that used scratch exits: frees its buffers (a host's short-lived threads
+/// would otherwise leak them).
+static void free_thread_scratch(void *unused) {
+    (void)unused;
+    for (int i = 0; i < SLOTS; i++) {
+        free(t_scratch[i]);
+        t_scratch[i] = NULL;
+        t_scratch_cap[i] = 0;
+    }
+}
+
+static void make_scratch_key(void) { pthread_key_create(&g_scratch_key, free_thread_scratch); }
 
 float *akn_thread_scratch(int slot, size_t floats) {
     if (slot < 0 || slot >= SLOTS) return NULL;
     if (floats > t_scratch_cap[slot]) {
+        pthread_once(&g_scratch_once, make_scratch_key);
+        pthread_setspecific(g_scratch_key, (void *)1);  // so free_thread_scratch runs at exit
         float *grown = realloc(t_scratch[slot], (floats ? floats : 1) * sizeof(float));
         if (!grown) return NULL;
         t_scratch[slot] = grown;
