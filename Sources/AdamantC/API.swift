@@ -295,20 +295,39 @@ public func adm_gradient(_ ctx: OpaquePointer?, _ domain: Int, _ loss: Int32, _ 
                          _ batch: Int, _ labels: UnsafePointer<Int64>?, _ labelsLen: Int,
                          _ lossOut: UnsafeMutablePointer<Float>?, _ lossLen: Int,
                          _ grad: UnsafeMutablePointer<Float>?, _ gradLen: Int) -> adm_status {
+    gradientCall(ctx, domain, loss, lossNames: "ADM_LOSS_CE = 0, ADM_LOSS_CW = 1, ADM_LOSS_DLR = 2; ADM_LOSS_DLR_TARGETED = 3 through adm_gradient_targeted",
+                 x, xLen, batch, labels, labelsLen, targets: nil, lossOut, lossLen, grad, gradLen)
+}
+
+/// The body of adm_gradient and adm_gradient_targeted (`targets` nil for the former): every
+/// argument validated, then Session.gradient.
+private func gradientCall(_ ctx: OpaquePointer?, _ domain: Int, _ loss: Int32, lossNames: String,
+                          _ x: UnsafePointer<Float>?, _ xLen: Int, _ batch: Int, _ labels: UnsafePointer<Int64>?,
+                          _ labelsLen: Int, targets: (pointer: UnsafePointer<Int64>?, count: Int)?,
+                          _ lossOut: UnsafeMutablePointer<Float>?, _ lossLen: Int,
+                          _ grad: UnsafeMutablePointer<Float>?, _ gradLen: Int) -> adm_status {
     guarded {
         let box = try contextBox(ctx)
         box.beginCall()
         let s = box.session
-        guard let l = Loss(rawValue: loss) else { throw invalid("unknown loss \(loss) (ADM_LOSS_CE = 0, ADM_LOSS_CW = 1, ADM_LOSS_DLR = 2; ADM_LOSS_DLR_TARGETED = 3 through adm_gradient_targeted)") }
+        guard let l = Loss(rawValue: loss) else { throw invalid("unknown loss \(loss) (\(lossNames))") }
         let b = try count(batch, "batch")
         let xs = try buffer(x, try count(xLen, "x_len"), "x")
         let ln = try count(labelsLen, "labels_len")
+        let tn = try targets.map { try count($0.count, "targets_len") }
         if lossOut != nil && lossLen != b { throw AdamantError(.shape, "loss_len is \(unsigned(lossLen)), batch is \(b)") }
         if grad != nil && gradLen != xLen { throw AdamantError(.shape, "grad_len is \(unsigned(gradLen)), x_len is \(xLen)") }
         let d = try domainIndex(domain, s.model)
         try box.limits.check(model: s.model, batch: b, xLen: xs.count)
         let ls = Array(try buffer(labels, ln, "labels"))
-        let r = try s.gradient(xs, batch: b, labels: ls, loss: l, domain: d)
+        let r: (loss: [Float], gradient: [Float], logits: [Float])
+        if let targets, let tn {
+            var ts: [Int64]? = nil
+            if targets.pointer != nil || tn > 0 { ts = Array(try buffer(targets.pointer, tn, "targets")) }
+            r = try s.gradient(Array(xs), batch: b, labels: ls, targets: ts, loss: l, domain: d)
+        } else {
+            r = try s.gradient(xs, batch: b, labels: ls, loss: l, domain: d)
+        }
         lossOut?.update(from: r.loss, count: b)
         grad?.update(from: r.gradient, count: r.gradient.count)
     }
@@ -456,28 +475,8 @@ public func adm_gradient_targeted(_ ctx: OpaquePointer?, _ domain: Int, _ loss: 
                                   _ targets: UnsafePointer<Int64>?, _ targetsLen: Int,
                                   _ lossOut: UnsafeMutablePointer<Float>?, _ lossLen: Int,
                                   _ grad: UnsafeMutablePointer<Float>?, _ gradLen: Int) -> adm_status {
-    guarded {
-        let box = try contextBox(ctx)
-        box.beginCall()
-        let s = box.session
-        guard let l = Loss(rawValue: loss) else {
-            throw invalid("unknown loss \(loss) (ADM_LOSS_CE = 0, ADM_LOSS_CW = 1, ADM_LOSS_DLR = 2, ADM_LOSS_DLR_TARGETED = 3)")
-        }
-        let b = try count(batch, "batch")
-        let xs = try buffer(x, try count(xLen, "x_len"), "x")
-        let ln = try count(labelsLen, "labels_len")
-        let tn = try count(targetsLen, "targets_len")
-        if lossOut != nil && lossLen != b { throw AdamantError(.shape, "loss_len is \(unsigned(lossLen)), batch is \(b)") }
-        if grad != nil && gradLen != xLen { throw AdamantError(.shape, "grad_len is \(unsigned(gradLen)), x_len is \(xLen)") }
-        let d = try domainIndex(domain, s.model)
-        try box.limits.check(model: s.model, batch: b, xLen: xs.count)
-        let ls = Array(try buffer(labels, ln, "labels"))
-        var ts: [Int64]? = nil
-        if targets != nil || tn > 0 { ts = Array(try buffer(targets, tn, "targets")) }
-        let r = try s.gradient(Array(xs), batch: b, labels: ls, targets: ts, loss: l, domain: d)
-        lossOut?.update(from: r.loss, count: b)
-        grad?.update(from: r.gradient, count: r.gradient.count)
-    }
+    gradientCall(ctx, domain, loss, lossNames: "ADM_LOSS_CE = 0, ADM_LOSS_CW = 1, ADM_LOSS_DLR = 2, ADM_LOSS_DLR_TARGETED = 3",
+                 x, xLen, batch, labels, labelsLen, targets: (targets, targetsLen), lossOut, lossLen, grad, gradLen)
 }
 
 @_cdecl("adm_apgd_config_default")
