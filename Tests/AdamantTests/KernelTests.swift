@@ -236,4 +236,30 @@ final class KernelTests: XCTestCase {
             XCTAssertLessThan(err / top, 3e-5, "c\(c) \(hw)x\(hw): Winograd error \(err / top) of the largest output")
         }
     }
+
+    /// The fused L-infinity PGD step against the scalar loop it replaced (Swift's min/max), bit for
+    /// bit: zero and NaN gradients (no step), both directions, points pushed past the eps-ball and
+    /// past the pixel range.
+    func testFusedPGDStepMatchesScalarLoop() {
+        var rng = Xoshiro256(seed: 31)
+        let n = 4099
+        let x0 = (0..<n).map { _ in Float(rng.next() % 1001) / 1000 }
+        var g = (0..<n).map { _ in Float(Int(rng.next() % 2001) - 1000) / 1000 }
+        for i in stride(from: 0, to: n, by: 7) { g[i] = 0 }
+        for i in stride(from: 3, to: n, by: 11) { g[i] = .nan }
+        let start = (0..<n).map { i in min(max(x0[i] + Float(Int(rng.next() % 201) - 100) / 1000, 0), 1) }
+        for (direction, alpha, eps) in [(Float(1), Float(2) / 255, Float(8) / 255), (-1, 0.05, 0.03), (1, 0.5, 1)] {
+            var expected = start
+            for j in 0..<n {
+                let gv = g[j]
+                let s: Float = gv > 0 ? 1 : (gv < 0 ? -1 : 0)
+                var v = expected[j] + direction * alpha * s
+                v = min(max(v, x0[j] - eps), x0[j] + eps)
+                expected[j] = min(max(v, 0), 1)
+            }
+            var got = start
+            akn_pgd_linf_step(&got, x0, g, n, direction * alpha, eps, 0, 1)
+            XCTAssertEqual(got.map(\.bitPattern), expected.map(\.bitPattern), "direction \(direction), alpha \(alpha), eps \(eps)")
+        }
+    }
 }

@@ -51,6 +51,12 @@ void akn_conv3x3_adjoint_weights(const float *packed, int cf, int mf, int b0, in
 /** ReLU backward: out[i] = y[i] > 0 ? g[i] : 0 (y: the ReLU's input or output; out may be g). */
 void akn_relu_mask(const float *y, const float *g, float *out, size_t n);
 
+/**
+ * One L-infinity PGD step, fused: adv = clip(clip(adv + step * sign(g), x0 - eps, x0 + eps), lo, hi)
+ * elementwise (sign(0) = sign(NaN) = 0; step carries the attack's direction).
+ */
+void akn_pgd_linf_step(float *adv, const float *x0, const float *g, size_t n, float step, float eps, float lo, float hi);
+
 /** acc[i] += x[i] (gradient accumulation). */
 void akn_add_inplace(float *acc, const float *x, size_t n);
 
