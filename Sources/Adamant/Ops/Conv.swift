@@ -437,39 +437,13 @@ struct Conv: Op {
                            ep: Epilogue, y: UnsafeMutablePointer<Float>, threads: Int, _ ctx: ExecContext) {
         let scratchSize = akn_scratch_size(Int32(channelsIn), Int32(h), Int32(w))
         let tmpSize = akn_tmp_size(Int32(h), Int32(w))
+        var scratch = ctx.scratch(scratchSize)
+        defer { ctx.recycle(scratch) }
         let blocks = (channelsOut + 5) / 6
         let t = (threads > 1 && channelsIn * channelsOut * h * w > 200_000) ? threads : 1
         // Work units: blocks of 6 output channels x bands of rows (bands only when there are too few
         // blocks to keep every thread busy).
         let bands = blocks >= 2 * t ? 1 : min(h, (2 * t + blocks - 1) / blocks)
-        // A batch that splits evenly (or is large) runs whole samples per thread, each padding into
-        // its own scratch: no fork/join per sample, no serial padding (small CIFAR layers spent a
-        // third of their time there). The same arithmetic either way, so results are unchanged.
-        let tb = min(threads, n)
-        if tb > 1 && (n % tb == 0 || n >= 4 * tb) {
-            var perThread = ctx.scratch(scratchSize * tb)
-            defer { ctx.recycle(perThread) }
-            perThread.withUnsafeMutableBufferPointer { sp in
-                let base = sp.baseAddress!
-                Parallel.forRanges(tb, threads: tb) { parts in
-                    let part = parts.lowerBound
-                    let sb = base + part * scratchSize
-                    withThreadScratch(slot: 1, tmpSize) { tp in
-                        for s in (n * part / tb)..<(n * (part + 1) / tb) {
-                            let xs = x + s * channelsIn * h * w, off = s * channelsOut * h * w
-                            akn_conv3x3(xs, inMask.map { $0 + s * channelsIn * h * w }, inScale, Int32(channelsIn), Int32(h),
-                                        Int32(w), pb, 0, 0, 0, 0, 0, nil, nil, nil, 0, y + off, sb, 1, nil)
-                            akn_conv3x3(xs, nil, nil, Int32(channelsIn), Int32(h), Int32(w), pb, 0, 0, Int32(channelsOut), 0,
-                                        Int32(h), ep.scale, ep.bias, ep.residual.map { $0 + off }, ep.relu ? 1 : 0, y + off,
-                                        sb, 0, tp)
-                        }
-                    }
-                }
-            }
-            return
-        }
-        var scratch = ctx.scratch(scratchSize)
-        defer { ctx.recycle(scratch) }
         scratch.withUnsafeMutableBufferPointer { sp in
             let sb = sp.baseAddress!
             for s in 0..<n {
