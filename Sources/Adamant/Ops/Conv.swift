@@ -26,12 +26,24 @@ final class ConvWeights: @unchecked Sendable {
         let groupStride = akn_gemm_packed_a_size(Int32(mg), Int32(kdim))
         self.mg = mg; self.kdim = kdim; self.groupStride = groupStride
         // + slack: the input gradient's GEMM reads W^T from these panels (gemm.h)
-        var f = [Float](repeating: 0, count: groupStride * group + AKN_GEMM_SLACK)
+        // akn_gemm_pack_a writes every float of each group's panels (zeros past mg): only the slack
+        // needs filling (no zero-fill pass over the whole weight, which loading ResNet-638 felt).
+        let total = groupStride * group + AKN_GEMM_SLACK
+        var f = [Float](unsafeUninitializedCapacity: total) { buf, count in
+            (buf.baseAddress! + groupStride * group).initialize(repeating: 0, count: AKN_GEMM_SLACK)
+            count = total
+        }
         weight.withUnsafeBufferPointer { w in
             f.withUnsafeMutableBufferPointer { out in
+                let (wb, ob) = (w.baseAddress!, out.baseAddress!)
+                let panels = (mg + 5) / 6
                 for g in 0..<group {
-                    akn_gemm_pack_a(w.baseAddress! + g * mg * kdim, kdim, 0, Int32(mg), Int32(kdim),
-                                    out.baseAddress! + g * groupStride)
+                    // Whole panels per thread (a big layer packs on every core while loading).
+                    Parallel.forRanges(panels, threads: mg * kdim >= 1 << 18 ? Parallel.threads : 1) { r in
+                        let rows = min(mg, r.upperBound * 6) - r.lowerBound * 6
+                        akn_gemm_pack_a(wb + (g * mg + r.lowerBound * 6) * kdim, kdim, 0, Int32(rows), Int32(kdim),
+                                        ob + g * groupStride + r.lowerBound * 6 * kdim)
+                    }
                 }
             }
         }
