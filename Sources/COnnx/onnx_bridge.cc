@@ -313,6 +313,11 @@ int ox_tensor_numel(const ox_tensor *tp, size_t *out, char *err, size_t err_len)
 int ox_tensor_to_float(const ox_tensor *t, float *out, size_t n, char *err, size_t err_len) {
     return convert<float>(*T(t), out, n, err, err_len);
 }
+const float *ox_tensor_raw_floats(const ox_tensor *t, size_t n) {
+    const onnx::TensorProto &p = *T(t);
+    if (p.data_type() != onnx::TensorProto::FLOAT || !p.has_raw_data() || p.raw_data().size() < 4 * n) return nullptr;
+    return reinterpret_cast<const float *>(p.raw_data().data());
+}
 int ox_tensor_to_int64(const ox_tensor *t, int64_t *out, size_t n, char *err, size_t err_len) {
     int32_t dt = T(t)->data_type();
     if (dt == onnx::TensorProto::FLOAT || dt == onnx::TensorProto::DOUBLE) {

@@ -212,7 +212,15 @@ struct ONNXFile {
         var floats: [Float]
         if dt == 1 || dt == 11 {
             floats = [Float](unsafeUninitializedCapacity: n) { _, k in k = n }  // every element is written
-            guard ox_tensor_to_float(t, &floats, n, &err, err.count) == 0 else {
+            if n >= 1 << 18, let raw = ox_tensor_raw_floats(t, n) {
+                // A large weight: copied on every thread (the page faults of the copy dominate loading).
+                floats.withUnsafeMutableBytes { dst in
+                    let (d, src) = (dst.baseAddress!, UnsafeRawPointer(raw))
+                    Parallel.forSlices(n, threads: Parallel.threads) { r in
+                        memcpy(d + 4 * r.lowerBound, src + 4 * r.lowerBound, 4 * r.count)
+                    }
+                }
+            } else if ox_tensor_to_float(t, &floats, n, &err, err.count) != 0 {
                 throw fail(.parse, "\(source): \(String(cString: err))")
             }
         } else {

@@ -94,6 +94,9 @@ int64_t ox_tensor_dim(const ox_tensor *t, size_t d);
 int ox_tensor_numel(const ox_tensor *t, size_t *out, char *err, size_t err_len);
 /** Converts the data (float, double, int32, int64, ...) to float; n must equal numel. */
 int ox_tensor_to_float(const ox_tensor *t, float *out, size_t n, char *err, size_t err_len);
+/** A FLOAT tensor's raw little-endian data holding at least n floats, or NULL (other types, typed
+ * fields): callers may copy it themselves, e.g. on several threads. Unaligned: copy with memcpy. */
+const float *ox_tensor_raw_floats(const ox_tensor *t, size_t n);
 /** Converts integer data to int64; n must equal numel. */
 int ox_tensor_to_int64(const ox_tensor *t, int64_t *out, size_t n, char *err, size_t err_len);
 
