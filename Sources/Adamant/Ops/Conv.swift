@@ -73,6 +73,28 @@ final class ConvWeights: @unchecked Sendable {
         return v
     }
 
+    /// Weights of at most this many floats keep their direct-kernel adjoint panels once built
+    /// (`directAdjoint`): CIFAR-sized layers, whose per-call gather cost a fifth of their backward at
+    /// batch 1. Larger layers gather per call (a resident copy would double their memory).
+    static let cachedAdjointMaxFloats = 64 * 64 * 9
+    private var directAdjointStore: [Float]?
+
+    /// The direct 3x3 kernel's adjoint panels (akn_conv3x3_adjoint_weights), built on the first
+    /// input gradient and kept: small 3x3 layers only (`cachedAdjointMaxFloats`).
+    var directAdjoint: [Float] {
+        cached(\.directAdjointStore) {
+            let (cf, mf) = (inPerGroup, outChannels)
+            let blocks = (cf + 5) / 6
+            var out = [Float](repeating: 0, count: blocks * mf * 54)
+            forward.withUnsafeBufferPointer { pp in
+                out.withUnsafeMutableBufferPointer { op in
+                    akn_conv3x3_adjoint_weights(pp.baseAddress!, Int32(cf), Int32(mf), 0, Int32(blocks), op.baseAddress!)
+                }
+            }
+            return out
+        }
+    }
+
     /// The 36 Winograd-domain weight matrices U_xi [M x C], packed (3x3, one group only).
     var winograd: [Float] { winogradForm(adjoint: false) }
     /// The same for the input gradient: U'_xi [C x M] of the transposed, flipped kernel.
@@ -426,6 +448,12 @@ struct Conv: Op {
         guard adjoint else {
             return packed.withUnsafeBufferPointer { pp in
                 direct3x3(pp.baseAddress!, channelsIn: channelsIn, channelsOut: channelsOut, x: x, inMask: inMask,
+                          inScale: inScale, n: n, h: h, w: w, ep: ep, y: y, threads: threads, ctx)
+            }
+        }
+        if channelsIn * channelsOut * 9 <= ConvWeights.cachedAdjointMaxFloats {
+            return weights.directAdjoint.withUnsafeBufferPointer { ap in
+                direct3x3(ap.baseAddress!, channelsIn: channelsIn, channelsOut: channelsOut, x: x, inMask: inMask,
                           inScale: inScale, n: n, h: h, w: w, ep: ep, y: y, threads: threads, ctx)
             }
         }
