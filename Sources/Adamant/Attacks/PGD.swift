@@ -95,6 +95,7 @@ extension Session {
         }
         let per = model.inputShape.product
         try checkInputLength(x.count, batch: batch)
+        try checkMemory(batch: batch, kind: .attack)
         try checkLabels(labels, batch: batch)
         let lo = model.preprocessing.pixelMin, hi = model.preprocessing.pixelMax
         try checkFinite(x)

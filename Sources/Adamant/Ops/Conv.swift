@@ -241,23 +241,23 @@ struct Conv: Op {
         let x = inputs[0]
         let outShape = try shapes(inputs.map(\.shape), ShapeEnv(declaredBatch: nil, batch: x.shape[0]))[0]
         let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
-        var y = ctx.uninitialized(outShape)
+        var y = try ctx.uninitialized(outShape)
         let residual: Tensor? = fusedResidual ? inputs[1] : nil
         let algo = algorithm(h, w)
-        x.data.withUnsafeBufferPointer { xp in
-            y.data.withUnsafeMutableBufferPointer { yp in
-                withOptionalBuffer(residual?.data) { rp in
-                    withOptionalBuffer(scale) { sp in
-                        withOptionalBuffer(bias) { bp in
+        try x.data.withUnsafeBufferPointer { xp in
+            try y.data.withUnsafeMutableBufferPointer { yp in
+                try withOptionalBuffer(residual?.data) { rp in
+                    try withOptionalBuffer(scale) { sp in
+                        try withOptionalBuffer(bias) { bp in
                             let ep = Epilogue(scale: sp, bias: bp, residual: rp, relu: fusedRelu)
                             if algo == .winograd {
-                                winograd(weights.winograd, rows: outChannels, cols: c, x: xp.baseAddress!, inMask: nil, n: n,
+                                try winograd(weights.winograd, rows: outChannels, cols: c, x: xp.baseAddress!, inMask: nil, n: n,
                                          h: h, w: w, inScale: nil, ep: ep, y: yp.baseAddress!, threads: ctx.threads, ctx)
                             } else if algo == .direct3x3 {
-                                direct3x3(weights.forward, adjoint: false, channelsIn: c, channelsOut: outChannels, x: xp.baseAddress!, inMask: nil,
+                                try direct3x3(weights.forward, adjoint: false, channelsIn: c, channelsOut: outChannels, x: xp.baseAddress!, inMask: nil,
                                           inScale: nil, n: n, h: h, w: w, ep: ep, y: yp.baseAddress!, threads: ctx.threads, ctx)
                             } else {
-                                gemmForward(x: xp.baseAddress!, n: n, c: c, h: h, w: w, oh: outShape[2], ow: outShape[3],
+                                try gemmForward(x: xp.baseAddress!, n: n, c: c, h: h, w: w, oh: outShape[2], ow: outShape[3],
                                             pointwise: algo == .pointwise, ep: ep, y: yp.baseAddress!, threads: ctx.threads, ctx)
                             }
                         }
@@ -294,23 +294,23 @@ struct Conv: Op {
         let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
         let (oh, ow) = (g.shape[2], g.shape[3])
         let algo = algorithm(h, w)
-        var dx = algo == .im2col ? ctx.zeros(x.shape) : ctx.uninitialized(x.shape)
-        g.data.withUnsafeBufferPointer { gp in
-            dx.data.withUnsafeMutableBufferPointer { xp in
-                withOptionalBuffer(mask?.data) { mp in
-                    withOptionalBuffer(scale) { sp in
+        var dx = algo == .im2col ? try ctx.zeros(x.shape) : try ctx.uninitialized(x.shape)
+        try g.data.withUnsafeBufferPointer { gp in
+            try dx.data.withUnsafeMutableBufferPointer { xp in
+                try withOptionalBuffer(mask?.data) { mp in
+                    try withOptionalBuffer(scale) { sp in
                         let none = Epilogue(scale: nil, bias: nil, residual: nil, relu: false)
                         switch algo {
                         case .direct3x3:
                             // The adjoint of a 3x3/s1/p1 convolution is the same convolution with transposed,
                             // flipped weights.
-                            direct3x3(weights.forward, adjoint: true, channelsIn: outChannels, channelsOut: c, x: gp.baseAddress!,
+                            try direct3x3(weights.forward, adjoint: true, channelsIn: outChannels, channelsOut: c, x: gp.baseAddress!,
                                       inMask: mp, inScale: sp, n: n, h: h, w: w, ep: none, y: xp.baseAddress!, threads: ctx.threads, ctx)
                         case .winograd:
-                            winograd(weights.winogradAdjoint, rows: c, cols: outChannels, x: gp.baseAddress!, inMask: mp,
+                            try winograd(weights.winogradAdjoint, rows: c, cols: outChannels, x: gp.baseAddress!, inMask: mp,
                                      n: n, h: h, w: w, inScale: sp, ep: none, y: xp.baseAddress!, threads: ctx.threads, ctx)
                         case .pointwise, .im2col:
-                            gemmBackward(dz: gp.baseAddress!, mask: mp, n: n, c: c, h: h, w: w, oh: oh, ow: ow,
+                            try gemmBackward(dz: gp.baseAddress!, mask: mp, n: n, c: c, h: h, w: w, oh: oh, ow: ow,
                                          pointwise: algo == .pointwise, scale: sp, dx: xp.baseAddress!, threads: ctx.threads, ctx)
                         }
                     }
@@ -319,6 +319,35 @@ struct Conv: Op {
         }
         grads[0] = dx
         return grads
+    }
+
+    /// The pooled scratch buffers (their float counts) one forward, or with `backward` also one
+    /// input-gradient, pass on `n` samples of per-sample input [C, H, W] takes: for the memory
+    /// estimate (``MemoryPlan``), mirroring the kernels below.
+    func scratchCounts(input s: [Int], n: Int, backward: Bool) -> [Int] {
+        guard s.count == 3, n >= 1 else { return [] }
+        let (c, h, w) = (s[0], s[1], s[2])
+        let p = resolvedPads(h, w)
+        let oh = (h + p.0 + p.2 - dilations.0 * (kh - 1) - 1) / strides.0 + 1
+        let ow = (w + p.1 + p.3 - dilations.1 * (kw - 1) - 1) / strides.1 + 1
+        switch algorithm(h, w) {
+        case .winograd:
+            let tiles = Int(akn_wino_tiles(Int32(h), Int32(w)))
+            let piece = samplesPerPiece(n, floatsPerSample: 36 * (outChannels + c) * tiles)
+            let cap = 36 * piece * tiles
+            return [cap * c, cap * outChannels]  // v and mb; the adjoint swaps them
+        case .direct3x3:
+            var counts = [akn_scratch_size(Int32(c), Int32(h), Int32(w))]
+            if backward {
+                counts += [(c + 5) / 6 * outChannels * 54, akn_scratch_size(Int32(outChannels), Int32(h), Int32(w))]
+            }
+            return counts
+        case .pointwise:
+            return []
+        case .im2col:
+            let columns = weights.kdim * oh * ow
+            return [samplesPerPiece(n, floatsPerSample: columns) * columns]
+        }
     }
 
     // MARK: Kernels
@@ -333,20 +362,20 @@ struct Conv: Op {
 
     /// Samples whose im2col columns or Winograd buffers are built at once: bounded scratch (a
     /// function of the layer only; the arithmetic of a sample never depends on it).
-    private func samplesPerPiece(_ n: Int, floatsPerSample: Int) -> Int {
+    func samplesPerPiece(_ n: Int, floatsPerSample: Int) -> Int {
         max(1, min(n, (4 << 20) / max(1, floatsPerSample)))
     }
 
     /// Runs `body(weights, col, s0, ns)` over pieces of `ns` samples starting at `s0`, with the
     /// forward GEMM panels and an im2col buffer of `columnFloats` per sample (none when 0).
     private func forEachPiece(n: Int, columnFloats: Int, _ ctx: ExecContext,
-                              _ body: (UnsafeBufferPointer<Float>, UnsafeMutableBufferPointer<Float>, Int, Int) -> Void) {
+                              _ body: (UnsafeBufferPointer<Float>, UnsafeMutableBufferPointer<Float>, Int, Int) -> Void) throws {
         let piece = columnFloats == 0 ? n : samplesPerPiece(n, floatsPerSample: columnFloats)
         let size = columnFloats == 0 ? 0 : piece * columnFloats
-        var col = ctx.scratch(size)
+        var col = try ctx.scratch(size)
         defer { ctx.recycle(col) }
-        weights.forward.withUnsafeBufferPointer { wp in
-            col.withUnsafeMutableBufferPointer { cp in
+        try weights.forward.withUnsafeBufferPointer { wp in
+            try col.withUnsafeMutableBufferPointer { cp in
                 var s0 = 0
                 while s0 < n {
                     let ns = min(piece, n - s0)
@@ -358,10 +387,10 @@ struct Conv: Op {
     }
 
     private func gemmForward(x: UnsafePointer<Float>, n: Int, c: Int, h: Int, w: Int, oh: Int, ow: Int, pointwise: Bool,
-                             ep: Epilogue, y: UnsafeMutablePointer<Float>, threads: Int, _ ctx: ExecContext) {
+                             ep: Epilogue, y: UnsafeMutablePointer<Float>, threads: Int, _ ctx: ExecContext) throws {
         let (mg, kdim, ohw) = (weights.mg, weights.kdim, oh * ow)
         let p = resolvedPads(h, w)
-        forEachPiece(n: n, columnFloats: pointwise ? 0 : kdim * ohw, ctx) { wp, cp, s0, ns in
+        try forEachPiece(n: n, columnFloats: pointwise ? 0 : kdim * ohw, ctx) { wp, cp, s0, ns in
             for g in 0..<group {
                 var io = akn_gemm_cols()
                 io.per = Int32(ohw)
@@ -396,10 +425,10 @@ struct Conv: Op {
     }
 
     private func gemmBackward(dz: UnsafePointer<Float>, mask: UnsafePointer<Float>?, n: Int, c: Int, h: Int, w: Int, oh: Int, ow: Int, pointwise: Bool,
-                              scale: UnsafePointer<Float>?, dx: UnsafeMutablePointer<Float>, threads: Int, _ ctx: ExecContext) {
+                              scale: UnsafePointer<Float>?, dx: UnsafeMutablePointer<Float>, threads: Int, _ ctx: ExecContext) throws {
         let (mg, kdim, ohw) = (weights.mg, weights.kdim, oh * ow)
         let p = resolvedPads(h, w)
-        forEachPiece(n: n, columnFloats: pointwise ? 0 : kdim * ohw, ctx) { ap, cp, s0, ns in
+        try forEachPiece(n: n, columnFloats: pointwise ? 0 : kdim * ohw, ctx) { ap, cp, s0, ns in
             for g in 0..<group {
                 // columns of W_g^T (scale . dz): one sample's oh*ow positions per sample
                 var io = akn_gemm_cols()
@@ -443,30 +472,30 @@ struct Conv: Op {
     /// flipped form, gathered once per call into pooled scratch.
     private func direct3x3(_ packed: [Float], adjoint: Bool, channelsIn: Int, channelsOut: Int, x: UnsafePointer<Float>,
                            inMask: UnsafePointer<Float>?, inScale: UnsafePointer<Float>?, n: Int, h: Int, w: Int,
-                           ep: Epilogue, y: UnsafeMutablePointer<Float>, threads: Int, _ ctx: ExecContext) {
+                           ep: Epilogue, y: UnsafeMutablePointer<Float>, threads: Int, _ ctx: ExecContext) throws {
         let blocks = (channelsOut + 5) / 6
         guard adjoint else {
-            return packed.withUnsafeBufferPointer { pp in
-                direct3x3(pp.baseAddress!, channelsIn: channelsIn, channelsOut: channelsOut, x: x, inMask: inMask,
+            return try packed.withUnsafeBufferPointer { pp in
+                try direct3x3(pp.baseAddress!, channelsIn: channelsIn, channelsOut: channelsOut, x: x, inMask: inMask,
                           inScale: inScale, n: n, h: h, w: w, ep: ep, y: y, threads: threads, ctx)
             }
         }
         if channelsIn * channelsOut * 9 <= ConvWeights.cachedAdjointMaxFloats {
-            return weights.directAdjoint.withUnsafeBufferPointer { ap in
-                direct3x3(ap.baseAddress!, channelsIn: channelsIn, channelsOut: channelsOut, x: x, inMask: inMask,
+            return try weights.directAdjoint.withUnsafeBufferPointer { ap in
+                try direct3x3(ap.baseAddress!, channelsIn: channelsIn, channelsOut: channelsOut, x: x, inMask: inMask,
                           inScale: inScale, n: n, h: h, w: w, ep: ep, y: y, threads: threads, ctx)
             }
         }
-        var adj = ctx.scratch(blocks * channelsIn * 54)
+        var adj = try ctx.scratch(blocks * channelsIn * 54)
         defer { ctx.recycle(adj) }
-        packed.withUnsafeBufferPointer { pp in
-            adj.withUnsafeMutableBufferPointer { ap in
+        try packed.withUnsafeBufferPointer { pp in
+            try adj.withUnsafeMutableBufferPointer { ap in
                 let (pb, ab) = (pp.baseAddress!, ap.baseAddress!)
                 Parallel.forRanges(blocks, threads: blocks * channelsIn > 4096 ? threads : 1) { r in
                     akn_conv3x3_adjoint_weights(pb, Int32(channelsOut), Int32(channelsIn), Int32(r.lowerBound),
                                                 Int32(r.upperBound), ab)
                 }
-                direct3x3(UnsafePointer(ab), channelsIn: channelsIn, channelsOut: channelsOut, x: x, inMask: inMask,
+                try direct3x3(UnsafePointer(ab), channelsIn: channelsIn, channelsOut: channelsOut, x: x, inMask: inMask,
                           inScale: inScale, n: n, h: h, w: w, ep: ep, y: y, threads: threads, ctx)
             }
         }
@@ -474,10 +503,10 @@ struct Conv: Op {
 
     private func direct3x3(_ pb: UnsafePointer<Float>, channelsIn: Int, channelsOut: Int, x: UnsafePointer<Float>,
                            inMask: UnsafePointer<Float>?, inScale: UnsafePointer<Float>?, n: Int, h: Int, w: Int,
-                           ep: Epilogue, y: UnsafeMutablePointer<Float>, threads: Int, _ ctx: ExecContext) {
+                           ep: Epilogue, y: UnsafeMutablePointer<Float>, threads: Int, _ ctx: ExecContext) throws {
         let scratchSize = akn_scratch_size(Int32(channelsIn), Int32(h), Int32(w))
         let tmpSize = akn_tmp_size(Int32(h), Int32(w))
-        var scratch = ctx.scratch(scratchSize)
+        var scratch = try ctx.scratch(scratchSize)
         defer { ctx.recycle(scratch) }
         let blocks = (channelsOut + 5) / 6
         let t = (threads > 1 && channelsIn * channelsOut * h * w > 200_000) ? threads : 1
@@ -511,12 +540,12 @@ struct Conv: Op {
     private func winograd(_ u: [Float], rows: Int, cols: Int, x: UnsafePointer<Float>, inMask: UnsafePointer<Float>?,
                           n: Int, h: Int, w: Int,
                           inScale: UnsafePointer<Float>?, ep: Epilogue, y: UnsafeMutablePointer<Float>, threads: Int,
-                          _ ctx: ExecContext) {
+                          _ ctx: ExecContext) throws {
         let tiles = Int(akn_wino_tiles(Int32(h), Int32(w)))
         let piece = samplesPerPiece(n, floatsPerSample: 36 * (rows + cols) * tiles)
         let perA = akn_gemm_packed_a_size(Int32(rows), Int32(cols))
         let cap = 36 * piece * tiles
-        var v = ctx.scratch(cap * cols), mb = ctx.scratch(cap * rows)
+        var v = try ctx.scratch(cap * cols), mb = try ctx.scratch(cap * rows)
         defer { ctx.recycle(v); ctx.recycle(mb) }
         u.withUnsafeBufferPointer { up in
             v.withUnsafeMutableBufferPointer { vp in
