@@ -129,6 +129,23 @@ static void gemm_driver(int m, int n, int k, const float *pa, long astride, cons
             int npa = (max_pa == 2 && rows_left > 6) ? 2 : 1;
             const float *a = astride ? pa + (size_t)r * 6 : pa + (size_t)(r / 6) * k * 6;
             int r1 = r + 6 * npa < m1 ? r + 6 * npa : m1;
+            // The next row tile's lines of C (written) and of the residual (read) in this chunk, fetched
+            // while this one computes: rows ldc apart defeat the hardware prefetcher, and with a
+            // short k (a 1x1 layer's 64 channels) the epilogue would wait on memory.
+            if (r1 < m1) {
+                int s = jc / io->per, pos = jc % io->per;
+                if (pos + cols <= io->per) {
+                    int rn1 = r1 + 6 * max_pa < m1 ? r1 + 6 * max_pa : m1;
+                    for (int i = r1; i < rn1; i++) {
+                        const float *cr = io->c + (size_t)s * io->c_sample + (size_t)i * io->ldc + pos;
+                        const float *rr = io->r ? io->r + (size_t)s * io->r_sample + (size_t)i * io->ldr + pos : NULL;
+                        for (int l = 0; l < cols; l += 16) {
+                            __builtin_prefetch(cr + l, 1);
+                            if (rr) __builtin_prefetch(rr + l);
+                        }
+                    }
+                }
+            }
             for (int q = 0; q < bpanels;) {
                 int npb = (max_pb == 2 && bpanels - q >= 2) ? 2 : 1;
                 int c0 = jc + q * 16;
