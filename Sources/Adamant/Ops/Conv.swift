@@ -95,6 +95,25 @@ final class ConvWeights: @unchecked Sendable {
         }
     }
 
+    private var c16ForwardStore: [Float]?
+    private var c16AdjointStore: [Float]?
+
+    /// The channel-blocked kernel's weights (akn_conv3x3_c16_weights), forward or adjoint, built on
+    /// first use and kept: small 3x3 layers only (`cachedAdjointMaxFloats`).
+    func c16(adjoint: Bool) -> [Float] {
+        cached(adjoint ? \.c16AdjointStore : \.c16ForwardStore) {
+            let rows = adjoint ? inPerGroup : outChannels
+            var out = [Float](repeating: 0, count: rows * (adjoint ? outChannels : inPerGroup) * 9)
+            forward.withUnsafeBufferPointer { pp in
+                out.withUnsafeMutableBufferPointer { op in
+                    akn_conv3x3_c16_weights(pp.baseAddress!, Int32(outChannels), Int32(inPerGroup), adjoint ? 1 : 0, 0,
+                                            Int32(rows / 16), op.baseAddress!)
+                }
+            }
+            return out
+        }
+    }
+
     /// The 36 Winograd-domain weight matrices U_xi [M x C], packed (3x3, one group only).
     var winograd: [Float] { winogradForm(adjoint: false) }
     /// The same for the input gradient: U'_xi [C x M] of the transposed, flipped kernel.
@@ -474,6 +493,12 @@ struct Conv: Op {
                            inMask: UnsafePointer<Float>?, inScale: UnsafePointer<Float>?, n: Int, h: Int, w: Int,
                            ep: Epilogue, y: UnsafeMutablePointer<Float>, threads: Int, _ ctx: ExecContext) throws {
         let blocks = (channelsOut + 5) / 6
+        if Conv.usesC16(channelsIn: channelsIn, channelsOut: channelsOut, h: h, w: w) {
+            return try weights.c16(adjoint: adjoint).withUnsafeBufferPointer { wp in
+                try directC16(wp.baseAddress!, channelsIn: channelsIn, channelsOut: channelsOut, x: x, inMask: inMask,
+                              inScale: inScale, n: n, h: h, w: w, ep: ep, y: y, threads: threads, ctx)
+            }
+        }
         guard adjoint else {
             return try packed.withUnsafeBufferPointer { pp in
                 try direct3x3(pp.baseAddress!, channelsIn: channelsIn, channelsOut: channelsOut, x: x, inMask: inMask,
@@ -497,6 +522,43 @@ struct Conv: Op {
                 }
                 try direct3x3(UnsafePointer(ab), channelsIn: channelsIn, channelsOut: channelsOut, x: x, inMask: inMask,
                           inScale: inScale, n: n, h: h, w: w, ep: ep, y: y, threads: threads, ctx)
+            }
+        }
+    }
+
+    /// Whether a direct 3x3 layer (or its input gradient) runs the channel-blocked kernel: where it
+    /// is faster (akn_conv3x3_c16_preferred) and the layer small enough to keep its weights in that
+    /// layout too. Same results either way (the kernels agree bit for bit).
+    static func usesC16(channelsIn: Int, channelsOut: Int, h: Int, w: Int) -> Bool {
+        channelsIn * channelsOut * 9 <= ConvWeights.cachedAdjointMaxFloats
+            && akn_conv3x3_c16_preferred(Int32(channelsIn), Int32(channelsOut), Int32(h), Int32(w)) != 0
+    }
+
+    /// The direct 3x3 convolution on the channel-blocked kernel: per sample, pad once, then blocks of
+    /// 16 output channels x bands of rows over the threads.
+    private func directC16(_ wb: UnsafePointer<Float>, channelsIn: Int, channelsOut: Int, x: UnsafePointer<Float>,
+                           inMask: UnsafePointer<Float>?, inScale: UnsafePointer<Float>?, n: Int, h: Int, w: Int,
+                           ep: Epilogue, y: UnsafeMutablePointer<Float>, threads: Int, _ ctx: ExecContext) throws {
+        let scratchSize = akn_scratch_size(Int32(channelsIn), Int32(h), Int32(w))
+        var scratch = try ctx.scratch(scratchSize)
+        defer { ctx.recycle(scratch) }
+        let blocks = channelsOut / 16
+        let t = (threads > 1 && channelsIn * channelsOut * h * w > 200_000) ? threads : 1
+        let bands = blocks >= 2 * t ? 1 : min(h, (2 * t + blocks - 1) / blocks)
+        scratch.withUnsafeMutableBufferPointer { sp in
+            let sb = sp.baseAddress!
+            for s in 0..<n {
+                let xs = x + s * channelsIn * h * w, off = s * channelsOut * h * w
+                akn_conv3x3(xs, inMask.map { $0 + s * channelsIn * h * w }, inScale, Int32(channelsIn), Int32(h), Int32(w), wb,
+                            0, 0, 0, 0, 0, nil, nil, nil, 0, y + off, sb, 1, nil)
+                Parallel.forRanges(blocks * bands, threads: t) { r in
+                    for u in r {
+                        let (b, band) = (u / bands, u % bands)
+                        akn_conv3x3_c16(sb, Int32(channelsIn), Int32(h), Int32(w), wb, Int32(b), Int32(b + 1),
+                                        Int32(h * band / bands), Int32(h * (band + 1) / bands), ep.scale, ep.bias,
+                                        ep.residual.map { $0 + off }, ep.relu ? 1 : 0, y + off)
+                    }
+                }
             }
         }
     }

@@ -128,6 +128,13 @@ extension Model {
                     if let s = shapes[n.inputs[0]], s.count == 4, c.algorithm(s[2], s[3]) == .direct3x3,
                        c.outChannels &* c.inPerGroup &* 9 <= ConvWeights.cachedAdjointMaxFloats {
                         add((c.inPerGroup + 5) / 6 * c.outChannels * 54)  // the kept adjoint panels (small layers)
+                        // and the channel-blocked kernel's copies, forward and adjoint, where it runs
+                        if Conv.usesC16(channelsIn: c.inPerGroup, channelsOut: c.outChannels, h: s[2], w: s[3]) {
+                            add(c.outChannels &* c.inPerGroup &* 9)
+                        }
+                        if Conv.usesC16(channelsIn: c.outChannels, channelsOut: c.inPerGroup, h: s[2], w: s[3]) {
+                            add(c.outChannels &* c.inPerGroup &* 9)
+                        }
                     }
                 case let d as Gemm:
                     if seen.insert(ObjectIdentifier(d.weights)).inserted { add(d.weights.forward.count) }
