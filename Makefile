@@ -3,17 +3,25 @@
 #   make test       every test: Swift (XCTest), C example + ABI checks, Python (pytest), a 60 s fuzz
 #                   run and the sanitizer jobs (make test-fuzz, make test-sanitize)
 #   make demo       the README's demo on data shipped in examples/
+#   make setup      Debian packages (apt) and the Python virtual environment .venv (requirements-dev.txt,
+#                   CPU torch, torchattacks); every Python-using target runs $(PYTHON), that venv's python
 PREFIX ?= $(CURDIR)/dist
 SWIFT ?= swift
 CONFIG ?= release
 BUILD_FLAGS = -c $(CONFIG) -Xswiftc -static-stdlib -Xswiftc -gnone
 BIN = $(shell $(SWIFT) build $(BUILD_FLAGS) --show-bin-path)
-PYTHON ?= python3
+# The Python virtual environment `make setup` creates (stock Debian's python3 refuses system-wide pip
+# installs). PYTHON is the interpreter every Python-using target runs: the venv's once it exists
+# (override: make test PYTHON=/path/to/python).
+SYSTEM_PYTHON ?= python3
+VENV ?= $(CURDIR)/.venv
+PYTHON ?= $(if $(wildcard $(VENV)/bin/python),$(VENV)/bin/python,$(SYSTEM_PYTHON))
 
-.PHONY: all setup build dist test test-swift test-c test-imageio test-python demo clean \
+.PHONY: all setup setup-python build dist test test-swift test-c test-imageio test-python demo clean \
 	test-fuzz test-sanitize test-asan test-asan-abi test-tsan
 
-APT_PACKAGES = libonnx-dev libprotobuf-dev libopenblas-dev libjpeg-dev libpng-dev zlib1g-dev pkg-config
+APT_PACKAGES = libonnx-dev libprotobuf-dev libopenblas-dev libjpeg-dev libpng-dev zlib1g-dev pkg-config \
+	python3-venv
 
 all: dist
 
@@ -22,7 +30,13 @@ setup:
 	@command -v apt-get >/dev/null || { echo "make setup needs apt-get (Debian/Ubuntu); install: $(APT_PACKAGES)"; exit 1; }
 	$(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive apt-get update -qq
 	$(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES)
-	$(PYTHON) -m pip install -q -r requirements-dev.txt
+	$(MAKE) setup-python
+
+# The virtual environment: requirements-dev.txt, then CPU torch and torchattacks (scripts/install_torch.sh).
+setup-python:
+	test -x $(VENV)/bin/python || $(SYSTEM_PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+	bash scripts/install_torch.sh $(VENV)/bin/python
 
 build:
 	$(SWIFT) build $(BUILD_FLAGS) --product adamant -Xlinker --version-script=$(CURDIR)/Sources/AdamantC/exports.map
@@ -88,4 +102,4 @@ demo: dist
 	bash examples/demo.sh
 
 clean:
-	rm -rf .build dist
+	rm -rf .build dist bindings/python/build
