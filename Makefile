@@ -5,6 +5,8 @@
 #   make demo       the README's demo on data shipped in examples/
 #   make setup      Debian packages (apt) and the Python virtual environment .venv (requirements-dev.txt,
 #                   CPU torch, torchattacks); every Python-using target runs $(PYTHON), that venv's python
+#   make wheel      dist/adamant-*.whl: the Python package with libadamant.so and the shared libraries it
+#                   needs (auditwheel repair); make test-wheel installs it into a fresh venv and runs it
 PREFIX ?= $(CURDIR)/dist
 SWIFT ?= swift
 CONFIG ?= release
@@ -18,7 +20,7 @@ VENV ?= $(CURDIR)/.venv
 PYTHON ?= $(if $(wildcard $(VENV)/bin/python),$(VENV)/bin/python,$(SYSTEM_PYTHON))
 
 .PHONY: all setup setup-python build dist test test-swift test-c test-imageio test-python demo clean \
-	test-fuzz test-sanitize test-asan test-asan-abi test-tsan
+	test-fuzz test-sanitize test-asan test-asan-abi test-tsan wheel test-wheel
 
 APT_PACKAGES = libonnx-dev libprotobuf-dev libopenblas-dev libjpeg-dev libpng-dev zlib1g-dev pkg-config \
 	python3-venv
@@ -50,7 +52,7 @@ dist: build
 	install -m 755 $(BIN)/adamant-cli $(PREFIX)/bin/adamant
 	sed -e 's|@PREFIX@|$(PREFIX)|' bindings/c/adamant.pc.in > $(PREFIX)/lib/pkgconfig/adamant.pc
 
-test: dist test-swift test-imageio test-c test-python test-fuzz test-sanitize
+test: dist test-swift test-imageio test-c test-python test-wheel test-fuzz test-sanitize
 
 test-swift:
 	$(SWIFT) test
@@ -97,6 +99,15 @@ test-asan-abi:
 test-tsan:
 	$(SWIFT) build --build-tests $(TSAN_FLAGS)
 	$(SAN_ENV) TSAN_OPTIONS=halt_on_error=1 $(SWIFT) test --skip-build $(TSAN_FLAGS) --filter ConcurrencyTests
+
+# A self-contained wheel: the package with libadamant.so, repaired by auditwheel so that libonnx,
+# libprotobuf (and what they need) travel inside it, under adamant.libs/ with RPATHs to them.
+wheel: dist
+	bash bindings/python/build_wheel.sh $(PYTHON) $(PREFIX)
+
+# Installs dist/adamant-*.whl into a fresh venv and runs a prediction with the Debian libraries hidden.
+test-wheel: wheel
+	$(PYTHON) -m pytest -q bindings/python/wheel_tests
 
 demo: dist
 	bash examples/demo.sh
