@@ -64,7 +64,7 @@ test-c: dist
 	bash bindings/c/run_tests.sh $(PREFIX)
 
 test-python: dist
-	ADAMANT_LIBRARY=$(PREFIX)/lib/libadamant.so $(PYTHON) -m pytest -q bindings/python/tests
+	ADAMANT_LIBRARY=$(PREFIX)/lib/libadamant.so $(PYTHON) -m pytest -q --durations=5 bindings/python/tests
 
 # Hardening (issue #8). Each instrumented build has its own scratch path (.build-fuzz, .build-asan,
 # .build-tsan), so none disturbs the release build in .build.

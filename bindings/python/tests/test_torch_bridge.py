@@ -8,7 +8,7 @@
 * torchattacks' AutoAttack (standard: APGD-CE, APGD-T, FAB-T, Square) runs through the bridge on
   mbn_resnet8's adv domain (100 images) and finds robust accuracy at most adamant's PGD-10's.
 
-torch and torchattacks are test dependencies (`make setup` installs them): missing = failure.
+torch, torchattacks and ART are test dependencies (`make setup` installs them): missing = failure.
 """
 import io
 import subprocess
@@ -190,3 +190,27 @@ def test_torchattacks_autoattack_standard(mbn8, net, cifar500):
     print("\nAutoAttack standard via bridge, 100 images, adv domain: clean %.0f %%, robust %.0f %% (%.0f s); "
           "adamant PGD-10 %.0f %%" % (100 * _accuracy(mbn8, x, y), 100 * aa_acc, dt, 100 * pgd_acc))
     assert aa_acc <= pgd_acc
+
+
+def test_art_pytorch_classifier_pgd(mbn8, net, cifar500):
+    """ART's PyTorchClassifier wraps the bridge; its ProjectedGradientDescent runs and, without random
+    init, gives adamant's own PGD (100 CIFAR-10 images, adv domain)."""
+    from art.attacks.evasion import ProjectedGradientDescent
+    from art.estimators.classification import PyTorchClassifier
+    x, y = cifar500
+    x, y = x[:100], y[:100]
+    clf = PyTorchClassifier(model=net, loss=torch.nn.CrossEntropyLoss(), input_shape=(3, 32, 32), nb_classes=10,
+                            clip_values=(0.0, 1.0), device_type="cpu")
+    assert np.array_equal(clf.predict(x, batch_size=100), mbn8.predict(x, domain="adv"))
+    onehot = np.eye(10, dtype=np.float32)[y]
+    g = clf.loss_gradient(x[:8], onehot[:8])
+    _, ref = mbn8.gradient(x[:8], y[:8], domain="adv")
+    assert np.max(np.abs(g - ref / 8)) <= 1e-4 * np.max(np.abs(ref / 8))  # ART: the batch-mean CE
+    xa = ProjectedGradientDescent(clf, norm=np.inf, eps=EPS, eps_step=ALPHA, max_iter=10, num_random_init=0,
+                                  batch_size=100, verbose=False).generate(x, y=onehot)
+    ad = mbn8.pgd(x, y, eps=EPS, alpha=ALPHA, steps=10, random_start=False, domain="adv")
+    assert np.max(np.abs(xa - x)) <= EPS + 1e-6
+    assert np.mean(np.abs(xa - ad) < 1e-6) > 0.99
+    acc_art, acc_ad = _accuracy(mbn8, xa, y), _accuracy(mbn8, ad, y)
+    print("\nART PGD-10 via bridge, 100 images, adv domain: %.0f %%; adamant %.0f %%" % (100 * acc_art, 100 * acc_ad))
+    assert abs(acc_art - acc_ad) <= 0.01
