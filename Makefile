@@ -84,12 +84,13 @@ test-fuzz:
 
 test-sanitize: test-asan test-asan-abi test-tsan
 
-# The Swift tests (XCTest) under AddressSanitizer (+ UBSan in the C/C++ targets). Leak checking is off
+# The Swift tests (XCTest) under AddressSanitizer (+ UBSan in the C/C++ targets). allocator_may_return_null:
+# a refused allocation must reach adamant as NULL (MemoryTests checks it becomes an error). Leak checking is off
 # here: swift-corelibs-xctest never frees test-case instances (so every model a test keeps would be
 # reported); test-asan-abi and the fuzzer check leaks.
 test-asan:
 	$(SWIFT) build --build-tests $(ASAN_FLAGS)
-	$(SAN_ENV) ASAN_OPTIONS=detect_leaks=0 $(SWIFT) test --skip-build $(ASAN_FLAGS)
+	$(SAN_ENV) ASAN_OPTIONS=detect_leaks=0:allocator_may_return_null=1 $(SWIFT) test --skip-build $(ASAN_FLAGS)
 
 # bindings/c/test_abi.c and example.c against an ASan+UBSan-instrumented libadamant.so.
 test-asan-abi:

@@ -130,6 +130,10 @@ def bench_model(family, depth, name, path, args, tws, tmp):
     t0 = time.perf_counter()
     m = adamant.load(path)
     load = {"adamant": time.perf_counter() - t0}
+    x1 = np.random.RandomState(0).uniform(0.0, 1.0, (1,) + tuple(m.input_shape)).astype(np.float32)
+    t0 = time.perf_counter()
+    m.predict(x1)
+    first = {"adamant": time.perf_counter() - t0}  # the first inference after loading (batch 1)
     info = m.info()
     flops = info["flops_per_sample"]
     so = ort.SessionOptions()
@@ -141,12 +145,16 @@ def bench_model(family, depth, name, path, args, tws, tmp):
     sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
     load["ort"] = time.perf_counter() - t0
     in_name = sess.get_inputs()[0].name
+    t0 = time.perf_counter()
+    sess.run(None, {in_name: x1})
+    first["ort"] = time.perf_counter() - t0
     load["torch"] = min(w.call(op="load", key=name, path=path, mean=None, std=None)["load_s"] for w in tws.values())
     small, large = (1, args.batch) if family == "imagenet" else (1, args.cifar_batch)
     shape = tuple(m.input_shape)
     rec = {"family": family, "model": name, "depth": depth, "onnx": path, "parameters": info["parameters"],
            "flops_per_sample": flops, "file_bytes": os.path.getsize(path),
-           "load_s": {e: round(v, 4) for e, v in load.items()}, "configs": []}
+           "load_s": {e: round(v, 4) for e, v in load.items()},
+           "first_run_s": {e: round(v, 4) for e, v in first.items()}, "configs": []}
     log("\n== %s  (%.1fM parameters, %.2f GFLOP/image, file %.0f MB; load: adamant %.2f s, ORT %.2f s, PyTorch %.2f s)"
         % (name, info["parameters"] / 1e6, flops / 1e9, rec["file_bytes"] / 1e6, load["adamant"], load["ort"],
            load["torch"]))
@@ -284,9 +292,18 @@ def write_md(path, meta, records):
                 L.append("| %s | %d | %s | %s | %s | %s | %s |" % (
                     r["model"], b, fmt_ms(f["adamant"]), fmt_ms(g["adamant"]), fmt_ratio(g["adamant"], f["adamant"]),
                     fmt_ms(g.get("torch")), fmt_ratio(g["adamant"], g.get("torch"))))
-    L += ["", "Load time (file -> ready), seconds:", "", "| model | adamant | ORT | PyTorch |", "|---|---|---|---|"]
-    L += ["| %s | %.2f | %.2f | %.2f |" % (r["model"], r["load_s"]["adamant"], r["load_s"]["ort"], r["load_s"]["torch"])
-          for r in records]
+    L += ["", "Load time (file -> ready) and the first inference after it (batch 1), seconds; the last two"
+          " columns are load + first run and its ratio adamant / ORT:", "",
+          "| model | adamant load | ORT load | PyTorch load | adamant first run | ORT first run "
+          "| adamant load + first | ORT load + first | ratio |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in records:
+        ld, fr = r["load_s"], r.get("first_run_s", {})
+        a = ld["adamant"] + fr.get("adamant", 0.0)
+        o = ld["ort"] + fr.get("ort", 0.0)
+        L.append("| %s | %.2f | %.2f | %.2f | %s | %s | %.2f | %.2f | %.2fx |" % (
+            r["model"], ld["adamant"], ld["ort"], ld["torch"],
+            "%.3f" % fr["adamant"] if "adamant" in fr else "n/a", "%.3f" % fr["ort"] if "ort" in fr else "n/a",
+            a, o, a / o))
     L += ["", "Versions: %s" % meta["versions"], ""]
     with open(path, "w") as f:
         f.write("\n".join(L))

@@ -27,9 +27,11 @@
  *  - size_t values appear in messages as the unsigned numbers passed
  *    (SIZE_MAX as 18446744073709551615, never -1).
  *  - Limits: every context has limits (adm_context_limits: batch, pixels per
- *    image, PGD steps x restarts, input bytes) checked before anything is
- *    allocated; exceeding one, or an input whose working copies the system
- *    cannot allocate, is ADM_ERR_RESOURCE, never an abort.
+ *    image, PGD steps x restarts, input bytes) and a model may have a memory
+ *    cap (adm_load_options.memory_limit), all checked before anything is
+ *    allocated; exceeding one is ADM_ERR_RESOURCE. Memory the system cannot
+ *    give (a call whose estimated activations exceed the memory available, or
+ *    a buffer whose allocation fails) is ADM_ERR_RESOURCE too, never an abort.
  *  - Ownership: whatever adamant allocates and hands out (models, contexts,
  *    calibrators) is released with the matching *_free function. Strings
  *    returned as `const char *` are owned by adamant.
@@ -127,6 +129,16 @@ const char *adm_isa_supported(void);
  * mean/std override the preprocessing stored in the model (NULL = keep the
  * stored one; models without one get no normalization). Their length must
  * equal the model's input channels.
+ *
+ * memory_limit (bytes, 0 = none) caps the model's memory: its weights as
+ * adamant stores them (packed, with the Winograd forms of the layers that use
+ * them) plus, for each call on a context, the activations, gradients, kernel
+ * scratch and working copies that call needs, estimated from the plan for
+ * its batch before anything is allocated. Loading a model whose weights
+ * exceed it fails with ADM_ERR_RESOURCE; so does a call (predict, gradient,
+ * attack) whose batch would push past it. The cap holds per context: N
+ * contexts running at once may use N x the activations. (Appended in 0.1.0:
+ * a struct_size without this field is still accepted and means no cap.)
  */
 typedef struct adm_load_options {
     size_t struct_size;          /**< sizeof(adm_load_options) */
@@ -138,6 +150,7 @@ typedef struct adm_load_options {
     float pixel_min;             /**< lowest valid pixel value (default 0) */
     float pixel_max;             /**< highest valid pixel value (default 1) */
     const char *default_domain;  /**< NULL = keep the model's default domain */
+    size_t memory_limit;         /**< bytes for weights + one call's activations; 0 = no cap (default) */
 } adm_load_options;
 
 /** Fills *opts with defaults (no overrides). */
@@ -227,7 +240,10 @@ void adm_context_free(adm_context *ctx);
  * (predict, gradient, attack) checks them before it allocates anything and
  * fails with ADM_ERR_RESOURCE, naming the limit, when one is exceeded. A
  * call whose input's working copies (2 x batch x C x H x W floats) the
- * system refuses to allocate is ADM_ERR_RESOURCE too, whatever the limits.
+ * system refuses to allocate, or whose activations (estimated from the
+ * plan, as for adm_load_options.memory_limit) exceed the memory the system
+ * has available, is ADM_ERR_RESOURCE too, whatever the limits; so is a
+ * buffer whose allocation fails during the call.
  */
 typedef struct adm_context_limits {
     size_t struct_size;            /**< sizeof(adm_context_limits) */
@@ -252,11 +268,12 @@ adm_status adm_context_get_limits(const adm_context *ctx, adm_context_limits *ou
 /**
  * Asks the call running on ctx to stop. The one function that may be called
  * from another thread than the one using ctx (ctx must stay alive until it
- * returns). It sets a flag that adm_attack_pgd, adm_attack_apgd and adm_autoattack_lite check once per step: the
- * attack then returns ADM_ERR_CANCELLED and writes nothing to x_adv or the
- * outputs. The flag is cleared when the next call on ctx starts, so a cancel
- * that arrives while no call runs has no effect. (adm_predict and
- * adm_gradient are single passes and are not interrupted.)
+ * returns). It sets a flag that every call checks between two ops of each
+ * forward and backward pass (adm_predict, adm_gradient, adm_gradient_targeted)
+ * and once per step (adm_attack_pgd, adm_attack_apgd, adm_autoattack_lite):
+ * the call then returns ADM_ERR_CANCELLED and writes nothing to its outputs
+ * (logits, loss, grad, x_adv, outputs). The flag is cleared when the next call
+ * on ctx starts, so a cancel that arrives while no call runs has no effect.
  */
 adm_status adm_context_cancel(adm_context *ctx);
 

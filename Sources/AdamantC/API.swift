@@ -53,13 +53,21 @@ public func adm_load_options_default(_ opts: UnsafeMutablePointer<adm_load_optio
     opts.pointee.pixel_max = 1
 }
 
+/// sizeof(adm_load_options) before memory_limit was appended: still accepted (no cap).
+let loadOptionsSizeV0 = MemoryLayout<adm_load_options>.offset(of: \adm_load_options.memory_limit)!
+
 func loadOptions(_ p: UnsafePointer<adm_load_options>?) throws -> LoadOptions {
     var o = LoadOptions()
     guard let p else { return o }
-    guard p.pointee.struct_size == MemoryLayout<adm_load_options>.size else {
-        throw invalid("adm_load_options.struct_size is \(p.pointee.struct_size), expected \(MemoryLayout<adm_load_options>.size) (call adm_load_options_default)")
+    // Read struct_size alone first: a caller built against the older header passed a shorter struct.
+    let size = UnsafeRawPointer(p).load(as: Int.self)
+    guard size == MemoryLayout<adm_load_options>.size || size == loadOptionsSizeV0 else {
+        throw invalid("adm_load_options.struct_size is \(unsigned(size)), expected \(MemoryLayout<adm_load_options>.size) (call adm_load_options_default)")
     }
-    let v = p.pointee
+    var v = adm_load_options()
+    withUnsafeMutableBytes(of: &v) { dst in dst.copyMemory(from: UnsafeRawBufferPointer(start: p, count: size)) }
+    // 0 is no cap; size_t values above INT64_MAX (negative here) are no cap in practice.
+    if v.memory_limit > 0 { o.memoryLimit = v.memory_limit }
     if v.mean != nil || v.mean_len > 0 { o.mean = Array(try buffer(v.mean, try count(v.mean_len, "mean_len"), "mean")) }
     if v.std != nil || v.std_len > 0 { o.std = Array(try buffer(v.std, try count(v.std_len, "std_len"), "std")) }
     if v.set_pixel_range != 0 { o.pixelRange = (v.pixel_min, v.pixel_max) }
@@ -283,6 +291,7 @@ public func adm_predict(_ ctx: OpaquePointer?, _ domain: Int, _ x: UnsafePointer
         let out = try required(logits, "logits")
         let d = try domainIndex(domain, s.model)
         try box.limits.check(model: s.model, batch: b, xLen: xs.count)
+        try s.checkMemory(batch: b, kind: .predict)
         let y = try s.predict(xs, batch: b, domain: d)
         out.update(from: y, count: need)
     }
@@ -323,6 +332,7 @@ public func adm_vjp(_ ctx: OpaquePointer?, _ domain: Int, _ x: UnsafePointer<Flo
         guard gradLen == xLen else { throw AdamantError(.shape, "grad_len is \(unsigned(gradLen)), x_len is \(xLen)") }
         let d = try domainIndex(domain, s.model)
         try box.limits.check(model: s.model, batch: b, xLen: xs.count)
+        try s.checkMemory(batch: b, kind: .gradient)
         let r = try s.vjp(xs, batch: b, gradLogits: gz, domain: d)
         out.update(from: r.gradient, count: r.gradient.count)
         logits?.update(from: r.logits, count: need)
@@ -349,6 +359,7 @@ private func gradientCall(_ ctx: OpaquePointer?, _ domain: Int, _ loss: Int32, l
         if grad != nil && gradLen != xLen { throw AdamantError(.shape, "grad_len is \(unsigned(gradLen)), x_len is \(xLen)") }
         let d = try domainIndex(domain, s.model)
         try box.limits.check(model: s.model, batch: b, xLen: xs.count)
+        try s.checkMemory(batch: b, kind: .gradient)
         let ls = Array(try buffer(labels, ln, "labels"))
         let r: (loss: [Float], gradient: [Float], logits: [Float])
         if let targets, let tn {
@@ -442,6 +453,7 @@ public func adm_attack_pgd(_ ctx: OpaquePointer?, _ cfg: UnsafePointer<adm_attac
         }
         try box.limits.check(model: s.model, batch: b, xLen: xs.count)
         try box.limits.checkAttack(steps: c.steps, restarts: c.restarts)
+        try s.checkMemory(batch: b, kind: .attack)
         let ls = Array(try buffer(labels, ln, "labels"))
         let r = try s.pgd(xs, batch: b, labels: ls, config: c, shouldCancel: { box.isCancelled })
         dst.update(from: r.adversarial, count: r.adversarial.count)
@@ -628,6 +640,7 @@ public func adm_attack_apgd(_ ctx: OpaquePointer?, _ cfg: UnsafePointer<adm_apgd
         let dst = try required(xAdv, "x_adv")
         try box.limits.check(model: s.model, batch: b, xLen: xs.count)
         try checkBudget(box, steps: c.steps, runs: c.runs(classes: s.model.numClasses))
+        try s.checkMemory(batch: b, kind: .attack)
         let ls = Array(try buffer(labels, ln, "labels"))
         let r = try s.apgd(Array(xs), batch: b, labels: ls, config: c, shouldCancel: { box.isCancelled })
         dst.update(from: r.adversarial, count: r.adversarial.count)
@@ -664,6 +677,7 @@ public func adm_autoattack_lite(_ ctx: OpaquePointer?, _ cfg: UnsafePointer<adm_
         try box.limits.check(model: s.model, batch: b, xLen: xs.count)
         var ce = c; ce.topTargets = 0
         try checkBudget(box, steps: c.steps, runs: ce.runs(classes: s.model.numClasses) + c.runs(classes: s.model.numClasses))
+        try s.checkMemory(batch: b, kind: .attack)
         let ls = Array(try buffer(labels, ln, "labels"))
         c.topTargets = Int(nt)
         let (r, report) = try s.autoAttackLite(Array(xs), batch: b, labels: ls, config: c, shouldCancel: { box.isCancelled })

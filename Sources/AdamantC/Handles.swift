@@ -84,9 +84,15 @@ final class ContextBox {
     let session: Session
     /// What one call may ask for (adm_context_set_limits). Read and written by the owning thread only.
     var limits = Limits()
-    /// Set by adm_context_cancel from any thread; cleared when a call starts; PGD reads it once per step.
+    /// Set by adm_context_cancel from any thread; cleared when a call starts; read between the ops of
+    /// every pass (from the batch's worker threads too) and once per attack step.
     let cancelRequested = Atomic<Bool>(false)
-    init(_ m: ModelBox) { model = m; session = Session(model: m.model) }
+    init(_ m: ModelBox) {
+        model = m
+        session = Session(model: m.model)
+        // Predict and gradient passes (and every attack step's) stop between two ops when cancelled.
+        session.shouldCancel = { [weak self] in self?.isCancelled ?? false }
+    }
     deinit { tag = 0 }
 
     /// Starts a call: clears a cancellation left from before.

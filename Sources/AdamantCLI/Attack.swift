@@ -141,6 +141,7 @@ struct Attack: ParsableCommand {
     @Option(parsing: .unconditional, help: "Images per attack call (>= 1).") var batchSize: Int = 100
     @Option(name: [.customShort("o"), .long], help: "Output directory for PNGs and report.json.") var output: String = "adamant-attack"
     @Flag(help: "Use FGSM (one step of size eps).") var fgsm = false
+    @Flag(help: "Scale image files whose size differs from the model's input to it (bilinear); without this such a file is an error (exit 65).") var resize = false
     @Option(name: .customLong("attack"), help: "pgd, apgd-ce (Auto-PGD, cross-entropy) or apgd-t (Auto-PGD, targeted DLR over the most likely wrong classes; success = misclassified).") var method: String = "pgd"
     @Option(parsing: .unconditional, help: "apgd-t: target classes per image (the most likely wrong ones by clean logits), >= 1.") var nTargetClasses: Int = 9
 
@@ -165,7 +166,7 @@ struct Attack: ParsableCommand {
         if let label, label >= Int64(m.numClasses) {
             throw ValidationError("--label \(label) is out of range: the model has \(m.numClasses) classes (0 to \(m.numClasses - 1))")
         }
-        let set = try loadInputs(inputs, model: m, limit: limit)
+        let set = try loadInputs(inputs, model: m, limit: limit, resize: resize)
         let session = Session(model: m)
         let evalD = try evalDomain.map { try resolveDomains($0, m, option: "--eval-domain")[0] } ?? m.defaultDomain
         let attackD = try attack.attackDomain.map { try resolveDomains($0, m, option: "--attack-domain")[0] } ?? evalD

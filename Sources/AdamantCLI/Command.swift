@@ -37,6 +37,7 @@ struct Info: ParsableCommand {
         print("BN nodes     \(i.batchNormNodes)\(i.batchNormNodes == 0 ? " (BN folded: one domain only)" : "")")
         print("parameters   \(i.parameters)")
         print(String(format: "FLOPs        %.3f GFLOP per sample", Double(i.flopsPerSample) / 1e9))
+        print("memory       weights \(byteCount(i.weightBytes)); one image: predict \(byteCount(i.activationBytesPerImage.predict)), gradient \(byteCount(i.activationBytesPerImage.gradient)) (estimates)\(i.memoryLimit.map { "; limit \(byteCount($0))" } ?? "")")
         let pre = i.preprocessing
         print("pixels       [\(pre.pixelMin), \(pre.pixelMax)]" + (pre.mean.map { ", normalized: mean \($0) std \(pre.std ?? [])" } ?? ", no normalization outside the graph"))
         print("ops          " + i.ops.map { "\($0.0) x\($0.1)" }.joined(separator: ", "))
@@ -54,6 +55,7 @@ struct Predict: ParsableCommand {
     @Option(parsing: .unconditional, help: "Read at most this many images, spread over the classes (0 = all).") var limit: Int = 0
     @Option(parsing: .unconditional, help: "Images per inference call (>= 1).") var batchSize: Int = 128
     @Option(help: "Write the predictions as JSON to this file.") var json: String?
+    @Flag(help: "Scale image files whose size differs from the model's input to it (bilinear); without this such a file is an error (exit 65).") var resize = false
 
     func validate() throws {
         try require(topK, atLeast: 1, "--top-k")
@@ -65,7 +67,7 @@ struct Predict: ParsableCommand {
     func run() throws {
         if let json { try checkOutputFile(json, "--json") }
         let (m, inputs) = try model.loadWithImages(images)
-        let set = try loadInputs(inputs, model: m, limit: limit)
+        let set = try loadInputs(inputs, model: m, limit: limit, resize: resize)
         let doms = try resolveDomains(domains, m, option: "--domains")
         let session = Session(model: m)
         let k = m.numClasses, per = m.inputShape.reduce(1, *)

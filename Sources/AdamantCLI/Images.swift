@@ -47,8 +47,11 @@ func readDataset(_ path: String, limit: Int, spread: Bool = true) throws -> Imag
                     classNames: (0..<ds.num_classes).map { String(cString: ds.class_names[$0]!) })
 }
 
-/// Decodes image files, resizing (bilinear) to the model's input size when needed.
-func readImages(_ paths: [String], shape: [Int]) throws -> ImageSet {
+/// Decodes image files. An image whose size differs from the model's input is an error (exit 65)
+/// naming the file and both sizes, unless `resize` (--resize) asks to scale it (bilinear, as
+/// PyTorch's F.interpolate with align_corners=False). A grayscale file's one channel is replicated
+/// to R, G and B, with a warning on stderr.
+func readImages(_ paths: [String], shape: [Int], resize: Bool = false) throws -> ImageSet {
     var pixels: [Float] = []
     var err = [CChar](repeating: 0, count: 512)
     for p in paths {
@@ -58,9 +61,15 @@ func readImages(_ paths: [String], shape: [Int]) throws -> ImageSet {
         }
         defer { aio_image_free(&img) }
         guard img.channels == shape[0] else { throw CLIError(.data, "'\(p)' has \(img.channels) channels, the model wants \(shape[0])") }
+        if img.grayscale != 0 {
+            warn("'\(p)' is a grayscale image: its one channel is replicated to the model's \(shape[0]) channels (R = G = B)")
+        }
         if img.height == shape[1] && img.width == shape[2] {
             pixels += UnsafeBufferPointer(start: img.data, count: img.channels * img.height * img.width)
         } else {
+            guard resize else {
+                throw CLIError(.data, "'\(p)' is \(img.width)x\(img.height) pixels (width x height); the model expects \(shape[2])x\(shape[1]) images; pass --resize to scale images to the model's size (bilinear)")
+            }
             var out: UnsafeMutablePointer<Float>?
             guard aio_resize(img.data, img.channels, img.height, img.width, shape[1], shape[2], &out, &err, err.count) == 0,
                   let out else { throw CLIError(.data, "cannot resize '\(p)': \(String(cString: err))") }
@@ -71,14 +80,19 @@ func readImages(_ paths: [String], shape: [Int]) throws -> ImageSet {
     return ImageSet(pixels: pixels, count: paths.count, shape: shape, labels: nil, names: paths, classNames: nil)
 }
 
+/// "adamant: warning: ..." on stderr.
+func warn(_ message: String) {
+    FileHandle.standardError.write("adamant: warning: \(message)\n".data(using: .utf8)!)
+}
+
 /// Images from files or one dataset, checked against the model's input shape.
-func loadInputs(_ inputs: [String], model: Model, limit: Int) throws -> ImageSet {
+func loadInputs(_ inputs: [String], model: Model, limit: Int, resize: Bool = false) throws -> ImageSet {
     var set: ImageSet
     if inputs.count == 1 && isDataset(inputs[0]) {
         set = try readDataset(inputs[0], limit: limit)
     } else {
         guard !inputs.isEmpty else { throw ValidationError("no images given") }
-        set = try readImages(limit > 0 ? Array(inputs.prefix(limit)) : inputs, shape: model.inputShape)
+        set = try readImages(limit > 0 ? Array(inputs.prefix(limit)) : inputs, shape: model.inputShape, resize: resize)
     }
     guard set.shape == model.inputShape else {
         throw CLIError(.data, "images are \(set.shape), the model expects \(model.inputShape)")

@@ -41,6 +41,9 @@ struct ModelOptions: ParsableArguments {
     @Option(parsing: .unconditional, help: "Compute threads, 0 to 1024 (0 = one per available CPU).")
     var threads: Int32?
 
+    @Option(parsing: .unconditional, help: ArgumentHelp("Cap the model's memory: weights plus one call's activations (estimated from the plan before allocating), in bytes or with a K, M or G suffix (powers of 1024), e.g. 2G. Over it: exit 1. Default: no cap.", valueName: "bytes"))
+    var memoryLimit: String?
+
     func validate() throws {
         if let threads { try require(threads, in: 0...1024, "--threads") }
         if let isa, !["avx512", "avx2", "scalar", "auto"].contains(isa.lowercased()) {
@@ -55,6 +58,7 @@ struct ModelOptions: ParsableArguments {
         if let pixelRange { _ = try pixelRangeValue(pixelRange) }
         for spec in domainFiles { _ = try domainSpec(spec) }
         if let d = defaultDomain, d.isEmpty { throw ValidationError("--default-domain must not be empty") }
+        if let memoryLimit { _ = try byteSize(memoryLimit, "--memory-limit") }
     }
 
     /// Applies --isa and --threads (process-wide) before a model is loaded.
@@ -72,15 +76,29 @@ struct ModelOptions: ParsableArguments {
         if !domainFiles.isEmpty, let first = modelPath { inputs.insert(first, at: 0); modelPath = nil }
         try configureBackend()
         let m = try loadModel(model: modelPath, domainFiles: domainFiles, mean: mean, std: std,
-                              pixelRange: pixelRange, defaultDomain: defaultDomain)
+                              pixelRange: pixelRange, defaultDomain: defaultDomain,
+                              memoryLimit: try memoryLimit.map { try byteSize($0, "--memory-limit") })
         return (m, inputs)
     }
 
     func load() throws -> Model {
         try configureBackend()
         return try loadModel(model: model, domainFiles: domainFiles, mean: mean, std: std, pixelRange: pixelRange,
-                      defaultDomain: defaultDomain)
+                      defaultDomain: defaultDomain, memoryLimit: try memoryLimit.map { try byteSize($0, "--memory-limit") })
     }
+}
+
+/// A byte count: "1048576", "512K", "64M", "2G" or "1.5G" (powers of 1024), > 0.
+func byteSize(_ s: String, _ option: String) throws -> Int {
+    let units: [Character: Double] = ["K": 1024, "M": 1024 * 1024, "G": 1024 * 1024 * 1024, "T": 1024 * 1024 * 1024 * 1024]
+    var text = s.uppercased()
+    if text.hasSuffix("B") && text.count > 1 && units[text[text.index(text.endIndex, offsetBy: -2)]] != nil { text.removeLast() }
+    var scale = 1.0
+    if let last = text.last, let u = units[last] { scale = u; text.removeLast() }
+    guard let v = Double(text), v.isFinite, v > 0, v * scale >= 1, v * scale < 9.2e18 else {
+        throw ValidationError("\(option) must be a positive number of bytes, optionally with a K, M or G suffix (e.g. 2G), got '\(s)'")
+    }
+    return Int(v * scale)
 }
 
 /// --pixel-range lo,hi: two finite numbers with lo < hi.
@@ -101,8 +119,9 @@ func domainSpec(_ spec: String) throws -> (name: String, path: String) {
 /// Loads one model file, or a set of per-domain files given as NAME=PATH, with overrides.
 /// A missing file exits 66, a malformed one 65, a --default-domain the model lacks 64.
 func loadModel(model: String?, domainFiles: [String], mean: String?, std: String?, pixelRange: String?,
-               defaultDomain: String?) throws -> Model {
+               defaultDomain: String?, memoryLimit: Int? = nil) throws -> Model {
     var o = LoadOptions()
+    o.memoryLimit = memoryLimit
     if let m = mean { o.mean = try finiteList(m, "--mean") }
     if let s = std { o.std = try finiteList(s, "--std") }
     if let r = pixelRange { o.pixelRange = try pixelRangeValue(r) }

@@ -107,6 +107,7 @@ static int decode_jpeg(const uint8_t *bytes, size_t len, aio_image *out, char *e
         return aio__fail(err, err_len, "JPEG: image size %ux%u out of range (max %d per side)", w,
                          h, AIO_MAX_DIM);
     }
+    const int gray = cinfo.jpeg_color_space == JCS_GRAYSCALE;
     switch (cinfo.jpeg_color_space) {
     case JCS_GRAYSCALE:
     case JCS_YCbCr:
@@ -156,6 +157,7 @@ static int decode_jpeg(const uint8_t *bytes, size_t len, aio_image *out, char *e
     out->channels = 3;
     out->height = h;
     out->width = w;
+    out->grayscale = gray;
     return 0;
 }
 
@@ -250,6 +252,7 @@ static int decode_png(const uint8_t *bytes, size_t len, aio_image *out, char *er
     out->channels = 3;
     out->height = h;
     out->width = w;
+    out->grayscale = color_type == PNG_COLOR_TYPE_GRAY || color_type == PNG_COLOR_TYPE_GRAY_ALPHA;
     return 0;
 }
 

@@ -22,3 +22,19 @@ void akn_relu_mask(const float *y, const float *g, float *out, size_t n) {
 void akn_add_inplace(float *acc, const float *x, size_t n) {
     for (size_t i = 0; i < n; i++) acc[i] += x[i];
 }
+
+void akn_pgd_linf_step(float *adv, const float *x0, const float *g, size_t n, float step, float eps, float lo, float hi) {
+    // Swift's max(v, a) is (a >= v ? a : v) and min(v, b) is (b < v ? b : v): the same selects here,
+    // so the result is the one the scalar Swift loop gave, bit for bit (step * s is exact).
+    for (size_t i = 0; i < n; i++) {
+        float gv = g[i];
+        float s = gv > 0 ? 1.0f : (gv < 0 ? -1.0f : 0.0f);
+        float v = adv[i] + step * s;
+        float a = x0[i] - eps, b = x0[i] + eps;
+        v = a >= v ? a : v;
+        v = b < v ? b : v;
+        v = lo >= v ? lo : v;
+        v = hi < v ? hi : v;
+        adv[i] = v;
+    }
+}

@@ -118,6 +118,27 @@ static void gemm_driver(int m, int n, int k, const float *pa, long astride, cons
                 fn(0, bbuf, 0, 1, bbuf, 1, io, r, r + 6 < m1 ? r + 6 : m1, c, c + 16 < n1 ? c + 16 : n1, tile);
         return;
     }
+    if (pb) {
+        // B packed whole: rows outer, so each A panel (k x 12) is read once, from L1, while B's panels
+        // stream from L2 (chunk-outer order re-read the whole A once per 64 columns: 4 MB per call
+        // for a 14x14 layer's 1 MB of weights, from L3 or memory).
+        for (int r = m0; r < m1;) {
+            int rows_left = m1 - r;
+            int npa = (max_pa == 2 && rows_left > 6) ? 2 : 1;
+            const float *a = astride ? pa + (size_t)r * 6 : pa + (size_t)(r / 6) * k * 6;
+            int r1 = r + 6 * npa < m1 ? r + 6 * npa : m1;
+            int q0 = n0 / 16, q1 = (n1 + 15) / 16;
+            for (int q = q0; q < q1;) {
+                int npb = (max_pb == 2 && q1 - q >= 2) ? 2 : 1;
+                int c0 = q * 16;
+                int c1 = c0 + 16 * npb < n1 ? c0 + 16 * npb : n1;
+                fn(k, a, astride, npa, pb + (size_t)q * k * 16, npb, io, r, r1, c0, c1, tile);
+                q += npb;
+            }
+            r = r1;
+        }
+        return;
+    }
     for (int jc = n0; jc < n1; jc += CHUNK) {
         int cols = n1 - jc < CHUNK ? n1 - jc : CHUNK;
         const float *b = bbuf;
@@ -129,6 +150,23 @@ static void gemm_driver(int m, int n, int k, const float *pa, long astride, cons
             int npa = (max_pa == 2 && rows_left > 6) ? 2 : 1;
             const float *a = astride ? pa + (size_t)r * 6 : pa + (size_t)(r / 6) * k * 6;
             int r1 = r + 6 * npa < m1 ? r + 6 * npa : m1;
+            // The next row tile's lines of C (written) and of the residual (read) in this chunk, fetched
+            // while this one computes: rows ldc apart defeat the hardware prefetcher, and with a
+            // short k (a 1x1 layer's 64 channels) the epilogue would wait on memory.
+            if (r1 < m1) {
+                int s = jc / io->per, pos = jc % io->per;
+                if (pos + cols <= io->per) {
+                    int rn1 = r1 + 6 * max_pa < m1 ? r1 + 6 * max_pa : m1;
+                    for (int i = r1; i < rn1; i++) {
+                        const float *cr = io->c + (size_t)s * io->c_sample + (size_t)i * io->ldc + pos;
+                        const float *rr = io->r ? io->r + (size_t)s * io->r_sample + (size_t)i * io->ldr + pos : NULL;
+                        for (int l = 0; l < cols; l += 16) {
+                            __builtin_prefetch(cr + l, 1);
+                            if (rr) __builtin_prefetch(rr + l);
+                        }
+                    }
+                }
+            }
             for (int q = 0; q < bpanels;) {
                 int npb = (max_pb == 2 && bpanels - q >= 2) ? 2 : 1;
                 int c0 = jc + q * 16;

@@ -4,6 +4,7 @@
 #include <onnx/checker.h>
 #include <onnx/defs/schema.h>
 #include <onnx/onnx_pb.h>
+#include <google/protobuf/io/zero_copy_stream_impl.h>
 
 #include <cstdio>
 #include <cstdlib>
@@ -11,6 +12,7 @@
 #include <exception>
 #include <fstream>
 #include <limits>
+#include <type_traits>
 #include <set>
 #include <string>
 
@@ -77,6 +79,10 @@ template <typename Out> int convert(const onnx::TensorProto &t, Out *out, size_t
     const int32_t dt = t.data_type();
     if (t.has_raw_data()) {
         const char *raw = t.raw_data().data();
+        if (std::is_same<Out, float>::value && dt == onnx::TensorProto::FLOAT) {
+            std::memcpy(out, raw, 4 * n);  // the common case, one copy (numel checked the size)
+            return 0;
+        }
         for (size_t i = 0; i < n; i++) {
             switch (dt) {
             case onnx::TensorProto::FLOAT: { float v; std::memcpy(&v, raw + 4 * i, 4); out[i] = (Out)v; break; }
@@ -122,6 +128,35 @@ int ox_parse(const void *data, size_t len, ox_model **out, char *err, size_t err
         if (!m->proto.ParseFromArray(data, (int)len)) {
             delete m;
             set_err(err, err_len, "not a valid ONNX protobuf (truncated or corrupt file)");
+            return 1;
+        }
+        if (!m->proto.has_graph()) {
+            delete m;
+            set_err(err, err_len, "ONNX model has no graph");
+            return 1;
+        }
+        *out = m;
+        return 0;
+    } catch (const std::exception &e) {
+        set_err(err, err_len, std::string("ONNX parse failed: ") + e.what());
+        return 1;
+    } catch (...) {
+        set_err(err, err_len, "ONNX parse failed");
+        return 1;
+    }
+}
+
+int ox_parse_fd(int fd, ox_model **out, char *err, size_t err_len) {
+    if (out == nullptr) { set_err(err, err_len, "out is NULL"); return 1; }
+    *out = nullptr;
+    try {
+        auto *m = new ox_model();
+        // Streamed from the file in small blocks: no buffer holding the whole file.
+        google::protobuf::io::FileInputStream in(fd, 1 << 20);
+        if (!m->proto.ParseFromZeroCopyStream(&in)) {
+            delete m;
+            set_err(err, err_len, in.GetErrno() ? std::string("read error: ") + std::strerror(in.GetErrno())
+                                                 : std::string("not a valid ONNX protobuf (truncated or corrupt file)"));
             return 1;
         }
         if (!m->proto.has_graph()) {
@@ -192,6 +227,17 @@ int64_t ox_output_dim(const ox_model *m, size_t i, size_t d) { return vi_dim(G(m
 size_t ox_initializer_count(const ox_model *m) { return (size_t)G(m).initializer_size(); }
 const ox_tensor *ox_initializer(const ox_model *m, size_t i) {
     return reinterpret_cast<const ox_tensor *>(&G(m).initializer((int)i));
+}
+
+void ox_initializer_release_data(ox_model *m, size_t i) {
+    if (m == nullptr || i >= (size_t)m->proto.graph().initializer_size()) return;
+    onnx::TensorProto *t = m->proto.mutable_graph()->mutable_initializer((int)i);
+    std::string().swap(*t->mutable_raw_data());  // clear() would keep the capacity
+    onnx::TensorProto empty;
+    t->mutable_float_data()->Swap(empty.mutable_float_data());
+    t->mutable_int64_data()->Swap(empty.mutable_int64_data());
+    t->mutable_int32_data()->Swap(empty.mutable_int32_data());
+    t->mutable_double_data()->Swap(empty.mutable_double_data());
 }
 
 size_t ox_node_count(const ox_model *m) { return (size_t)G(m).node_size(); }
@@ -266,6 +312,11 @@ int ox_tensor_numel(const ox_tensor *tp, size_t *out, char *err, size_t err_len)
 
 int ox_tensor_to_float(const ox_tensor *t, float *out, size_t n, char *err, size_t err_len) {
     return convert<float>(*T(t), out, n, err, err_len);
+}
+const float *ox_tensor_raw_floats(const ox_tensor *t, size_t n) {
+    const onnx::TensorProto &p = *T(t);
+    if (p.data_type() != onnx::TensorProto::FLOAT || !p.has_raw_data() || p.raw_data().size() < 4 * n) return nullptr;
+    return reinterpret_cast<const float *>(p.raw_data().data());
 }
 int ox_tensor_to_int64(const ox_tensor *t, int64_t *out, size_t n, char *err, size_t err_len) {
     int32_t dt = T(t)->data_type();

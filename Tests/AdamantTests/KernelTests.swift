@@ -168,6 +168,8 @@ final class KernelTests: XCTestCase {
             (5, 13, 7, 5, 3, 1, 1, .direct3x3), (16, 16, 32, 32, 3, 1, 1, .direct3x3), (2, 9, 3, 33, 3, 1, 1, .direct3x3),
             (128, 20, 7, 7, 3, 1, 1, .im2col), (6, 10, 9, 11, 3, 2, 1, .im2col), (3, 8, 15, 15, 7, 2, 3, .im2col),
             (12, 20, 9, 9, 1, 1, 0, .pointwise), (12, 20, 9, 9, 1, 2, 0, .im2col),
+            // the channel-blocked direct kernel's shapes (on avx512), forward and input gradient
+            (32, 32, 16, 16, 3, 1, 1, .direct3x3), (16, 32, 8, 8, 3, 1, 1, .direct3x3),
         ]
         try forEachISA { isa in
             for (i, (c, m, h, w, k, stride, pad, expected)) in cases.enumerated() {
@@ -234,6 +236,79 @@ final class KernelTests: XCTestCase {
             // F(4x4, 3x3) in float: about 1e-5 of the largest output at these widths (direct: ~1e-7).
             print("Winograd F(4x4,3x3) error, c\(c) \(hw)x\(hw): \(err / top) of the largest output")
             XCTAssertLessThan(err / top, 3e-5, "c\(c) \(hw)x\(hw): Winograd error \(err / top) of the largest output")
+        }
+    }
+
+    /// The fused L-infinity PGD step against the scalar loop it replaced (Swift's min/max), bit for
+    /// bit: zero and NaN gradients (no step), both directions, points pushed past the eps-ball and
+    /// past the pixel range.
+    func testFusedPGDStepMatchesScalarLoop() {
+        var rng = Xoshiro256(seed: 31)
+        let n = 4099
+        let x0 = (0..<n).map { _ in Float(rng.next() % 1001) / 1000 }
+        var g = (0..<n).map { _ in Float(Int(rng.next() % 2001) - 1000) / 1000 }
+        for i in stride(from: 0, to: n, by: 7) { g[i] = 0 }
+        for i in stride(from: 3, to: n, by: 11) { g[i] = .nan }
+        let start = (0..<n).map { i in min(max(x0[i] + Float(Int(rng.next() % 201) - 100) / 1000, 0), 1) }
+        for (direction, alpha, eps) in [(Float(1), Float(2) / 255, Float(8) / 255), (-1, 0.05, 0.03), (1, 0.5, 1)] {
+            var expected = start
+            for j in 0..<n {
+                let gv = g[j]
+                let s: Float = gv > 0 ? 1 : (gv < 0 ? -1 : 0)
+                var v = expected[j] + direction * alpha * s
+                v = min(max(v, x0[j] - eps), x0[j] + eps)
+                expected[j] = min(max(v, 0), 1)
+            }
+            var got = start
+            akn_pgd_linf_step(&got, x0, g, n, direction * alpha, eps, 0, 1)
+            XCTAssertEqual(got.map(\.bitPattern), expected.map(\.bitPattern), "direction \(direction), alpha \(alpha), eps \(eps)")
+        }
+    }
+
+    /// The channel-blocked direct kernel against akn_conv3x3, bit for bit, on every ISA path: forward
+    /// and adjoint weight layouts, the masked and scaled padding of a backward pass, the whole
+    /// epilogue, row ranges and blocks, widths that split into every tile size.
+    func testChannelBlockedDirectKernelMatchesDirectKernel() throws {
+        let cases: [(c: Int, m: Int, h: Int, w: Int)] = [(16, 16, 8, 8), (32, 32, 16, 16), (16, 48, 5, 13), (7, 32, 6, 31), (32, 16, 3, 1)]
+        try forEachISA { isa in
+            for (i, t) in cases.enumerated() {
+                for adjoint in [false, true] {
+                    // As the adjoint: a convolution whose inputs (t.m) come in blocks of 16.
+                    let (fm, fc) = adjoint ? (t.c, t.m) : (t.m, t.c)  // the forward layer's outputs, inputs
+                    let (cin, cout) = adjoint ? (fm, fc) : (fc, fm)  // the kernel's inputs, outputs
+                    let what = "\(isa.name) c\(cin) m\(cout) \(t.h)x\(t.w)\(adjoint ? " adjoint" : "")"
+                    let wt = randomTensor([fm, fc, 3, 3], seed: UInt64(90 + i), scale: 0.3).data
+                    var packed = [Float](repeating: 0, count: akn_gemm_packed_a_size(Int32(fm), Int32(fc * 9)) + 64)
+                    akn_gemm_pack_a(wt, fc * 9, 0, Int32(fm), Int32(fc * 9), &packed)
+                    var six = [Float](repeating: 0, count: (cout + 5) / 6 * cin * 54)
+                    if adjoint { akn_conv3x3_adjoint_weights(packed, Int32(fc), Int32(fm), 0, Int32((fc + 5) / 6), &six) }
+                    else { six = packed }
+                    var c16 = [Float](repeating: .nan, count: cout * cin * 9)
+                    akn_conv3x3_c16_weights(packed, Int32(fm), Int32(fc), adjoint ? 1 : 0, 0, Int32(cout / 16), &c16)
+                    XCTAssertFalse(c16.contains { $0.isNaN }, "\(what): c16 weights not all written")
+                    let x = randomTensor([cin, t.h, t.w], seed: UInt64(100 + i)).data
+                    let mask = randomTensor([cin, t.h, t.w], seed: UInt64(110 + i)).data
+                    let inScale = (0..<cin).map { 1 + Float($0) / 64 }
+                    let scale = (0..<cout).map { 0.5 + Float($0) / 32 }, bias = (0..<cout).map { Float($0) / 16 - 1 }
+                    let res = randomTensor([cout, t.h, t.w], seed: UInt64(120 + i)).data
+                    var scratch = [Float](repeating: 0, count: akn_scratch_size(Int32(cin), Int32(t.h), Int32(t.w)))
+                    var tmp = [Float](repeating: 0, count: akn_tmp_size(Int32(t.h), Int32(t.w)))
+                    for withEpilogue in [false, true] {
+                        var a = [Float](repeating: 0, count: cout * t.h * t.w), b = a
+                        akn_conv3x3(x, adjoint ? mask : nil, adjoint ? inScale : nil, Int32(cin), Int32(t.h), Int32(t.w), six, 0,
+                                    0, Int32(cout), 0, Int32(t.h), withEpilogue ? scale : nil, withEpilogue ? bias : nil,
+                                    withEpilogue ? res : nil, withEpilogue ? 1 : 0, &a, &scratch, 1, &tmp)
+                        // The padded input is in scratch now; two calls over row and block ranges.
+                        let (y1, b1) = (t.h / 2, cout / 32)
+                        for (c0, c1, r0, r1) in [(0, b1, 0, t.h), (b1, cout / 16, 0, y1), (b1, cout / 16, y1, t.h)] {
+                            akn_conv3x3_c16(scratch, Int32(cin), Int32(t.h), Int32(t.w), c16, Int32(c0), Int32(c1), Int32(r0), Int32(r1),
+                                            withEpilogue ? scale : nil, withEpilogue ? bias : nil, withEpilogue ? res : nil,
+                                            withEpilogue ? 1 : 0, &b)
+                        }
+                        XCTAssertEqual(a.map(\.bitPattern), b.map(\.bitPattern), "\(what)\(withEpilogue ? " epilogue" : "")")
+                    }
+                }
+            }
         }
     }
 }

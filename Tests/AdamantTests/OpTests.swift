@@ -77,6 +77,42 @@ final class OpTests: XCTestCase {
         try checkGradient(GlobalAveragePool(), [x])
     }
 
+    /// MaxPool's forward (its vectorized interior for 3-wide windows and the generic border code)
+    /// against a naive loop with the same tap order and NaN rule, over kernels, strides, pads,
+    /// odd and even sizes, with NaN and -inf among the inputs.
+    func testMaxPoolForwardMatchesNaiveLoop() throws {
+        var rng = Xoshiro256(seed: 12)
+        for (k, s, pad, h, w) in [(3, 2, 1, 112, 112), (3, 2, 1, 9, 7), (3, 1, 1, 6, 11), (3, 2, 0, 10, 13), (2, 2, 0, 8, 9),
+                                  (3, 3, 1, 12, 12), (3, 2, 1, 1, 1), (3, 2, 1, 2, 5)] {
+            var data = (0..<(2 * h * w)).map { _ in Float(Double(rng.next() % 2001) / 1000 - 1) }
+            if data.count > 20 { data[3] = .nan; data[17] = -.infinity; data[data.count - 2] = .nan }
+            let x = Tensor(shape: [1, 2, h, w], data: data)
+            let op = try Pool(rawNode("MaxPool", ["kernel_shape": .ints([k, k]), "strides": .ints([s, s]),
+                                                  "pads": .ints([pad, pad, pad, pad])]), kind: .max)
+            let y = try op.forward([x], ctx(batch: 1))[0]
+            let (oh, ow) = ((h + 2 * pad - k) / s + 1, (w + 2 * pad - k) / s + 1)
+            XCTAssertEqual(y.shape, [1, 2, oh, ow])
+            for c in 0..<2 {
+                for i in 0..<oh {
+                    for j in 0..<ow {
+                        var m = -Float.infinity
+                        for ki in 0..<k {
+                            for kj in 0..<k {
+                                let (r, q) = (i * s - pad + ki, j * s - pad + kj)
+                                guard r >= 0, r < h, q >= 0, q < w else { continue }
+                                let v = data[(c * h + r) * w + q]
+                                if v > m || m.isNaN { m = v }
+                            }
+                        }
+                        let got = y.data[(c * oh + i) * ow + j]
+                        XCTAssertTrue(got == m || (got.isNaN && m.isNaN),
+                                      "k\(k) s\(s) p\(pad) \(h)x\(w): (\(c), \(i), \(j)) = \(got), expected \(m)")
+                    }
+                }
+            }
+        }
+    }
+
     func testBinaryBroadcastingForwardAndGradients() throws {
         let a = randomTensor([2, 3, 4, 5], seed: 5)
         let b = randomTensor([1, 3, 1, 1], seed: 6, scale: 2).withOffset(3)  // away from 0 for Div

@@ -309,6 +309,7 @@ static void test_jpeg_decode(void) {
             eq &= im.data[i] == im.data[48 + i] && im.data[i] == im.data[96 + i];
         CHECK(im.channels == 3 && im.height == 6 && im.width == 8 && eq,
               "gray JPEG -> 3 equal channels, 6x8 (got %zux%zu)", im.height, im.width);
+        CHECK(im.grayscale == 1, "gray JPEG is flagged grayscale");
         CHECK(sum_u8(im.data, 3 * 48) == 17874 && px(&im, 0, 5, 7) == 157 && px(&im, 1, 2, 3) == 158,
               "gray JPEG pixels differ from Pillow (sum %lld)", sum_u8(im.data, 3 * 48));
         aio_image_free(&im);
@@ -319,6 +320,7 @@ static void test_jpeg_decode(void) {
     write_bytes(p, cifar_cat_0003_jpg, sizeof cifar_cat_0003_jpg);
     rc = aio_decode_file(p, &im, err, sizeof err);
     CHECK(rc == 0 && im.width == 32 && px(&im, 2, 7, 29) == 63, "aio_decode_file: %s", err);
+    CHECK(rc != 0 || im.grayscale == 0, "a color JPEG is not flagged grayscale");
     aio_image_free(&im);
 }
 
@@ -336,6 +338,7 @@ static void test_png_decode(void) {
         for (size_t i = 0; i < 15; i++)
             for (size_t c = 0; c < 3; c++) ok &= px(&im, c, i / 5, i % 5) == pal[i][c];
         CHECK(ok, "palette PNG pixels differ from Pillow");
+        CHECK(im.grayscale == 0, "palette PNG is not flagged grayscale");
         aio_image_free(&im);
     }
     /* RGBA: alpha dropped */
@@ -348,6 +351,7 @@ static void test_png_decode(void) {
         for (size_t i = 0; i < 6; i++)
             for (size_t c = 0; c < 3; c++) ok &= px(&im, c, i / 3, i % 3) == rgba[i][c];
         CHECK(ok, "RGBA PNG pixels differ from Pillow");
+        CHECK(im.grayscale == 0, "RGBA PNG is not flagged grayscale");
         aio_image_free(&im);
     }
     /* 16-bit gray: high byte (0,255,256,4660,65535,32768 -> 0,0,1,18,255,128). Pillow's
@@ -360,6 +364,7 @@ static void test_png_decode(void) {
         for (size_t i = 0; i < 6; i++)
             for (size_t c = 0; c < 3; c++) ok &= px(&im, c, i / 3, i % 3) == g16[i];
         CHECK(ok, "16-bit gray PNG pixels wrong");
+        CHECK(im.grayscale == 1, "16-bit gray PNG is flagged grayscale");
         aio_image_free(&im);
     }
     /* gray + alpha */
@@ -367,6 +372,7 @@ static void test_png_decode(void) {
     CHECK(rc == 0 && im.height == 1 && im.width == 2 && px(&im, 0, 0, 0) == 7 &&
               px(&im, 2, 0, 0) == 7 && px(&im, 1, 0, 1) == 77,
           "gray+alpha PNG: %s", err);
+    CHECK(rc != 0 || im.grayscale == 1, "gray+alpha PNG is flagged grayscale");
     if (rc == 0) aio_image_free(&im);
     /* 1-bit gray */
     static const int bits[9] = {255, 0, 255, 255, 0, 0, 255, 0, 255};
@@ -376,6 +382,7 @@ static void test_png_decode(void) {
         int ok = 1;
         for (size_t i = 0; i < 9; i++) ok &= px(&im, 0, 0, i) == bits[i] && px(&im, 1, 0, i) == bits[i];
         CHECK(ok, "1-bit PNG pixels differ from Pillow");
+        CHECK(im.grayscale == 1, "1-bit gray PNG is flagged grayscale");
         aio_image_free(&im);
     }
     /* Adam7-interlaced 16-bit RGBA written by libpng */

@@ -17,6 +17,7 @@
 #include <adamant.h>
 
 #include <math.h>
+#include <stddef.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <time.h>
@@ -83,6 +84,53 @@ static int job_done(struct cancel_job *j) {
     int d = j->done;
     pthread_mutex_unlock(&j->lock);
     return d;
+}
+
+/* A long predict or gradient on one thread while main cancels it from another. */
+struct pass_job {
+    adm_context *ctx;
+    int gradient;
+    const float *x;
+    size_t n, batch;
+    const int64_t *labels;
+    float *out; /* logits (predict) or grad (gradient) */
+    size_t out_len;
+    adm_status status;
+    char message[512];
+    pthread_mutex_t lock;
+    int done;
+};
+
+static void *run_pass(void *arg) {
+    struct pass_job *j = arg;
+    adm_status st = j->gradient
+        ? adm_gradient(j->ctx, 0, ADM_LOSS_CE, j->x, j->n, j->batch, j->labels, j->batch, NULL, 0, j->out, j->out_len)
+        : adm_predict(j->ctx, 0, j->x, j->n, j->batch, j->out, j->out_len);
+    j->status = st;
+    snprintf(j->message, sizeof j->message, "%s", adm_last_error());
+    pthread_mutex_lock(&j->lock);
+    j->done = 1;
+    pthread_mutex_unlock(&j->lock);
+    return NULL;
+}
+
+static int pass_done(struct pass_job *j) {
+    pthread_mutex_lock(&j->lock);
+    int d = j->done;
+    pthread_mutex_unlock(&j->lock);
+    return d;
+}
+
+/* MemAvailable from /proc/meminfo in bytes (0 when unknown). */
+static unsigned long long mem_available(void) {
+    FILE *f = fopen("/proc/meminfo", "r");
+    char line[256];
+    unsigned long long kb = 0;
+    if (!f) return 0;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1) break;
+    fclose(f);
+    return kb * 1024ull;
 }
 
 static void fill_images(float *x, size_t n, unsigned seed) {
@@ -654,6 +702,129 @@ int main(int argc, char **argv) {
         INVALID(adm_gradient_targeted(ctx, 0, ADM_LOSS_DLR_TARGETED, x, n, B, labels, B, NULL, 0, loss, B, grad, n));
         INVALID(adm_gradient_targeted(ctx, 0, ADM_LOSS_CE, x, n, B, labels, B, tg, B, loss, B, grad, n));
         SHAPE(adm_gradient_targeted(ctx, 0, ADM_LOSS_DLR_TARGETED, x, n, B, labels, B, tg, B - 1, loss, B, grad, n));
+    }
+
+    /* ---- memory cap at load (adm_load_options.memory_limit) ---------------------------- */
+    {
+        adm_load_options mo;
+        adm_load_options_default(&mo);
+        EXPECT(mo.memory_limit == 0);
+        adm_model *mm = NULL;
+        mo.memory_limit = 1000; /* below the weights */
+        RESOURCE(adm_model_load(clean_path, &mo, &mm));
+        HAS("memory limit");
+        EXPECT(mm == NULL);
+        /* a caller built against the header without memory_limit passes the shorter struct: no cap */
+        mo.struct_size = offsetof(adm_load_options, memory_limit);
+        OK(adm_model_load(clean_path, &mo, &mm));
+        adm_model_free(mm);
+        mm = NULL;
+        mo.struct_size = sizeof mo;
+        mo.memory_limit = (size_t)96 << 20; /* weights (~330 KB) + a small batch's activations */
+        OK(adm_model_load(clean_path, &mo, &mm));
+        size_t jn = 0;
+        adm_model_info_json(mm, NULL, 0, &jn);
+        char *mj = malloc(jn);
+        if (mj) {
+            OK(adm_model_info_json(mm, mj, jn, &jn));
+            EXPECT(strstr(mj, "\"memory_limit\":100663296") != NULL && strstr(mj, "\"weight_bytes\":") != NULL);
+            free(mj);
+        }
+        adm_context *mc = NULL;
+        OK(adm_context_create(mm, &mc));
+        OK(adm_predict(mc, 0, x, n, B, logits, nl));
+        OK(adm_gradient(mc, 0, ADM_LOSS_CE, x, n, B, labels, B, loss, B, grad, n));
+        OK(adm_attack_pgd(mc, &cfg, x, n, B, labels, B, x2, n, NULL));
+        /* 60000 images (within every context limit) with consistent lengths but a short real buffer:
+           refused from the plan's estimate before the input is read or anything allocated */
+        size_t many = 60000;
+        RESOURCE(adm_predict(mc, 0, x, many * per, many, logits, many * classes));
+        HAS("memory limit");
+        RESOURCE(adm_gradient(mc, 0, ADM_LOSS_CE, x, many * per, many, labels, many, NULL, 0, NULL, 0));
+        HAS("memory limit");
+        RESOURCE(adm_attack_pgd(mc, &cfg, x, many * per, many, labels, many, x2, many * per, NULL));
+        adm_apgd_config mac;
+        adm_apgd_config_default(&mac);
+        RESOURCE(adm_attack_apgd(mc, &mac, x, many * per, many, labels, many, x2, many * per, NULL));
+        OK(adm_predict(mc, 0, x, n, B, logits, nl)); /* the context still works */
+        adm_context_free(mc);
+        adm_model_free(mm);
+    }
+
+    /* ---- allocation failure is an error, never an abort --------------------------------- */
+    {
+        adm_context_limits none;
+        adm_context_limits_default(&none);
+        none.max_batch = 0; none.max_pixels_per_image = 0; none.max_attack_steps_total = 0; none.max_input_bytes = 0;
+        OK(adm_context_set_limits(ctx, &none));
+        /* 10^7 images: the input's working copies alone cannot be had */
+        size_t big = 10000000;
+        RESOURCE(adm_predict(ctx, 0, x, big * per, big, logits, big * classes));
+        /* 700,000 images (8.6 GB): the input's two copies can be had, but a gradient's or an attack's
+           working set (the input, its gradient and the attack's images: 25 GB and more, by the plan's
+           estimate more still) is more than this machine has available: refused before the short
+           buffer is read. (A predict runs in pieces: its working set is about twice the input.) */
+        size_t large = 700000;
+        if (mem_available() > ((unsigned long long)40 << 30)) {
+            printf("  (skipped the 700,000-image checks: this machine has more than 40 GB available)\n");
+        } else {
+        RESOURCE(adm_gradient(ctx, 0, ADM_LOSS_CE, x, large * per, large, labels, large, NULL, 0, NULL, 0));
+        HAS("available");
+        RESOURCE(adm_attack_pgd(ctx, &cfg, x, large * per, large, labels, large, x2, large * per, NULL));
+        HAS("available");
+        }
+        OK(adm_context_set_limits(ctx, NULL));
+        OK(adm_predict(ctx, 0, x, n, B, logits, nl));
+    }
+
+    /* ---- predict and gradient cancelled from another thread --------------------------------- */
+    {
+        enum { LB = 2048 }; /* seconds of work */
+        size_t ln = (size_t)LB * per;
+        float *lx = malloc(ln * sizeof *lx), *lout = malloc(ln * sizeof *lout);
+        int64_t *ll = malloc(LB * sizeof *ll);
+        if (lx && lout && ll) {
+            fill_images(lx, ln, 7);
+            for (size_t i = 0; i < LB; i++) ll[i] = (int64_t)(i % classes);
+            for (int gradient = 0; gradient <= 1; gradient++) {
+                struct pass_job job;
+                memset(&job, 0, sizeof job);
+                job.ctx = ctx; job.gradient = gradient; job.x = lx; job.n = ln; job.batch = LB; job.labels = ll;
+                job.out = lout; job.out_len = gradient ? ln : (size_t)LB * classes;
+                for (size_t i = 0; i < job.out_len; i++) lout[i] = -7.0f; /* must stay untouched */
+                pthread_mutex_init(&job.lock, NULL);
+                pthread_t t;
+                struct timespec t0, t1, nap = {0, 2 * 1000 * 1000};
+                clock_gettime(CLOCK_MONOTONIC, &t0);
+                EXPECT(pthread_create(&t, NULL, run_pass, &job) == 0);
+                int cancels = 0;
+                while (!pass_done(&job) && cancels < 30000) { /* at most ~60 s */
+                    nanosleep(&nap, NULL);
+                    adm_context_cancel(ctx);
+                    cancels++;
+                }
+                pthread_join(t, NULL);
+                clock_gettime(CLOCK_MONOTONIC, &t1);
+                double secs = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+                if (job.status != ADM_ERR_CANCELLED)
+                    printf("  cancel %s: status %d, message '%s'\n", gradient ? "gradient" : "predict", (int)job.status, job.message);
+                EXPECT(job.status == ADM_ERR_CANCELLED);
+                EXPECT(strstr(job.message, "cancelled") != NULL);
+                EXPECT(secs < 30);
+                int untouched = 1;
+                for (size_t i = 0; i < job.out_len; i++) untouched &= lout[i] == -7.0f;
+                EXPECT(untouched);
+                pthread_mutex_destroy(&job.lock);
+            }
+            /* the flag is cleared when the next call starts */
+            OK(adm_predict(ctx, 0, x, n, B, logits, nl));
+            OK(adm_gradient(ctx, 0, ADM_LOSS_CE, x, n, B, labels, B, loss, B, grad, n));
+        } else {
+            EXPECT(!"allocation of the cancellation batch");
+        }
+        free(lx);
+        free(lout);
+        free(ll);
     }
 
     /* ---- calibration and saving ----------------------------------------------------- */

@@ -81,6 +81,7 @@ extension Session {
                      progress: ((Int, Int) -> Void)? = nil, shouldCancel: (() -> Bool)? = nil) throws -> AttackResult {
         try checkAPGD(c)
         try checkInputLength(x.count, batch: batch)
+        try checkMemory(batch: batch, kind: .attack)
         try checkLabels(labels, batch: batch)
         try checkPixels(x)
         let streams = (0..<batch).map { c.sampleOffset &+ UInt64($0) }
@@ -109,6 +110,7 @@ extension Session {
         try checkAPGD(ce)
         try checkAPGD(t)
         try checkInputLength(x.count, batch: batch)
+        try checkMemory(batch: batch, kind: .attack)
         try checkLabels(labels, batch: batch)
         try checkPixels(x)
         let k = model.numClasses, per = model.inputShape.product

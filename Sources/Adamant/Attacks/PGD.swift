@@ -1,3 +1,5 @@
+import CKernels
+
 /// The threat-model norm.
 public enum Norm: Int32, Sendable {
     /// L-infinity ball, sign-gradient steps.
@@ -93,6 +95,7 @@ extension Session {
         }
         let per = model.inputShape.product
         try checkInputLength(x.count, batch: batch)
+        try checkMemory(batch: batch, kind: .attack)
         try checkLabels(labels, batch: batch)
         let lo = model.preprocessing.pixelMin, hi = model.preprocessing.pixelMax
         try checkFinite(x)
@@ -170,12 +173,15 @@ extension Session {
                     let base = i * per, gb = m * per
                     switch c.norm {
                     case .linf:
-                        for j in 0..<per {
-                            let gv = g[gb + j]
-                            let s: Float = gv > 0 ? 1 : (gv < 0 ? -1 : 0)
-                            var v = adv[base + j] + sign * c.alpha * s
-                            v = min(max(v, x0[base + j] - c.eps), x0[base + j] + c.eps)
-                            adv[base + j] = min(max(v, lo), hi)
+                        // Sign step, projection onto the eps-ball and clipping to the pixel range in
+                        // one pass (akn_pgd_linf_step).
+                        adv.withUnsafeMutableBufferPointer { ap in
+                            x0.withUnsafeBufferPointer { xp in
+                                g.withUnsafeBufferPointer { gp in
+                                    akn_pgd_linf_step(ap.baseAddress! + base, xp.baseAddress! + base, gp.baseAddress! + gb, per,
+                                                      sign * c.alpha, c.eps, lo, hi)
+                                }
+                            }
                         }
                     case .l2:
                         var gn: Float = 0

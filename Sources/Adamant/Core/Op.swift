@@ -12,15 +12,28 @@ final class ExecContext {
 
     /// The session's recycled buffers (nil: plain allocation).
     let pool: BufferPool?
+    /// Asked between ops (forward and backward); true ends the pass with ``ErrorKind/cancelled``.
+    /// May be called from the batch's worker threads at once: it must be thread-safe.
+    let shouldCancel: (() -> Bool)?
 
     init(bn: [BNParams], declaredBatch: Int?, batch: Int, calibration: CalibrationRecorder? = nil, threads: Int = 1,
-         pool: BufferPool? = nil) {
+         pool: BufferPool? = nil, shouldCancel: (() -> Bool)? = nil) {
         self.pool = pool
+        self.shouldCancel = shouldCancel
         self.bn = bn
         self.declaredBatch = declaredBatch
         self.batch = batch
         self.calibration = calibration
         self.threads = max(1, threads)
+    }
+}
+
+extension ExecContext {
+    /// Throws ``ErrorKind/cancelled`` when ``shouldCancel`` says so (checked before each node).
+    @inline(__always)
+    func checkCancelled(before node: Node, of count: Int, at k: Int, backward: Bool = false) throws {
+        guard let shouldCancel, shouldCancel() else { return }
+        throw fail(.cancelled, "cancelled (adm_context_cancel) before \(node.label)\(backward ? " (backward)" : ""), node \(k + 1) of \(count)")
     }
 }
 

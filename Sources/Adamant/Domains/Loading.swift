@@ -115,7 +115,9 @@ extension Model {
             }
             def = i
         }
-        return try Model(graph: graph, bn: bn, domains: names, defaultDomain: def, preprocessing: pre, origin: origin)
+        if let cap = options.memoryLimit, cap < 0 { throw fail(.invalidArgument, "memory limit must not be negative, got \(cap)") }
+        return try Model(graph: graph, bn: bn, domains: names, defaultDomain: def, preprocessing: pre, origin: origin,
+                         memoryLimit: options.memoryLimit)
     }
 
     /// Loads per-domain ONNX exports of one network (`[(name, path)]`, the first is the default

@@ -29,13 +29,20 @@ public struct LoadOptions: Sendable {
     public var pixelRange: (Float, Float)?
     /// Names the default domain.
     public var defaultDomain: String?
+    /// Caps the model's memory in bytes (nil = no cap): loading fails with ``ErrorKind/resource``
+    /// when the weights alone exceed it, and each call on a ``Session`` does, before allocating, when
+    /// the weights plus the activations the plan needs for that batch would
+    /// (``Session/checkMemory(batch:kind:)``).
+    public var memoryLimit: Int?
 
     /// No overrides.
-    public init(mean: [Float]? = nil, std: [Float]? = nil, pixelRange: (Float, Float)? = nil, defaultDomain: String? = nil) {
+    public init(mean: [Float]? = nil, std: [Float]? = nil, pixelRange: (Float, Float)? = nil, defaultDomain: String? = nil,
+                memoryLimit: Int? = nil) {
         self.mean = mean
         self.std = std
         self.pixelRange = pixelRange
         self.defaultDomain = defaultDomain
+        self.memoryLimit = memoryLimit
     }
 }
 
@@ -66,9 +73,15 @@ public final class Model: @unchecked Sendable {
     let cacheFriendlyBatch: Int
     /// Number of BatchNormalization nodes (0 for BN-folded exports).
     public var batchNormCount: Int { graph.bnNodes.count }
+    /// The memory cap given at load (``LoadOptions/memoryLimit``), in bytes; nil = none.
+    public let memoryLimit: Int?
+    /// Bytes the loaded model holds, estimated from its plans (``weightBytes(graph:plans:bn:shapes:)``).
+    public let weightBytes: Int
+    /// Per-sample activation memory of the plans (the largest over the BN domains).
+    let memoryPlan: MemoryPlan
 
     init(graph: Graph, bn: [[BNParams]], domains: [String], defaultDomain: Int, preprocessing: Preprocessing,
-         origin: ModelOrigin) throws {
+         origin: ModelOrigin, memoryLimit: Int? = nil) throws {
         try Backend.checkEnvironment()
         self.graph = graph
         self.executor = Executor(graph: graph)
@@ -83,6 +96,15 @@ public final class Model: @unchecked Sendable {
         // Samples per execution piece: keep the largest activation of a piece around 512 KiB.
         let perSample = shapes.compactMap { $0 }.map { $0.dropFirst().reduce(1, *) }.max() ?? 1
         cacheFriendlyBatch = max(1, 131_072 / max(1, perSample))
+        self.memoryLimit = memoryLimit
+        let plans = self.plans
+        let planShapes = try plans.map { try $0.graph.inferShapes(batch: graph.declaredBatch ?? 1) }
+        let memory = zip(plans, planShapes).map { MemoryPlan($0, shapes: $1) }
+        memoryPlan = memory.max { ($0.gradientFloats, $0.forwardFloats) < ($1.gradientFloats, $1.forwardFloats) }!
+        weightBytes = Model.weightBytes(graph: graph, plans: plans, bn: bn, shapes: planShapes.first ?? shapes)
+        if let cap = memoryLimit, weightBytes > cap {
+            throw fail(.resource, "the model's weights take about \(exactBytes(weightBytes)) as adamant stores them, above the memory limit of \(exactBytes(cap)) (memory_limit at load)")
+        }
         if let m = preprocessing.mean, m.count != graph.inputShape[0] {
             throw fail(.invalidArgument, "mean has \(m.count) values for \(graph.inputShape[0]) input channels")
         }

@@ -65,7 +65,7 @@ extension Model {
         try validateDomainName(name)
         guard !domains.contains(name) else { throw fail(.domain, "the model already has a domain '\(name)'") }
         return try Model(graph: graph, bn: bn + [parameters], domains: domains + [name], defaultDomain: defaultDomain,
-                         preprocessing: preprocessing, origin: origin)
+                         preprocessing: preprocessing, origin: origin, memoryLimit: memoryLimit)
     }
 }
 

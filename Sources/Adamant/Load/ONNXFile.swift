@@ -64,7 +64,25 @@ struct ONNXFile {
     /// its path is kept (a model's memory holds no second copy of its weights).
     static func read(path: String) throws -> ONNXFile {
         let origin = try ModelOrigin.file(path: path)
-        return try ONNXFile(handle: try parse(try readFile(path), source: path), source: path, origin: origin)
+        return try ONNXFile(handle: try parseFile(path), source: path, origin: origin)
+    }
+
+    /// The protobuf of a file, streamed by the parser (no copy of the whole file in memory); a
+    /// file that is not a regular one (a pipe) is read whole first.
+    static func parseFile(_ path: String) throws -> OpaquePointer {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw fail(.io, "cannot open '\(path)': \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else { return try parse(try readFile(path), source: path) }
+        guard st.st_size > 0 else { throw fail(.parse, "\(path): empty file: not an ONNX model") }
+        guard st.st_size <= Int(Int32.max) else { throw fail(.parse, "\(path): model larger than 2 GiB is not supported") }
+        var err = [CChar](repeating: 0, count: 1024)
+        var handle: OpaquePointer?
+        guard ox_parse_fd(fd, &handle, &err, err.count) == 0, let m = handle else {
+            throw fail(.parse, "\(path): \(String(cString: err))")
+        }
+        return m
     }
 
     /// Parses and validates serialized ModelProto bytes (kept, to save the model later).
@@ -74,11 +92,13 @@ struct ONNXFile {
 
     /// The protobuf of serialized bytes (the caller frees it with ox_free).
     static func parse(_ bytes: [UInt8], source: String) throws -> OpaquePointer {
+        try bytes.withUnsafeBytes { try parse($0, source: source) }
+    }
+
+    static func parse(_ buf: UnsafeRawBufferPointer, source: String) throws -> OpaquePointer {
         var err = [CChar](repeating: 0, count: 1024)
         var handle: OpaquePointer?
-        let rc = bytes.withUnsafeBytes { buf in
-            ox_parse(buf.baseAddress, buf.count, &handle, &err, err.count)
-        }
+        let rc = ox_parse(buf.baseAddress, buf.count, &handle, &err, err.count)
         guard rc == 0, let m = handle else {
             throw fail(.parse, "\(source): \(String(cString: err))")
         }
@@ -109,12 +129,7 @@ struct ONNXFile {
         }
         self.metadata = metadata
 
-        var inits: [String: RawTensor] = [:]
-        for i in 0..<ox_initializer_count(m) {
-            let t = try ONNXFile.readTensor(ox_initializer(m, i)!, source: source)
-            inits[t.name] = t
-        }
-        initializers = inits
+        let initializerNames = (0..<ox_initializer_count(m)).map { String(cString: ox_tensor_name(ox_initializer(m, $0)!)) }
 
         inputs = (0..<ox_input_count(m)).map { i in
             let rank = ox_input_rank(m, i)
@@ -160,7 +175,7 @@ struct ONNXFile {
         self.nodes = nodes
 
         // Name a dangling reference plainly before the checker reports it as an ordering problem.
-        var defined = Set(inits.keys).union(inputs.map(\.name))
+        var defined = Set(initializerNames).union(inputs.map(\.name))
         for n in nodes { defined.formUnion(n.outputs) }
         for n in nodes {
             for i in n.inputs where !i.isEmpty && !defined.contains(i) {
@@ -172,6 +187,16 @@ struct ONNXFile {
         case 2: checkerNote = String(cString: err)
         default: throw fail(.parse, "\(source): ONNX checker: \(String(cString: err))")
         }
+
+        // The weights last, after every check: each initializer's protobuf data is freed as soon as
+        // it is converted, so loading never holds the file's weights twice.
+        var inits: [String: RawTensor] = [:]
+        for i in 0..<ox_initializer_count(m) {
+            let t = try ONNXFile.readTensor(ox_initializer(m, i)!, source: source)
+            ox_initializer_release_data(m, i)
+            inits[t.name] = t
+        }
+        initializers = inits
     }
 
     static func readTensor(_ t: OpaquePointer, source: String) throws -> RawTensor {
@@ -183,10 +208,19 @@ struct ONNXFile {
             throw fail(.parse, "\(source): \(String(cString: err))")
         }
         let dt = ox_tensor_data_type(t)
-        var floats = [Float](repeating: 0, count: n)
         var ints: [Int64]? = nil
+        var floats: [Float]
         if dt == 1 || dt == 11 {
-            guard ox_tensor_to_float(t, &floats, n, &err, err.count) == 0 else {
+            floats = [Float](unsafeUninitializedCapacity: n) { _, k in k = n }  // every element is written
+            if n >= 1 << 18, let raw = ox_tensor_raw_floats(t, n) {
+                // A large weight: copied on every thread (the page faults of the copy dominate loading).
+                floats.withUnsafeMutableBytes { dst in
+                    let (d, src) = (dst.baseAddress!, UnsafeRawPointer(raw))
+                    Parallel.forSlices(n, threads: Parallel.threads) { r in
+                        memcpy(d + 4 * r.lowerBound, src + 4 * r.lowerBound, 4 * r.count)
+                    }
+                }
+            } else if ox_tensor_to_float(t, &floats, n, &err, err.count) != 0 {
                 throw fail(.parse, "\(source): \(String(cString: err))")
             }
         } else {
@@ -203,20 +237,32 @@ struct ONNXFile {
 
 /// Reads a whole file, failing with an `.io` error.
 func readFile(_ path: String) throws -> [UInt8] {
-    guard let f = fopen(path, "rb") else {
-        throw fail(.io, "cannot open '\(path)': \(String(cString: strerror(errno)))")
-    }
-    defer { fclose(f) }
-    var out: [UInt8] = []
+    let fd = open(path, O_RDONLY | O_CLOEXEC)
+    guard fd >= 0 else { throw fail(.io, "cannot open '\(path)': \(String(cString: strerror(errno)))") }
+    defer { close(fd) }
     var st = stat()
-    if fstat(fileno(f), &st) == 0, st.st_size > 0 { out.reserveCapacity(Int(st.st_size)) }
-    var chunk = [UInt8](repeating: 0, count: 1 << 20)
-    while true {
-        let n = fread(&chunk, 1, chunk.count, f)
-        if n > 0 { out.append(contentsOf: chunk[0..<n]) }
-        if n < chunk.count {
-            if ferror(f) != 0 { throw fail(.io, "error reading '\(path)'") }
-            break
+    let expected = fstat(fd, &st) == 0 && st.st_size > 0 ? Int(st.st_size) : 0
+    // Read straight into the result (one copy, no zero-filling), then keep reading in case the file
+    // grew; a file that shrank meanwhile just gives fewer bytes (the parser rejects a truncated model).
+    let capacity = max(expected, 1 << 16)
+    var out = try [UInt8](unsafeUninitializedCapacity: capacity) { buf, count in
+        count = 0
+        while count < buf.count {
+            let r = read(fd, buf.baseAddress! + count, buf.count - count)
+            if r < 0 && errno == EINTR { continue }
+            if r < 0 { throw fail(.io, "error reading '\(path)': \(String(cString: strerror(errno)))") }
+            if r == 0 { break }
+            count += r
+        }
+    }
+    if out.count == capacity {
+        var chunk = [UInt8](repeating: 0, count: 1 << 16)
+        while true {
+            let r = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress!, $0.count) }
+            if r < 0 && errno == EINTR { continue }
+            if r < 0 { throw fail(.io, "error reading '\(path)': \(String(cString: strerror(errno)))") }
+            if r == 0 { break }
+            out.append(contentsOf: chunk[0..<r])
         }
     }
     return out

@@ -26,12 +26,24 @@ final class ConvWeights: @unchecked Sendable {
         let groupStride = akn_gemm_packed_a_size(Int32(mg), Int32(kdim))
         self.mg = mg; self.kdim = kdim; self.groupStride = groupStride
         // + slack: the input gradient's GEMM reads W^T from these panels (gemm.h)
-        var f = [Float](repeating: 0, count: groupStride * group + AKN_GEMM_SLACK)
+        // akn_gemm_pack_a writes every float of each group's panels (zeros past mg): only the slack
+        // needs filling (no zero-fill pass over the whole weight, which loading ResNet-638 felt).
+        let total = groupStride * group + AKN_GEMM_SLACK
+        var f = [Float](unsafeUninitializedCapacity: total) { buf, count in
+            (buf.baseAddress! + groupStride * group).initialize(repeating: 0, count: AKN_GEMM_SLACK)
+            count = total
+        }
         weight.withUnsafeBufferPointer { w in
             f.withUnsafeMutableBufferPointer { out in
+                let (wb, ob) = (w.baseAddress!, out.baseAddress!)
+                let panels = (mg + 5) / 6
                 for g in 0..<group {
-                    akn_gemm_pack_a(w.baseAddress! + g * mg * kdim, kdim, 0, Int32(mg), Int32(kdim),
-                                    out.baseAddress! + g * groupStride)
+                    // Whole panels per thread (a big layer packs on every core while loading).
+                    Parallel.forRanges(panels, threads: mg * kdim >= 1 << 18 ? Parallel.threads : 1) { r in
+                        let rows = min(mg, r.upperBound * 6) - r.lowerBound * 6
+                        akn_gemm_pack_a(wb + (g * mg + r.lowerBound * 6) * kdim, kdim, 0, Int32(rows), Int32(kdim),
+                                        ob + g * groupStride + r.lowerBound * 6 * kdim)
+                    }
                 }
             }
         }
@@ -59,6 +71,47 @@ final class ConvWeights: @unchecked Sendable {
         let v = make()
         self[keyPath: store] = v
         return v
+    }
+
+    /// Weights of at most this many floats keep their direct-kernel adjoint panels once built
+    /// (`directAdjoint`): CIFAR-sized layers, whose per-call gather cost a fifth of their backward at
+    /// batch 1. Larger layers gather per call (a resident copy would double their memory).
+    static let cachedAdjointMaxFloats = 64 * 64 * 9
+    private var directAdjointStore: [Float]?
+
+    /// The direct 3x3 kernel's adjoint panels (akn_conv3x3_adjoint_weights), built on the first
+    /// input gradient and kept: small 3x3 layers only (`cachedAdjointMaxFloats`).
+    var directAdjoint: [Float] {
+        cached(\.directAdjointStore) {
+            let (cf, mf) = (inPerGroup, outChannels)
+            let blocks = (cf + 5) / 6
+            var out = [Float](repeating: 0, count: blocks * mf * 54)
+            forward.withUnsafeBufferPointer { pp in
+                out.withUnsafeMutableBufferPointer { op in
+                    akn_conv3x3_adjoint_weights(pp.baseAddress!, Int32(cf), Int32(mf), 0, Int32(blocks), op.baseAddress!)
+                }
+            }
+            return out
+        }
+    }
+
+    private var c16ForwardStore: [Float]?
+    private var c16AdjointStore: [Float]?
+
+    /// The channel-blocked kernel's weights (akn_conv3x3_c16_weights), forward or adjoint, built on
+    /// first use and kept: small 3x3 layers only (`cachedAdjointMaxFloats`).
+    func c16(adjoint: Bool) -> [Float] {
+        cached(adjoint ? \.c16AdjointStore : \.c16ForwardStore) {
+            let rows = adjoint ? inPerGroup : outChannels
+            var out = [Float](repeating: 0, count: rows * (adjoint ? outChannels : inPerGroup) * 9)
+            forward.withUnsafeBufferPointer { pp in
+                out.withUnsafeMutableBufferPointer { op in
+                    akn_conv3x3_c16_weights(pp.baseAddress!, Int32(outChannels), Int32(inPerGroup), adjoint ? 1 : 0, 0,
+                                            Int32(rows / 16), op.baseAddress!)
+                }
+            }
+            return out
+        }
     }
 
     /// The 36 Winograd-domain weight matrices U_xi [M x C], packed (3x3, one group only).
@@ -207,23 +260,23 @@ struct Conv: Op {
         let x = inputs[0]
         let outShape = try shapes(inputs.map(\.shape), ShapeEnv(declaredBatch: nil, batch: x.shape[0]))[0]
         let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
-        var y = ctx.uninitialized(outShape)
+        var y = try ctx.uninitialized(outShape)
         let residual: Tensor? = fusedResidual ? inputs[1] : nil
         let algo = algorithm(h, w)
-        x.data.withUnsafeBufferPointer { xp in
-            y.data.withUnsafeMutableBufferPointer { yp in
-                withOptionalBuffer(residual?.data) { rp in
-                    withOptionalBuffer(scale) { sp in
-                        withOptionalBuffer(bias) { bp in
+        try x.data.withUnsafeBufferPointer { xp in
+            try y.data.withUnsafeMutableBufferPointer { yp in
+                try withOptionalBuffer(residual?.data) { rp in
+                    try withOptionalBuffer(scale) { sp in
+                        try withOptionalBuffer(bias) { bp in
                             let ep = Epilogue(scale: sp, bias: bp, residual: rp, relu: fusedRelu)
                             if algo == .winograd {
-                                winograd(weights.winograd, rows: outChannels, cols: c, x: xp.baseAddress!, inMask: nil, n: n,
+                                try winograd(weights.winograd, rows: outChannels, cols: c, x: xp.baseAddress!, inMask: nil, n: n,
                                          h: h, w: w, inScale: nil, ep: ep, y: yp.baseAddress!, threads: ctx.threads, ctx)
                             } else if algo == .direct3x3 {
-                                direct3x3(weights.forward, adjoint: false, channelsIn: c, channelsOut: outChannels, x: xp.baseAddress!, inMask: nil,
+                                try direct3x3(weights.forward, adjoint: false, channelsIn: c, channelsOut: outChannels, x: xp.baseAddress!, inMask: nil,
                                           inScale: nil, n: n, h: h, w: w, ep: ep, y: yp.baseAddress!, threads: ctx.threads, ctx)
                             } else {
-                                gemmForward(x: xp.baseAddress!, n: n, c: c, h: h, w: w, oh: outShape[2], ow: outShape[3],
+                                try gemmForward(x: xp.baseAddress!, n: n, c: c, h: h, w: w, oh: outShape[2], ow: outShape[3],
                                             pointwise: algo == .pointwise, ep: ep, y: yp.baseAddress!, threads: ctx.threads, ctx)
                             }
                         }
@@ -260,23 +313,23 @@ struct Conv: Op {
         let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
         let (oh, ow) = (g.shape[2], g.shape[3])
         let algo = algorithm(h, w)
-        var dx = algo == .im2col ? ctx.zeros(x.shape) : ctx.uninitialized(x.shape)
-        g.data.withUnsafeBufferPointer { gp in
-            dx.data.withUnsafeMutableBufferPointer { xp in
-                withOptionalBuffer(mask?.data) { mp in
-                    withOptionalBuffer(scale) { sp in
+        var dx = algo == .im2col ? try ctx.zeros(x.shape) : try ctx.uninitialized(x.shape)
+        try g.data.withUnsafeBufferPointer { gp in
+            try dx.data.withUnsafeMutableBufferPointer { xp in
+                try withOptionalBuffer(mask?.data) { mp in
+                    try withOptionalBuffer(scale) { sp in
                         let none = Epilogue(scale: nil, bias: nil, residual: nil, relu: false)
                         switch algo {
                         case .direct3x3:
                             // The adjoint of a 3x3/s1/p1 convolution is the same convolution with transposed,
                             // flipped weights.
-                            direct3x3(weights.forward, adjoint: true, channelsIn: outChannels, channelsOut: c, x: gp.baseAddress!,
+                            try direct3x3(weights.forward, adjoint: true, channelsIn: outChannels, channelsOut: c, x: gp.baseAddress!,
                                       inMask: mp, inScale: sp, n: n, h: h, w: w, ep: none, y: xp.baseAddress!, threads: ctx.threads, ctx)
                         case .winograd:
-                            winograd(weights.winogradAdjoint, rows: c, cols: outChannels, x: gp.baseAddress!, inMask: mp,
+                            try winograd(weights.winogradAdjoint, rows: c, cols: outChannels, x: gp.baseAddress!, inMask: mp,
                                      n: n, h: h, w: w, inScale: sp, ep: none, y: xp.baseAddress!, threads: ctx.threads, ctx)
                         case .pointwise, .im2col:
-                            gemmBackward(dz: gp.baseAddress!, mask: mp, n: n, c: c, h: h, w: w, oh: oh, ow: ow,
+                            try gemmBackward(dz: gp.baseAddress!, mask: mp, n: n, c: c, h: h, w: w, oh: oh, ow: ow,
                                          pointwise: algo == .pointwise, scale: sp, dx: xp.baseAddress!, threads: ctx.threads, ctx)
                         }
                     }
@@ -285,6 +338,35 @@ struct Conv: Op {
         }
         grads[0] = dx
         return grads
+    }
+
+    /// The pooled scratch buffers (their float counts) one forward, or with `backward` also one
+    /// input-gradient, pass on `n` samples of per-sample input [C, H, W] takes: for the memory
+    /// estimate (``MemoryPlan``), mirroring the kernels below.
+    func scratchCounts(input s: [Int], n: Int, backward: Bool) -> [Int] {
+        guard s.count == 3, n >= 1 else { return [] }
+        let (c, h, w) = (s[0], s[1], s[2])
+        let p = resolvedPads(h, w)
+        let oh = (h + p.0 + p.2 - dilations.0 * (kh - 1) - 1) / strides.0 + 1
+        let ow = (w + p.1 + p.3 - dilations.1 * (kw - 1) - 1) / strides.1 + 1
+        switch algorithm(h, w) {
+        case .winograd:
+            let tiles = Int(akn_wino_tiles(Int32(h), Int32(w)))
+            let piece = samplesPerPiece(n, floatsPerSample: 36 * (outChannels + c) * tiles)
+            let cap = 36 * piece * tiles
+            return [cap * c, cap * outChannels]  // v and mb; the adjoint swaps them
+        case .direct3x3:
+            var counts = [akn_scratch_size(Int32(c), Int32(h), Int32(w))]
+            if backward {
+                counts += [(c + 5) / 6 * outChannels * 54, akn_scratch_size(Int32(outChannels), Int32(h), Int32(w))]
+            }
+            return counts
+        case .pointwise:
+            return []
+        case .im2col:
+            let columns = weights.kdim * oh * ow
+            return [samplesPerPiece(n, floatsPerSample: columns) * columns]
+        }
     }
 
     // MARK: Kernels
@@ -299,20 +381,20 @@ struct Conv: Op {
 
     /// Samples whose im2col columns or Winograd buffers are built at once: bounded scratch (a
     /// function of the layer only; the arithmetic of a sample never depends on it).
-    private func samplesPerPiece(_ n: Int, floatsPerSample: Int) -> Int {
+    func samplesPerPiece(_ n: Int, floatsPerSample: Int) -> Int {
         max(1, min(n, (4 << 20) / max(1, floatsPerSample)))
     }
 
     /// Runs `body(weights, col, s0, ns)` over pieces of `ns` samples starting at `s0`, with the
     /// forward GEMM panels and an im2col buffer of `columnFloats` per sample (none when 0).
     private func forEachPiece(n: Int, columnFloats: Int, _ ctx: ExecContext,
-                              _ body: (UnsafeBufferPointer<Float>, UnsafeMutableBufferPointer<Float>, Int, Int) -> Void) {
+                              _ body: (UnsafeBufferPointer<Float>, UnsafeMutableBufferPointer<Float>, Int, Int) -> Void) throws {
         let piece = columnFloats == 0 ? n : samplesPerPiece(n, floatsPerSample: columnFloats)
         let size = columnFloats == 0 ? 0 : piece * columnFloats
-        var col = ctx.scratch(size)
+        var col = try ctx.scratch(size)
         defer { ctx.recycle(col) }
-        weights.forward.withUnsafeBufferPointer { wp in
-            col.withUnsafeMutableBufferPointer { cp in
+        try weights.forward.withUnsafeBufferPointer { wp in
+            try col.withUnsafeMutableBufferPointer { cp in
                 var s0 = 0
                 while s0 < n {
                     let ns = min(piece, n - s0)
@@ -324,10 +406,10 @@ struct Conv: Op {
     }
 
     private func gemmForward(x: UnsafePointer<Float>, n: Int, c: Int, h: Int, w: Int, oh: Int, ow: Int, pointwise: Bool,
-                             ep: Epilogue, y: UnsafeMutablePointer<Float>, threads: Int, _ ctx: ExecContext) {
+                             ep: Epilogue, y: UnsafeMutablePointer<Float>, threads: Int, _ ctx: ExecContext) throws {
         let (mg, kdim, ohw) = (weights.mg, weights.kdim, oh * ow)
         let p = resolvedPads(h, w)
-        forEachPiece(n: n, columnFloats: pointwise ? 0 : kdim * ohw, ctx) { wp, cp, s0, ns in
+        try forEachPiece(n: n, columnFloats: pointwise ? 0 : kdim * ohw, ctx) { wp, cp, s0, ns in
             for g in 0..<group {
                 var io = akn_gemm_cols()
                 io.per = Int32(ohw)
@@ -362,10 +444,10 @@ struct Conv: Op {
     }
 
     private func gemmBackward(dz: UnsafePointer<Float>, mask: UnsafePointer<Float>?, n: Int, c: Int, h: Int, w: Int, oh: Int, ow: Int, pointwise: Bool,
-                              scale: UnsafePointer<Float>?, dx: UnsafeMutablePointer<Float>, threads: Int, _ ctx: ExecContext) {
+                              scale: UnsafePointer<Float>?, dx: UnsafeMutablePointer<Float>, threads: Int, _ ctx: ExecContext) throws {
         let (mg, kdim, ohw) = (weights.mg, weights.kdim, oh * ow)
         let p = resolvedPads(h, w)
-        forEachPiece(n: n, columnFloats: pointwise ? 0 : kdim * ohw, ctx) { ap, cp, s0, ns in
+        try forEachPiece(n: n, columnFloats: pointwise ? 0 : kdim * ohw, ctx) { ap, cp, s0, ns in
             for g in 0..<group {
                 // columns of W_g^T (scale . dz): one sample's oh*ow positions per sample
                 var io = akn_gemm_cols()
@@ -409,35 +491,84 @@ struct Conv: Op {
     /// flipped form, gathered once per call into pooled scratch.
     private func direct3x3(_ packed: [Float], adjoint: Bool, channelsIn: Int, channelsOut: Int, x: UnsafePointer<Float>,
                            inMask: UnsafePointer<Float>?, inScale: UnsafePointer<Float>?, n: Int, h: Int, w: Int,
-                           ep: Epilogue, y: UnsafeMutablePointer<Float>, threads: Int, _ ctx: ExecContext) {
+                           ep: Epilogue, y: UnsafeMutablePointer<Float>, threads: Int, _ ctx: ExecContext) throws {
         let blocks = (channelsOut + 5) / 6
+        if Conv.usesC16(channelsIn: channelsIn, channelsOut: channelsOut, h: h, w: w) {
+            return try weights.c16(adjoint: adjoint).withUnsafeBufferPointer { wp in
+                try directC16(wp.baseAddress!, channelsIn: channelsIn, channelsOut: channelsOut, x: x, inMask: inMask,
+                              inScale: inScale, n: n, h: h, w: w, ep: ep, y: y, threads: threads, ctx)
+            }
+        }
         guard adjoint else {
-            return packed.withUnsafeBufferPointer { pp in
-                direct3x3(pp.baseAddress!, channelsIn: channelsIn, channelsOut: channelsOut, x: x, inMask: inMask,
+            return try packed.withUnsafeBufferPointer { pp in
+                try direct3x3(pp.baseAddress!, channelsIn: channelsIn, channelsOut: channelsOut, x: x, inMask: inMask,
                           inScale: inScale, n: n, h: h, w: w, ep: ep, y: y, threads: threads, ctx)
             }
         }
-        var adj = ctx.scratch(blocks * channelsIn * 54)
+        if channelsIn * channelsOut * 9 <= ConvWeights.cachedAdjointMaxFloats {
+            return try weights.directAdjoint.withUnsafeBufferPointer { ap in
+                try direct3x3(ap.baseAddress!, channelsIn: channelsIn, channelsOut: channelsOut, x: x, inMask: inMask,
+                          inScale: inScale, n: n, h: h, w: w, ep: ep, y: y, threads: threads, ctx)
+            }
+        }
+        var adj = try ctx.scratch(blocks * channelsIn * 54)
         defer { ctx.recycle(adj) }
-        packed.withUnsafeBufferPointer { pp in
-            adj.withUnsafeMutableBufferPointer { ap in
+        try packed.withUnsafeBufferPointer { pp in
+            try adj.withUnsafeMutableBufferPointer { ap in
                 let (pb, ab) = (pp.baseAddress!, ap.baseAddress!)
                 Parallel.forRanges(blocks, threads: blocks * channelsIn > 4096 ? threads : 1) { r in
                     akn_conv3x3_adjoint_weights(pb, Int32(channelsOut), Int32(channelsIn), Int32(r.lowerBound),
                                                 Int32(r.upperBound), ab)
                 }
-                direct3x3(UnsafePointer(ab), channelsIn: channelsIn, channelsOut: channelsOut, x: x, inMask: inMask,
+                try direct3x3(UnsafePointer(ab), channelsIn: channelsIn, channelsOut: channelsOut, x: x, inMask: inMask,
                           inScale: inScale, n: n, h: h, w: w, ep: ep, y: y, threads: threads, ctx)
+            }
+        }
+    }
+
+    /// Whether a direct 3x3 layer (or its input gradient) runs the channel-blocked kernel: where it
+    /// is faster (akn_conv3x3_c16_preferred) and the layer small enough to keep its weights in that
+    /// layout too. Same results either way (the kernels agree bit for bit).
+    static func usesC16(channelsIn: Int, channelsOut: Int, h: Int, w: Int) -> Bool {
+        channelsIn * channelsOut * 9 <= ConvWeights.cachedAdjointMaxFloats
+            && akn_conv3x3_c16_preferred(Int32(channelsIn), Int32(channelsOut), Int32(h), Int32(w)) != 0
+    }
+
+    /// The direct 3x3 convolution on the channel-blocked kernel: per sample, pad once, then blocks of
+    /// 16 output channels x bands of rows over the threads.
+    private func directC16(_ wb: UnsafePointer<Float>, channelsIn: Int, channelsOut: Int, x: UnsafePointer<Float>,
+                           inMask: UnsafePointer<Float>?, inScale: UnsafePointer<Float>?, n: Int, h: Int, w: Int,
+                           ep: Epilogue, y: UnsafeMutablePointer<Float>, threads: Int, _ ctx: ExecContext) throws {
+        let scratchSize = akn_scratch_size(Int32(channelsIn), Int32(h), Int32(w))
+        var scratch = try ctx.scratch(scratchSize)
+        defer { ctx.recycle(scratch) }
+        let blocks = channelsOut / 16
+        let t = (threads > 1 && channelsIn * channelsOut * h * w > 200_000) ? threads : 1
+        let bands = blocks >= 2 * t ? 1 : min(h, (2 * t + blocks - 1) / blocks)
+        scratch.withUnsafeMutableBufferPointer { sp in
+            let sb = sp.baseAddress!
+            for s in 0..<n {
+                let xs = x + s * channelsIn * h * w, off = s * channelsOut * h * w
+                akn_conv3x3(xs, inMask.map { $0 + s * channelsIn * h * w }, inScale, Int32(channelsIn), Int32(h), Int32(w), wb,
+                            0, 0, 0, 0, 0, nil, nil, nil, 0, y + off, sb, 1, nil)
+                Parallel.forRanges(blocks * bands, threads: t) { r in
+                    for u in r {
+                        let (b, band) = (u / bands, u % bands)
+                        akn_conv3x3_c16(sb, Int32(channelsIn), Int32(h), Int32(w), wb, Int32(b), Int32(b + 1),
+                                        Int32(h * band / bands), Int32(h * (band + 1) / bands), ep.scale, ep.bias,
+                                        ep.residual.map { $0 + off }, ep.relu ? 1 : 0, y + off)
+                    }
+                }
             }
         }
     }
 
     private func direct3x3(_ pb: UnsafePointer<Float>, channelsIn: Int, channelsOut: Int, x: UnsafePointer<Float>,
                            inMask: UnsafePointer<Float>?, inScale: UnsafePointer<Float>?, n: Int, h: Int, w: Int,
-                           ep: Epilogue, y: UnsafeMutablePointer<Float>, threads: Int, _ ctx: ExecContext) {
+                           ep: Epilogue, y: UnsafeMutablePointer<Float>, threads: Int, _ ctx: ExecContext) throws {
         let scratchSize = akn_scratch_size(Int32(channelsIn), Int32(h), Int32(w))
         let tmpSize = akn_tmp_size(Int32(h), Int32(w))
-        var scratch = ctx.scratch(scratchSize)
+        var scratch = try ctx.scratch(scratchSize)
         defer { ctx.recycle(scratch) }
         let blocks = (channelsOut + 5) / 6
         let t = (threads > 1 && channelsIn * channelsOut * h * w > 200_000) ? threads : 1
@@ -471,12 +602,12 @@ struct Conv: Op {
     private func winograd(_ u: [Float], rows: Int, cols: Int, x: UnsafePointer<Float>, inMask: UnsafePointer<Float>?,
                           n: Int, h: Int, w: Int,
                           inScale: UnsafePointer<Float>?, ep: Epilogue, y: UnsafeMutablePointer<Float>, threads: Int,
-                          _ ctx: ExecContext) {
+                          _ ctx: ExecContext) throws {
         let tiles = Int(akn_wino_tiles(Int32(h), Int32(w)))
         let piece = samplesPerPiece(n, floatsPerSample: 36 * (rows + cols) * tiles)
         let perA = akn_gemm_packed_a_size(Int32(rows), Int32(cols))
         let cap = 36 * piece * tiles
-        var v = ctx.scratch(cap * cols), mb = ctx.scratch(cap * rows)
+        var v = try ctx.scratch(cap * cols), mb = try ctx.scratch(cap * rows)
         defer { ctx.recycle(v); ctx.recycle(mb) }
         u.withUnsafeBufferPointer { up in
             v.withUnsafeMutableBufferPointer { vp in

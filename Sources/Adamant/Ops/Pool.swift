@@ -91,7 +91,7 @@ struct Pool: Op {
         let x = inputs[0]
         let outShape = try shapes([x.shape], ShapeEnv(declaredBatch: nil, batch: x.shape[0]))[0]
         if kind == .max && dilations == (1, 1) {
-            var y = ctx.uninitialized(outShape)
+            var y = try ctx.uninitialized(outShape)
             let (h, w, oh, ow) = (x.shape[2], x.shape[3], outShape[2], outShape[3])
             let p = resolved(h, w)
             x.data.withUnsafeBufferPointer { xp in
@@ -125,7 +125,7 @@ struct Pool: Op {
     func backward(_ inputs: [Tensor], _ outputs: [Tensor], _ gradOutputs: [Tensor], needs: [Bool],
                   _ ctx: ExecContext) throws -> [Tensor?] {
         let x = inputs[0], g = gradOutputs[0]
-        var dx = ctx.zeros(x.shape)
+        var dx = try ctx.zeros(x.shape)
         if kind == .max && dilations == (1, 1) {
             let (h, w, oh, ow) = (x.shape[2], x.shape[3], g.shape[2], g.shape[3])
             let p = resolved(h, w)

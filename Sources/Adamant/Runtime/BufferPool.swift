@@ -24,23 +24,71 @@ final class BufferPool: @unchecked Sendable {
     private(set) var allocations = 0
     /// Floats currently held (free) in the pool.
     private(set) var heldFloats = 0
+    /// Floats currently lent out (taken, not yet given back), and the most ever lent at once: a test
+    /// holds the memory estimate of a call against the pool's real peak.
+    private(set) var lentFloats = 0
+    private(set) var peakLentFloats = 0
+    /// The most floats the pool ever held, free and lent together (its footprint: a buffer of a
+    /// new size is allocated even when buffers of other sizes are free).
+    private(set) var peakFootprintFloats = 0
+
+    /// Bytes held free in the pool.
+    var heldBytes: Int { heldFloats * MemoryLayout<Float>.size }
+
+    /// Buffers of at least this many floats are allocated only after a trial allocation succeeds, so
+    /// that memory the system refuses is an error, not an abort (smaller ones cannot plausibly fail).
+    static let checkedAllocationFloats = 16 << 20
 
     init() { pthread_mutex_init(&mutex, nil) }
     deinit { pthread_mutex_destroy(&mutex) }
 
     /// A buffer of `count` floats whose contents are undefined, for a call on `batch` samples.
-    func take(_ count: Int, batch: Int) -> [Float] {
+    /// Fails with ``ErrorKind/resource`` when the system cannot give a new buffer that large.
+    func take(_ count: Int, batch: Int) throws -> [Float] {
         pthread_mutex_lock(&mutex)
         touch(batch)
-        lent[batch, default: [:]][count, default: 0] += 1
         if var list = free[batch]?[count], let a = list.popLast() {
             free[batch]![count] = list.isEmpty ? nil : list
             heldFloats -= count
+            lend(count, batch: batch)
             pthread_mutex_unlock(&mutex)
             return a
         }
-        allocations += 1
         pthread_mutex_unlock(&mutex)
+        let a = try BufferPool.allocate(count)
+        pthread_mutex_lock(&mutex)
+        allocations += 1
+        lend(count, batch: batch)
+        pthread_mutex_unlock(&mutex)
+        return a
+    }
+
+    /// Records a buffer handed out (called with the mutex held).
+    private func lend(_ count: Int, batch: Int) {
+        lent[batch, default: [:]][count, default: 0] += 1
+        lentFloats += count
+        peakLentFloats = max(peakLentFloats, lentFloats)
+        peakFootprintFloats = max(peakFootprintFloats, lentFloats + heldFloats)
+    }
+
+    /// Forgets the peak of lent floats (tests measure one call's peak).
+    func resetPeak() {
+        pthread_mutex_lock(&mutex)
+        peakLentFloats = lentFloats
+        peakFootprintFloats = lentFloats + heldFloats
+        pthread_mutex_unlock(&mutex)
+    }
+
+    /// A new buffer of `count` floats; a large one only after a trial allocation of its size
+    /// succeeded (Swift's allocator aborts the process on failure).
+    static func allocate(_ count: Int) throws -> [Float] {
+        if count >= checkedAllocationFloats {
+            let (bytes, o) = count.multipliedReportingOverflow(by: MemoryLayout<Float>.size)
+            guard !o, let p = malloc(bytes) else {
+                throw fail(.resource, "cannot allocate a buffer of \(count) floats (\(o ? "too many" : byteCount(bytes))): out of memory")
+            }
+            Glibc.free(p)
+        }
         return [Float](unsafeUninitializedCapacity: count) { _, k in k = count }
     }
 
@@ -54,6 +102,7 @@ final class BufferPool: @unchecked Sendable {
         // (else every call would add its buffers and the pool would grow without bound).
         guard let out = lent[batch]?[a.count], out > 0 else { return }
         lent[batch]![a.count] = out - 1
+        lentFloats -= a.count
         touch(batch)
         free[batch, default: [:]][a.count, default: []].append(a)
         heldFloats += a.count
@@ -67,9 +116,17 @@ final class BufferPool: @unchecked Sendable {
         while lastUse.count > BufferPool.maxBatchSizes, let (old, _) = lastUse.min(by: { $0.value < $1.value }) {
             lastUse[old] = nil
             for (count, list) in free[old] ?? [:] { heldFloats -= count * list.count }
+            for (count, n) in lent[old] ?? [:] { lentFloats -= count * n }
             free[old] = nil
             lent[old] = nil
         }
+    }
+
+    /// Floats held free for calls on `batch` samples (tests).
+    func heldFloats(batch: Int) -> Int {
+        pthread_mutex_lock(&mutex)
+        defer { pthread_mutex_unlock(&mutex) }
+        return (free[batch] ?? [:]).reduce(0) { $0 + $1.key * $1.value.count }
     }
 
     /// Drops every held buffer.
@@ -79,29 +136,30 @@ final class BufferPool: @unchecked Sendable {
         lent = [:]
         lastUse = [:]
         heldFloats = 0
+        lentFloats = 0
         pthread_mutex_unlock(&mutex)
     }
 }
 
 extension ExecContext {
     /// A tensor whose every element the op writes before reading, from the session's pool.
-    func uninitialized(_ shape: [Int]) -> Tensor {
-        guard let pool else { return Tensor(uninitialized: shape) }
-        return Tensor(shape: shape, data: pool.take(shape.product, batch: batch))
+    /// Fails with ``ErrorKind/resource`` when the system cannot give the memory (as do the others).
+    func uninitialized(_ shape: [Int]) throws -> Tensor {
+        guard let pool else { return Tensor(shape: shape, data: try BufferPool.allocate(shape.product)) }
+        return Tensor(shape: shape, data: try pool.take(shape.product, batch: batch))
     }
 
     /// A zero-filled tensor, from the session's pool.
-    func zeros(_ shape: [Int]) -> Tensor {
-        guard let pool else { return Tensor(zeros: shape) }
-        var data = pool.take(shape.product, batch: batch)
+    func zeros(_ shape: [Int]) throws -> Tensor {
+        var data = try pool?.take(shape.product, batch: batch) ?? BufferPool.allocate(shape.product)
         data.withUnsafeMutableBufferPointer { p in p.update(repeating: 0) }
         return Tensor(shape: shape, data: data)
     }
 
     /// Scratch floats (contents undefined); hand them back with ``recycle(_:)-([Float])``.
-    func scratch(_ count: Int) -> [Float] {
-        guard let pool else { return [Float](unsafeUninitializedCapacity: count) { _, k in k = count } }
-        return pool.take(count, batch: batch)
+    func scratch(_ count: Int) throws -> [Float] {
+        guard let pool else { return try BufferPool.allocate(count) }
+        return try pool.take(count, batch: batch)
     }
 
     func recycle(_ a: [Float]) { pool?.give(a, batch: batch) }

@@ -25,6 +25,7 @@ struct Executor {
         for (id, t) in graph.constants { values[id] = t }
         values[graph.input] = x
         for (k, n) in graph.nodes.enumerated() {
+            try ctx.checkCancelled(before: n, of: graph.nodes.count, at: k)
             var ins: [Tensor] = []
             ins.reserveCapacity(n.inputs.count)
             var moved: [Tensor] = []
@@ -66,15 +67,16 @@ struct Executor {
     func backward(_ values: [Tensor?], gradOutput: Tensor, _ ctx: ExecContext) throws -> Tensor {
         var grads = [Tensor?](repeating: nil, count: graph.valueNames.count)
         grads[graph.output] = gradOutput
-        for n in graph.nodes.reversed() {
+        for (k, n) in graph.nodes.enumerated().reversed() {
             guard n.outputs.contains(where: { grads[$0] != nil }) else { continue }
+            try ctx.checkCancelled(before: n, of: graph.nodes.count, at: k, backward: true)
             let needs = n.inputs.map { dependsOnInput[$0] }
             guard needs.contains(true) else { continue }
             let ins = n.inputs.map { values[$0]! }
             let outs = n.outputs.map { values[$0]! }
             // The output gradients are moved out (each is read by this node only), so the op holds
             // their only references and may reuse their storage.
-            var gOut = n.outputs.map { grads[$0].take() ?? ctx.zeros(values[$0]!.shape) }
+            var gOut = try n.outputs.map { try grads[$0].take() ?? ctx.zeros(values[$0]!.shape) }
             let gIn: [Tensor?]
             let t0 = Profiler.enabled ? Profiler.now() : 0
             do { gIn = try n.op.backward(ins, outs, consuming: &gOut, needs: needs, ctx) } catch let e as AdamantError {
@@ -109,7 +111,7 @@ struct Executor {
             }
             recycled.forEach(ctx.recycle)
         }
-        return grads[graph.input] ?? ctx.zeros(values[graph.input]!.shape)
+        return try grads[graph.input] ?? ctx.zeros(values[graph.input]!.shape)
     }
 
     /// Hands the values a forward pass kept (for ``backward(_:gradOutput:_:)``) back to the pool,

@@ -16,6 +16,12 @@ public struct ModelInfo: Sendable {
     public var flopsPerSample: Int
     public var batchNormNodes: Int
     public var preprocessing: Preprocessing
+    /// Bytes the loaded weights take as adamant stores them (``Model/weightBytes``).
+    public var weightBytes: Int = 0
+    /// The memory cap given at load, bytes (nil = none).
+    public var memoryLimit: Int? = nil
+    /// Estimated activation bytes of a one-image predict and gradient (``Model/activationBytes(batch:kind:threads:)``).
+    public var activationBytesPerImage: (predict: Int, gradient: Int) = (0, 0)
 
     /// The summary as a JSON object.
     public var json: String {
@@ -43,6 +49,7 @@ public struct ModelInfo: Sendable {
             "\"parameters\":\(parameters)",
             "\"flops_per_sample\":\(flopsPerSample)",
             "\"batchnorm_nodes\":\(batchNormNodes)",
+            "\"memory\":{\"weight_bytes\":\(weightBytes),\"memory_limit\":\(memoryLimit.map(String.init) ?? "null"),\"predict_bytes_batch1\":\(activationBytesPerImage.predict),\"gradient_bytes_batch1\":\(activationBytesPerImage.gradient)}",
             "\"preprocessing\":{\"mean\":\(floats(preprocessing.mean)),\"std\":\(floats(preprocessing.std)),\"pixel_range\":[\(preprocessing.pixelMin),\(preprocessing.pixelMax)]}",
         ].joined(separator: ",") + "}"
     }
@@ -66,9 +73,13 @@ extension Model {
         }
         params += graph.bnNodes.reduce(0) { $0 + 2 * $1.channels }  // BN affine parameters
         params += graph.constants.values.reduce(0) { $0 + $1.count }
-        return ModelInfo(inputName: graph.inputName, inputShape: inputShape, declaredBatch: graph.declaredBatch,
-                         numClasses: numClasses, domains: domains, defaultDomain: domains[defaultDomain], opset: opset,
-                         ops: counts.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }, parameters: params,
-                         flopsPerSample: flops, batchNormNodes: graph.bnNodes.count, preprocessing: preprocessing)
+        var info = ModelInfo(inputName: graph.inputName, inputShape: inputShape, declaredBatch: graph.declaredBatch,
+                             numClasses: numClasses, domains: domains, defaultDomain: domains[defaultDomain], opset: opset,
+                             ops: counts.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }, parameters: params,
+                             flopsPerSample: flops, batchNormNodes: graph.bnNodes.count, preprocessing: preprocessing)
+        info.weightBytes = weightBytes
+        info.memoryLimit = memoryLimit
+        info.activationBytesPerImage = (activationBytes(batch: 1, kind: .predict), activationBytes(batch: 1, kind: .gradient))
+        return info
     }
 }

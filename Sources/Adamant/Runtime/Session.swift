@@ -38,6 +38,18 @@ public final class Session {
     /// Frees the buffers kept for the next call (they are allocated again when needed).
     public func releaseMemory() { pool.removeAll() }
 
+    /// Asked between ops of every forward and backward pass (so within one op of any predict,
+    /// gradient or attack step); answering true ends the call with an ``ErrorKind/cancelled`` error.
+    /// It may be called from the session's worker threads at once: it must be thread-safe (the C ABI
+    /// reads an atomic flag set by adm_context_cancel).
+    public var shouldCancel: (() -> Bool)?
+
+    /// The most floats the session's pool has lent out at once since ``resetPeakMemory()`` (tests).
+    var peakPooledFloats: Int { pool.peakLentFloats }
+    /// The most floats the pool has held (free + lent) since ``resetPeakMemory()``: its footprint.
+    var peakPoolFootprint: Int { pool.peakFootprintFloats }
+    func resetPeakMemory() { pool.resetPeak() }
+
     /// Checks a pixel batch's length and returns its batch tensor after normalization.
     func normalizedInput(_ x: UnsafeBufferPointer<Float>, batch: Int) throws -> Tensor {
         try checkInputLength(x.count, batch: batch)
@@ -85,7 +97,7 @@ public final class Session {
     func context(domain: Int, batch: Int, calibration: CalibrationRecorder? = nil, threads: Int = 1) throws -> ExecContext {
         try model.checkDomain(domain)
         return ExecContext(bn: model.bn[domain], declaredBatch: model.graph.declaredBatch, batch: batch,
-                           calibration: calibration, threads: threads, pool: pool)
+                           calibration: calibration, threads: threads, pool: pool, shouldCancel: shouldCancel)
     }
 
     /// Runs `body` over the batch in pieces of samples small enough that a piece's activations stay in
@@ -125,6 +137,7 @@ public final class Session {
 
     /// Logits [batch, classes] for pixel-space images through BN `domain`.
     public func predict(_ x: UnsafeBufferPointer<Float>, batch: Int, domain: Int) throws -> [Float] {
+        try checkMemory(batch: batch, kind: .predict)
         let t = try normalizedInput(x, batch: batch)
         return try logits(t, domain: domain)
     }
@@ -153,6 +166,7 @@ public final class Session {
     /// Per-sample losses and their gradients with respect to the pixel-space input.
     public func gradient(_ x: UnsafeBufferPointer<Float>, batch: Int, labels: [Int64], loss: Loss, domain: Int) throws
         -> (loss: [Float], gradient: [Float], logits: [Float]) {
+        try checkMemory(batch: batch, kind: .gradient)
         let t = try normalizedInput(x, batch: batch)
         return try gradient(normalized: t, labels: labels, loss: loss, domain: domain)
     }
@@ -169,6 +183,7 @@ public final class Session {
     public func gradient(_ x: [Float], batch: Int, labels: [Int64], targets: [Int64]?, loss: Loss, domain: Int) throws
         -> (loss: [Float], gradient: [Float], logits: [Float]) {
         try checkLossTargets(loss, targets, batch: batch)
+        try checkMemory(batch: batch, kind: .gradient)
         return try x.withUnsafeBufferPointer { p in
             let t = try normalizedInput(p, batch: batch)
             return try gradient(normalized: t, labels: labels, loss: loss, domain: domain, targets: targets)
@@ -212,6 +227,7 @@ public final class Session {
     /// `gradLogits` holds batch x classes finite floats.
     public func vjp(_ x: UnsafeBufferPointer<Float>, batch: Int, gradLogits: UnsafeBufferPointer<Float>, domain: Int) throws
         -> (gradient: [Float], logits: [Float]) {
+        try checkMemory(batch: batch, kind: .gradient)
         let t = try normalizedInput(x, batch: batch)
         let k = model.numClasses
         guard gradLogits.count == batch * k else {

@@ -22,6 +22,7 @@ typedef struct aio_image {
     size_t channels; /**< always 3 */
     size_t height;
     size_t width;
+    int grayscale;   /**< 1 when the file held one gray channel (replicated to R, G and B), else 0 */
 } aio_image;
 
 /**

@@ -48,8 +48,36 @@ void akn_conv3x3(const float *x, const float *in_mask, const float *in_scale, in
  */
 void akn_conv3x3_adjoint_weights(const float *packed, int cf, int mf, int b0, int b1, float *out);
 
+/**
+ * The channel-blocked direct 3x3 kernel: 16 output channels (one vector) x up to 16 positions of one
+ * output row in registers (4 on AVX2 and portable C), so no lane computes padding columns or missing
+ * channels. The same arithmetic as akn_conv3x3, bit for bit, so a layer may run either. `xp` is the
+ * padded input akn_conv3x3 builds in its scratch (pad_input = 1, m1 = m0); `wb` holds
+ * akn_conv3x3_c16_weights. Computes rows [y0, y1) of the blocks [cb0, cb1) of 16 output channels of
+ * y (one sample, [16 * blocks][H][W]), with akn_conv3x3's optional epilogue.
+ */
+void akn_conv3x3_c16(const float *xp, int c, int h, int w, const float *wb, int cb0, int cb1, int y0, int y1,
+                     const float *scale, const float *bias, const float *res, int relu, float *y);
+
+/** Whether akn_conv3x3_c16 beats akn_conv3x3 for c inputs, m outputs, h x w, on the ISA in force. */
+int akn_conv3x3_c16_preferred(int c, int m, int h, int w);
+
+/**
+ * Blocks [b0, b1) of the channel-blocked weights, [rows/16][cols][3][3][16], gathered from a 3x3
+ * convolution's GEMM-packed forward panels (m outputs, c inputs). Forward (adjoint = 0): rows = m
+ * (a multiple of 16), cols = c. Adjoint (the input gradient): rows = c (a multiple of 16), cols = m,
+ * the kernel transposed and flipped. Whole: rows * cols * 9 floats.
+ */
+void akn_conv3x3_c16_weights(const float *packed, int m, int c, int adjoint, int b0, int b1, float *out);
+
 /** ReLU backward: out[i] = y[i] > 0 ? g[i] : 0 (y: the ReLU's input or output; out may be g). */
 void akn_relu_mask(const float *y, const float *g, float *out, size_t n);
+
+/**
+ * One L-infinity PGD step, fused: adv = clip(clip(adv + step * sign(g), x0 - eps, x0 + eps), lo, hi)
+ * elementwise (sign(0) = sign(NaN) = 0; step carries the attack's direction).
+ */
+void akn_pgd_linf_step(float *adv, const float *x0, const float *g, size_t n, float step, float eps, float lo, float hi);
 
 /** acc[i] += x[i] (gradient accumulation). */
 void akn_add_inplace(float *acc, const float *x, size_t n);

@@ -19,6 +19,8 @@ typedef struct ox_tensor ox_tensor; /**< a borrowed onnx::TensorProto (lives as 
 
 /** Parses serialized ModelProto bytes. */
 int ox_parse(const void *data, size_t len, ox_model **out, char *err, size_t err_len);
+/** The same, streamed from an open file (read to its end in small blocks, never held whole). */
+int ox_parse_fd(int fd, ox_model **out, char *err, size_t err_len);
 /** Frees a model (NULL allowed). */
 void ox_free(ox_model *m);
 /**
@@ -53,6 +55,9 @@ int64_t ox_output_dim(const ox_model *m, size_t i, size_t d);
 /* Initializers. */
 size_t ox_initializer_count(const ox_model *m);
 const ox_tensor *ox_initializer(const ox_model *m, size_t i);
+/** Frees the data of initializer i (raw_data and the typed fields) once it has been converted:
+ * loading then never holds the file's weights twice. Its name, type and dims stay. */
+void ox_initializer_release_data(ox_model *m, size_t i);
 
 /* Nodes. */
 size_t ox_node_count(const ox_model *m);
@@ -89,6 +94,9 @@ int64_t ox_tensor_dim(const ox_tensor *t, size_t d);
 int ox_tensor_numel(const ox_tensor *t, size_t *out, char *err, size_t err_len);
 /** Converts the data (float, double, int32, int64, ...) to float; n must equal numel. */
 int ox_tensor_to_float(const ox_tensor *t, float *out, size_t n, char *err, size_t err_len);
+/** A FLOAT tensor's raw little-endian data holding at least n floats, or NULL (other types, typed
+ * fields): callers may copy it themselves, e.g. on several threads. Unaligned: copy with memcpy. */
+const float *ox_tensor_raw_floats(const ox_tensor *t, size_t n);
 /** Converts integer data to int64; n must equal numel. */
 int ox_tensor_to_int64(const ox_tensor *t, int64_t *out, size_t n, char *err, size_t err_len);
 

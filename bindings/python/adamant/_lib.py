@@ -68,6 +68,7 @@ class adm_load_options(Structure):
         ("pixel_min", c_float),
         ("pixel_max", c_float),
         ("default_domain", c_char_p),
+        ("memory_limit", c_size_t),
     ]
 
 

@@ -241,7 +241,8 @@ def _floats(v):
 
 
 def load(source: Source, mean: Optional[Sequence[float]] = None, std: Optional[Sequence[float]] = None,
-         pixel_range: Optional[Tuple[float, float]] = None, default_domain: Optional[str] = None) -> "Model":
+         pixel_range: Optional[Tuple[float, float]] = None, default_domain: Optional[str] = None,
+         memory_limit: Optional[int] = None) -> "Model":
     """Loads a model.
 
     Args:
@@ -259,12 +260,19 @@ def load(source: Source, mean: Optional[Sequence[float]] = None, std: Optional[S
         pixel_range: ``(lo, hi)`` valid pixel range attacks clip to, or None to
             keep the stored one (default ``(0, 1)``).
         default_domain: name of the domain used when none is given.
+        memory_limit: bytes (int > 0) capping the model's weights plus the
+            activations of any one call (estimated from the plan for its batch,
+            checked before allocating); None = no cap. Loading fails with
+            :class:`ResourceError` when the weights alone exceed it, and so does
+            a predict / gradient / attack whose batch would push past it (split
+            the batch). ``model.info()["memory"]`` gives the weights' bytes and
+            a one-image call's estimate.
 
     Returns:
         :class:`Model`
 
     Raises:
-        AdamantIOError, ParseError, UnsupportedError, DomainError, InvalidArgument.
+        AdamantIOError, ParseError, UnsupportedError, DomainError, InvalidArgument, ResourceError.
     """
     opts = L.adm_load_options()
     LIB.adm_load_options_default(byref(opts))
@@ -287,6 +295,12 @@ def load(source: Source, mean: Optional[Sequence[float]] = None, std: Optional[S
         if not isinstance(default_domain, str):
             raise InvalidArgument("default_domain must be a domain name (str), got %r" % (default_domain,))
         opts.default_domain = default_domain.encode()
+    if memory_limit is not None:
+        if isinstance(memory_limit, bool) or not isinstance(memory_limit, (int, np.integer)) or memory_limit <= 0:
+            raise InvalidArgument("memory_limit must be a positive number of bytes (int), got %r" % (memory_limit,))
+        if memory_limit >= 2 ** 63:
+            raise InvalidArgument("memory_limit must be below 2**63 bytes, got %d" % memory_limit)
+        opts.memory_limit = int(memory_limit)
 
     out = ctypes.c_void_p()
     if isinstance(source, dict) or (isinstance(source, (list, tuple)) and source
@@ -486,9 +500,10 @@ class Model(_Closeable):
     def cancel(self) -> None:
         """Stops the attacks running on this model in any thread (call it from another thread).
 
-        Each running :meth:`pgd` / :meth:`fgsm` / :meth:`evaluate` call stops within one PGD step
-        and raises :class:`CancelledError`. A cancel that arrives while no call runs has no
-        effect on later calls. Inference and gradients are single passes and are not interrupted.
+        Each running call (:meth:`predict`, :meth:`gradient`, :meth:`pgd`, :meth:`apgd`, ...)
+        stops between two ops of its forward or backward pass (attacks: within one step) and
+        raises :class:`CancelledError`. A cancel that arrives while no call runs has no effect
+        on later calls.
         """
         self._h()
         with self._contexts_lock:

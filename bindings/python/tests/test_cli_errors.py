@@ -70,6 +70,9 @@ BAD_VALUES = [
     (PREDICT + ["--pixel-range", "1,0"], "--pixel-range", "1,0"),
     (PREDICT + ["--pixel-range", "0,inf"], "--pixel-range", "inf"),
     (PREDICT + ["--default-domain", "nope"], "--default-domain", "'nope' is not among the model's domains: default"),
+    (PREDICT + ["--memory-limit", "abc"], "--memory-limit", "abc"),
+    (PREDICT + ["--memory-limit", "0"], "--memory-limit", "'0'"),
+    (PREDICT + ["--memory-limit", "-5M"], "--memory-limit", "-5M"),
     # attack settings (eval, attack, calibrate share them)
     (EVAL + ["--eps", "1e-45"], "--eps", "too small"),
     (EVAL + ["--eps", "0"], "--eps", "positive"),
@@ -224,3 +227,59 @@ def test_good_runs_exit_0_and_write_json(tmp_path):
             "--domain", "adv=" + ADV, "--batch-size", "3", "--limit=6")
     assert r.returncode == 0, r.stderr[-500:]
     assert out.exists()
+
+
+# ---- images that do not fit the model (issue #8) ---------------------------------------------
+
+def _png(path, pixels, mode):
+    from PIL import Image
+    Image.fromarray(pixels, mode).save(path)
+    return str(path)
+
+
+def _top_logits(tmp_path, image, *extra):
+    out = tmp_path / ("%s.json" % os.path.basename(image))
+    r = run("predict", MODEL, image, "--json", str(out), *extra)
+    assert r.returncode == 0, r.stderr[-600:]
+    import json
+    return json.loads(out.read_text())[0]["top"], r
+
+
+def test_wrong_size_image_is_an_error_naming_file_and_size(tmp_path):
+    import numpy as np
+    rng = np.random.default_rng(0)
+    tiny = _png(tmp_path / "tiny.png", rng.integers(0, 256, (1, 1, 3), dtype=np.uint8), "RGB")
+    wide = _png(tmp_path / "wide.png", rng.integers(0, 256, (20, 40, 3), dtype=np.uint8), "RGB")
+    good = _png(tmp_path / "good.png", rng.integers(0, 256, (32, 32, 3), dtype=np.uint8), "RGB")
+    expect(DATAERR, ["predict", MODEL, tiny], "tiny.png", "1x1 pixels", "expects 32x32", "--resize")
+    expect(DATAERR, ["predict", MODEL, good, wide], "wide.png", "40x20 pixels", "expects 32x32", absent=["good.png"])
+    expect(DATAERR, ["attack", MODEL, wide, "--steps", "1", "-o", str(tmp_path / "adv")], "wide.png", "--resize")
+    # --resize scales them (bilinear): they run, and an image of the right size is left as it is
+    for image in (tiny, wide):
+        r = run("predict", MODEL, image, "--resize")
+        assert r.returncode == 0, r.stderr[-600:]
+    assert _top_logits(tmp_path, good)[0] == _top_logits(tmp_path, good, "--resize")[0]
+    r = run("attack", MODEL, wide, "--resize", "--steps", "1", "-o", str(tmp_path / "adv"))
+    assert r.returncode == 0, r.stderr[-600:]
+
+
+def test_grayscale_image_is_replicated_with_a_warning(tmp_path):
+    import numpy as np
+    g = np.random.default_rng(1).integers(0, 256, (32, 32), dtype=np.uint8)
+    gray = _png(tmp_path / "gray.png", g, "L")
+    rgb = _png(tmp_path / "rgb.png", np.stack([g, g, g], axis=-1), "RGB")
+    top_gray, r = _top_logits(tmp_path, gray)
+    assert "warning" in r.stderr and "gray.png" in r.stderr and "grayscale" in r.stderr, r.stderr
+    top_rgb, r2 = _top_logits(tmp_path, rgb)
+    assert "grayscale" not in r2.stderr, r2.stderr
+    assert top_gray == top_rgb  # R = G = B: the same pixels as the RGB file
+    # a 1x1 grayscale PNG: the size error wins (named), the warning still says what was read
+    tiny = _png(tmp_path / "tinygray.png", g[:1, :1], "L")
+    expect(DATAERR, ["predict", MODEL, tiny], "tinygray.png", "1x1 pixels", "--resize")
+
+
+def test_memory_limit_option(tmp_path):
+    expect(1, PREDICT + ["--memory-limit", "1K"], "memory limit", "weights")
+    r = expect(1, PREDICT + ["--memory-limit", "2M"], "memory limit", "predict on a batch of 4")
+    r = run(*(PREDICT + ["--memory-limit", "1G"]))
+    assert r.returncode == 0, r.stderr[-600:]

@@ -1,6 +1,8 @@
-"""Issue #8 through the Python binding: context limits (ResourceError), cancellation from another
-thread (CancelledError), non-finite pixels, targets given to an untargeted attack, and messages
-(size_t values printed unsigned, an unknown default domain named with the model's domains)."""
+"""Issue #8 through the Python binding: context limits (ResourceError), the memory cap given at load
+(memory_limit), memory the machine cannot give (ResourceError, not an abort), cancellation of
+attacks, predict and gradient from another thread (CancelledError), non-finite pixels, targets given
+to an untargeted attack, and messages (size_t values printed unsigned, an unknown default domain
+named with the model's domains)."""
 import os
 import subprocess
 import sys
@@ -258,3 +260,113 @@ def test_unknown_default_domain_names_the_models_domains():
     with pytest.raises(adamant.DomainError) as e:
         adamant.load(example_or_shared_mbn8("clean"), default_domain="nope")
     assert "'nope' is not among the model's domains: default" in str(e.value), str(e.value)
+
+
+# ---- memory cap at load (memory_limit) ------------------------------------------------------
+
+def test_memory_limit_below_the_weights_fails_to_load():
+    path = example_or_shared_mbn8("clean")
+    weights = adamant.load(path).info()["memory"]["weight_bytes"]
+    assert weights > 300_000
+    with pytest.raises(adamant.ResourceError, match="above the memory limit") as e:
+        adamant.load(path, memory_limit=weights - 1)
+    assert e.value.function == "adm_model_load" and str(weights - 1) in str(e.value)
+    m = adamant.load(path, memory_limit=weights + (64 << 20))
+    info = m.info()["memory"]
+    assert info["memory_limit"] == weights + (64 << 20) and info["weight_bytes"] == weights
+    assert 0 < info["predict_bytes_batch1"] <= info["gradient_bytes_batch1"]
+    assert adamant.load(path).info()["memory"]["memory_limit"] is None
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, "1G", True, 2 ** 64])
+def test_memory_limit_rejects_bad_values(bad):
+    with pytest.raises(adamant.InvalidArgument, match="memory_limit"):
+        adamant.load(example_or_shared_mbn8("clean"), memory_limit=bad)
+
+
+def test_calls_past_the_memory_limit_fail_before_allocating(x4):
+    """A cap with room for small batches: a 2000-image call is refused up front; split, it runs."""
+    path = example_or_shared_mbn8("clean")
+    m = adamant.load(path, memory_limit=24 << 20)
+    rng = np.random.default_rng(3)
+    x = rng.random((2000, 3, 32, 32), dtype=np.float32)
+    y = np.arange(2000) % 10
+    with pytest.raises(adamant.ResourceError, match="predict on a batch of 2000 needs about .* memory limit"):
+        m.predict(x)
+    with pytest.raises(adamant.ResourceError, match="gradient on a batch of 2000"):
+        m.gradient(x, y)
+    with pytest.raises(adamant.ResourceError, match="attack on a batch of 2000"):
+        m.pgd(x, y, steps=1)
+    ref = adamant.load(path).predict(x[:64])
+    np.testing.assert_array_equal(m.predict(x[:64], batch_size=16), ref)  # chunks within the cap run
+    assert m.gradient(x4, [0, 1, 2, 3])[1].shape == x4.shape
+
+
+def test_unallocatable_activations_are_an_error_not_an_abort(tmp_path):
+    """700,000 images with consistent lengths but a 4-image buffer and no context limits: the input's
+    copies could be had, a gradient's working set could not: ResourceError before the buffer is read."""
+    code = r"""
+import ctypes, sys
+import numpy as np
+sys.path.insert(0, sys.argv[1])
+import adamant
+from adamant import _lib as L
+m = adamant.load(sys.argv[2])
+m.set_limits(max_batch=0, max_input_bytes=0)
+ctx = m._ctx()
+per = int(np.prod(m.input_shape))
+x = np.zeros(4 * per, np.float32)
+y = np.zeros(4, np.int64)
+big = 700000
+FP, IP = ctypes.POINTER(ctypes.c_float), ctypes.POINTER(ctypes.c_int64)
+try:
+    L.LIB.adm_gradient(ctx, 0, 0, x.ctypes.data_as(FP), big * per, big, y.ctypes.data_as(IP), big, None, 0, None, 0)
+    print("NO ERROR")
+except adamant.ResourceError as e:
+    print("RESOURCE", e)
+print("ALIVE", m.predict(x.reshape(4, *m.input_shape)).shape)
+"""
+    with open("/proc/meminfo") as f:
+        avail = [int(l.split()[1]) * 1024 for l in f if l.startswith("MemAvailable:")][0]
+    if avail > (40 << 30):
+        pytest.skip("more than 40 GB available: 700,000 images' gradient might fit")
+    r = subprocess.run([sys.executable, "-c", code, BINDINGS, example_or_shared_mbn8("clean")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, (r.returncode, r.stderr[-800:])
+    lines = r.stdout.strip().splitlines()
+    assert lines[0].startswith("RESOURCE") and "available" in lines[0], lines
+    assert lines[1] == "ALIVE (4, 10)", lines
+
+
+# ---- predict and gradient cancelled from another thread ---------------------------------------
+
+@pytest.mark.parametrize("call", ["predict", "gradient"])
+def test_cancel_a_long_predict_or_gradient(model, call):
+    rng = np.random.default_rng(4)
+    x = rng.random((2048, 3, 32, 32), dtype=np.float32)  # seconds of work
+    y = np.arange(2048) % 10
+    result = {}
+
+    def run():
+        t0 = time.monotonic()
+        try:
+            model.predict(x) if call == "predict" else model.gradient(x, y)
+            result["outcome"] = "finished"
+        except adamant.CancelledError as e:
+            result["outcome"] = e
+        result["seconds"] = time.monotonic() - t0
+
+    t = threading.Thread(target=run)
+    t.start()
+    deadline = time.monotonic() + 60
+    while t.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.002)
+        model.cancel()
+    t.join(120)
+    assert not t.is_alive()
+    e = result["outcome"]
+    assert isinstance(e, adamant.CancelledError), e
+    assert e.status == 9 and "cancelled" in str(e)
+    assert e.function == ("adm_predict" if call == "predict" else "adm_gradient")
+    assert result["seconds"] < 30
+    assert model.predict(x[:4]).shape == (4, 10)  # the next call runs

@@ -176,8 +176,8 @@ def test_torchattacks_pgd_agrees_with_adamant_pgd(mbn8, net, cifar500):
 def test_torchattacks_autoattack_standard(mbn8, net, cifar500):
     """AutoAttack (standard) through the bridge, 100 images, adv domain: at most PGD-10's accuracy.
 
-    About 4 minutes of CPU on 2 cores (Square's 5,000 queries and FAB-T's 9 targets dominate);
-    marked slow, and still run by `make test`."""
+    25 s on an idle 2-core machine, minutes when the cores are shared (Square's 5,000 queries and
+    FAB-T's 9 targets dominate); marked slow, and still run by `make test`."""
     x, y = cifar500
     x, y = x[:100], y[:100]
     pgd_acc = _accuracy(mbn8, mbn8.pgd(x, y, eps=EPS, alpha=ALPHA, steps=10, domain="adv", seed=0), y)

@@ -1,0 +1,275 @@
+import CKernels
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What a call on a ``Session`` does, for its memory estimate.
+public enum CallKind: Sendable {
+    /// One forward pass (adm_predict).
+    case predict
+    /// A forward pass that keeps every activation, then the backward pass (adm_gradient).
+    case gradient
+    /// Gradients over and over plus the attack's own per-image state (PGD, APGD, AutoAttack-lite).
+    case attack
+
+    var name: String {
+        switch self { case .predict: return "predict"; case .gradient: return "gradient"; case .attack: return "attack" }
+    }
+}
+
+/// Activation memory of one plan (one BN domain's executor) from a simulation of the executor over
+/// the shapes at load. The session's pool reuses a buffer only for the same element count and keeps
+/// every buffer it allocated until the call ends, so what a pass holds is, per size, the most
+/// buffers of that size alive at once: values alive at each node of a forward pass (inputs read for
+/// the last time are released after the node, as the executor does; in-place reuse is ignored, so
+/// this errs high); for a gradient every forward value (kept for the backward pass) plus, per size,
+/// the most gradients alive at once during the backward pass. Kernel scratch comes from the
+/// convolutions' own formulas (``Conv/scratchCounts(input:n:backward:)``) for the piece size.
+struct MemoryPlan {
+    /// Floats per sample the pool holds after a forward pass (no values kept).
+    let forwardFloats: Int
+    /// Floats per sample after a gradient (forward values kept + backward gradients).
+    let gradientFloats: Int
+    /// Every convolution with its per-sample input shape (for scratch).
+    let convs: [(op: Conv, input: [Int])]
+
+    init(_ e: Executor, shapes: [[Int]?]) {
+        let g = e.graph
+        func size(_ v: Int) -> Int {
+            guard g.constants[v] == nil, let s = shapes[v] else { return 0 }
+            return Array(s.dropFirst()).product
+        }
+        func add(_ a: Int, _ b: Int) -> Int { let (r, o) = a.addingReportingOverflow(b); return o ? Int.max : r }
+        func footprint(_ most: [Int: Int]) -> Int {
+            most.reduce(0) { add($0, $1.key.multipliedReportingOverflow(by: $1.value).overflow ? Int.max : $1.key * $1.value) }
+        }
+        let sizes = g.valueNames.indices.map(size)
+        // Forward, values released after their last reader; the graph input is the caller's.
+        var live: [Int: Int] = [:], most: [Int: Int] = [:]
+        var kept = 0
+        for (k, n) in g.nodes.enumerated() {
+            for o in n.outputs where sizes[o] > 0 {
+                live[sizes[o], default: 0] += 1
+                most[sizes[o]] = max(most[sizes[o]] ?? 0, live[sizes[o]]!)
+                kept = add(kept, sizes[o])
+            }
+            for i in Set(n.inputs) where e.lastUse[i] == k && i != g.input && sizes[i] > 0 { live[sizes[i]]! -= 1 }
+        }
+        forwardFloats = footprint(most)
+        // Backward: a value's gradient lives from its first reader (in reverse order) to the node that
+        // produced it; each node allocates its inputs' gradients while its outputs' are still held.
+        var grads = Set<Int>([g.output])
+        var held: [Int: Int] = [sizes[g.output]: 1], gmost = held
+        func hold(_ v: Int) {
+            held[sizes[v], default: 0] += 1
+            gmost[sizes[v]] = max(gmost[sizes[v]] ?? 0, held[sizes[v]]!)
+        }
+        for n in g.nodes.reversed() {
+            guard n.outputs.contains(where: { grads.contains($0) }) else { continue }
+            let needed = Set(n.inputs.filter { e.dependsOnInput[$0] && g.constants[$0] == nil })
+            guard !needed.isEmpty else { continue }
+            for o in n.outputs where !grads.contains(o) { hold(o); grads.insert(o) }  // zero-filled
+            for i in needed { hold(i) }  // fresh (an existing one is accumulated into, then freed)
+            for o in n.outputs where grads.remove(o) != nil { held[sizes[o]]! -= 1 }
+            for i in needed where !grads.insert(i).inserted { held[sizes[i]]! -= 1 }
+        }
+        gradientFloats = add(kept, footprint(gmost))
+        convs = g.nodes.compactMap { n in
+            guard let c = n.op as? Conv, let s = shapes[n.inputs[0]], s.count == 4 else { return nil }
+            return (c, Array(s.dropFirst()))
+        }
+    }
+
+    /// Floats the pool holds after one pass of `kind` on a piece of `n` samples: values (per size)
+    /// plus the distinct scratch buffers of the convolutions.
+    func pieceFloats(_ n: Int, gradient: Bool) -> Int {
+        let (values, o) = n.multipliedReportingOverflow(by: gradient ? gradientFloats : forwardFloats)
+        guard !o else { return Int.max }
+        var scratch = Set<Int>()
+        for (c, s) in convs { c.scratchCounts(input: s, n: n, backward: gradient).forEach { scratch.insert($0) } }
+        let (total, o2) = values.addingReportingOverflow(scratch.reduce(0, +))
+        return o2 ? Int.max : total
+    }
+}
+
+/// A byte count with its exact value when rounded: "64.3 MB (67446400 bytes)", "1000 bytes".
+func exactBytes(_ n: Int) -> String { n >= 1024 && n < Int.max ? "\(byteCount(n)) (\(n) bytes)" : byteCount(n) }
+
+/// A number of bytes for a person: "1.5 GB", "12.0 MB", "512 bytes".
+public func byteCount(_ n: Int) -> String {
+    if n == Int.max { return "more than 9.2 EB" }
+    let units = [(1 << 30, "GB"), (1 << 20, "MB"), (1 << 10, "KB")]
+    for (u, name) in units where n >= u { return "\(Double(Int(Double(n) / Double(u) * 10)) / 10) \(name)" }
+    return "\(n) bytes"
+}
+
+extension Model {
+    /// Bytes the loaded model holds: packed weights (and the Winograd forms of the layers that use
+    /// them and the adjoint panels small direct layers keep, built on first use, counted from the
+    /// start), biases and per-domain BN scales and shifts,
+    /// constants and BN parameters. An estimate from the plan, used by ``LoadOptions/memoryLimit``.
+    static func weightBytes(graph: Graph, plans: [Executor], bn: [[BNParams]], shapes: [[Int]?]) -> Int {
+        var floats = 0
+        var seen = Set<ObjectIdentifier>(), extras = Set<ObjectIdentifier>()
+        func add(_ n: Int) { let (r, o) = floats.addingReportingOverflow(n); floats = o ? Int.max : r }
+        for (gi, g) in ([graph] + plans.map(\.graph)).enumerated() {
+            for n in g.nodes {
+                switch n.op {
+                case let c as Conv:
+                    add((c.bias?.count ?? 0) + (c.scale?.count ?? 0))
+                    if seen.insert(ObjectIdentifier(c.weights)).inserted { add(c.weights.forward.count) }
+                    // The forms built on first use, once per weight (the plans share the base graph's).
+                    guard gi > 0, extras.insert(ObjectIdentifier(c.weights)).inserted else { continue }
+                    if let s = shapes[n.inputs[0]], s.count == 4, c.algorithm(s[2], s[3]) == .winograd {
+                        let packed = akn_gemm_packed_a_size(Int32(c.outChannels), Int32(c.inPerGroup))
+                        let adjoint = akn_gemm_packed_a_size(Int32(c.inPerGroup), Int32(c.outChannels))
+                        add(36 &* (packed &+ adjoint))
+                    }
+                    if let s = shapes[n.inputs[0]], s.count == 4, c.algorithm(s[2], s[3]) == .direct3x3,
+                       c.outChannels &* c.inPerGroup &* 9 <= ConvWeights.cachedAdjointMaxFloats {
+                        add((c.inPerGroup + 5) / 6 * c.outChannels * 54)  // the kept adjoint panels (small layers)
+                        // and the channel-blocked kernel's copies, forward and adjoint, where it runs
+                        if Conv.usesC16(channelsIn: c.inPerGroup, channelsOut: c.outChannels, h: s[2], w: s[3]) {
+                            add(c.outChannels &* c.inPerGroup &* 9)
+                        }
+                        if Conv.usesC16(channelsIn: c.outChannels, channelsOut: c.inPerGroup, h: s[2], w: s[3]) {
+                            add(c.outChannels &* c.inPerGroup &* 9)
+                        }
+                    }
+                case let d as Gemm:
+                    if seen.insert(ObjectIdentifier(d.weights)).inserted { add(d.weights.forward.count) }
+                    add(d.c?.count ?? 0)
+                case let d as MatMul:
+                    if seen.insert(ObjectIdentifier(d.weights)).inserted { add(d.weights.forward.count) }
+                default:
+                    if gi == 0 { add(n.op.parameterCount) }
+                }
+            }
+        }
+        for t in graph.constants.values { add(t.count) }
+        for domain in bn { for p in domain { add(p.scale.count + p.bias.count + p.mean.count + p.variance.count) } }
+        let (bytes, o) = floats.multipliedReportingOverflow(by: MemoryLayout<Float>.size)
+        return o ? Int.max : bytes
+    }
+
+    /// Estimated bytes of activations, gradients, scratch and working copies one `kind` call on
+    /// `batch` images needs on a session (on top of ``weightBytes``), from the plan: the batch runs
+    /// in pieces over `threads` threads as ``Session`` splits it, each piece's buffers as
+    /// ``MemoryPlan`` simulates the pool, plus per-thread kernel scratch and the call's own copies of
+    /// the input (normalized input, pieces, gradient, attack state). Int.max when it overflows.
+    public func activationBytes(batch: Int, kind: CallKind, threads: Int? = nil) -> Int {
+        guard batch >= 1 else { return 0 }
+        let threads = max(1, threads ?? Parallel.threads)
+        let plan = memoryPlan
+        let gradient = kind != .predict
+        // Pieces as Session.chunked splits the batch: `count` pieces of floor(batch / count) or one
+        // more samples, run by `workers` threads. The pool holds, per piece size, the buffers of as
+        // many pieces as run at once.
+        let piece = max(1, cacheFriendlyBatch)
+        let pieces = (batch + piece - 1) / piece
+        var sizes: [(samples: Int, concurrent: Int)] = [(batch, 1)]
+        if pieces > 1 {
+            let count = max(pieces, min(threads, batch))
+            let workers = max(1, min(threads, count))
+            let small = batch / count, large = batch % count
+            sizes = [(small + 1, min(workers, large)), (small, min(workers, count - large))].filter { $0.0 > 0 && $0.1 > 0 }
+        }
+        // An attack's active set shrinks from step to step: the pool keeps the buffers of its last
+        // BufferPool.maxBatchSizes batch sizes, each at most the largest piece's.
+        if kind == .attack, let top = sizes.first {
+            let spare = BufferPool.maxBatchSizes - sizes.count
+            if spare > 0 { sizes.append((top.samples, spare * top.concurrent)) }
+        }
+        var total = 0
+        func add(_ n: Int, _ times: Int) -> Bool {
+            let (m, o1) = n.multipliedReportingOverflow(by: times)
+            let (s, o2) = total.addingReportingOverflow(m)
+            total = s
+            return !(o1 || o2)
+        }
+        for (n, k) in sizes { guard add(plan.pieceFloats(n, gradient: gradient), k) else { return Int.max } }
+        // Per-thread kernel scratch (GEMM panels, tiles): 1 Mi floats a thread, generously.
+        guard add(1 << 20, threads) else { return Int.max }
+        // The call's own arrays, in floats per image: the normalized input and its pieces (2 x input),
+        // logits; a gradient adds the per-piece gradients, the joined gradient and a copy of the input
+        // (3 x input); an attack its clean, current, best and success images, a gathered batch and
+        // APGD's momentum and previous point (8 x input).
+        let input = inputShape.product, k = numClasses
+        let copies: Int
+        switch kind {
+        case .predict: copies = 2 * input + 2 * k
+        case .gradient: copies = 5 * input + 4 * k
+        case .attack: copies = 13 * input + 6 * k
+        }
+        guard add(batch, copies) else { return Int.max }
+        let (bytes, o) = total.multipliedReportingOverflow(by: MemoryLayout<Float>.size)
+        return o ? Int.max : bytes
+    }
+}
+
+/// Bytes the system could give now: MemAvailable (/proc/meminfo), lowered to what the cgroup's
+/// memory.max leaves when that is smaller; nil when neither can be read.
+func availableMemory() -> Int? {
+    func read(_ path: String) -> String? {
+        guard let f = fopen(path, "r") else { return nil }
+        defer { fclose(f) }
+        var buf = [CChar](repeating: 0, count: 8192)
+        let n = fread(&buf, 1, buf.count - 1, f)
+        guard n > 0 else { return nil }
+        return String(decoding: buf[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+    var avail: Int? = nil
+    if let m = read("/proc/meminfo") {
+        for line in m.split(separator: "\n") where line.hasPrefix("MemAvailable:") {
+            let parts = line.split(separator: " ")
+            if parts.count >= 2, let kb = Int(parts[1]) { avail = kb.multipliedReportingOverflow(by: 1024).partialValue }
+        }
+    }
+    if let maxS = read("/sys/fs/cgroup/memory.max"), let limit = Int(maxS.split(separator: "\n").first ?? ""),
+       let curS = read("/sys/fs/cgroup/memory.current"), let current = Int(curS.split(separator: "\n").first ?? "") {
+        let left = max(0, limit - current)
+        avail = min(avail ?? left, left)
+    }
+    return avail
+}
+
+/// Fails with ``ErrorKind/resource`` when the system refuses `bytes` bytes: a trial allocation
+/// (released at once), so a request the allocator would abort on becomes an error.
+func checkAllocatable(_ bytes: Int, what: @autoclosure () -> String) throws {
+    // Below glibc's largest mmap threshold (32 MiB) a trial would move that threshold (and cannot
+    // plausibly fail): only larger requests are tried.
+    guard bytes >= 64 << 20 else { return }
+    guard bytes < Int.max, let p = malloc(bytes) else {
+        throw fail(.resource, "cannot allocate \(byteCount(bytes)) for \(what()): out of memory")
+    }
+    free(p)
+}
+
+extension Session {
+    /// Fails with ``ErrorKind/resource`` before anything is allocated when a `kind` call on `batch`
+    /// images would need more memory than the model's ``LoadOptions/memoryLimit`` allows (weights +
+    /// this call's estimated activations; the pool's buffers kept from earlier calls are dropped first
+    /// when they would push past it) or than the system has available.
+    public func checkMemory(batch: Int, kind: CallKind) throws {
+        let need = model.activationBytes(batch: batch, kind: kind)
+        let what = "\(kind.name) on a batch of \(batch)"
+        if let cap = model.memoryLimit {
+            let (total, o) = model.weightBytes.addingReportingOverflow(need)
+            if o || total > cap {
+                throw fail(.resource, "\(what) needs about \(byteCount(need)) of activations (estimated from the plan) on top of the model's \(byteCount(model.weightBytes)) of weights, above the model's memory limit of \(exactBytes(cap)) (memory_limit at load); use a smaller batch")
+            }
+            let held = pool.heldBytes
+            if held > 0 && (total.addingReportingOverflow(held).overflow || total + held > cap) { releaseMemory() }
+        }
+        // Small calls skip the system check (it reads /proc; they cannot plausibly fail). Without
+        // /proc, a trial allocation of the whole estimate stands in.
+        guard need >= 64 << 20 else { return }
+        if let avail = availableMemory() {
+            if need > avail + pool.heldBytes {
+                throw fail(.resource, "\(what) needs about \(byteCount(need)) of activations (estimated from the plan); the system has \(byteCount(avail)) available; use a smaller batch")
+            }
+        } else {
+            try checkAllocatable(need, what: what)
+        }
+    }
+}
