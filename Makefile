@@ -3,17 +3,27 @@
 #   make test       every test: Swift (XCTest), C example + ABI checks, Python (pytest), a 60 s fuzz
 #                   run and the sanitizer jobs (make test-fuzz, make test-sanitize)
 #   make demo       the README's demo on data shipped in examples/
+#   make setup      Debian packages (apt) and the Python virtual environment .venv (requirements-dev.txt,
+#                   CPU torch, torchattacks); every Python-using target runs $(PYTHON), that venv's python
+#   make wheel      dist/adamant-*.whl: the Python package with libadamant.so and the shared libraries it
+#                   needs (auditwheel repair); make test-wheel installs it into a fresh venv and runs it
 PREFIX ?= $(CURDIR)/dist
 SWIFT ?= swift
 CONFIG ?= release
 BUILD_FLAGS = -c $(CONFIG) -Xswiftc -static-stdlib -Xswiftc -gnone
 BIN = $(shell $(SWIFT) build $(BUILD_FLAGS) --show-bin-path)
-PYTHON ?= python3
+# The Python virtual environment `make setup` creates (stock Debian's python3 refuses system-wide pip
+# installs). PYTHON is the interpreter every Python-using target runs: the venv's once it exists
+# (override: make test PYTHON=/path/to/python).
+SYSTEM_PYTHON ?= python3
+VENV ?= $(CURDIR)/.venv
+PYTHON ?= $(if $(wildcard $(VENV)/bin/python),$(VENV)/bin/python,$(SYSTEM_PYTHON))
 
-.PHONY: all setup build dist test test-swift test-c test-imageio test-python demo clean \
-	test-fuzz test-sanitize test-asan test-asan-abi test-tsan
+.PHONY: all setup setup-python build dist test test-swift test-c test-imageio test-python demo clean \
+	test-fuzz test-sanitize test-asan test-asan-abi test-tsan wheel test-wheel
 
-APT_PACKAGES = libonnx-dev libprotobuf-dev libopenblas-dev libjpeg-dev libpng-dev zlib1g-dev pkg-config
+APT_PACKAGES = libonnx-dev libprotobuf-dev libopenblas-dev libjpeg-dev libpng-dev zlib1g-dev pkg-config \
+	python3-venv
 
 all: dist
 
@@ -22,7 +32,13 @@ setup:
 	@command -v apt-get >/dev/null || { echo "make setup needs apt-get (Debian/Ubuntu); install: $(APT_PACKAGES)"; exit 1; }
 	$(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive apt-get update -qq
 	$(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES)
-	$(PYTHON) -m pip install -q -r requirements-dev.txt
+	$(MAKE) setup-python
+
+# The virtual environment: requirements-dev.txt, then CPU torch and torchattacks (scripts/install_torch.sh).
+setup-python:
+	test -x $(VENV)/bin/python || $(SYSTEM_PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+	bash scripts/install_torch.sh $(VENV)/bin/python
 
 build:
 	$(SWIFT) build $(BUILD_FLAGS) --product adamant -Xlinker --version-script=$(CURDIR)/Sources/AdamantC/exports.map
@@ -36,7 +52,7 @@ dist: build
 	install -m 755 $(BIN)/adamant-cli $(PREFIX)/bin/adamant
 	sed -e 's|@PREFIX@|$(PREFIX)|' bindings/c/adamant.pc.in > $(PREFIX)/lib/pkgconfig/adamant.pc
 
-test: dist test-swift test-imageio test-c test-python test-fuzz test-sanitize
+test: dist test-swift test-imageio test-c test-python test-wheel test-fuzz test-sanitize
 
 test-swift:
 	$(SWIFT) test
@@ -48,7 +64,7 @@ test-c: dist
 	bash bindings/c/run_tests.sh $(PREFIX)
 
 test-python: dist
-	ADAMANT_LIBRARY=$(PREFIX)/lib/libadamant.so $(PYTHON) -m pytest -q bindings/python/tests
+	ADAMANT_LIBRARY=$(PREFIX)/lib/libadamant.so $(PYTHON) -m pytest -q --durations=5 bindings/python/tests
 
 # Hardening (issue #8). Each instrumented build has its own scratch path (.build-fuzz, .build-asan,
 # .build-tsan), so none disturbs the release build in .build.
@@ -85,8 +101,17 @@ test-tsan:
 	$(SWIFT) build --build-tests $(TSAN_FLAGS)
 	$(SAN_ENV) TSAN_OPTIONS=halt_on_error=1 $(SWIFT) test --skip-build $(TSAN_FLAGS) --filter ConcurrencyTests
 
+# A self-contained wheel: the package with libadamant.so, repaired by auditwheel so that libonnx,
+# libprotobuf (and what they need) travel inside it, under adamant.libs/ with RPATHs to them.
+wheel: dist
+	bash bindings/python/build_wheel.sh $(PYTHON) $(PREFIX)
+
+# Installs dist/adamant-*.whl into a fresh venv and runs a prediction with the Debian libraries hidden.
+test-wheel: wheel
+	$(PYTHON) -m pytest -q bindings/python/wheel_tests
+
 demo: dist
 	bash examples/demo.sh
 
 clean:
-	rm -rf .build dist
+	rm -rf .build dist bindings/python/build

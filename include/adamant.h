@@ -326,6 +326,19 @@ adm_status adm_gradient_targeted(adm_context *ctx, size_t domain, adm_loss loss,
                                  const int64_t *targets, size_t targets_len, float *loss_out,
                                  size_t loss_len, float *grad, size_t grad_len);
 
+/**
+ * Vector-Jacobian product of the logits, for a reverse-mode framework's backward: for
+ * each sample i, grad[i] = d/dx_i sum_j grad_logits[i*classes + j] * logits_j(x_i), the
+ * input gradient of any function of the logits whose gradient with respect to them is
+ * grad_logits, through BN domain `domain` (inference mode), in pixel space (through the
+ * model's normalization). grad_logits: batch*classes finite floats (grad_logits_len).
+ * grad: x_len floats, required. logits: batch*classes floats or NULL (logits_len 0): the
+ * forward pass's logits, as adm_predict returns them.
+ */
+adm_status adm_vjp(adm_context *ctx, size_t domain, const float *x, size_t x_len, size_t batch,
+                   const float *grad_logits, size_t grad_logits_len, float *logits, size_t logits_len,
+                   float *grad, size_t grad_len);
+
 /* ------------------------------------------------------------------------ */
 /* Attacks                                                                  */
 /* ------------------------------------------------------------------------ */

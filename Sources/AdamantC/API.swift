@@ -308,6 +308,37 @@ public func adm_gradient(_ ctx: OpaquePointer?, _ domain: Int, _ loss: Int32, _ 
                  x, xLen, batch, labels, labelsLen, targets: nil, lossOut, lossLen, grad, gradLen)
 }
 
+@_cdecl("adm_vjp")
+public func adm_vjp(_ ctx: OpaquePointer?, _ domain: Int, _ x: UnsafePointer<Float>?, _ xLen: Int, _ batch: Int,
+                    _ gradLogits: UnsafePointer<Float>?, _ gradLogitsLen: Int,
+                    _ logits: UnsafeMutablePointer<Float>?, _ logitsLen: Int,
+                    _ grad: UnsafeMutablePointer<Float>?, _ gradLen: Int) -> adm_status {
+    guarded {
+        let box = try contextBox(ctx)
+        box.beginCall()
+        let s = box.session
+        let b = try count(batch, "batch")
+        let xs = try buffer(x, try count(xLen, "x_len"), "x")
+        let k = s.model.numClasses
+        let (need, o) = b.multipliedReportingOverflow(by: k)
+        guard !o, gradLogitsLen == need else {
+            throw AdamantError(.shape, "grad_logits_len is \(unsigned(gradLogitsLen)); \(b) x \(k) = \(o ? "too many" : "\(need)") needed")
+        }
+        let gz = try buffer(gradLogits, gradLogitsLen, "grad_logits")
+        if logits != nil && logitsLen != need {
+            throw AdamantError(.shape, "logits_len is \(unsigned(logitsLen)); \(b) x \(k) = \(need) needed")
+        }
+        let out = try required(grad, "grad")
+        guard gradLen == xLen else { throw AdamantError(.shape, "grad_len is \(unsigned(gradLen)), x_len is \(xLen)") }
+        let d = try domainIndex(domain, s.model)
+        try box.limits.check(model: s.model, batch: b, xLen: xs.count)
+        try s.checkMemory(batch: b, kind: .gradient)
+        let r = try s.vjp(xs, batch: b, gradLogits: gz, domain: d)
+        out.update(from: r.gradient, count: r.gradient.count)
+        logits?.update(from: r.logits, count: need)
+    }
+}
+
 /// The body of adm_gradient and adm_gradient_targeted (`targets` nil for the former): every
 /// argument validated, then Session.gradient.
 private func gradientCall(_ ctx: OpaquePointer?, _ domain: Int, _ loss: Int32, lossNames: String,

@@ -337,6 +337,56 @@ int main(int argc, char **argv) {
     OK(adm_gradient(ctx, 1, ADM_LOSS_CW, x, n, B, labels, B, NULL, 0, grad, n)); /* loss may be NULL */
     OK(adm_gradient(ctx, 1, ADM_LOSS_CW, x, n, B, labels, B, loss, B, NULL, 0)); /* grad may be NULL */
 
+    /* ---- vector-Jacobian product of the logits (adm_vjp) ------------------------------ */
+    {
+        float *vg = malloc(n * sizeof *vg), *xp = malloc(n * sizeof *xp), *dir = malloc(n * sizeof *dir);
+        float gz[B * 64], vl[B * 64], lp[B * 64], lm[B * 64];
+        if (!vg || !xp || !dir) { printf("setup failed\n"); return 1; }
+        /* the CE gradient is the VJP with softmax(z) - onehot(label) */
+        OK(adm_predict(ctx, 1, x, n, B, logits, nl));
+        for (int i = 0; i < B; i++) {
+            float mx = logits[i * classes], s = 0;
+            for (size_t j = 1; j < classes; j++) mx = fmaxf(mx, logits[i * classes + j]);
+            for (size_t j = 0; j < classes; j++) s += expf(logits[i * classes + j] - mx);
+            for (size_t j = 0; j < classes; j++)
+                gz[i * classes + j] = expf(logits[i * classes + j] - mx) / s - ((int64_t)j == labels[i] ? 1.0f : 0.0f);
+        }
+        INVALID(adm_vjp(NULL, 1, x, n, B, gz, nl, vl, nl, vg, n));
+        INVALID(adm_vjp(ctx, 1, NULL, n, B, gz, nl, vl, nl, vg, n));
+        INVALID(adm_vjp(ctx, 1, x, n, B, NULL, nl, vl, nl, vg, n));
+        INVALID(adm_vjp(ctx, 1, x, n, B, gz, nl, vl, nl, NULL, n));
+        SHAPE(adm_vjp(ctx, 1, x, n, B, gz, nl - 1, vl, nl, vg, n));
+        SHAPE(adm_vjp(ctx, 1, x, n, B, gz, nl, vl, nl + 1, vg, n));
+        SHAPE(adm_vjp(ctx, 1, x, n, B, gz, nl, vl, nl, vg, n - 1));
+        SHAPE(adm_vjp(ctx, 1, x, n - 1, B, gz, nl, vl, nl, vg, n - 1));
+        EXPECT_STATUS(adm_vjp(ctx, 5, x, n, B, gz, nl, vl, nl, vg, n), ADM_ERR_DOMAIN);
+        float saved = gz[3];
+        gz[3] = NAN;
+        INVALID(adm_vjp(ctx, 1, x, n, B, gz, nl, vl, nl, vg, n));
+        HAS("finite");
+        gz[3] = saved;
+        OK(adm_vjp(ctx, 1, x, n, B, gz, nl, vl, nl, vg, n));
+        EXPECT(memcmp(vl, logits, nl * sizeof(float)) == 0); /* logits as adm_predict gives them */
+        OK(adm_gradient(ctx, 1, ADM_LOSS_CE, x, n, B, labels, B, NULL, 0, grad, n));
+        double dd = 0, gn = 0;
+        for (size_t i = 0; i < n; i++) { dd = fmax(dd, fabs((double)vg[i] - grad[i])); gn = fmax(gn, fabs((double)grad[i])); }
+        EXPECT(gn > 0 && dd <= 1e-4 * gn); /* same backward, dz computed in float here vs double there */
+        OK(adm_vjp(ctx, 1, x, n, B, gz, nl, NULL, 0, vg, n)); /* logits may be NULL */
+        /* central finite difference of f(x) = sum_ij gz_ij z_ij(x) along a direction, in double */
+        for (size_t i = 0; i < n; i++) dir[i] = (float)(((i * 2654435761u) >> 7) % 3) - 1.0f; /* -1, 0, 1 */
+        double eps = 1e-3, fp = 0, fm = 0, dot = 0;
+        for (size_t i = 0; i < n; i++) xp[i] = x[i] + (float)eps * dir[i];
+        OK(adm_predict(ctx, 1, xp, n, B, lp, nl));
+        for (size_t i = 0; i < n; i++) xp[i] = x[i] - (float)eps * dir[i];
+        OK(adm_predict(ctx, 1, xp, n, B, lm, nl));
+        for (size_t i = 0; i < nl; i++) { fp += (double)gz[i] * lp[i]; fm += (double)gz[i] * lm[i]; }
+        for (size_t i = 0; i < n; i++) dot += (double)vg[i] * dir[i];
+        double fd = (fp - fm) / (2 * eps);
+        if (!(fabs(fd - dot) <= 0.02 * fabs(dot) + 1e-3)) printf("  vjp finite difference %g vs %g\n", fd, dot);
+        EXPECT(fabs(fd - dot) <= 0.02 * fabs(dot) + 1e-3);
+        free(vg); free(xp); free(dir);
+    }
+
     /* ---- attacks -------------------------------------------------------------------- */
     adm_attack_config cfg;
     adm_attack_config_default(&cfg);

@@ -60,4 +60,20 @@ class MaybeBinaryDistribution(Distribution):
         return built_library() is not None
 
 
-setup(cmdclass={"build_py": BuildPyWithLibrary}, distclass=MaybeBinaryDistribution)
+try:
+    from setuptools.command.bdist_wheel import bdist_wheel
+except ImportError:  # setuptools < 70.1
+    from wheel.bdist_wheel import bdist_wheel
+
+
+class BdistWheelAnyPython(bdist_wheel):
+    """A wheel carrying libadamant.so is tied to the platform, not to a Python version or ABI
+    (the bindings are ctypes): tag it py3-none-<platform>."""
+
+    def get_tag(self):
+        impl, abi, plat = super().get_tag()
+        return ("py3", "none", plat) if built_library() is not None else (impl, abi, plat)
+
+
+setup(cmdclass={"build_py": BuildPyWithLibrary, "bdist_wheel": BdistWheelAnyPython},
+      distclass=MaybeBinaryDistribution)

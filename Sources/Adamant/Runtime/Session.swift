@@ -215,6 +215,47 @@ public final class Session {
         let batch = x.shape[0]
         try checkLabels(labels, batch: batch)
         try checkLossTargets(loss, targets, batch: batch)
+        return try differentiate(normalized: x, domain: domain) { y, range in
+            Losses.evaluate(logits: y, classes: model.numClasses, labels: Array(labels[range]), loss: loss,
+                            targets: targets.map { Array($0[range]) })
+        }
+    }
+
+    /// Vector-Jacobian product of the logits: for each sample i, the gradient of
+    /// sum_j gradLogits[i, j] * logits[i, j] with respect to its pixel-space input (what a
+    /// reverse-mode framework's backward needs), and the logits themselves.
+    /// `gradLogits` holds batch x classes finite floats.
+    public func vjp(_ x: UnsafeBufferPointer<Float>, batch: Int, gradLogits: UnsafeBufferPointer<Float>, domain: Int) throws
+        -> (gradient: [Float], logits: [Float]) {
+        try checkMemory(batch: batch, kind: .gradient)
+        let t = try normalizedInput(x, batch: batch)
+        let k = model.numClasses
+        guard gradLogits.count == batch * k else {
+            throw fail(.shape, "expected \(batch) x \(k) = \(batch * k) upstream logit gradients, got \(gradLogits.count)")
+        }
+        for (i, v) in gradLogits.enumerated() where !v.isFinite {
+            throw fail(.invalidArgument, "upstream logit gradients must be finite: found \(v) at sample \(i / k), class \(i % k)")
+        }
+        let dz = Array(gradLogits)
+        let r = try differentiate(normalized: t, domain: domain) { _, range in
+            ([Float](repeating: 0, count: range.count), Array(dz[(range.lowerBound * k)..<(range.upperBound * k)]))
+        }
+        return (r.gradient, r.logits)
+    }
+
+    /// Convenience overload for arrays.
+    public func vjp(_ x: [Float], batch: Int, gradLogits: [Float], domain: Int) throws -> (gradient: [Float], logits: [Float]) {
+        try x.withUnsafeBufferPointer { xp in
+            try gradLogits.withUnsafeBufferPointer { try vjp(xp, batch: batch, gradLogits: $0, domain: domain) }
+        }
+    }
+
+    /// Forward with kept activations, then backward from the logit gradient that `seed` returns for
+    /// a piece's logits and sample range (with a per-sample value passed through), back through the
+    /// input normalization: (per-sample values, d/d pixels, logits).
+    func differentiate(normalized x: Tensor, domain: Int, _ seed: ([Float], Range<Int>) -> ([Float], [Float])) throws
+        -> (loss: [Float], gradient: [Float], logits: [Float]) {
+        let batch = x.shape[0]
         try model.checkDomain(domain)
         let parts = try chunked(x) { t, range, threads -> ([Float], [Float], [Float]) in
             let n = t.shape[0]
@@ -224,9 +265,7 @@ public final class Session {
             defer { model.plans[domain].release(&values, ctx) }
             let y = pass.output
             try checkOutput(y, batch: n)
-            let lab = Array(labels[range])
-            let (l, dz) = Losses.evaluate(logits: y.data, classes: model.numClasses, labels: lab, loss: loss,
-                                          targets: targets.map { Array($0[range]) })
+            let (l, dz) = seed(y.data, range)
             let g = try model.plans[domain].backward(values, gradOutput: Tensor(shape: y.shape, data: dz), ctx)
             let gradient = g.data.withUnsafeBufferPointer { Array($0) }  // a copy; the pooled buffer is reused
             ctx.recycle(g)

@@ -12,6 +12,10 @@ Example::
     x_adv = m.pgd(x, y, eps=8 / 255, domain="adv")
     print(m.evaluate(x, y, attack="pgd"))
 
+``adamant.torch.Module(m, domain="adv")`` wraps a model as a ``torch.nn.Module``
+(forward and input gradients by adamant) for PyTorch attack libraries; torch is
+imported only on first use of ``adamant.torch``.
+
 The shared library is found through ``ADAMANT_LIBRARY``, then a copy bundled
 in this package, then ``ctypes.util.find_library("adamant")``.
 """
@@ -22,7 +26,14 @@ from ._model import (Calibrator, Model, abi_version, backend_info, isa, load, se
                      supported_isas, version)
 
 #: Version of the loaded libadamant (``adm_version()``).
-__version__ = version()
+__version__: str = version()
+
+
+def __getattr__(name: str):  # PEP 562: `adamant.torch` imports torch only when first used
+    if name == "torch":
+        import importlib
+        return importlib.import_module(".torch", __name__)
+    raise AttributeError("module 'adamant' has no attribute %r" % (name,))
 
 __all__ = [
     "__version__", "ABI_VERSION", "LIBRARY_PATH", "load", "Model", "Calibrator", "backend_info",

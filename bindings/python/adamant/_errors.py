@@ -1,5 +1,7 @@
 """Exceptions raised by adamant: one class per ``adm_status`` of the C ABI."""
 
+from typing import Optional
+
 __all__ = ["AdamantError", "InvalidArgument", "AdamantIOError", "ParseError", "UnsupportedError",
            "ShapeError", "DomainError", "InternalError", "ResourceError", "CancelledError", "error_for_status"]
 
@@ -15,15 +17,15 @@ class AdamantError(Exception):
     """
 
     #: The ``adm_status`` this class stands for (None for the base class).
-    STATUS = None
+    STATUS: Optional[int] = None
 
-    def __init__(self, message, status=None, function=None):
+    def __init__(self, message: str, status: Optional[int] = None, function: Optional[str] = None) -> None:
         super().__init__(message)
         self.message = message
         self.status = status if status is not None else self.STATUS
         self.function = function
 
-    def __str__(self):
+    def __str__(self) -> str:
         prefix = "%s: " % self.function if self.function else ""
         return "%s%s" % (prefix, self.message)
 

@@ -204,6 +204,8 @@ _PROTOTYPES = {
     "adm_predict": (STATUS, [adm_context_p, c_size_t, _F, c_size_t, c_size_t, _F, c_size_t]),
     "adm_gradient": (STATUS, [adm_context_p, c_size_t, c_int32, _F, c_size_t, c_size_t,
                                   _I64, c_size_t, _F, c_size_t, _F, c_size_t]),
+    "adm_vjp": (STATUS, [adm_context_p, c_size_t, _F, c_size_t, c_size_t, _F, c_size_t, _F, c_size_t,
+                         _F, c_size_t]),
     "adm_attack_config_default": (None, [POINTER(adm_attack_config)]),
     "adm_attack_pgd": (STATUS, [adm_context_p, POINTER(adm_attack_config), _F, c_size_t,
                                     c_size_t, _I64, c_size_t, _F, c_size_t,

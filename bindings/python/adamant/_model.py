@@ -6,15 +6,26 @@ the dtype or the layout has to change. Every length is handed to the C layer,
 which validates shapes, labels, domains and attack settings; the Python layer
 only converts types (and rejects image layouts whose element count matches
 but whose trailing dimensions do not, e.g. NHWC, which C could not detect).
+
+Image arguments: float arrays (any float dtype, any layout) are converted to
+C-contiguous float32, a copy only when needed; they are taken as pixels in the
+model's pixel range (usually [0, 1]). Integer and boolean arrays (a uint8 image
+holds 0..255) are rejected with :class:`InvalidArgument` unless the call says
+how to scale them: ``scale=1/255`` multiplies the input by 1/255 (in float32)
+before use; ``scale`` applies to float input too.
 """
+from __future__ import annotations
+
 import ctypes
 import json
 import os
 import threading
 import weakref
 from ctypes import byref, c_char_p, c_float, c_size_t
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, TypeVar, Union
 
 import numpy as np
+import numpy.typing as npt
 
 from . import _lib as L
 from ._errors import InvalidArgument, ShapeError
@@ -32,27 +43,37 @@ _NORMS = {"linf": L.ADM_NORM_LINF, "inf": L.ADM_NORM_LINF, "l2": L.ADM_NORM_L2}
 _LOSSES = {"ce": L.ADM_LOSS_CE, "cw": L.ADM_LOSS_CW, "dlr": L.ADM_LOSS_DLR}
 _INT32_MAX = 2 ** 31 - 1
 
+#: A BN domain: its name, its index, or None for the model's default domain.
+Domain = Optional[Union[str, int]]
+#: Labels or targets: a sequence or array of class indices, or one index.
+Labels = npt.ArrayLike
+#: Per-sample outcomes of an attack (see :meth:`Model.pgd`).
+Details = Dict[str, np.ndarray]
+#: A model source for :func:`load`.
+Source = Union[str, "os.PathLike[str]", Mapping[str, Union[str, "os.PathLike[str]"]],
+               Sequence[Tuple[str, Union[str, "os.PathLike[str]"]]], bytes, bytearray, memoryview]
+
 
 # ---------------------------------------------------------------------------
 # Library-level functions
 # ---------------------------------------------------------------------------
 
-def version():
+def version() -> str:
     """The library's version string (``adm_version()``), e.g. ``"0.1.0"``."""
     return LIB.adm_version().decode()
 
 
-def abi_version():
+def abi_version() -> int:
     """The ABI version compiled into the loaded library (``adm_abi_version()``)."""
     return int(LIB.adm_abi_version())
 
 
-def backend_info():
+def backend_info() -> str:
     """A description of the compute backend: BLAS, GEMM kernel, threads, CPU features."""
     return LIB.adm_backend_info().decode("utf-8", "replace")
 
 
-def set_num_threads(n):
+def set_num_threads(n: int) -> None:
     """Sets the number of compute threads for the whole process (0 = one per online CPU).
 
     Raises :class:`InvalidArgument` for values the library rejects.
@@ -63,7 +84,7 @@ def set_num_threads(n):
 ISAS = ("scalar", "avx2", "avx512")
 
 
-def set_isa(name=None):
+def set_isa(name: Optional[str] = None) -> None:
     """Caps adamant's kernels at an instruction set: ``"avx512"``, ``"avx2"``, ``"scalar"``, or
     ``None``/``"auto"`` for the best this CPU and OS support (process-wide).
 
@@ -76,12 +97,12 @@ def set_isa(name=None):
     LIB.adm_set_isa(None if name is None else name.encode())
 
 
-def isa():
+def isa() -> str:
     """The instruction-set level in force: ``"avx512"``, ``"avx2"`` or ``"scalar"``."""
     return LIB.adm_isa().decode()
 
 
-def supported_isas():
+def supported_isas() -> List[str]:
     """Every level this machine can run, lowest first (e.g. ``["scalar", "avx2", "avx512"]``)."""
     top = LIB.adm_isa_supported().decode()
     return list(ISAS[:ISAS.index(top) + 1])
@@ -143,7 +164,7 @@ def _bar(total, enabled, desc):
     if not enabled:
         return _NoBar()
     try:
-        from tqdm.auto import tqdm
+        from tqdm.auto import tqdm  # type: ignore[import-untyped]
     except ImportError:  # pragma: no cover - tqdm is optional
         return _NoBar()
     return tqdm(total=total, desc=desc, leave=False)
@@ -219,7 +240,9 @@ def _floats(v):
     return np.ascontiguousarray(np.asarray(v, dtype=np.float32).reshape(-1))
 
 
-def load(source, mean=None, std=None, pixel_range=None, default_domain=None, memory_limit=None):
+def load(source: Source, mean: Optional[Sequence[float]] = None, std: Optional[Sequence[float]] = None,
+         pixel_range: Optional[Tuple[float, float]] = None, default_domain: Optional[str] = None,
+         memory_limit: Optional[int] = None) -> "Model":
     """Loads a model.
 
     Args:
@@ -293,7 +316,7 @@ def load(source, mean=None, std=None, pixel_range=None, default_domain=None, mem
         buf = np.frombuffer(source, dtype=np.uint8)
         LIB.adm_model_load_memory(buf.ctypes.data if buf.size else None, buf.size, byref(opts), byref(out))
     else:
-        LIB.adm_model_load(os.fsencode(os.fspath(source)), byref(opts), byref(out))
+        LIB.adm_model_load(os.fsencode(os.fspath(source)), byref(opts), byref(out))  # type: ignore[arg-type]
     del keep
     return Model._from_handle(out.value)
 
@@ -301,6 +324,9 @@ def load(source, mean=None, std=None, pixel_range=None, default_domain=None, mem
 # ---------------------------------------------------------------------------
 # Model
 # ---------------------------------------------------------------------------
+
+_C = TypeVar("_C", bound="_Closeable")
+
 
 class _Closeable:
     """Context-manager and garbage-collection plumbing for objects owning a C handle."""
@@ -314,10 +340,10 @@ class _Closeable:
         except Exception:  # pragma: no cover
             pass
 
-    def __enter__(self):
+    def __enter__(self: _C) -> _C:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: Any) -> None:
         self.close()
 
 
@@ -376,7 +402,20 @@ class Model(_Closeable):
 
     # -- lifetime ---------------------------------------------------------
 
-    def close(self):
+    domains: List[str]
+    default_domain: str
+    default_domain_index: int
+    input_shape: Tuple[int, int, int]
+    num_classes: int
+    pixel_range: Tuple[float, float]
+    _handle: Optional[_ModelHandle]
+    _tls: Optional[threading.local]
+    _contexts: "weakref.WeakSet[_Context]"
+    _contexts_lock: threading.Lock
+    _limits: Optional[L.adm_context_limits]
+    _limits_version: int
+
+    def close(self) -> None:
         """Drops this object's references to the C model and this thread's context.
 
         The C model is freed once no context or calibrator uses it any more
@@ -417,7 +456,7 @@ class Model(_Closeable):
 
     _LIMIT_FIELDS = ("max_batch", "max_pixels_per_image", "max_attack_steps_total", "max_input_bytes")
 
-    def set_limits(self, **limits):
+    def set_limits(self, **limits: int) -> None:
         """Sets what one call may ask for, for every thread using this model.
 
         Keywords (ints >= 0, 0 = no limit; the ones not given keep their value):
@@ -445,12 +484,12 @@ class Model(_Closeable):
         self._limits = lim
         self._limits_version += 1
 
-    def reset_limits(self):
+    def reset_limits(self) -> None:
         """Restores the library's default limits (see :meth:`set_limits`)."""
         self._limits = None
         self._limits_version += 1
 
-    def limits(self):
+    def limits(self) -> Dict[str, int]:
         """The limits in force, as a dict (see :meth:`set_limits`)."""
         lim = L.adm_context_limits()
         LIB.adm_context_limits_default(byref(lim))
@@ -458,7 +497,7 @@ class Model(_Closeable):
             lim = self._limits
         return {k: int(getattr(lim, k)) for k in self._LIMIT_FIELDS}
 
-    def cancel(self):
+    def cancel(self) -> None:
         """Stops the attacks running on this model in any thread (call it from another thread).
 
         Each running call (:meth:`predict`, :meth:`gradient`, :meth:`pgd`, :meth:`apgd`, ...)
@@ -473,7 +512,7 @@ class Model(_Closeable):
             if ctx.ptr:
                 LIB.adm_context_cancel(ctx)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         if getattr(self, "_handle", None) is None:
             return "<adamant.Model (closed)>"
         return "<adamant.Model input=%s classes=%d domains=%s default=%r>" % (
@@ -481,7 +520,7 @@ class Model(_Closeable):
 
     # -- introspection ----------------------------------------------------
 
-    def info(self):
+    def info(self) -> Dict[str, Any]:
         """The library's JSON description of the model, as a dict.
 
         Keys include ``input``, ``classes``, ``domains``, ``default_domain``,
@@ -499,7 +538,7 @@ class Model(_Closeable):
             L._errcheck(st, LIB.adm_model_info_json, ())
         return json.loads(buf.value.decode("utf-8"))
 
-    def domain_index(self, domain=None):
+    def domain_index(self, domain: Domain = None) -> int:
         """Index of ``domain`` (a name or an index; None = the default domain).
 
         Names are resolved by the library (unknown name -> :class:`DomainError`);
@@ -516,9 +555,29 @@ class Model(_Closeable):
         i = int(domain)
         return i if i >= 0 else i & 0xFFFFFFFFFFFFFFFF  # C reports it as out of range
 
-    def _images(self, x):
-        """x as a C-contiguous float32 array with a batch axis (view if possible), and whether it was 3-D."""
-        a = np.ascontiguousarray(x, dtype=np.float32)
+    def _images(self, x, scale=None):
+        """x as a C-contiguous float32 array with a batch axis (view if possible), and whether it was 3-D.
+
+        Integer/boolean input needs ``scale`` (see the module docstring); ``scale`` multiplies any input.
+        """
+        raw = x if isinstance(x, np.ndarray) else np.asarray(x)
+        if raw.dtype.kind in "iub" and scale is None:
+            raise InvalidArgument(
+                "images have integer dtype %s; adamant takes float pixels in the model's range %s. Pass "
+                "scale= to say how to convert them (e.g. scale=1/255 for 0..255 images), or convert them "
+                "yourself" % (raw.dtype, tuple(round(v, 6) for v in self.pixel_range)))
+        if raw.dtype.kind not in "iubf":
+            raise InvalidArgument("images must be a numeric array (float pixels), got dtype %s" % (raw.dtype,))
+        if scale is None:
+            a = np.ascontiguousarray(raw, dtype=np.float32)
+        else:
+            try:
+                sc = float(scale)
+            except (TypeError, ValueError):
+                raise InvalidArgument("scale must be a finite positive number, got %r" % (scale,)) from None
+            if not (np.isfinite(sc) and sc > 0):
+                raise InvalidArgument("scale must be a finite positive number, got %r" % (scale,))
+            a = np.ascontiguousarray(raw.astype(np.float32) * np.float32(sc), dtype=np.float32)
         single = a.ndim == 3
         if single:
             a = a.reshape((1,) + a.shape)
@@ -543,20 +602,25 @@ class Model(_Closeable):
             LIB.adm_predict(ctx, d, _ptr(xs, _FP), xs.size, e - s, _ptr(ys, _FP), (e - s) * k)
             bar.update(1)
 
-    def predict(self, x, domain=None, batch_size=None, progress=False):
+    def predict(self, x: npt.ArrayLike, domain: Domain = None, batch_size: Optional[int] = None,
+                progress: bool = False, scale: Optional[float] = None) -> np.ndarray:
         """Logits for pixel-space images.
 
         Args:
-            x: float32 ``(N, C, H, W)`` images (or one ``(C, H, W)`` image,
-                treated as a batch of 1), pixel space.
+            x: float ``(N, C, H, W)`` images (or one ``(C, H, W)`` image,
+                treated as a batch of 1), pixel space; float64 and
+                non-contiguous arrays are converted to contiguous float32 (a
+                copy). Integer arrays need ``scale``.
             domain: BN domain name or index; None = the default domain.
             batch_size: run in chunks of at most this many images (None = all at once).
             progress: show a tqdm progress bar over chunks.
+            scale: multiply the input by this first (required for integer
+                arrays, e.g. ``1/255`` for uint8 images in 0..255).
 
         Returns:
             float32 array ``(N, num_classes)``.
         """
-        a, _ = self._images(x)
+        a, _ = self._images(x, scale)
         d = self.domain_index(domain)
         out = np.empty((a.shape[0], self.num_classes), dtype=np.float32)
         bar = _bar(len(_chunks(a.shape[0], batch_size)), progress, "predict")
@@ -566,7 +630,9 @@ class Model(_Closeable):
             bar.close()
         return out
 
-    def gradient(self, x, y, domain=None, loss="ce", batch_size=None, target=None):
+    def gradient(self, x: npt.ArrayLike, y: Labels, domain: Domain = None, loss: str = "ce",
+                 batch_size: Optional[int] = None, target: Optional[Labels] = None,
+                 scale: Optional[float] = None) -> Tuple[np.ndarray, np.ndarray]:
         """Per-sample loss and its gradient with respect to the pixel-space input.
 
         Args:
@@ -579,16 +645,18 @@ class Model(_Closeable):
                 >= 4 classes).
             batch_size: optional chunking (results do not depend on it).
             target: N target labels, for ``"dlr-targeted"`` only.
+            scale: as in :meth:`predict` (the gradient is still with respect
+                to the scaled, pixel-space input).
 
         Returns:
             ``(loss, grad)``: float32 ``(N,)`` and float32 of x's shape.
         """
         if loss == "dlr-targeted" or target is not None:
-            return self._gradient_targeted(x, y, domain, loss, batch_size, target)
+            return self._gradient_targeted(x, y, domain, loss, batch_size, target, scale)
         lid = _LOSSES.get(loss)
         if lid is None:
             raise InvalidArgument("loss must be 'ce', 'cw', 'dlr' or 'dlr-targeted', got %r" % (loss,))
-        a, single = self._images(x)
+        a, single = self._images(x, scale)
         lab = _labels(y)
         d = self.domain_index(domain)
         n = a.shape[0]
@@ -603,12 +671,12 @@ class Model(_Closeable):
                              _ptr(ls, _FP), ls.size, _ptr(gs, _FP), gs.size)
         return losses, (grad[0] if single else grad)
 
-    def _gradient_targeted(self, x, y, domain, loss, batch_size, target):
+    def _gradient_targeted(self, x, y, domain, loss, batch_size, target, scale=None):
         """gradient() through adm_gradient_targeted (targeted DLR)."""
         lid = dict(_LOSSES, **{"dlr-targeted": L.ADM_LOSS_DLR_TARGETED}).get(loss)
         if lid is None:
             raise InvalidArgument("loss must be 'ce', 'cw', 'dlr' or 'dlr-targeted', got %r" % (loss,))
-        a, single = self._images(x)
+        a, single = self._images(x, scale)
         lab = _labels(y)
         tgt = None if target is None else _labels(target, "target")
         d = self.domain_index(domain)
@@ -627,6 +695,45 @@ class Model(_Closeable):
                                       None if tb is None else _ptr(tb, _I64P), 0 if tb is None else tb.size,
                                       _ptr(ls, _FP), ls.size, _ptr(gs, _FP), gs.size)
         return losses, (grad[0] if single else grad)
+
+    def vjp(self, x: npt.ArrayLike, grad_logits: npt.ArrayLike, domain: Domain = None,
+            batch_size: Optional[int] = None, return_logits: bool = False,
+            scale: Optional[float] = None) -> Union[np.ndarray, Tuple[np.ndarray, np.ndarray]]:
+        """Vector-Jacobian product of the logits (``adm_vjp``): what a framework's backward needs.
+
+        For each sample ``i``, the gradient of ``sum_j grad_logits[i, j] * logits[i, j]`` with
+        respect to its pixel-space input, through ``domain`` (inference mode).
+
+        Args:
+            x: images, as in :meth:`predict`.
+            grad_logits: ``(N, num_classes)`` upstream gradient of the logits
+                (converted to float32; must be finite).
+            domain, batch_size, scale: as in :meth:`predict`.
+            return_logits: also return the logits of the same forward pass.
+
+        Returns:
+            float32 of x's shape, or ``(grad, logits)``.
+        """
+        a, single = self._images(x, scale)
+        gz = np.asarray(grad_logits)
+        if gz.dtype.kind not in "iubf":
+            raise InvalidArgument("grad_logits must be a numeric array, got dtype %s" % (gz.dtype,))
+        gz = np.ascontiguousarray(gz, dtype=np.float32)
+        d = self.domain_index(domain)
+        n, k = a.shape[0], self.num_classes
+        grad = np.empty(a.shape, dtype=np.float32)
+        logits = np.empty((n, k), dtype=np.float32)
+        ctx = self._ctx()
+        chunks = _chunks(n, batch_size) if gz.size == n * k else [(0, n)]  # let C report the mismatch
+        gzf = gz.reshape(-1)
+        for s, e in chunks:
+            whole = len(chunks) == 1
+            xs, gs, zs = a[s:e], grad[s:e], logits[s:e]
+            gb = gzf if whole else gzf[s * k:e * k]
+            LIB.adm_vjp(ctx, d, _ptr(xs, _FP), xs.size, e - s, _ptr(gb, _FP), gb.size,
+                        _ptr(zs, _FP), zs.size, _ptr(gs, _FP), gs.size)
+        g = grad[0] if single else grad
+        return (g, logits) if return_logits else g
 
     # -- attacks ----------------------------------------------------------
 
@@ -658,10 +765,12 @@ class Model(_Closeable):
         cfg.seed = s
         return cfg
 
-    def pgd(self, x, y, eps=8 / 255, alpha=2 / 255, steps=10, random_start=True, norm="linf",
-            targeted=None, target=None, restarts=1, loss="ce", early_stop=False, domain=None,
-            attack_domain=None, eval_domain=None, seed=0, return_details=False, batch_size=None,
-            progress=False):
+    def pgd(self, x: npt.ArrayLike, y: Labels, eps: float = 8 / 255, alpha: float = 2 / 255, steps: int = 10,
+            random_start: bool = True, norm: str = "linf", targeted: Optional[bool] = None,
+            target: Optional[Labels] = None, restarts: int = 1, loss: str = "ce", early_stop: bool = False,
+            domain: Domain = None, attack_domain: Domain = None, eval_domain: Domain = None, seed: int = 0,
+            return_details: bool = False, batch_size: Optional[int] = None, progress: bool = False,
+            scale: Optional[float] = None) -> Union[np.ndarray, Tuple[np.ndarray, Details]]:
         """Projected gradient descent (torchattacks semantics and defaults).
 
         Args:
@@ -693,6 +802,8 @@ class Model(_Closeable):
             batch_size: attack in chunks (None = one call); the result is the
                 same for any batch_size.
             progress: show a tqdm progress bar over chunks.
+            scale: as in :meth:`predict`; ``x_adv`` is in the model's pixel
+                space (not rescaled back).
 
         Returns:
             ``x_adv`` (float32, x's shape), or ``(x_adv, details)`` with
@@ -701,7 +812,7 @@ class Model(_Closeable):
             "predictions": int64 (N,)}`` (success and predictions judged in
             ``eval_domain``).
         """
-        a, single = self._images(x)
+        a, single = self._images(x, scale)
         lab = _labels(y)
         cfg = self._attack_config(eps, alpha, steps, random_start, norm, restarts, loss, early_stop,
                                   domain if attack_domain is None else attack_domain,
@@ -789,10 +900,13 @@ class Model(_Closeable):
         cfg.seed = sd
         return cfg
 
-    def apgd(self, x, y, eps=8 / 255, steps=100, norm="linf", loss="ce", restarts=1, targeted=None,
-             target=None, n_target_classes=9, rho=0.75, random_start=True, early_stop=True, domain=None,
-             attack_domain=None, eval_domain=None, seed=0, return_details=False, batch_size=None,
-             progress=False):
+    def apgd(self, x: npt.ArrayLike, y: Labels, eps: float = 8 / 255, steps: int = 100, norm: str = "linf",
+             loss: str = "ce", restarts: int = 1, targeted: Optional[Union[bool, str]] = None,
+             target: Optional[Labels] = None, n_target_classes: int = 9, rho: float = 0.75,
+             random_start: bool = True, early_stop: bool = True, domain: Domain = None,
+             attack_domain: Domain = None, eval_domain: Domain = None, seed: int = 0,
+             return_details: bool = False, batch_size: Optional[int] = None, progress: bool = False,
+             scale: Optional[float] = None) -> Union[np.ndarray, Tuple[np.ndarray, Details]]:
         """Auto-PGD (Croce & Hein 2020): APGD-CE, APGD-DLR, APGD-T.
 
         Momentum 0.75, first step 2*eps, the step halved at checkpoints where
@@ -819,11 +933,12 @@ class Model(_Closeable):
                 True: a sample's result is its first adversarial point).
             return_details: also return the per-sample dict of :meth:`pgd`
                 (``loss`` is the objective ascended).
+            scale: as in :meth:`pgd`.
 
         Returns:
             ``x_adv`` or ``(x_adv, details)``.
         """
-        a, single = self._images(x)
+        a, single = self._images(x, scale)
         lab = _labels(y)
         cfg = self._apgd_config(eps, steps, norm, restarts, loss, n_target_classes, rho, random_start, early_stop,
                                 domain if attack_domain is None else attack_domain,
@@ -849,17 +964,20 @@ class Model(_Closeable):
             adv = adv[0]
         return (adv, details) if return_details else adv
 
-    def autoattack_lite(self, x, y, eps=8 / 255, steps=100, norm="linf", restarts=1, n_target_classes=9,
-                        rho=0.75, domain=None, attack_domain=None, eval_domain=None, seed=0,
-                        return_adversarial=False, batch_size=None, progress=False, log=False):
+    def autoattack_lite(self, x: npt.ArrayLike, y: Labels, eps: float = 8 / 255, steps: int = 100,
+                        norm: str = "linf", restarts: int = 1, n_target_classes: int = 9, rho: float = 0.75,
+                        domain: Domain = None, attack_domain: Domain = None, eval_domain: Domain = None,
+                        seed: int = 0, return_adversarial: bool = False, batch_size: Optional[int] = None,
+                        progress: bool = False, log: bool = False, scale: Optional[float] = None
+                        ) -> Union[Dict[str, Any], Tuple[Dict[str, Any], np.ndarray, Details]]:
         """AutoAttack's APGD-CE then APGD-T (targeted DLR) on the images still robust.
 
         Returns a dict like AutoAttack's log: ``{"n", "clean_acc",
         "robust_acc_apgd_ce", "robust_acc_apgd_t" (the final robust accuracy),
         "robust_acc"}``; with ``return_adversarial``, ``(report, x_adv,
-        details)``. ``log=True`` prints the AutoAttack-style lines.
+        details)``. ``log=True`` prints the AutoAttack-style lines. ``scale``: as in :meth:`pgd`.
         """
-        a, single = self._images(x)
+        a, single = self._images(x, scale)
         lab = _labels(y)
         cfg = self._apgd_config(eps, steps, norm, restarts, "ce", n_target_classes, rho, True, True,
                                 domain if attack_domain is None else attack_domain,
@@ -930,9 +1048,11 @@ class Model(_Closeable):
         det["success"] = det["success"].astype(bool)
         return adv, det
 
-    def fgsm(self, x, y, eps=8 / 255, loss="ce", targeted=None, target=None, domain=None,
-             attack_domain=None, eval_domain=None, seed=0, return_details=False, batch_size=None,
-             progress=False):
+    def fgsm(self, x: npt.ArrayLike, y: Labels, eps: float = 8 / 255, loss: str = "ce",
+             targeted: Optional[bool] = None, target: Optional[Labels] = None, domain: Domain = None,
+             attack_domain: Domain = None, eval_domain: Domain = None, seed: int = 0,
+             return_details: bool = False, batch_size: Optional[int] = None, progress: bool = False,
+             scale: Optional[float] = None) -> Union[np.ndarray, Tuple[np.ndarray, Details]]:
         """Fast gradient sign method: ``pgd(steps=1, alpha=eps, random_start=False)``.
 
         Arguments and return value as in :meth:`pgd` (L-infinity only).
@@ -940,10 +1060,12 @@ class Model(_Closeable):
         return self.pgd(x, y, eps=eps, alpha=eps, steps=1, random_start=False, norm="linf",
                         targeted=targeted, target=target, restarts=1, loss=loss, early_stop=False,
                         domain=domain, attack_domain=attack_domain, eval_domain=eval_domain, seed=seed,
-                        return_details=return_details, batch_size=batch_size, progress=progress)
+                        return_details=return_details, batch_size=batch_size, progress=progress, scale=scale)
 
-    def evaluate(self, x, y, attack=None, domains=None, batch_size=256, progress=True,
-                 attack_domain=None, **attack_kwargs):
+    def evaluate(self, x: npt.ArrayLike, y: Labels, attack: Optional[str] = None,
+                 domains: Optional[Union[str, int, Sequence[Union[str, int]]]] = None, batch_size: int = 256,
+                 progress: bool = True, attack_domain: Domain = None, scale: Optional[float] = None,
+                 **attack_kwargs: Any) -> Dict[str, Dict[str, Any]]:
         """Clean (and robust) accuracy per BN domain.
 
         Args:
@@ -956,6 +1078,7 @@ class Model(_Closeable):
                 domain through itself (the evaluated domain judges success).
             **attack_kwargs: passed to :meth:`pgd` / :meth:`fgsm` (eps, steps,
                 targeted, seed, ...).
+            scale: as in :meth:`predict`.
 
         Returns:
             ``{domain_name: {"n", "clean_acc", "robust_acc",
@@ -968,7 +1091,7 @@ class Model(_Closeable):
         for k in ("return_details", "batch_size", "progress", "domain", "eval_domain"):
             if k in attack_kwargs:
                 raise InvalidArgument("evaluate() sets %r itself" % k)
-        a, _ = self._images(x)
+        a, _ = self._images(x, scale)
         lab = _labels(y)
         doms = list(range(len(self.domains))) if domains is None else \
             [domains] if isinstance(domains, (str, int, np.integer)) else list(domains)
@@ -1001,7 +1124,7 @@ class Model(_Closeable):
 
     # -- saving and calibration ------------------------------------------
 
-    def save(self, path):
+    def save(self, path: Union[str, "os.PathLike[str]"]) -> None:
         """Writes the model with all its domains and preprocessing as one ONNX file.
 
         ONNX Runtime runs the file unchanged with the default domain;
@@ -1009,15 +1132,16 @@ class Model(_Closeable):
         """
         LIB.adm_model_save(self._h(), os.fsencode(os.fspath(path)))
 
-    def calibrator(self, base_domain=None):
+    def calibrator(self, base_domain: Domain = None) -> "Calibrator":
         """A :class:`Calibrator` that builds a new BN domain from ``base_domain``'s affine parameters.
 
         Raises :class:`UnsupportedError` for models without BatchNormalization nodes.
         """
         return Calibrator(self, self.domain_index(base_domain))
 
-    def calibrate(self, x, name, base_domain=None, batch_size=128, source="clean", y=None,
-                  progress=False, **pgd_kwargs):
+    def calibrate(self, x: npt.ArrayLike, name: str, base_domain: Domain = None, batch_size: int = 128,
+                  source: str = "clean", y: Optional[Labels] = None, progress: bool = False,
+                  scale: Optional[float] = None, **pgd_kwargs: Any) -> "Model":
         """Builds a new model with an extra BN domain ``name`` estimated on ``x``.
 
         Args:
@@ -1032,6 +1156,7 @@ class Model(_Closeable):
                 unless ``pgd_kwargs`` say otherwise.
             y: labels, for ``source="pgd"``.
             progress: show a tqdm progress bar.
+            scale: as in :meth:`predict`.
             **pgd_kwargs: passed to :meth:`pgd`.
 
         Returns:
@@ -1041,7 +1166,7 @@ class Model(_Closeable):
             raise InvalidArgument("source must be 'clean' or 'pgd', got %r" % (source,))
         base = self.domain_index(base_domain)
         cal = self.calibrator(base)
-        a, _ = self._images(x)
+        a, _ = self._images(x, scale)
         if source == "pgd":
             if y is None:
                 raise InvalidArgument("source='pgd' needs labels y")
@@ -1068,7 +1193,7 @@ class Calibrator(_Closeable):
     :class:`Model` with the domain appended; the calibrator stays usable.
     """
 
-    def __init__(self, model, base_domain):
+    def __init__(self, model: Model, base_domain: int) -> None:
         """Use :meth:`Model.calibrator` instead."""
         self._model = model
         self._handle = model._h()  # keeps the C model alive
@@ -1086,19 +1211,20 @@ class Calibrator(_Closeable):
             raise InvalidArgument("the calibrator is closed")
         return self._ptr
 
-    def add(self, x):
-        """Adds a batch (>= 2) of pixel-space float32 ``(N, C, H, W)`` images to the statistics."""
-        a, _ = self._model._images(x)
+    def add(self, x: npt.ArrayLike, scale: Optional[float] = None) -> None:
+        """Adds a batch (>= 2) of pixel-space ``(N, C, H, W)`` images to the statistics (``scale``: as in
+        :meth:`Model.predict`)."""
+        a, _ = self._model._images(x, scale)
         LIB.adm_calibrator_add(self._p(), _ptr(a, _FP), a.size, a.shape[0])
         self.images += a.shape[0]
 
-    def finish(self, name):
+    def finish(self, name: str) -> Model:
         """A new :class:`Model`: the base model's domains plus ``name`` with the estimated statistics."""
         out = ctypes.c_void_p()
         LIB.adm_calibrator_finish(self._p(), str(name).encode(), byref(out))
         return Model._from_handle(out.value)
 
-    def close(self):
+    def close(self) -> None:
         """Frees the C calibrator (also done on garbage collection)."""
         p, self._ptr = self._ptr, None
         if p:
