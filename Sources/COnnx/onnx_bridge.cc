@@ -12,6 +12,7 @@
 #include <exception>
 #include <fstream>
 #include <limits>
+#include <memory>
 #include <type_traits>
 #include <set>
 #include <string>
@@ -113,29 +114,19 @@ template <typename Out> int convert(const onnx::TensorProto &t, Out *out, size_t
     return 0;
 }
 
-} // namespace
+const std::string corrupt = "not a valid ONNX protobuf (truncated or corrupt file)";
 
-extern "C" {
-
-int ox_parse(const void *data, size_t len, ox_model **out, char *err, size_t err_len) {
-    if (out == nullptr) { set_err(err, err_len, "out is NULL"); return 1; }
-    *out = nullptr;
-    if (data == nullptr && len > 0) { set_err(err, err_len, "data is NULL"); return 1; }
-    if (len == 0) { set_err(err, err_len, "empty file: not an ONNX model"); return 1; }
-    if (len > (size_t)std::numeric_limits<int>::max()) { set_err(err, err_len, "model larger than 2 GiB is not supported"); return 1; }
+/// Parses with `parse` (which returns "" or what went wrong) into a new model with a graph.
+template <typename F> int parse_model(F parse, ox_model **out, char *err, size_t err_len) {
     try {
-        auto *m = new ox_model();
-        if (!m->proto.ParseFromArray(data, (int)len)) {
-            delete m;
-            set_err(err, err_len, "not a valid ONNX protobuf (truncated or corrupt file)");
+        std::unique_ptr<ox_model> m(new ox_model());  // freed on every error path, a throw included
+        std::string why = parse(m->proto);
+        if (why.empty() && !m->proto.has_graph()) why = "ONNX model has no graph";
+        if (!why.empty()) {
+            set_err(err, err_len, why);
             return 1;
         }
-        if (!m->proto.has_graph()) {
-            delete m;
-            set_err(err, err_len, "ONNX model has no graph");
-            return 1;
-        }
-        *out = m;
+        *out = m.release();
         return 0;
     } catch (const std::exception &e) {
         set_err(err, err_len, std::string("ONNX parse failed: ") + e.what());
@@ -146,33 +137,29 @@ int ox_parse(const void *data, size_t len, ox_model **out, char *err, size_t err
     }
 }
 
+} // namespace
+
+extern "C" {
+
+int ox_parse(const void *data, size_t len, ox_model **out, char *err, size_t err_len) {
+    if (out == nullptr) { set_err(err, err_len, "out is NULL"); return 1; }
+    *out = nullptr;
+    if (data == nullptr && len > 0) { set_err(err, err_len, "data is NULL"); return 1; }
+    if (len == 0) { set_err(err, err_len, "empty file: not an ONNX model"); return 1; }
+    if (len > (size_t)std::numeric_limits<int>::max()) { set_err(err, err_len, "model larger than 2 GiB is not supported"); return 1; }
+    return parse_model([&](onnx::ModelProto &p) { return p.ParseFromArray(data, (int)len) ? std::string() : corrupt; },
+                       out, err, err_len);
+}
+
 int ox_parse_fd(int fd, ox_model **out, char *err, size_t err_len) {
     if (out == nullptr) { set_err(err, err_len, "out is NULL"); return 1; }
     *out = nullptr;
-    try {
-        auto *m = new ox_model();
+    return parse_model([&](onnx::ModelProto &p) {
         // Streamed from the file in small blocks: no buffer holding the whole file.
         google::protobuf::io::FileInputStream in(fd, 1 << 20);
-        if (!m->proto.ParseFromZeroCopyStream(&in)) {
-            delete m;
-            set_err(err, err_len, in.GetErrno() ? std::string("read error: ") + std::strerror(in.GetErrno())
-                                                 : std::string("not a valid ONNX protobuf (truncated or corrupt file)"));
-            return 1;
-        }
-        if (!m->proto.has_graph()) {
-            delete m;
-            set_err(err, err_len, "ONNX model has no graph");
-            return 1;
-        }
-        *out = m;
-        return 0;
-    } catch (const std::exception &e) {
-        set_err(err, err_len, std::string("ONNX parse failed: ") + e.what());
-        return 1;
-    } catch (...) {
-        set_err(err, err_len, "ONNX parse failed");
-        return 1;
-    }
+        if (p.ParseFromZeroCopyStream(&in)) return std::string();
+        return in.GetErrno() ? std::string("read error: ") + std::strerror(in.GetErrno()) : corrupt;
+    }, out, err, err_len);
 }
 
 void ox_free(ox_model *m) { delete m; }

@@ -495,8 +495,8 @@ struct Conv: Op {
         let blocks = (channelsOut + 5) / 6
         if Conv.usesC16(channelsIn: channelsIn, channelsOut: channelsOut, h: h, w: w) {
             return try weights.c16(adjoint: adjoint).withUnsafeBufferPointer { wp in
-                try directC16(wp.baseAddress!, channelsIn: channelsIn, channelsOut: channelsOut, x: x, inMask: inMask,
-                              inScale: inScale, n: n, h: h, w: w, ep: ep, y: y, threads: threads, ctx)
+                try direct3x3(wp.baseAddress!, channelBlocked: true, channelsIn: channelsIn, channelsOut: channelsOut, x: x,
+                              inMask: inMask, inScale: inScale, n: n, h: h, w: w, ep: ep, y: y, threads: threads, ctx)
             }
         }
         guard adjoint else {
@@ -534,45 +534,20 @@ struct Conv: Op {
             && akn_conv3x3_c16_preferred(Int32(channelsIn), Int32(channelsOut), Int32(h), Int32(w)) != 0
     }
 
-    /// The direct 3x3 convolution on the channel-blocked kernel: per sample, pad once, then blocks of
-    /// 16 output channels x bands of rows over the threads.
-    private func directC16(_ wb: UnsafePointer<Float>, channelsIn: Int, channelsOut: Int, x: UnsafePointer<Float>,
-                           inMask: UnsafePointer<Float>?, inScale: UnsafePointer<Float>?, n: Int, h: Int, w: Int,
-                           ep: Epilogue, y: UnsafeMutablePointer<Float>, threads: Int, _ ctx: ExecContext) throws {
-        let scratchSize = akn_scratch_size(Int32(channelsIn), Int32(h), Int32(w))
-        var scratch = try ctx.scratch(scratchSize)
-        defer { ctx.recycle(scratch) }
-        let blocks = channelsOut / 16
-        let t = (threads > 1 && channelsIn * channelsOut * h * w > 200_000) ? threads : 1
-        let bands = blocks >= 2 * t ? 1 : min(h, (2 * t + blocks - 1) / blocks)
-        scratch.withUnsafeMutableBufferPointer { sp in
-            let sb = sp.baseAddress!
-            for s in 0..<n {
-                let xs = x + s * channelsIn * h * w, off = s * channelsOut * h * w
-                akn_conv3x3(xs, inMask.map { $0 + s * channelsIn * h * w }, inScale, Int32(channelsIn), Int32(h), Int32(w), wb,
-                            0, 0, 0, 0, 0, nil, nil, nil, 0, y + off, sb, 1, nil)
-                Parallel.forRanges(blocks * bands, threads: t) { r in
-                    for u in r {
-                        let (b, band) = (u / bands, u % bands)
-                        akn_conv3x3_c16(sb, Int32(channelsIn), Int32(h), Int32(w), wb, Int32(b), Int32(b + 1),
-                                        Int32(h * band / bands), Int32(h * (band + 1) / bands), ep.scale, ep.bias,
-                                        ep.residual.map { $0 + off }, ep.relu ? 1 : 0, y + off)
-                    }
-                }
-            }
-        }
-    }
-
-    private func direct3x3(_ pb: UnsafePointer<Float>, channelsIn: Int, channelsOut: Int, x: UnsafePointer<Float>,
-                           inMask: UnsafePointer<Float>?, inScale: UnsafePointer<Float>?, n: Int, h: Int, w: Int,
-                           ep: Epilogue, y: UnsafeMutablePointer<Float>, threads: Int, _ ctx: ExecContext) throws {
+    /// One sample at a time: pad once (with the mask and scale), then blocks of output channels (6,
+    /// or 16 for the channel-blocked kernel, `pb` in its layout) x bands of rows over the threads.
+    private func direct3x3(_ pb: UnsafePointer<Float>, channelBlocked: Bool = false, channelsIn: Int, channelsOut: Int,
+                           x: UnsafePointer<Float>, inMask: UnsafePointer<Float>?, inScale: UnsafePointer<Float>?, n: Int,
+                           h: Int, w: Int, ep: Epilogue, y: UnsafeMutablePointer<Float>, threads: Int,
+                           _ ctx: ExecContext) throws {
         let scratchSize = akn_scratch_size(Int32(channelsIn), Int32(h), Int32(w))
         let tmpSize = akn_tmp_size(Int32(h), Int32(w))
         var scratch = try ctx.scratch(scratchSize)
         defer { ctx.recycle(scratch) }
-        let blocks = (channelsOut + 5) / 6
+        let blockSize = channelBlocked ? 16 : 6
+        let blocks = (channelsOut + blockSize - 1) / blockSize
         let t = (threads > 1 && channelsIn * channelsOut * h * w > 200_000) ? threads : 1
-        // Work units: blocks of 6 output channels x bands of rows (bands only when there are too few
+        // Work units: blocks of output channels x bands of rows (bands only when there are too few
         // blocks to keep every thread busy).
         let bands = blocks >= 2 * t ? 1 : min(h, (2 * t + blocks - 1) / blocks)
         scratch.withUnsafeMutableBufferPointer { sp in
@@ -586,10 +561,15 @@ struct Conv: Op {
                     withThreadScratch(slot: 1, tmpSize) { tp in
                         for u in r {
                             let (b, band) = (u / bands, u % bands)
-                            akn_conv3x3(xs, nil, nil, Int32(channelsIn), Int32(h), Int32(w), pb, 0,
-                                        Int32(b * 6), Int32(min(channelsOut, b * 6 + 6)), Int32(h * band / bands),
-                                        Int32(h * (band + 1) / bands), ep.scale, ep.bias, ep.residual.map { $0 + off },
-                                        ep.relu ? 1 : 0, y + off, sb, 0, tp)
+                            let (y0, y1) = (Int32(h * band / bands), Int32(h * (band + 1) / bands))
+                            if channelBlocked {
+                                akn_conv3x3_c16(sb, Int32(channelsIn), Int32(h), Int32(w), pb, Int32(b), Int32(b + 1), y0, y1,
+                                                ep.scale, ep.bias, ep.residual.map { $0 + off }, ep.relu ? 1 : 0, y + off)
+                            } else {
+                                akn_conv3x3(xs, nil, nil, Int32(channelsIn), Int32(h), Int32(w), pb, 0, Int32(b * 6),
+                                            Int32(min(channelsOut, b * 6 + 6)), y0, y1, ep.scale, ep.bias,
+                                            ep.residual.map { $0 + off }, ep.relu ? 1 : 0, y + off, sb, 0, tp)
+                            }
                         }
                     }
                 }
