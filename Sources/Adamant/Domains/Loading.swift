@@ -23,14 +23,16 @@ public let plainDomainName = "default"
 extension Model {
     /// Loads one ONNX file: a plain model (one domain, "default") or adamant's single-file format.
     public static func load(path: String, options: LoadOptions = LoadOptions()) throws -> Model {
-        let model = try load(file: try ONNXFile.read(path: path), source: path, options: options)
+        var file = try ONNXFile.read(path: path)
+        let model = try load(file: &file, source: path, options: options)
         returnFreedMemory()
         return model
     }
 
     /// Loads a model from serialized ONNX bytes.
     public static func load(bytes: [UInt8], options: LoadOptions = LoadOptions()) throws -> Model {
-        let model = try load(file: try ONNXFile(bytes: bytes, source: "<memory>"), source: "<memory>", options: options)
+        var file = try ONNXFile(bytes: bytes, source: "<memory>")
+        let model = try load(file: &file, source: "<memory>", options: options)
         returnFreedMemory()
         return model
     }
@@ -49,8 +51,8 @@ extension Model {
         return v
     }
 
-    static func load(file: ONNXFile, source: String, options: LoadOptions) throws -> Model {
-        let built = try GraphBuilder.build(file, source: source)
+    static func load(file: inout ONNXFile, source: String, options: LoadOptions) throws -> Model {
+        let built = try GraphBuilder.build(&file, source: source, releaseWeights: true)
         var pre = Preprocessing()
         var names = [plainDomainName]
         var bn = [built.bn]
@@ -137,12 +139,12 @@ extension Model {
         var files: [ONNXFile] = []
         var builts: [BuiltGraph] = []
         for d in domains {
-            let f = try ONNXFile.read(path: d.path)
+            var f = try ONNXFile.read(path: d.path)
             if f.metadata[FormatKeys.domains] != nil {
                 throw fail(.invalidArgument, "\(d.path) is already a multi-domain adamant file; load it on its own")
             }
+            builts.append(try GraphBuilder.build(&f, source: d.path))
             files.append(f)
-            builts.append(try GraphBuilder.build(f, source: d.path))
         }
         let base = builts[0]
         if domains.count > 1 && base.graph.bnNodes.isEmpty {

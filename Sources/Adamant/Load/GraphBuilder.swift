@@ -32,7 +32,12 @@ struct BuiltGraph {
 /// Turns an ``ONNXFile`` into a ``Graph``: topological sort, constant binding, op construction,
 /// dead-code removal, validation.
 enum GraphBuilder {
-    static func build(_ file: ONNXFile, source: String) throws -> BuiltGraph {
+    /// With `releaseWeights` (a single-file load), each initializer a Conv, Gemm or MatMul packs into
+    /// its own layout is dropped, from `file` too, once its last reader is built, and the signature
+    /// keeps constants' shapes but not their values (only per-domain files compare them): the
+    /// file's floats and the packed weights then never coexist whole (ResNet-638's load peaked at
+    /// twice its weights).
+    static func build(_ file: inout ONNXFile, source: String, releaseWeights: Bool = false) throws -> BuiltGraph {
         func err(_ kind: ErrorKind, _ msg: String) -> AdamantError { fail(kind, "\(source): \(msg)") }
         var consts = file.initializers
 
@@ -114,6 +119,8 @@ enum GraphBuilder {
         var signature: [NodeSignature] = []
         var position: [String: (Int, Int)] = [:]  // value -> (signature position, output slot)
 
+        var readers: [String: Int] = [:]  // live nodes reading each value
+        for raw in order where live.contains(raw.index) { for i in raw.inputs where !i.isEmpty { readers[i, default: 0] += 1 } }
         for raw in order where live.contains(raw.index) {
             if raw.domain != "" && raw.domain != "ai.onnx" {
                 throw err(.unsupported, "\(raw.label): op domain '\(raw.domain)' is not supported (opset \(file.opset))")
@@ -147,7 +154,8 @@ enum GraphBuilder {
             for (k, name) in raw.inputs.enumerated() {
                 if name.isEmpty { sigInputs.append(.empty); continue }
                 if let c = consts[name] {
-                    sigInputs.append(op is BatchNorm && k >= 1 ? .bnParameter : .constant(dims: c.dims, data: c.floats))
+                    sigInputs.append(op is BatchNorm && k >= 1 ? .bnParameter
+                                     : .constant(dims: c.dims, data: releaseWeights ? [] : c.floats))
                 } else if name == inp.name {
                     sigInputs.append(.graphInput)
                 } else if let p = position[name] {
@@ -157,6 +165,16 @@ enum GraphBuilder {
                 let vid = id(name)
                 if let c = consts[name], constants[vid] == nil { constants[vid] = Tensor(shape: c.dims, data: c.floats) }
                 inIds.append(vid)
+            }
+            if releaseWeights && (op is Conv || op is Gemm || op is MatMul) {
+                for k in bound where k < raw.inputs.count && !raw.inputs[k].isEmpty {
+                    let name = raw.inputs[k]
+                    readers[name, default: 0] -= 1
+                    if readers[name] == 0 && file.initializers[name] != nil {
+                        consts[name] = nil
+                        file.initializers[name] = nil
+                    }
+                }
             }
             let usedOutputs = raw.outputs.enumerated().filter { !$0.element.isEmpty && needed.contains($0.element) }
             if usedOutputs.contains(where: { $0.offset > 0 }) {
