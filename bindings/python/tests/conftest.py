@@ -39,6 +39,36 @@ CIFAR_STD = (0.2471, 0.2435, 0.2616)
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 
+def cancel_while_running(model, call, poll=0.05):
+    """Runs call() on another thread and calls model.cancel() every `poll` seconds until it ends
+    (repeatedly: a cancel before the call starts is dropped by design), for 60 s at most.
+    Returns (outcome, seconds): the adamant.CancelledError raised, or "finished"."""
+    import threading
+    import time
+
+    import adamant
+    result = {}
+
+    def run():
+        t0 = time.monotonic()
+        try:
+            call()
+            result["outcome"] = "finished"
+        except adamant.CancelledError as e:
+            result["outcome"] = e
+        result["seconds"] = time.monotonic() - t0
+
+    t = threading.Thread(target=run)
+    t.start()
+    deadline = time.monotonic() + 60
+    while t.is_alive() and time.monotonic() < deadline:
+        time.sleep(poll)
+        model.cancel()
+    t.join(120)
+    assert not t.is_alive()
+    return result["outcome"], result["seconds"]
+
+
 def shared_path(*parts):
     """Path under shared/, skipping the test when shared/ itself is missing."""
     if not os.path.isdir(SHARED):

@@ -11,7 +11,7 @@ import pytest
 
 import adamant
 from adamant import _lib as L
-from conftest import CLI, REPO, mbn_path
+from conftest import CLI, REPO, cancel_while_running, mbn_path
 
 
 @pytest.fixture(scope="module")
@@ -295,32 +295,12 @@ def test_agreement_row_with_torchattacks():
 
 @pytest.mark.parametrize("which", ["apgd", "autoattack_lite"])
 def test_cancel_from_another_thread(mbn8, data, which):
-    import threading
-    import time
     x, y = data
-    result = {}
-
-    def attack():
-        t0 = time.monotonic()
-        try:
-            if which == "apgd":
-                mbn8.apgd(x, y, steps=99999, early_stop=False, domain="adv")  # minutes unless cancelled
-            else:
-                mbn8.autoattack_lite(x, y, steps=9999, domain="adv")
-            result["outcome"] = "finished"
-        except adamant.CancelledError as e:
-            result["outcome"] = e
-        result["seconds"] = time.monotonic() - t0
-
-    t = threading.Thread(target=attack)
-    t.start()
-    deadline = time.monotonic() + 60
-    while t.is_alive() and time.monotonic() < deadline:
-        time.sleep(0.05)
-        mbn8.cancel()
-    t.join(120)
-    assert not t.is_alive()
-    e = result["outcome"]
+    if which == "apgd":
+        call = lambda: mbn8.apgd(x, y, steps=99999, early_stop=False, domain="adv")  # noqa: E731 (minutes unless cancelled)
+    else:
+        call = lambda: mbn8.autoattack_lite(x, y, steps=9999, domain="adv")  # noqa: E731
+    e, seconds = cancel_while_running(mbn8, call)
     assert isinstance(e, adamant.CancelledError), e
-    assert "cancelled" in str(e) and result["seconds"] < 30
+    assert "cancelled" in str(e) and seconds < 30
     assert mbn8.apgd(x[:2], y[:2], steps=2).shape == x[:2].shape

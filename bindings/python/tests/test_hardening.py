@@ -7,14 +7,13 @@ import os
 import subprocess
 import sys
 import threading
-import time
 
 import numpy as np
 import pytest
 
 import adamant
 from adamant import _lib as L
-from conftest import BINDINGS, example_or_shared_mbn8
+from conftest import BINDINGS, cancel_while_running, example_or_shared_mbn8
 
 
 @pytest.fixture(scope="module")
@@ -152,29 +151,10 @@ for limits in ({}, {"max_batch": 0}):
 
 def test_cancel_a_long_pgd_from_another_thread(model, x4):
     y = [0, 1, 2, 3]
-    result = {}
-
-    def attack():
-        t0 = time.monotonic()
-        try:
-            model.pgd(x4, y, steps=100000)  # minutes unless cancelled
-            result["outcome"] = "finished"
-        except adamant.CancelledError as e:
-            result["outcome"] = e
-        result["seconds"] = time.monotonic() - t0
-
-    t = threading.Thread(target=attack)
-    t.start()
-    deadline = time.monotonic() + 60
-    while t.is_alive() and time.monotonic() < deadline:
-        time.sleep(0.05)
-        model.cancel()  # repeated: a cancel before the call starts is dropped by design
-    t.join(120)
-    assert not t.is_alive()
-    e = result["outcome"]
+    e, seconds = cancel_while_running(model, lambda: model.pgd(x4, y, steps=100000))  # minutes unless cancelled
     assert isinstance(e, adamant.CancelledError), e
     assert e.status == 9 and "cancelled" in str(e) and e.function == "adm_attack_pgd"
-    assert result["seconds"] < 30
+    assert seconds < 30
     # the flag is cleared by the next call, on that thread and this one
     assert model.pgd(x4, y, steps=2).shape == x4.shape
 
@@ -345,28 +325,10 @@ def test_cancel_a_long_predict_or_gradient(model, call):
     rng = np.random.default_rng(4)
     x = rng.random((2048, 3, 32, 32), dtype=np.float32)  # seconds of work
     y = np.arange(2048) % 10
-    result = {}
-
-    def run():
-        t0 = time.monotonic()
-        try:
-            model.predict(x) if call == "predict" else model.gradient(x, y)
-            result["outcome"] = "finished"
-        except adamant.CancelledError as e:
-            result["outcome"] = e
-        result["seconds"] = time.monotonic() - t0
-
-    t = threading.Thread(target=run)
-    t.start()
-    deadline = time.monotonic() + 60
-    while t.is_alive() and time.monotonic() < deadline:
-        time.sleep(0.002)
-        model.cancel()
-    t.join(120)
-    assert not t.is_alive()
-    e = result["outcome"]
+    e, seconds = cancel_while_running(model, lambda: model.predict(x) if call == "predict" else model.gradient(x, y),
+                                      poll=0.002)
     assert isinstance(e, adamant.CancelledError), e
     assert e.status == 9 and "cancelled" in str(e)
     assert e.function == ("adm_predict" if call == "predict" else "adm_gradient")
-    assert result["seconds"] < 30
+    assert seconds < 30
     assert model.predict(x[:4]).shape == (4, 10)  # the next call runs
