@@ -100,6 +100,25 @@ void akn_gemm_gather_transposed(const float *pw, int m, int k, int r0, int r1, f
 
 /// The GEMM proper. With astride == 0, pa is a packed A; otherwise A = W^T read from W's panels
 /// (blocks astride floats apart, row r of A at r * 6 in each block).
+/// A's rows from r (a multiple of 6): its packed panels, or W's panels read as W^T (astride != 0).
+static inline const float *a_rows(const float *pa, long astride, int k, int r) {
+    return astride ? pa + (size_t)r * 6 : pa + (size_t)(r / 6) * k * 6;
+}
+
+/// Rows [r, r1) of C by columns [c0, c1) (c0 a multiple of 16): the tiles over B's packed panels
+/// from `b` (the panel of column c0) on, two panels at a time where the ISA's tile takes them.
+static void tile_row(tile_fn fn, int k, const float *a, long astride, int npa, const float *b, int max_pb,
+                     const akn_gemm_cols *io, int r, int r1, int c0, int c1, float *tile) {
+    int panels = (c1 - c0 + 15) / 16;
+    for (int q = 0; q < panels;) {
+        int npb = (max_pb == 2 && panels - q >= 2) ? 2 : 1;
+        int t0 = c0 + q * 16;
+        int t1 = t0 + 16 * npb < c1 ? t0 + 16 * npb : c1;
+        fn(k, a, astride, npa, b + (size_t)q * k * 16, npb, io, r, r1, t0, t1, tile);
+        q += npb;
+    }
+}
+
 /// With `pb`, B comes packed whole (akn_gemm_pack_b) and `scratch` needs only the tile.
 static void gemm_driver(int m, int n, int k, const float *pa, long astride, const float *pb, const akn_gemm_cols *io,
                         int m0, int m1, int n0, int n1, float *scratch) {
@@ -123,32 +142,18 @@ static void gemm_driver(int m, int n, int k, const float *pa, long astride, cons
         // stream from L2 (chunk-outer order re-read the whole A once per 64 columns: 4 MB per call
         // for a 14x14 layer's 1 MB of weights, from L3 or memory).
         for (int r = m0; r < m1;) {
-            int rows_left = m1 - r;
-            int npa = (max_pa == 2 && rows_left > 6) ? 2 : 1;
-            const float *a = astride ? pa + (size_t)r * 6 : pa + (size_t)(r / 6) * k * 6;
+            int npa = (max_pa == 2 && m1 - r > 6) ? 2 : 1;
             int r1 = r + 6 * npa < m1 ? r + 6 * npa : m1;
-            int q0 = n0 / 16, q1 = (n1 + 15) / 16;
-            for (int q = q0; q < q1;) {
-                int npb = (max_pb == 2 && q1 - q >= 2) ? 2 : 1;
-                int c0 = q * 16;
-                int c1 = c0 + 16 * npb < n1 ? c0 + 16 * npb : n1;
-                fn(k, a, astride, npa, pb + (size_t)q * k * 16, npb, io, r, r1, c0, c1, tile);
-                q += npb;
-            }
+            tile_row(fn, k, a_rows(pa, astride, k, r), astride, npa, pb + (size_t)(n0 / 16) * k * 16, max_pb, io, r, r1, n0, n1, tile);
             r = r1;
         }
         return;
     }
     for (int jc = n0; jc < n1; jc += CHUNK) {
         int cols = n1 - jc < CHUNK ? n1 - jc : CHUNK;
-        const float *b = bbuf;
-        if (pb) b = pb + (size_t)(jc / 16) * k * 16;
-        else g_tiles[level].pack(io, k, n, jc, cols, bbuf);
-        int bpanels = (cols + 15) / 16;
+        g_tiles[level].pack(io, k, n, jc, cols, bbuf);
         for (int r = m0; r < m1;) {
-            int rows_left = m1 - r;
-            int npa = (max_pa == 2 && rows_left > 6) ? 2 : 1;
-            const float *a = astride ? pa + (size_t)r * 6 : pa + (size_t)(r / 6) * k * 6;
+            int npa = (max_pa == 2 && m1 - r > 6) ? 2 : 1;
             int r1 = r + 6 * npa < m1 ? r + 6 * npa : m1;
             // The next row tile's lines of C (written) and of the residual (read) in this chunk, fetched
             // while this one computes: rows ldc apart defeat the hardware prefetcher, and with a
@@ -167,13 +172,7 @@ static void gemm_driver(int m, int n, int k, const float *pa, long astride, cons
                     }
                 }
             }
-            for (int q = 0; q < bpanels;) {
-                int npb = (max_pb == 2 && bpanels - q >= 2) ? 2 : 1;
-                int c0 = jc + q * 16;
-                int c1 = c0 + 16 * npb < jc + cols ? c0 + 16 * npb : jc + cols;
-                fn(k, a, astride, npa, b + (size_t)q * k * 16, npb, io, r, r1, c0, c1, tile);
-                q += npb;
-            }
+            tile_row(fn, k, a_rows(pa, astride, k, r), astride, npa, bbuf, max_pb, io, r, r1, jc, jc + cols, tile);
             r = r1;
         }
     }
