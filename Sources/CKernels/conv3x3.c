@@ -156,17 +156,28 @@ void akn_conv3x3(const float *x, const float *in_mask, const float *in_scale, in
 
 size_t akn_tmp_size(int h, int w) { return (size_t)MB * ((size_t)h * (w + 2) + VL); }
 
-void akn_conv3x3_adjoint_weights(const float *packed, int cf, int mf, int b0, int b1, float *out) {
-    // Block b of the adjoint holds its outputs b*6..b*6+5 = the forward's inputs; its inputs are
-    // the forward's outputs o < mf; tap t of the adjoint is tap 8 - t of the forward.
+/// Blocks [b0, b1) of `block` output channels, [blocks][cols][3][3][block], gathered from the
+/// GEMM-packed forward panels of W [m][c][3][3]. Forward: block b holds outputs o = block*b + j;
+/// adjoint: its outputs are the forward's inputs ci = block*b + j, its inputs the forward's outputs,
+/// tap t the forward's 8 - t. Rows past the layer's (a partial last block) are zero.
+/// Inlined into each caller, so that adjoint and block are constants there (a per-call gather on
+/// the backward path of large layers; the generic loop took twice as long).
+static inline __attribute__((always_inline)) void gather_blocks(const float *packed, int m, int c, int adjoint, int block,
+                                                                int b0, int b1, float *out) {
+    int rows = adjoint ? c : m, cols = adjoint ? m : c;
     for (int b = b0; b < b1; b++)
-        for (int o = 0; o < mf; o++)
+        for (int q = 0; q < cols; q++)
             for (int t = 0; t < 9; t++)
-                for (int j = 0; j < MB; j++) {
-                    int ci = b * MB + j;
-                    out[(((size_t)b * mf + o) * 9 + t) * MB + j] =
-                        ci < cf ? packed[(((size_t)(o / MB) * cf + ci) * 9 + (8 - t)) * MB + o % MB] : 0.0f;
+                for (int j = 0; j < block; j++) {
+                    int row = block * b + j;
+                    int o = adjoint ? q : row, ci = adjoint ? row : q, tap = adjoint ? 8 - t : t;
+                    out[(((size_t)b * cols + q) * 9 + t) * block + j] =
+                        row < rows ? packed[(((size_t)(o / MB) * c + ci) * 9 + tap) * MB + o % MB] : 0.0f;
                 }
+}
+
+void akn_conv3x3_adjoint_weights(const float *packed, int cf, int mf, int b0, int b1, float *out) {
+    gather_blocks(packed, mf, cf, 1, MB, b0, b1, out);
 }
 
 // ---- The channel-blocked kernel (conv3x3_c16.inc): dispatch and its weight layout ----
@@ -195,15 +206,5 @@ int akn_conv3x3_c16_preferred(int c, int m, int h, int w) {
 }
 
 void akn_conv3x3_c16_weights(const float *packed, int m, int c, int adjoint, int b0, int b1, float *out) {
-    // Forward: block b holds outputs o = 16b + j of W [m][c][3][3]; adjoint: its outputs are the
-    // forward's inputs ci = 16b + j, its inputs the forward's outputs, tap t the forward's 8 - t.
-    int cols = adjoint ? m : c;
-    for (int b = b0; b < b1; b++)
-        for (int q = 0; q < cols; q++)
-            for (int t = 0; t < 9; t++)
-                for (int j = 0; j < 16; j++) {
-                    int o = adjoint ? q : 16 * b + j, ci = adjoint ? 16 * b + j : q, tap = adjoint ? 8 - t : t;
-                    out[(((size_t)b * cols + q) * 9 + t) * 16 + j] =
-                        packed[(((size_t)(o / MB) * c + ci) * 9 + tap) * MB + o % MB];
-                }
+    gather_blocks(packed, m, c, adjoint, 16, b0, b1, out);
 }
