@@ -3,5 +3,13 @@
 #pragma clang attribute push(__attribute__((target("avx2,fma"))), apply_to = function)
 #define AKN_TILE_DISPATCH akn_gemm_tile_avx2
 #define AKN_PACK_DISPATCH akn_gemm_pack_b_avx2
+#include <immintrin.h>
+// 16 floats src[idx[j]] (0 where idx[j] < 0) into d: two masked gathers of 8.
+#define AKN_GATHER16(d, src, idx)                                                                  \
+    for (int h_ = 0; h_ < 16; h_ += 8) {                                                           \
+        __m256i i_ = _mm256_loadu_si256((const __m256i *)((idx) + h_));                            \
+        __m256 m_ = _mm256_castsi256_ps(_mm256_cmpgt_epi32(i_, _mm256_set1_epi32(-1)));            \
+        _mm256_storeu_ps((d) + h_, _mm256_mask_i32gather_ps(_mm256_setzero_ps(), (src), i_, m_, 4)); \
+    }
 #include "gemm_tile.inc"
 #pragma clang attribute pop

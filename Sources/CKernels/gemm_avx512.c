@@ -3,5 +3,20 @@
 #pragma clang attribute push(__attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,fma"))), apply_to = function)
 #define AKN_TILE_DISPATCH akn_gemm_tile_avx512
 #define AKN_PACK_DISPATCH akn_gemm_pack_b_avx512
+#include <immintrin.h>
+// 16 floats src[idx[j]] (0 where idx[j] < 0) into d: one masked gather.
+#define AKN_GATHER16(d, src, idx)                                                                  \
+    {                                                                                              \
+        __m512i i_ = _mm512_loadu_si512((const void *)(idx));                                      \
+        __mmask16 m_ = _mm512_cmpge_epi32_mask(i_, _mm512_setzero_si512());                        \
+        _mm512_storeu_ps((d), _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m_, i_, (src), 4));    \
+    }
+// s[0], s[2], ..., s[30] into d: two loads (the second of 15 floats) and one two-source permute.
+#define AKN_EVEN16(d, s)                                                                           \
+    {                                                                                              \
+        __m512 lo_ = _mm512_loadu_ps((s)), hi_ = _mm512_maskz_loadu_ps(0x7fff, (s) + 16);          \
+        __m512i ix_ = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);  \
+        _mm512_storeu_ps((d), _mm512_permutex2var_ps(lo_, ix_, hi_));                              \
+    }
 #include "gemm_tile.inc"
 #pragma clang attribute pop

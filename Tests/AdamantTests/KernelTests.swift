@@ -168,6 +168,9 @@ final class KernelTests: XCTestCase {
             (5, 13, 7, 5, 3, 1, 1, .direct3x3), (16, 16, 32, 32, 3, 1, 1, .direct3x3), (2, 9, 3, 33, 3, 1, 1, .direct3x3),
             (128, 20, 7, 7, 3, 1, 1, .im2col), (6, 10, 9, 11, 3, 2, 1, .im2col), (3, 8, 15, 15, 7, 2, 3, .im2col),
             (12, 20, 9, 9, 1, 1, 0, .pointwise), (12, 20, 9, 9, 1, 2, 0, .im2col),
+            // implicit im2col: positions of several samples in one 16-column panel (2x2, 4x4), and a
+            // kernel of 81 taps (the packing's taps in two blocks)
+            (130, 12, 2, 2, 3, 1, 1, .im2col), (32, 40, 8, 8, 3, 2, 1, .im2col), (4, 6, 12, 12, 9, 1, 4, .im2col),
             // the channel-blocked direct kernel's shapes (on avx512), forward and input gradient
             (32, 32, 16, 16, 3, 1, 1, .direct3x3), (16, 32, 8, 8, 3, 1, 1, .direct3x3),
         ]
@@ -213,7 +216,9 @@ final class KernelTests: XCTestCase {
                 // them), then the ReLU's mask exactly: backward(g) == backward-without-ReLU(g masked).
                 var linear = fused
                 linear.fusedRelu = false
-                if c * m * h * w <= 20_000 { try checkGradient(linear, [x, r]) }
+                // (not the 9x9 kernel: its 324-term sums leave a float32 difference quotient too noisy
+                // for a directional derivative this small; the adjoint identity above checks it in double)
+                if c * m * h * w <= 20_000 && k <= 7 { try checkGradient(linear, [x, r]) }
                 let gf = try fused.backward([x, r], [yf], [g], needs: [true, true], cx)
                 let masked = Tensor(shape: g.shape, data: zip(yf.data, g.data).map { $0 > 0 ? $1 : 0 })
                 let gl = try linear.backward([x, r], [yf], [masked], needs: [true, true], cx)

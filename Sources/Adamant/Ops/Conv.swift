@@ -364,8 +364,9 @@ struct Conv: Op {
         case .pointwise:
             return []
         case .im2col:
+            // The forward packs its implicit im2col; only the input gradient has a column buffer.
             let columns = weights.kdim * oh * ow
-            return [samplesPerPiece(n, floatsPerSample: columns) * columns]
+            return backward ? [samplesPerPiece(n, floatsPerSample: columns) * columns] : []
         }
     }
 
@@ -393,8 +394,8 @@ struct Conv: Op {
         let size = columnFloats == 0 ? 0 : piece * columnFloats
         var col = try ctx.scratch(size)
         defer { ctx.recycle(col) }
-        try weights.forward.withUnsafeBufferPointer { wp in
-            try col.withUnsafeMutableBufferPointer { cp in
+        weights.forward.withUnsafeBufferPointer { wp in
+            col.withUnsafeMutableBufferPointer { cp in
                 var s0 = 0
                 while s0 < n {
                     let ns = min(piece, n - s0)
@@ -405,30 +406,24 @@ struct Conv: Op {
         }
     }
 
+    /// The layer's window on an h x w input with output width ow: the implicit im2col of `gemm.h`.
+    private func geometry(h: Int, w: Int, ow: Int, pads p: (Int, Int, Int, Int)) -> akn_conv_b {
+        akn_conv_b(h: Int32(h), w: Int32(w), ow: Int32(ow), kh: Int32(kh), kw: Int32(kw), sh: Int32(strides.0),
+                   sw: Int32(strides.1), dh: Int32(dilations.0), dw: Int32(dilations.1), pt: Int32(p.0), pl: Int32(p.1))
+    }
+
     private func gemmForward(x: UnsafePointer<Float>, n: Int, c: Int, h: Int, w: Int, oh: Int, ow: Int, pointwise: Bool,
                              ep: Epilogue, y: UnsafeMutablePointer<Float>, threads: Int, _ ctx: ExecContext) throws {
         let (mg, kdim, ohw) = (weights.mg, weights.kdim, oh * ow)
-        let p = resolvedPads(h, w)
-        try forEachPiece(n: n, columnFloats: pointwise ? 0 : kdim * ohw, ctx) { wp, cp, s0, ns in
+        var geom = geometry(h: h, w: w, ow: ow, pads: resolvedPads(h, w))
+        try forEachPiece(n: n, columnFloats: 0, ctx) { wp, _, s0, ns in
             for g in 0..<group {
+                // B is the input itself: 1x1 stride 1 as it is, anything else as its implicit im2col
+                // (gathered by the GEMM's packing: no column buffer).
                 var io = akn_gemm_cols()
                 io.per = Int32(ohw)
-                if pointwise {
-                    io.b = x + (s0 * c + g * inPerGroup) * h * w
-                    io.ldb = h * w; io.b_sample = c * h * w
-                } else {
-                    let colBase = cp.baseAddress!
-                    // Units of one kernel row of one channel (a 3-channel stem still splits evenly).
-                    Parallel.forRanges(ns * inPerGroup * kh, threads: ns * kdim * ohw > 100_000 ? threads : 1) { r in
-                        for u in r {
-                            let (s, ci, ki) = (u / (inPerGroup * kh), (u / kh) % inPerGroup, u % kh)
-                            im2col(x + ((s0 + s) * c + g * inPerGroup) * h * w, h, w, oh, ow, p,
-                                   colBase + s * kdim * ohw, ldc: ohw, channels: ci..<(ci + 1), kernelRows: ki..<(ki + 1))
-                        }
-                    }
-                    io.b = UnsafePointer(colBase)
-                    io.ldb = ohw; io.b_sample = kdim * ohw
-                }
+                io.b = x + (s0 * c + g * inPerGroup) * h * w
+                io.ldb = h * w; io.b_sample = c * h * w
                 io.c = y + (s0 * outChannels + g * mg) * ohw
                 io.ldc = ohw; io.c_sample = outChannels * ohw
                 if let r = ep.residual {
@@ -438,7 +433,10 @@ struct Conv: Op {
                 io.scale = ep.scale.map { $0 + g * mg }
                 io.bias = ep.bias.map { $0 + g * mg }
                 io.relu = ep.relu ? 1 : 0
-                gemm(m: mg, n: ns * ohw, k: kdim, a: wp.baseAddress! + g * weights.groupStride, io: io, threads: threads)
+                withUnsafePointer(to: &geom) { gp in
+                    if !pointwise { io.conv = gp }
+                    gemm(m: mg, n: ns * ohw, k: kdim, a: wp.baseAddress! + g * weights.groupStride, io: io, threads: threads)
+                }
             }
         }
     }
@@ -446,7 +444,7 @@ struct Conv: Op {
     private func gemmBackward(dz: UnsafePointer<Float>, mask: UnsafePointer<Float>?, n: Int, c: Int, h: Int, w: Int, oh: Int, ow: Int, pointwise: Bool,
                               scale: UnsafePointer<Float>?, dx: UnsafeMutablePointer<Float>, threads: Int, _ ctx: ExecContext) throws {
         let (mg, kdim, ohw) = (weights.mg, weights.kdim, oh * ow)
-        let p = resolvedPads(h, w)
+        var geom = geometry(h: h, w: w, ow: ow, pads: resolvedPads(h, w))
         try forEachPiece(n: n, columnFloats: pointwise ? 0 : kdim * ohw, ctx) { ap, cp, s0, ns in
             for g in 0..<group {
                 // columns of W_g^T (scale . dz): one sample's oh*ow positions per sample
@@ -471,12 +469,11 @@ struct Conv: Op {
                     // in the stem); every element still receives its terms in the same order.
                     let t = ns * kdim * ohw > 100_000 ? threads : 1
                     let bands = ns * inPerGroup >= 2 * t ? 1 : min(h, (2 * t + ns * inPerGroup - 1) / (ns * inPerGroup))
-                    Parallel.forRanges(ns * inPerGroup * bands, threads: t) { r in
-                        for u in r {
-                            let (s, ci, band) = (u / (inPerGroup * bands), (u / bands) % inPerGroup, u % bands)
-                            col2im(colBase + s * kdim * ohw, ldc: ohw, h, w, oh, ow, p,
-                                   dx + ((s0 + s) * c + g * inPerGroup) * h * w, channels: ci..<(ci + 1),
-                                   rows: (h * band / bands)..<(h * (band + 1) / bands))
+                    let xg = dx + (s0 * c + g * inPerGroup) * h * w
+                    withUnsafePointer(to: &geom) { gp in
+                        Parallel.forRanges(ns * inPerGroup * bands, threads: t) { r in
+                            akn_col2im(colBase, ohw, kdim * ohw, gp, Int32(oh), Int32(inPerGroup), Int32(bands),
+                                       r.lowerBound, r.upperBound, xg, c * h * w)
                         }
                     }
                 }
@@ -636,81 +633,6 @@ struct Conv: Op {
                             }
                         }
                         s0 += ns
-                    }
-                }
-            }
-        }
-    }
-
-    /// Unfolds one sample's group channels into rows (c, ki, kj) x columns (oh, ow) with row stride ldc.
-    private func im2col(_ x: UnsafePointer<Float>, _ h: Int, _ w: Int, _ oh: Int, _ ow: Int,
-                        _ p: (Int, Int, Int, Int), _ col: UnsafeMutablePointer<Float>, ldc: Int,
-                        channels: Range<Int>? = nil, kernelRows: Range<Int>? = nil) {
-        let (sh, sw) = strides
-        let (dh, dw) = dilations
-        let channels = channels ?? 0..<inPerGroup
-        let kernelRows = kernelRows ?? 0..<kh
-        for ci in channels {
-            let xc = x + ci * h * w
-            for ki in kernelRows {
-                var row = (ci * kh + ki) * kw
-                for kj in 0..<kw {
-                    let dst = col + row * ldc
-                    row += 1
-                    let jOff = kj * dw - p.1
-                    // Range of ow whose input column lies inside [0, w).
-                    let owLo = jOff < 0 ? min(ow, (-jOff + sw - 1) / sw) : 0
-                    let owHi = w - 1 - jOff < 0 ? owLo : max(owLo, min(ow, (w - 1 - jOff) / sw + 1))
-                    for o in 0..<oh {
-                        let ih = o * sh + ki * dh - p.0
-                        let d = dst + o * ow
-                        if ih < 0 || ih >= h {
-                            d.update(repeating: 0, count: ow)
-                            continue
-                        }
-                        let src = xc + ih * w
-                        if owLo > 0 { d.update(repeating: 0, count: owLo) }
-                        if sw == 1 {
-                            if owHi > owLo { (d + owLo).update(from: src + owLo + jOff, count: owHi - owLo) }
-                        } else {
-                            var iw = owLo * sw + jOff
-                            for q in owLo..<owHi { d[q] = src[iw]; iw += sw }
-                        }
-                        if owHi < ow { (d + owHi).update(repeating: 0, count: ow - owHi) }
-                    }
-                }
-            }
-        }
-    }
-
-    /// Adds the columns back into one sample's group channels (the adjoint of im2col).
-    private func col2im(_ col: UnsafePointer<Float>, ldc: Int, _ h: Int, _ w: Int, _ oh: Int, _ ow: Int,
-                        _ p: (Int, Int, Int, Int), _ x: UnsafeMutablePointer<Float>, channels: Range<Int>,
-                        rows: Range<Int>) {
-        let (sh, sw) = strides
-        let (dh, dw) = dilations
-        var row = channels.lowerBound * kh * kw
-        for ci in channels {
-            let xc = x + ci * h * w
-            for ki in 0..<kh {
-                for kj in 0..<kw {
-                    let src = col + row * ldc
-                    row += 1
-                    let jOff = kj * dw - p.1
-                    let owLo = jOff < 0 ? min(ow, (-jOff + sw - 1) / sw) : 0
-                    let owHi = w - 1 - jOff < 0 ? owLo : max(owLo, min(ow, (w - 1 - jOff) / sw + 1))
-                    for o in 0..<oh {
-                        let ih = o * sh + ki * dh - p.0
-                        if ih < rows.lowerBound || ih >= rows.upperBound { continue }
-                        let dst = xc + ih * w
-                        let s = src + o * ow
-                        if sw == 1 {
-                            let d = dst + jOff
-                            for q in owLo..<owHi { d[q] += s[q] }
-                        } else {
-                            var iw = owLo * sw + jOff
-                            for q in owLo..<owHi { dst[iw] += s[q]; iw += sw }
-                        }
                     }
                 }
             }

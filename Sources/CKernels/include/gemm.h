@@ -33,6 +33,20 @@ size_t akn_gemm_packed_a_size(int m, int k);
  */
 void akn_gemm_pack_a(const float *a, long lda, int trans, int m, int k, float *out);
 
+/**
+ * A convolution's input read as its im2col matrix (implicit GEMM): with akn_gemm_cols.conv set, B's
+ * row p = (ci * kh + ki) * kw + kj and column j = (sample j / per, output position j % per = oy * ow + ox)
+ * hold x[ci][oy * sh - pt + ki * dh][ox * sw - pl + kj * dw] of that sample (0 in the padding), x's
+ * channel ci at b + sample * b_sample + ci * ldb (ldb >= h * w). The packing gathers them straight
+ * from x: no im2col buffer, and the values (hence the results) are those of an explicit im2col.
+ * bmask and bscale must be NULL.
+ */
+typedef struct akn_conv_b {
+    int h, w, ow;            /**< input plane and output width */
+    int kh, kw, sh, sw, dh, dw;
+    int pt, pl;              /**< top and left padding */
+} akn_conv_b;
+
 /** Where the columns of B, C and an optional residual R live: column j = (sample j / per, position j % per). */
 typedef struct akn_gemm_cols {
     int per;                 /**< columns per sample (> 0) */
@@ -47,6 +61,7 @@ typedef struct akn_gemm_cols {
     const float *scale;      /**< optional, one per row of C: C = acc * scale + bias (else acc + bias) */
     const float *bias;       /**< optional, one per row of C */
     int relu;                /**< apply max(x, 0) last (NaN stays NaN) */
+    const akn_conv_b *conv;  /**< optional: B is the im2col of a convolution's input (akn_conv_b) */
 } akn_gemm_cols;
 
 /** Scratch floats akn_gemm needs for a call covering `cols` columns (packed B chunk + one tile). */
@@ -104,6 +119,18 @@ void akn_gemm_pack_b(const akn_gemm_cols *io, int k, int n, int j0, int j1, floa
  */
 void akn_gemm_prepacked(int m, int n, int k, const float *pa, int transposed, const float *pb, const akn_gemm_cols *io,
                         int m0, int m1, int n0, int n1, float *tile);
+
+/**
+ * The adjoint of the implicit im2col (akn_conv_b): adds im2col columns back into the input. `col`
+ * holds per sample (col_sample floats apart) the rows p = (ci * kh + ki) * kw + kj of its c channels,
+ * ldc floats apart, oh * ow positions each; x's channel ci of sample s is at x + s * x_sample +
+ * ci * (h * w). Runs units [u0, u1) of (sample, channel, band) = (u / (c * bands), (u / bands) % c,
+ * u % bands), a band being input rows [h * band / bands, h * (band + 1) / bands): disjoint units may
+ * run on different threads. Each input element receives its terms in the order (ki, kj, oy, ox),
+ * whatever the units, so results never depend on the split.
+ */
+void akn_col2im(const float *col, long ldc, long col_sample, const akn_conv_b *g, int oh, int c, int bands, long u0,
+                long u1, float *x, long x_sample);
 
 /** Columns per chunk a call packs at once (callers splitting work use multiples of it). */
 int akn_gemm_chunk_cols(void);
