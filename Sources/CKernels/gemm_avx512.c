@@ -11,6 +11,18 @@
         __mmask16 m_ = _mm512_cmpge_epi32_mask(i_, _mm512_setzero_si512());                        \
         _mm512_storeu_ps((d), _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m_, i_, (src), 4));    \
     }
+// Lanes 0-7 from src + hb[0] and 8-15 from src + hb[1], each lane l of a half at (l mod 8) * sw
+// (sw 1 or 2), lanes whose offset is negative zeroed: two loads masked to the elements the lanes
+// use (hm) and one two-source permute.
+#define AKN_HALVES(d, src, hb, hm, o, sw)                                                          \
+    {                                                                                              \
+        __m512 lo_ = _mm512_maskz_loadu_ps((__mmask16)(hm)[0], (src) + (hb)[0]);                  \
+        __m512 hi_ = _mm512_maskz_loadu_ps((__mmask16)(hm)[1], (src) + (hb)[1]);                  \
+        __m512i ix_ = (sw) == 1 ? _mm512_set_epi32(23, 22, 21, 20, 19, 18, 17, 16, 7, 6, 5, 4, 3, 2, 1, 0) \
+                                : _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0); \
+        __mmask16 z_ = _mm512_cmpge_epi32_mask(_mm512_loadu_si512((const void *)(o)), _mm512_setzero_si512()); \
+        _mm512_storeu_ps((d), _mm512_maskz_permutex2var_ps(z_, lo_, ix_, hi_));                    \
+    }
 // s[0], s[2], ..., s[30] into d: two loads (the second of 15 floats) and one two-source permute.
 #define AKN_EVEN16(d, s)                                                                           \
     {                                                                                              \

@@ -168,9 +168,11 @@ final class KernelTests: XCTestCase {
             (5, 13, 7, 5, 3, 1, 1, .direct3x3), (16, 16, 32, 32, 3, 1, 1, .direct3x3), (2, 9, 3, 33, 3, 1, 1, .direct3x3),
             (128, 20, 7, 7, 3, 1, 1, .im2col), (6, 10, 9, 11, 3, 2, 1, .im2col), (3, 8, 15, 15, 7, 2, 3, .im2col),
             (12, 20, 9, 9, 1, 1, 0, .pointwise), (12, 20, 9, 9, 1, 2, 0, .im2col),
-            // implicit im2col: positions of several samples in one 16-column panel (2x2, 4x4), and a
-            // kernel of 81 taps (the packing's taps in two blocks)
-            (130, 12, 2, 2, 3, 1, 1, .im2col), (32, 40, 8, 8, 3, 2, 1, .im2col), (4, 6, 12, 12, 9, 1, 4, .im2col),
+            // implicit im2col: positions of several samples in one 16-column panel (2x2, 4x4), panels of
+            // two 8-wide output rows (stride 1 and 2, padding lanes zeroed), and a kernel of 81 taps (the
+            // packing's taps in two blocks)
+            (130, 12, 2, 2, 3, 1, 1, .im2col), (32, 40, 8, 8, 3, 2, 1, .im2col), (64, 24, 4, 4, 3, 1, 1, .im2col),
+            (16, 16, 16, 16, 3, 2, 1, .im2col), (4, 6, 12, 12, 9, 1, 4, .im2col),
             // the channel-blocked direct kernel's shapes (on avx512), forward and input gradient
             (32, 32, 16, 16, 3, 1, 1, .direct3x3), (16, 32, 8, 8, 3, 1, 1, .direct3x3),
         ]

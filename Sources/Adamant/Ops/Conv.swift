@@ -225,8 +225,10 @@ struct Conv: Op {
                 && akn_wino_tiles(Int32(h), Int32(w)) >= 49 && !winogradDisabled {
                 return .winograd
             }
-            // A small image with many channels: one GEMM per layer beats both (ResNet stage 4, 7x7).
-            if h * w <= 64 && inPerGroup >= 128 { return .im2col }
+            // A small image: one GEMM per layer over the batch's positions beats both (4x4 and under,
+            // as in a CIFAR network's last stage, 30 % faster on a 64-channel layer; 8x8 and 7x7, as
+            // in ResNet stage 4, with many channels).
+            if h * w <= 16 || (h * w <= 64 && inPerGroup >= 128) { return .im2col }
             return .direct3x3
         }
         if kh == 1 && kw == 1 && strides == (1, 1) && p == (0, 0, 0, 0) { return .pointwise }
