@@ -13,17 +13,22 @@ enum { CHUNK = 64 };  // columns packed at once: 4 panels of 16
 
 typedef void (*tile_fn)(AKN_GEMM_TILE_ARGS);
 typedef void (*pack_fn)(const akn_gemm_cols *io, int k, int n, int j0, int cols, float *out);
+typedef void (*gemv_fn)(int k, const float *pa, const float *b, const akn_gemm_cols *io, int m0, int m1, int c0, int cols);
 
 /// One entry per instruction-set level: the tile function and the largest tile it takes, in panels.
 static const struct {
     tile_fn fn;
     pack_fn pack;
+    gemv_fn gemv;
     int max_pa, max_pb;
 } g_tiles[3] = {
-    {akn_gemm_tile_scalar, akn_gemm_pack_b_scalar, 1, 1},
-    {akn_gemm_tile_avx2, akn_gemm_pack_b_avx2, 1, 1},
-    {akn_gemm_tile_avx512, akn_gemm_pack_b_avx512, 2, 2},
+    {akn_gemm_tile_scalar, akn_gemm_pack_b_scalar, akn_gemm_gemv_scalar, 1, 1},
+    {akn_gemm_tile_avx2, akn_gemm_pack_b_avx2, akn_gemm_gemv_avx2, 1, 1},
+    {akn_gemm_tile_avx512, akn_gemm_pack_b_avx512, akn_gemm_gemv_avx512, 2, 2},
 };
+
+/// Columns a call takes one at a time (akn_gemm_gemv_*) rather than in 16-column tiles.
+enum { NARROW = 4 };
 
 size_t akn_gemm_packed_a_size(int m, int k) { return (size_t)((m + 5) / 6) * (size_t)k * 6; }
 
@@ -135,6 +140,11 @@ static void gemm_driver(int m, int n, int k, const float *pa, long astride, cons
         for (int r = m0; r < m1; r += 6)
             for (int c = n0; c < n1; c += 16)
                 fn(0, bbuf, 0, 1, bbuf, 1, io, r, r + 6 < m1 ? r + 6 : m1, c, c + 16 < n1 ? c + 16 : n1, tile);
+        return;
+    }
+    if (!pb && !astride && n1 - n0 <= NARROW) {
+        g_tiles[level].pack(io, k, n, n0, n1 - n0, bbuf);
+        g_tiles[level].gemv(k, pa, bbuf, io, m0, m1, n0, n1 - n0);
         return;
     }
     if (pb) {

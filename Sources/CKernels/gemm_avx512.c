@@ -3,6 +3,7 @@
 #pragma clang attribute push(__attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,fma"))), apply_to = function)
 #define AKN_TILE_DISPATCH akn_gemm_tile_avx512
 #define AKN_PACK_DISPATCH akn_gemm_pack_b_avx512
+#define AKN_GEMV_DISPATCH akn_gemm_gemv_avx512
 #include <immintrin.h>
 // 16 floats src[idx[j]] (0 where idx[j] < 0) into d: one masked gather.
 #define AKN_GATHER16(d, src, idx)                                                                  \

@@ -2,4 +2,5 @@
 #include "gemm_isa.h"
 #define AKN_TILE_DISPATCH akn_gemm_tile_scalar
 #define AKN_PACK_DISPATCH akn_gemm_pack_b_scalar
+#define AKN_GEMV_DISPATCH akn_gemm_gemv_scalar
 #include "gemm_tile.inc"
