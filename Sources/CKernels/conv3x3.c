@@ -52,11 +52,13 @@ size_t akn_scratch_size(int c, int h, int w) {
             }                                                                                         \
             memset(pl + (size_t)(h + 1) * wp + 1, 0, (size_t)(wp - 1) * sizeof(float)); /* bottom */ \
         }                                                                                             \
-        memset(xp + (size_t)c * plane, 0, 2 * VL * sizeof(float));                                    \
+        if (last) memset(xp + (size_t)c * plane, 0, 2 * VL * sizeof(float));                          \
     }
 
+/* x, mask, scale and xp start at the first channel to pad; `last`: these are the input's last channels
+   (then the slack after them is zeroed too). */
 #define PAD_ARGS const float *restrict x, const float *restrict mask, const float *restrict scale, int c, int h, int w, \
-                 float *restrict xp
+                 float *restrict xp, int last
 
 __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,fma")))
 static void pad_avx512(PAD_ARGS) PAD_BODY
@@ -146,12 +148,22 @@ static const conv_fn g_conv[3] = {conv_portable, conv_avx2, conv_avx512};
 void akn_conv3x3(const float *x, const float *in_mask, const float *in_scale, int c, int h, int w, const float *packed,
                  int block0, int m0, int m1, int y0, int y1, const float *scale, const float *bias, const float *res, int relu,
                  float *y, float *scratch, int pad, float *tmp) {
-    if (pad) g_pad[abk_isa()](x, in_mask, in_scale, c, h, w, scratch);
+    if (pad) g_pad[abk_isa()](x, in_mask, in_scale, c, h, w, scratch, 1);
     if (m1 <= m0) return;
     if (y0 < 0) y0 = 0;
     if (y1 > h) y1 = h;
     if (y1 <= y0) return;
     g_conv[abk_isa()](scratch, c, h, w, packed, block0, m0, m1, y0, y1, scale, bias, res, relu, y, tmp);
+}
+
+void akn_conv3x3_pad(const float *x, const float *in_mask, const float *in_scale, int c, int h, int w, int c0, int c1,
+                     float *scratch) {
+    if (c0 < 0) c0 = 0;
+    if (c1 > c) c1 = c;
+    if (c1 <= c0) return;
+    size_t plane = (size_t)(h + 2) * (w + 2), in = (size_t)h * w;
+    g_pad[abk_isa()](x + c0 * in, in_mask ? in_mask + c0 * in : NULL, in_scale ? in_scale + c0 : NULL, c1 - c0, h, w,
+                     scratch + c0 * plane, c1 == c);
 }
 
 size_t akn_tmp_size(int h, int w) { return (size_t)MB * ((size_t)h * (w + 2) + VL); }

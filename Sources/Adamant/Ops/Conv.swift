@@ -553,9 +553,13 @@ struct Conv: Op {
             let sb = sp.baseAddress!
             for s in 0..<n {
                 let xs = x + s * channelsIn * h * w, off = s * channelsOut * h * w
-                // Pad once (with the mask and scale), then split the units over the threads.
-                akn_conv3x3(xs, inMask.map { $0 + s * channelsIn * h * w }, inScale, Int32(channelsIn), Int32(h), Int32(w), pb,
-                            0, 0, 0, 0, 0, nil, nil, nil, 0, y + off, sb, 1, nil)
+                // Pad once (with the mask and scale; channels over the threads), then split the units
+                // over the threads.
+                let ms = inMask.map { $0 + s * channelsIn * h * w }
+                Parallel.forRanges(channelsIn, threads: t) { r in
+                    akn_conv3x3_pad(xs, ms, inScale, Int32(channelsIn), Int32(h), Int32(w), Int32(r.lowerBound),
+                                    Int32(r.upperBound), sb)
+                }
                 Parallel.forRanges(blocks * bands, threads: t) { r in
                     withThreadScratch(slot: 1, tmpSize) { tp in
                         for u in r {

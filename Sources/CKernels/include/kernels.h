@@ -42,6 +42,13 @@ void akn_conv3x3(const float *x, const float *in_mask, const float *in_scale, in
                  int relu, float *y, float *scratch, int pad_input, float *tmp);
 
 /**
+ * Channels [c0, c1) of akn_conv3x3's padded input (pad_input) in `scratch`: disjoint ranges may be
+ * built on different threads (the range ending at c also zeroes the slack after the planes).
+ */
+void akn_conv3x3_pad(const float *x, const float *in_mask, const float *in_scale, int c, int h, int w, int c0, int c1,
+                     float *scratch);
+
+/**
  * Blocks [b0, b1) of the packed weights of the adjoint (input gradient) of a 3x3 convolution with
  * cf inputs and mf outputs whose forward panels are `packed`: [ceil(cf/6)][mf][3][3][6], the
  * kernel transposed and flipped, zero past cf. Whole: (cf + 5) / 6 * mf * 54 floats.
