@@ -394,8 +394,8 @@ struct Conv: Op {
                               _ body: (UnsafeBufferPointer<Float>, UnsafeMutableBufferPointer<Float>, Int, Int) -> Void) throws {
         let piece = columnFloats == 0 ? n : samplesPerPiece(n, floatsPerSample: columnFloats)
         let size = columnFloats == 0 ? 0 : piece * columnFloats
-        var col = try ctx.scratch(size)
-        defer { ctx.recycle(col) }
+        var col = size == 0 ? [] : try ctx.scratch(size)
+        defer { if size > 0 { ctx.recycle(col) } }
         weights.forward.withUnsafeBufferPointer { wp in
             col.withUnsafeMutableBufferPointer { cp in
                 var s0 = 0

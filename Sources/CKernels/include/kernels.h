@@ -86,6 +86,19 @@ void akn_relu_mask(const float *y, const float *g, float *out, size_t n);
  */
 void akn_pgd_linf_step(float *adv, const float *x0, const float *g, size_t n, float step, float eps, float lo, float hi);
 
+/** y[p] = the mean of x[p * inner .. (p + 1) * inner) for each of `planes` planes (global average pooling). */
+void akn_mean_planes(const float *x, size_t planes, size_t inner, float *y);
+
+/** The index of the first NaN or infinite value of x[0..n), or -1. */
+long akn_first_nonfinite(const float *x, size_t n);
+
+/**
+ * dst = src, plane by plane (`planes` of `inner` floats), each plane p divided by divisors[p % channels]
+ * when divisors is not NULL (a gradient taken back through a per-channel normalization).
+ */
+void akn_copy_scaled_planes(const float *src, float *dst, size_t planes, size_t inner, const float *divisors,
+                            size_t channels);
+
 /** acc[i] += x[i] (gradient accumulation). */
 void akn_add_inplace(float *acc, const float *x, size_t n);
 
