@@ -170,9 +170,9 @@ class Cluster:
 
     def evaluate(self, x: npt.ArrayLike, y: Labels, attack: Optional[str] = None,
                  domains: Optional[Union[str, int, Sequence[Union[str, int]]]] = None, batch_size: int = 256,
-                 progress: bool = True, attack_domain: Domain = None, scale: Optional[float] = None,
+                 progress: Union[bool, str] = True, attack_domain: Domain = None, scale: Optional[float] = None,
                  num_shards: Optional[int] = None, **attack_kwargs: Any) -> Dict[str, Dict[str, Any]]:
-        """:func:`evaluate` on this cluster's workers."""
+        """:func:`evaluate` on this cluster's workers (``progress`` may be a str: the bar's label)."""
         per_sample, lab = self._evaluate_samples(x, y, attack, domains, batch_size, progress, attack_domain,
                                                  scale, num_shards, attack_kwargs)
         return _summarize(per_sample, lab)
@@ -210,7 +210,8 @@ class Cluster:
                 kw["target"] = np.asarray(target)[s:e]
             return (s, np.ascontiguousarray(xa[s:e]), lab[s:e], attack, domains, batch_size, attack_domain, scale, kw)
 
-        bar = _bar(len(parts), progress, "evaluate (%d worker%s)" % (self.num_workers,
+        label = progress if isinstance(progress, str) else "evaluate"
+        bar = _bar(len(parts), bool(progress), "%s (%d worker%s)" % (label, self.num_workers,
                                                                     "" if self.num_workers == 1 else "s"))
         done: Dict[int, Any] = {}
         try:
@@ -452,7 +453,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     if attack == "pgd":
                         k["steps"] = s
                     res = c.evaluate(x, y, attack=attack, domains=[d], batch_size=a.batch_size,
-                                     progress=not a.no_progress, attack_domain=a.attack_domain, **k)[name]
+                                     progress=False if a.no_progress else
+                                     "%s %s" % (name, "clean" if attack is None else "FGSM" if attack == "fgsm" else "PGD-%d" % s),
+                                     attack_domain=a.attack_domain, **k)[name]
                     row = {"domain": name, "images": res["n"], "clean_acc": res["clean_acc"],
                            "seconds": time.monotonic() - t0}
                     if attack is not None:
