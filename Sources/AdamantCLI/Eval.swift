@@ -10,13 +10,13 @@ struct Eval: ParsableCommand {
         (untargeted: prediction != label; targeted: prediction == target, over all images). The attack
         runs through the evaluated domain unless --attack-domain is given.
 
-        --ray[=ADDRESS] splits the images over Ray workers (pgd, fgsm or none): the images are decoded
-        here as without --ray, then handed to the Python package (python3 -m adamant.distributed; the
-        interpreter is $ADAMANT_PYTHON, else python3 on PATH, and needs `pip install 'adamant[ray]'`).
-        Without ADDRESS a local Ray cluster is started on the loopback interface (and stopped);
-        ADDRESS joins a running one ("auto", "host:6379", "ray://host:10001"). Each worker loads the
-        model once and attacks a contiguous shard with the images' global indices as their random
-        streams' keys, so the numbers equal those without --ray for the same --seed. A row's time
+        --ray[=ADDRESS] splits the images over Ray workers (pgd, fgsm or none): the images are decoded \
+        here as without --ray, then handed to the Python package (python3 -m adamant.distributed; the \
+        interpreter is $ADAMANT_PYTHON, else python3 on PATH, and needs `pip install 'adamant[ray]'`). \
+        Without ADDRESS a local Ray cluster is started on the loopback interface (and stopped); \
+        ADDRESS joins a running one ("auto", "host:6379", "ray://host:10001"). Each worker loads the \
+        model once and attacks a contiguous shard with the images' global indices as their random \
+        streams' keys, so the numbers equal those without --ray for the same --seed. A row's time \
         covers its clean pass and its attack. Python or Ray missing: exit 1 with a message.
         """)
     @OptionGroup var model: ModelOptions
@@ -28,7 +28,7 @@ struct Eval: ParsableCommand {
     @Option(help: "Domains to evaluate (comma-separated, or 'all').") var domains: String = "all"
     @Option(parsing: .unconditional, help: "Images per call (>= 1).") var batchSize: Int = 100
     @Option(help: "Write the results as JSON to this file.") var json: String?
-    @Flag(help: "Evaluate on Ray workers (pgd, fgsm or none; see below); --ray=ADDRESS joins a running cluster.") var ray = false
+    @Flag(help: "Evaluate on Ray workers (pgd, fgsm or none; details above); --ray=ADDRESS joins a running cluster.") var ray = false
     @Option(help: ArgumentHelp("The Ray cluster for --ray (as --ray=ADDRESS); default: start a local one.", valueName: "address")) var rayAddress: String?
     @Option(parsing: .unconditional, help: "With --ray: Ray workers (default: one per CPU of the cluster); each runs --threads compute threads (default: the cluster's CPUs / workers).") var workers: Int?
 

@@ -157,7 +157,10 @@ class Cluster:
             # Workers import this package: from where the driver imports it, if not installed there.
             here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
             env["PYTHONPATH"] = os.pathsep.join([here] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
-            actor = ray.remote(_Worker).options(num_cpus=min(self.threads, cpus), runtime_env={"env_vars": env})
+            # Each actor reserves its threads' CPUs, or its share when there are more workers than CPUs
+            # (so that every actor can be placed; Ray takes fractional CPUs).
+            share = min(float(self.threads), cpus / self.num_workers)
+            actor = ray.remote(_Worker).options(num_cpus=share, runtime_env={"env_vars": env})
             src = _absolute(model)
             self._actors = [actor.remote(src, dict(load_options or {}), self.threads, isa)
                             for _ in range(self.num_workers)]
@@ -289,7 +292,8 @@ def evaluate(model: Source, x: npt.ArrayLike, y: Labels, attack: Optional[str] =
             local cluster on the loopback interface, shut down afterwards.
         seed: the attack's seed (as in :meth:`adamant.Model.pgd`).
         threads: adamant's compute threads per worker (each actor reserves that
-            many Ray CPUs); default: the cluster's CPUs / num_workers, at least 1.
+            many Ray CPUs, or CPUs / num_workers if fewer); default: the cluster's
+            CPUs / num_workers, at least 1.
         num_shards: contiguous pieces the set is split into (default: about
             batch_size images each, at least num_workers); does not change the result.
         isa: :func:`adamant.set_isa` in each worker (None: the worker's default).
