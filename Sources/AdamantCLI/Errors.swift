@@ -68,7 +68,7 @@ extension AdamantCommand {
     static func runMain() -> Never {
         var command: ParsableCommand
         do {
-            command = try parseAsRoot()
+            command = try parseAsRoot(expandRayArgument(Array(CommandLine.arguments.dropFirst())))
         } catch {
             exit(withError: error)
         }

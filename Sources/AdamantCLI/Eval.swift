@@ -9,6 +9,15 @@ struct Eval: ParsableCommand {
         For each evaluated domain: clean accuracy, accuracy under attack, and attack success rate
         (untargeted: prediction != label; targeted: prediction == target, over all images). The attack
         runs through the evaluated domain unless --attack-domain is given.
+
+        --ray[=ADDRESS] splits the images over Ray workers (pgd, fgsm or none): the images are decoded \
+        here as without --ray, then handed to the Python package (python3 -m adamant.distributed; the \
+        interpreter is $ADAMANT_PYTHON, else python3 on PATH, and needs `pip install 'adamant[ray]'`). \
+        Without ADDRESS a local Ray cluster is started on the loopback interface (and stopped); \
+        ADDRESS joins a running one ("auto", "host:6379", "ray://host:10001"). Each worker loads the \
+        model once and attacks a contiguous shard with the images' global indices as their random \
+        streams' keys, so the numbers equal those without --ray for the same --seed. A row's time \
+        covers its clean pass and its attack. Python or Ray missing: exit 1 with a message.
         """)
     @OptionGroup var model: ModelOptions
     @Option(help: "A .tar/.tar.gz/directory of <class>/<image> (e.g. ../shared/data/cifar10/test.tar.gz).") var data: String
@@ -19,6 +28,9 @@ struct Eval: ParsableCommand {
     @Option(help: "Domains to evaluate (comma-separated, or 'all').") var domains: String = "all"
     @Option(parsing: .unconditional, help: "Images per call (>= 1).") var batchSize: Int = 100
     @Option(help: "Write the results as JSON to this file.") var json: String?
+    @Flag(help: "Evaluate on Ray workers (pgd, fgsm or none; details above); --ray=ADDRESS joins a running cluster.") var ray = false
+    @Option(help: ArgumentHelp("The Ray cluster for --ray (as --ray=ADDRESS); default: start a local one.", valueName: "address")) var rayAddress: String?
+    @Option(parsing: .unconditional, help: "With --ray: Ray workers (default: one per CPU of the cluster); each runs --threads compute threads (default: the cluster's CPUs / workers).") var workers: Int?
 
     func validate() throws {
         try require(limit, atLeast: 0, "--limit", " (0 = all images)")
@@ -29,6 +41,14 @@ struct Eval: ParsableCommand {
         if domains.isEmpty { throw ValidationError("--domains must name at least one domain (or 'all')") }
         try attackOptions.check(fgsm: attack.lowercased() == "fgsm", stepList: true)
         if apgdKinds.contains(attack.lowercased()) { try attackOptions.checkAPGD(kind: attack.lowercased(), targetClasses: nTargetClasses) }
+        if ray || rayAddress != nil || workers != nil {
+            guard ray || rayAddress != nil else { throw ValidationError("--workers goes with --ray") }
+            guard ["pgd", "fgsm", "none"].contains(attack.lowercased()) else {
+                throw ValidationError("--ray evaluates --attack pgd, fgsm or none, got '\(attack)'")
+            }
+            if let w = workers { try require(w, in: 1...4096, "--workers") }
+            if let a = rayAddress, a.isEmpty { throw ValidationError("--ray=ADDRESS needs an address (or plain --ray for a local cluster)") }
+        }
     }
 
     func run() throws {
@@ -49,12 +69,37 @@ struct Eval: ParsableCommand {
         var rows: [[String]] = []
         var results: [[String: Any]] = []
         let started = Date()
+        var rayInfo: [String: Any]?
+        if ray || rayAddress != nil {
+            let out = try runOnRay(set: set, model: m, domains: doms.map { m.domains[$0] }, kind: kind, steps: stepCounts,
+                                   config: base, attackDomain: attackD.map { m.domains[$0] })
+            for r in out.results {
+                let domain = r["domain"] as? String ?? "?"
+                let images = (r["images"] as? NSNumber)?.intValue ?? 0
+                let clean = (r["clean_acc"] as? NSNumber)?.doubleValue ?? .nan
+                let secs = (r["seconds"] as? NSNumber)?.doubleValue ?? .nan
+                if kind == "none" {
+                    rows.append([domain, "\(images)", percent(clean), String(format: "%.1f s", secs)])
+                    results.append(["domain": domain, "images": images, "clean_acc": clean, "seconds": secs])
+                    continue
+                }
+                let label = r["attack"] as? String ?? "?", via = r["attack_domain"] as? String ?? domain
+                let robust = (r["robust_acc"] as? NSNumber)?.doubleValue ?? .nan
+                let success = (r["attack_success_rate"] as? NSNumber)?.doubleValue ?? .nan
+                rows.append([domain, "\(images)", percent(clean), label, via, percent(robust), percent(success),
+                             String(format: "%.1f s", secs)])
+                results.append(["domain": domain, "images": images, "clean_acc": clean, "attack": label,
+                                "steps": (r["steps"] as? NSNumber)?.intValue ?? 1, "attack_domain": via, "robust_acc": robust,
+                                "attack_success_rate": success, "seconds": secs])
+            }
+            rayInfo = ["workers": out.workers, "threads_per_worker": out.threads, "address": rayAddress ?? "local"]
+        }
         let nn = Double(set.count)
         func batches(_ body: (Int, Int) throws -> Void) rethrows {
             var start = 0
             while start < set.count { let n = min(batchSize, set.count - start); try body(start, n); start += n }
         }
-        for d in doms {
+        for d in doms where rayInfo == nil {
             var clean = 0
             let t0 = Date()
             try batches { start, n in
@@ -138,6 +183,10 @@ struct Eval: ParsableCommand {
             " \(attackOptions.norm) eps=\(attackOptions.eps)"
         let extra = kind == "pgd" ? ", alpha=\(base.alpha), restarts=\(base.restarts), random start=\(base.randomStart)"
             : isAPGD ? ", restarts=\(base.restarts), rho=0.75, momentum=0.75, first step 2 x eps, random start=\(base.randomStart)" : ""
+        if let r = rayInfo {
+            let w = r["workers"] as! Int, t = r["threads_per_worker"] as! Int
+            print("\nRay (\(r["address"]!)): \(w) worker\(w == 1 ? "" : "s") x \(t) thread\(t == 1 ? "" : "s")", terminator: "")
+        }
         print("\nattack: \(name)\(extra)")
         var header = ["domain", "images", "clean acc"]
         if kind != "none" { header += ["attack", "attacked via", "acc under attack", "attack success"] }
@@ -147,7 +196,8 @@ struct Eval: ParsableCommand {
             try writeJSON(["model": model.model ?? model.domainFiles.joined(separator: ","), "data": data, "attack": name,
                            "eps": Double(base.eps), "alpha": isAPGD ? 2 * Double(base.eps) : Double(base.alpha), "steps": stepCounts,
                            "targeted": attackOptions.targeted ?? "no", "seed": base.seed,
-                           "seconds": Date().timeIntervalSince(started), "results": results], to: json, option: "--json")
+                           "seconds": Date().timeIntervalSince(started), "results": results].merging(rayInfo.map { ["ray": $0] } ?? [:]) { a, _ in a },
+                          to: json, option: "--json")
         }
     }
 }

@@ -16,6 +16,10 @@ Example::
 (forward and input gradients by adamant) for PyTorch attack libraries; torch is
 imported only on first use of ``adamant.torch``.
 
+``adamant.distributed.evaluate(model_path, x, y, attack="pgd", num_workers=2)`` runs
+:meth:`Model.evaluate` over Ray workers with identical results (``pip install adamant[ray]``;
+Ray is imported only when it runs).
+
 The shared library is found through ``ADAMANT_LIBRARY``, then a copy bundled
 in this package, then ``ctypes.util.find_library("adamant")``.
 """
@@ -30,9 +34,9 @@ __version__: str = version()
 
 
 def __getattr__(name: str):  # PEP 562: `adamant.torch` imports torch only when first used
-    if name == "torch":
+    if name in ("torch", "distributed"):
         import importlib
-        return importlib.import_module(".torch", __name__)
+        return importlib.import_module("." + name, __name__)
     raise AttributeError("module 'adamant' has no attribute %r" % (name,))
 
 __all__ = [

@@ -139,6 +139,19 @@ def _labels(y, name="labels"):
     return np.ascontiguousarray(a.reshape(-1), dtype=np.int64)
 
 
+def _offset(v):
+    """A sample_offset argument as an int in [0, 2**64)."""
+    if isinstance(v, bool):
+        raise InvalidArgument("sample_offset must be an integer in [0, 2**64), got %r" % (v,))
+    try:
+        o = int(v)
+    except (TypeError, ValueError):
+        raise InvalidArgument("sample_offset must be an integer in [0, 2**64), got %r" % (v,)) from None
+    if o != v or not 0 <= o < 2 ** 64:
+        raise InvalidArgument("sample_offset must be an integer in [0, 2**64), got %r" % (v,))
+    return o
+
+
 def _chunks(n, batch_size):
     """[(start, stop)] covering range(n) in pieces of at most batch_size (one piece if None)."""
     if batch_size is None or n == 0:
@@ -168,6 +181,21 @@ def _bar(total, enabled, desc):
     except ImportError:  # pragma: no cover - tqdm is optional
         return _NoBar()
     return tqdm(total=total, desc=desc, leave=False)
+
+
+def _summarize(per_sample, lab):
+    """evaluate()'s table from per-sample results (see Model._evaluate_samples) and the labels."""
+    results = {}
+    for name, r in per_sample.items():
+        n = r["clean"].shape[0]
+        out = {"n": int(n),
+               "clean_acc": float(np.mean(r["clean"] == lab)) if n else float("nan"),
+               "robust_acc": None, "attack_success_rate": None}
+        if r["robust"] is not None:
+            out["robust_acc"] = float(np.mean(r["robust"] == lab)) if n else float("nan")
+            out["attack_success_rate"] = float(np.mean(r["success"])) if n else float("nan")
+        results[name] = out
+    return results
 
 
 # ---------------------------------------------------------------------------
@@ -770,7 +798,7 @@ class Model(_Closeable):
             target: Optional[Labels] = None, restarts: int = 1, loss: str = "ce", early_stop: bool = False,
             domain: Domain = None, attack_domain: Domain = None, eval_domain: Domain = None, seed: int = 0,
             return_details: bool = False, batch_size: Optional[int] = None, progress: bool = False,
-            scale: Optional[float] = None) -> Union[np.ndarray, Tuple[np.ndarray, Details]]:
+            scale: Optional[float] = None, sample_offset: int = 0) -> Union[np.ndarray, Tuple[np.ndarray, Details]]:
         """Projected gradient descent (torchattacks semantics and defaults).
 
         Args:
@@ -804,6 +832,11 @@ class Model(_Closeable):
             progress: show a tqdm progress bar over chunks.
             scale: as in :meth:`predict`; ``x_adv`` is in the model's pixel
                 space (not rescaled back).
+            sample_offset: index of ``x[0]`` in the caller's whole set (default
+                0): sample i uses the random stream of (seed, sample_offset + i),
+                so a set split into shards (e.g. across machines, see
+                :mod:`adamant.distributed`) gives the same result as one call
+                when each shard passes its start index.
 
         Returns:
             ``x_adv`` (float32, x's shape), or ``(x_adv, details)`` with
@@ -824,17 +857,19 @@ class Model(_Closeable):
             cfg.target_mode = L.ADM_UNTARGETED if targeted is False else L.ADM_TARGETED
         elif targeted:
             cfg.target_mode = L.ADM_TARGETED_RANDOM
+        off = _offset(sample_offset)
         bar = _bar(len(_chunks(a.shape[0], batch_size)), progress, "pgd")
         try:
-            adv, details = self._pgd_into(a, lab, tgt, cfg, batch_size, bar)
+            adv, details = self._pgd_into(a, lab, tgt, cfg, batch_size, bar, off)
         finally:
             bar.close()
         if single:
             adv = adv[0]
         return (adv, details) if return_details else adv
 
-    def _pgd_into(self, a, lab, tgt, cfg, batch_size, bar):
-        """Runs adm_attack_pgd over chunks of a; returns (x_adv, details dict)."""
+    def _pgd_into(self, a, lab, tgt, cfg, batch_size, bar, offset=0):
+        """Runs adm_attack_pgd over chunks of a (a[0] being sample `offset` of the whole set);
+        returns (x_adv, details dict)."""
         n = a.shape[0]
         adv = np.empty(a.shape, dtype=np.float32)
         det = {
@@ -854,7 +889,7 @@ class Model(_Closeable):
             if tgt is not None:
                 t = tgt if whole else tgt[s:e]
                 cfg.targets, cfg.targets_len = _ptr(t, _I64P), t.size
-            cfg.sample_offset = s  # per-sample random streams: chunking changes nothing
+            cfg.sample_offset = offset + s  # per-sample random streams: chunking changes nothing
             out = L.adm_attack_outputs()
             out.struct_size = ctypes.sizeof(out)
             out.len = e - s
@@ -906,7 +941,7 @@ class Model(_Closeable):
              random_start: bool = True, early_stop: bool = True, domain: Domain = None,
              attack_domain: Domain = None, eval_domain: Domain = None, seed: int = 0,
              return_details: bool = False, batch_size: Optional[int] = None, progress: bool = False,
-             scale: Optional[float] = None) -> Union[np.ndarray, Tuple[np.ndarray, Details]]:
+             scale: Optional[float] = None, sample_offset: int = 0) -> Union[np.ndarray, Tuple[np.ndarray, Details]]:
         """Auto-PGD (Croce & Hein 2020): APGD-CE, APGD-DLR, APGD-T.
 
         Momentum 0.75, first step 2*eps, the step halved at checkpoints where
@@ -933,7 +968,7 @@ class Model(_Closeable):
                 True: a sample's result is its first adversarial point).
             return_details: also return the per-sample dict of :meth:`pgd`
                 (``loss`` is the objective ascended).
-            scale: as in :meth:`pgd`.
+            scale, sample_offset: as in :meth:`pgd`.
 
         Returns:
             ``x_adv`` or ``(x_adv, details)``.
@@ -955,9 +990,10 @@ class Model(_Closeable):
             cfg.target_mode = L.ADM_UNTARGETED if targeted is False else L.ADM_TARGETED
         elif targeted:
             cfg.target_mode = L.ADM_TARGETED_RANDOM
+        off = _offset(sample_offset)
         bar = _bar(len(_chunks(a.shape[0], batch_size)), progress, "apgd")
         try:
-            adv, details = self._attack_into(a, lab, tgt, cfg, batch_size, bar, LIB.adm_attack_apgd)
+            adv, details = self._attack_into(a, lab, tgt, cfg, batch_size, bar, LIB.adm_attack_apgd, off)
         finally:
             bar.close()
         if single:
@@ -968,14 +1004,15 @@ class Model(_Closeable):
                         norm: str = "linf", restarts: int = 1, n_target_classes: int = 9, rho: float = 0.75,
                         domain: Domain = None, attack_domain: Domain = None, eval_domain: Domain = None,
                         seed: int = 0, return_adversarial: bool = False, batch_size: Optional[int] = None,
-                        progress: bool = False, log: bool = False, scale: Optional[float] = None
-                        ) -> Union[Dict[str, Any], Tuple[Dict[str, Any], np.ndarray, Details]]:
+                        progress: bool = False, log: bool = False, scale: Optional[float] = None,
+                        sample_offset: int = 0) -> Union[Dict[str, Any], Tuple[Dict[str, Any], np.ndarray, Details]]:
         """AutoAttack's APGD-CE then APGD-T (targeted DLR) on the images still robust.
 
         Returns a dict like AutoAttack's log: ``{"n", "clean_acc",
         "robust_acc_apgd_ce", "robust_acc_apgd_t" (the final robust accuracy),
         "robust_acc"}``; with ``return_adversarial``, ``(report, x_adv,
-        details)``. ``log=True`` prints the AutoAttack-style lines. ``scale``: as in :meth:`pgd`.
+        details)``. ``log=True`` prints the AutoAttack-style lines. ``scale``, ``sample_offset``: as
+        in :meth:`pgd`.
         """
         a, single = self._images(x, scale)
         lab = _labels(y)
@@ -991,9 +1028,10 @@ class Model(_Closeable):
             for k in counts:
                 counts[k] += getattr(rep, k)
 
+        off = _offset(sample_offset)
         bar = _bar(len(_chunks(a.shape[0], batch_size)), progress, "autoattack-lite")
         try:
-            adv, details = self._attack_into(a, lab, None, cfg, batch_size, bar, call)
+            adv, details = self._attack_into(a, lab, None, cfg, batch_size, bar, call, off)
         finally:
             bar.close()
         n = a.shape[0]
@@ -1010,7 +1048,7 @@ class Model(_Closeable):
             return report, (adv[0] if single else adv), details
         return report
 
-    def _attack_into(self, a, lab, tgt, cfg, batch_size, bar, fn):
+    def _attack_into(self, a, lab, tgt, cfg, batch_size, bar, fn, offset=0):
         """Runs an attack call fn(ctx, cfg, x, x_len, batch, labels, labels_len, x_adv, x_adv_len, outputs)
         over chunks of a; returns (x_adv, details dict)."""
         n = a.shape[0]
@@ -1032,7 +1070,7 @@ class Model(_Closeable):
             if tgt is not None:
                 t = tgt if whole else tgt[s:e]
                 cfg.targets, cfg.targets_len = _ptr(t, _I64P), t.size
-            cfg.sample_offset = s
+            cfg.sample_offset = offset + s
             out = L.adm_attack_outputs()
             out.struct_size = ctypes.sizeof(out)
             out.len = e - s
@@ -1052,7 +1090,7 @@ class Model(_Closeable):
              targeted: Optional[bool] = None, target: Optional[Labels] = None, domain: Domain = None,
              attack_domain: Domain = None, eval_domain: Domain = None, seed: int = 0,
              return_details: bool = False, batch_size: Optional[int] = None, progress: bool = False,
-             scale: Optional[float] = None) -> Union[np.ndarray, Tuple[np.ndarray, Details]]:
+             scale: Optional[float] = None, sample_offset: int = 0) -> Union[np.ndarray, Tuple[np.ndarray, Details]]:
         """Fast gradient sign method: ``pgd(steps=1, alpha=eps, random_start=False)``.
 
         Arguments and return value as in :meth:`pgd` (L-infinity only).
@@ -1060,12 +1098,13 @@ class Model(_Closeable):
         return self.pgd(x, y, eps=eps, alpha=eps, steps=1, random_start=False, norm="linf",
                         targeted=targeted, target=target, restarts=1, loss=loss, early_stop=False,
                         domain=domain, attack_domain=attack_domain, eval_domain=eval_domain, seed=seed,
-                        return_details=return_details, batch_size=batch_size, progress=progress, scale=scale)
+                        return_details=return_details, batch_size=batch_size, progress=progress, scale=scale,
+                        sample_offset=sample_offset)
 
     def evaluate(self, x: npt.ArrayLike, y: Labels, attack: Optional[str] = None,
                  domains: Optional[Union[str, int, Sequence[Union[str, int]]]] = None, batch_size: int = 256,
                  progress: bool = True, attack_domain: Domain = None, scale: Optional[float] = None,
-                 **attack_kwargs: Any) -> Dict[str, Dict[str, Any]]:
+                 sample_offset: int = 0, **attack_kwargs: Any) -> Dict[str, Dict[str, Any]]:
         """Clean (and robust) accuracy per BN domain.
 
         Args:
@@ -1079,6 +1118,8 @@ class Model(_Closeable):
             **attack_kwargs: passed to :meth:`pgd` / :meth:`fgsm` (eps, steps,
                 targeted, seed, ...).
             scale: as in :meth:`predict`.
+            sample_offset: as in :meth:`pgd` (index of ``x[0]`` in the whole
+                set; :func:`adamant.distributed.evaluate` shards a set this way).
 
         Returns:
             ``{domain_name: {"n", "clean_acc", "robust_acc",
@@ -1086,13 +1127,22 @@ class Model(_Closeable):
             attack_success_rate is the fraction with prediction != label
             (untargeted) or prediction == target (targeted).
         """
-        if attack not in (None, "pgd", "fgsm"):
-            raise InvalidArgument("attack must be None, 'pgd' or 'fgsm', got %r" % (attack,))
-        for k in ("return_details", "batch_size", "progress", "domain", "eval_domain"):
-            if k in attack_kwargs:
-                raise InvalidArgument("evaluate() sets %r itself" % k)
         a, _ = self._images(x, scale)
         lab = _labels(y)
+        per_sample = self._evaluate_samples(a, lab, attack, domains, batch_size, progress, attack_domain,
+                                            _offset(sample_offset), attack_kwargs)
+        return _summarize(per_sample, lab)
+
+    def _evaluate_samples(self, a, lab, attack, domains, batch_size, progress, attack_domain, offset,
+                          attack_kwargs):
+        """evaluate()'s per-sample work on images a (contiguous float32) and labels lab, a[0] being
+        sample `offset` of the whole set: ``{domain_name: {"clean": predicted classes int64 (n,),
+        "robust": predictions under attack int64 (n,) or None, "success": bool (n,) or None}}``."""
+        if attack not in (None, "pgd", "fgsm"):
+            raise InvalidArgument("attack must be None, 'pgd' or 'fgsm', got %r" % (attack,))
+        for k in ("return_details", "batch_size", "progress", "domain", "eval_domain", "sample_offset"):
+            if k in attack_kwargs:
+                raise InvalidArgument("evaluate() sets %r itself" % k)
         doms = list(range(len(self.domains))) if domains is None else \
             [domains] if isinstance(domains, (str, int, np.integer)) else list(domains)
         idx = [self.domain_index(d) for d in doms]  # unknown indices: C raises DomainError below
@@ -1105,18 +1155,15 @@ class Model(_Closeable):
                 name = self.domains[i] if 0 <= i < len(self.domains) else str(i)
                 logits = np.empty((n, self.num_classes), dtype=np.float32)
                 self._predict_into(a, i, logits, batch_size, bar)
-                r = {"n": int(n),
-                     "clean_acc": float(np.mean(logits.argmax(1) == lab)) if n else float("nan"),
-                     "robust_acc": None, "attack_success_rate": None}
+                r: Dict[str, Any] = {"clean": logits.argmax(1).astype(np.int64), "robust": None, "success": None}
                 if attack is not None:
                     kw = dict(attack_kwargs)
                     fn = self.pgd if attack == "pgd" else self.fgsm
                     _, det = fn(a, lab, attack_domain=i if attack_domain is None else attack_domain,
                                 eval_domain=i, return_details=True, batch_size=batch_size, progress=False,
-                                **kw)
+                                sample_offset=offset, **kw)
                     bar.update(per)
-                    r["robust_acc"] = float(np.mean(det["predictions"] == lab)) if n else float("nan")
-                    r["attack_success_rate"] = float(np.mean(det["success"])) if n else float("nan")
+                    r["robust"], r["success"] = det["predictions"], det["success"]
                 results[name] = r
         finally:
             bar.close()
