@@ -111,10 +111,18 @@ static inline const float *a_rows(const float *pa, long astride, int k, int r) {
 }
 
 /// Rows [r, r1) of C by columns [c0, c1) (c0 a multiple of 16): the tiles over B's packed panels
-/// from `b` (the panel of column c0) on, two panels at a time where the ISA's tile takes them.
-static void tile_row(tile_fn fn, int k, const float *a, long astride, int npa, const float *b, int max_pb,
-                     const akn_gemm_cols *io, int r, int r1, int c0, int c1, float *tile) {
-    int panels = (c1 - c0 + 15) / 16;
+/// from `b` (the panel of column c0) on, two panels at a time where the ISA's tile takes them. A last
+/// panel of at most TAIL columns (a 7x7 layer's 49th at batch 1) goes to the one-column
+/// kernel (`gv`, rows in the lanes; A packed, `pa` whole) instead of a tile of mostly padding: the
+/// same values, bit for bit.
+enum { TAIL = 2 };
+static void tile_row(tile_fn fn, gemv_fn gv, const float *pa, int k, const float *a, long astride, int npa,
+                     const float *b, int max_pb, const akn_gemm_cols *io, int r, int r1, int c0, int c1, float *tile) {
+    int panels = (c1 - c0 + 15) / 16, tail = (c1 - c0) % 16;
+    if (!astride && tail > 0 && tail <= TAIL) {
+        panels--;
+        gv(k, pa, b + (size_t)panels * k * 16, io, r, r1, c0 + panels * 16, tail);
+    }
     for (int q = 0; q < panels;) {
         int npb = (max_pb == 2 && panels - q >= 2) ? 2 : 1;
         int t0 = c0 + q * 16;
@@ -154,7 +162,8 @@ static void gemm_driver(int m, int n, int k, const float *pa, long astride, cons
         for (int r = m0; r < m1;) {
             int npa = (max_pa == 2 && m1 - r > 6) ? 2 : 1;
             int r1 = r + 6 * npa < m1 ? r + 6 * npa : m1;
-            tile_row(fn, k, a_rows(pa, astride, k, r), astride, npa, pb + (size_t)(n0 / 16) * k * 16, max_pb, io, r, r1, n0, n1, tile);
+            tile_row(fn, g_tiles[level].gemv, pa, k, a_rows(pa, astride, k, r), astride, npa, pb + (size_t)(n0 / 16) * k * 16, max_pb,
+                     io, r, r1, n0, n1, tile);
             r = r1;
         }
         return;
@@ -182,7 +191,8 @@ static void gemm_driver(int m, int n, int k, const float *pa, long astride, cons
                     }
                 }
             }
-            tile_row(fn, k, a_rows(pa, astride, k, r), astride, npa, bbuf, max_pb, io, r, r1, jc, jc + cols, tile);
+            tile_row(fn, g_tiles[level].gemv, pa, k, a_rows(pa, astride, k, r), astride, npa, bbuf, max_pb, io, r, r1, jc,
+                     jc + cols, tile);
             r = r1;
         }
     }
