@@ -28,8 +28,9 @@ Commands (field "op"):
              mode "eager" runs the evaluator as is (no tracing), else traced
              runs once, writes logits (fwd) or [loss..., grad] (grad) to out
              (grad: out.loss.npy and out.grad.npy)
-    run      {key, kind, batch, inner, prime} -> {ok, s}  seconds per call,
-             averaged over `inner` back-to-back calls made after `prime`
+    run      {key, kind, batch, inner, prime, settle} -> {ok, s}  seconds per call,
+             averaged over `inner` back-to-back calls made after `prime` (and untimed calls
+             until `settle` seconds have passed)
              untimed ones
     unload   {key}
     quit
@@ -162,7 +163,11 @@ class Worker:
     def run(self, c):
         f = self.prepared[(c["key"], c["kind"], int(c["batch"]))]
         inner = max(1, int(c.get("inner", 1)))
+        t0 = time.perf_counter()
         for _ in range(max(0, int(c.get("prime", 0)))):
+            f()
+        # untimed calls until `settle` seconds have passed (the other engines' spinning threads stop)
+        while int(c.get("prime", 0)) > 0 and time.perf_counter() - t0 < float(c.get("settle", 0)):
             f()
         t0 = time.perf_counter()
         for _ in range(inner):

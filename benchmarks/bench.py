@@ -41,7 +41,9 @@ Engines
 
 Protocol (the machine is shared and noisy)
     Every measurement is interleaved across engines: round r runs each engine
-    once, the engine order rotated by r (A B C, B C A, C A B, ...). Warm-up
+    once, the engine order rotated by r (A B C, B C A, C A B, ...). A sample
+    starts with --settle-ms (50) of untimed calls of its engine, so the previous
+    engine's spinning pool threads have stopped. Warm-up
     rounds first (also used to size the work); a sample is one untimed priming
     call followed by `inner` timed back-to-back calls (inner > 1 only for calls
     shorter than ~15 ms), so it measures the steady state of that engine;
@@ -441,10 +443,22 @@ def measure(runners, warmup, rounds_min, rounds_max, budget_s, sample_s):
     return out
 
 
+# Seconds of untimed calls before each sample (--settle-ms): ONNX Runtime's pool threads keep
+# spinning 10-30 ms after its last call (and PyTorch's OpenMP threads may), so an engine timed right
+# after another shares the cores with those spinners for that long (measured: adamant on
+# mbn_resnet20 at batch 1, 2 threads: 0.565 ms right after ONNX Runtime, 0.312 ms 30 ms later). The
+# engine under test keeps running meanwhile: a pause instead would let the (virtual) CPUs go idle
+# and slow every engine's first calls after it.
+SETTLE_S = 0.05
+
+
 def timed(f):
     def run(inner, prime=1):
-        for _ in range(prime):
+        if prime:  # at least one untimed call, and untimed calls for SETTLE_S
+            t0 = time.perf_counter()
             f()
+            while time.perf_counter() - t0 < SETTLE_S:
+                f()
         t0 = time.perf_counter()
         for _ in range(inner):
             f()
@@ -491,7 +505,7 @@ def bench_model(spec, args, tws, tmp):
 
         def torch_runners(b=batch, w=what):
             return {"torch/omp_wait=%s" % v: (lambda inner, tw=tw: tw.call(op="run", key=name, kind=w, batch=b,
-                                                                          inner=inner, prime=1)["s"])
+                                                                          inner=inner, prime=1, settle=SETTLE_S)["s"])
                     for v, tw in tws.items()}
         # --- correctness of the exact calls being timed
         if what == "fwd":
@@ -655,8 +669,9 @@ def write_md(path, meta, records, summ, json_name):
              "(marked `P` in the PyTorch column when PASSIVE won)"
              % (t.get("torch"), t.get("threads"), t.get("blas"), t.get("mkldnn"),
                 " / ".join(meta.get("torch_omp_wait_policies", ["default"]))))
-    L.append("* medians over interleaved rounds (engine order rotated each round) after warm-up; "
-             "ratio < 1 means adamant is faster\n")
+    L.append("* medians over interleaved rounds (engine order rotated each round; each sample after %g ms of untimed "
+             "calls of its engine, so the previous engine's spinning threads have stopped) after warm-up; "
+             "ratio < 1 means adamant is faster\n" % meta.get("settle_ms", 0))
     L.append("## Ratios (geometric means)\n")
     L.append("| measure | adamant / ORT | adamant / PyTorch | rows |")
     L.append("|---|---|---|---|")
@@ -766,6 +781,9 @@ def main():
     ap.add_argument("--models", default=None,
                     help="comma-separated names or substrings (e.g. mbn,resnet18); default all "
                          "(with --quick: the CIFAR models)")
+    ap.add_argument("--settle-ms", type=float, default=50, metavar="MS",
+                    help="untimed calls of the engine under test before each sample, for at least MS ms, so the "
+                         "previous engine's spinning threads have stopped (default 50; 0 = one priming call)")
     ap.add_argument("--wait-quiet", type=float, default=0, metavar="S",
                     help="before each measurement wait up to S seconds for other processes to use < %.2f "
                          "cores, and repeat (up to %d times) a measurement they disturbed (shared machines); "
@@ -776,6 +794,8 @@ def main():
     ap.add_argument("--out-prefix", default=None,
                     help="output path prefix (default benchmarks/results/bench, or bench_quick with --quick)")
     args = ap.parse_args()
+    global SETTLE_S
+    SETTLE_S = max(0.0, args.settle_ms) / 1000
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     if args.threads is None:
         args.threads = cpus
@@ -798,7 +818,7 @@ def main():
     log("onnxruntime %s (CPU EP, %d intra-op threads) | torch %s (%d threads, BLAS %s; OpenMP wait policy: %s)"
         % (ort.__version__, args.threads, tw.info["torch"], tw.info["threads"], tw.info["blas"],
            " or ".join(tws)))
-    meta = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "quick": args.quick,
+    meta = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "quick": args.quick, "settle_ms": args.settle_ms,
             "argv": sys.argv[1:], "threads": args.threads, "cpus": cpus, "cpu": cpu_model(),
             "loadavg_start": loadavg(), "adamant_version": adamant.__version__, "backend_info": binfo,
             "adamant_library": adamant.LIBRARY_PATH,
@@ -809,7 +829,7 @@ def main():
                            "grad_per_sample_median_rel_diff": LOGIT_TOL, "grad_per_sample_rel_diff": GRAD_TOL,
                            "grad_any_sample_rel_diff": GRAD_MAX_TOL, "grad_min_cosine": GRAD_MIN_COSINE},
             "protocol": "per measurement: warm-up rounds, then rounds each running every engine once "
-                        "(order rotated per round); sample = one untimed priming call, then the mean of "
+                        "(order rotated per round); sample = settle_ms of untimed calls (at least one), then the mean of "
                         "`inner` timed back-to-back calls; "
                         "median over rounds; times measured in the engine's own process"}
     log("models: %s\n" % ", ".join(s["name"] for s in specs))
