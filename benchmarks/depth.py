@@ -36,8 +36,9 @@ Protocol
     losses vs PyTorch < 1e-4 and the cosine of the input gradients > 0.9999).
     Then measurements are interleaved: each round runs every engine once, the
     order rotated per round; --repeats rounds after one warm-up round; a call
-    shorter than 0.1 s is repeated back to back inside a sample (preceded by one
-    untimed call); the median over rounds is reported.
+    shorter than 0.1 s is repeated back to back inside a sample (preceded by
+    untimed calls of the same engine for 50 ms, so the previous engine's spinning
+    pool threads have stopped); the median over rounds is reported.
 
 Writes
     benchmarks/results/depth.{md,csv,json,png} (with --quick: depth_quick.*), or --out-prefix.
@@ -115,9 +116,18 @@ def measure(runners, repeats, sample_s=0.1):
     return samples
 
 
+# Seconds of untimed calls before a primed sample: ONNX Runtime's pool threads keep spinning 10-30 ms
+# after its last call (PyTorch's OpenMP threads may too), so the next engine would share the cores
+# with them (bench.py's SETTLE_S, --settle-ms there).
+SETTLE_S = 0.05
+
+
 def timed(f):
     def run(inner, prime):
+        t0 = time.perf_counter()
         for _ in range(prime):
+            f()
+        while prime and time.perf_counter() - t0 < SETTLE_S:
             f()
         t0 = time.perf_counter()
         for _ in range(inner):
@@ -179,7 +189,8 @@ def bench_model(family, depth, name, path, args, tws, tmp):
             preps, torch_ok = [{"mode": args.torch_mode}], False
         c = {"what": what, "batch": batch, "torch_mode": preps[0]["mode"]}
         torch_runners = {"torch/" + v: (lambda inner, prime, b=batch, wh=what, w=w:
-                                        w.call(op="run", key=name, kind=wh, batch=b, inner=inner, prime=prime)["s"])
+                                        w.call(op="run", key=name, kind=wh, batch=b, inner=inner, prime=prime,
+                                               settle=SETTLE_S)["s"])
                          for v, w in tws.items()} if torch_ok else {}
         if what == "fwd":
             outs = {"adamant": m.predict(x), "ort": sess.run(None, {in_name: x})[0]}
@@ -275,7 +286,8 @@ def table_rows(records):
 
 def write_md(path, meta, records):
     L = ["# Cost against depth: adamant vs ONNX Runtime vs PyTorch", "",
-         "Written by `benchmarks/depth.py` on %s (%s). %d threads per engine, median of %d interleaved rounds; "
+         "Written by `benchmarks/depth.py` on %s (%s). %d threads per engine, median of %d interleaved rounds "
+         "(short calls: each sample after 50 ms of untimed calls of its engine); "
          "ratios < 1 = adamant faster. PyTorch: %s, OpenMP wait policy %s. Synthesized ResNets (random seeded weights, `adamant synth`), "
          "the same ONNX file for every engine. PGD step = forward + input gradient (CE); ONNX Runtime has no gradients."
          % (meta["date"], meta["cpu"], meta["threads"], meta["repeats"], meta["torch_mode"], "/".join(meta["torch_wait"])), "",
