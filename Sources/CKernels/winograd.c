@@ -1,5 +1,6 @@
-// winograd.c — weight transform and the per-ISA dispatch of the Winograd F(4x4, 3x3) transforms
-// (see winograd.h; the transforms themselves are in winograd_tf.inc).
+// winograd.c — weight transforms and the per-ISA dispatch of the Winograd F(4x4, 3x3) and
+// F(2x2, 3x3) transforms (see winograd.h; the transforms themselves are in winograd_tf.inc and
+// winograd2_tf.inc).
 #include "winograd.h"
 
 #include "backend.h"
@@ -80,5 +81,79 @@ void akn_wino_output(const float *mbuf, size_t ldm, size_t xi_stride, size_t col
         break;
     case ABK_ISA_AVX2: akn_wino_output_avx2(mbuf, ldm, xi_stride, col0, h, w, m0, m1, scale, bias, res, relu, y); break;
     default: akn_wino_output_scalar(mbuf, ldm, xi_stride, col0, h, w, m0, m1, scale, bias, res, relu, y); break;
+    }
+}
+
+// ---- F(2x2, 3x3) ----
+
+int akn_wino2_tiles(int h, int w) { return ((h + 1) / 2) * ((w + 1) / 2); }
+
+int akn_wino2_adjoint_xi(int xi) {
+    // G J = P G with J the 3-element reversal and P swapping rows 0 and 3 of G, so the transform of
+    // a flipped kernel is P U P': index i of each axis maps to 3 - i for i in {0, 3}, else i.
+    static const int perm[4] = {3, 1, 2, 0};
+    return perm[xi / 4] * 4 + perm[xi % 4];
+}
+
+void akn_wino2_weights(const float *w, int m, int c, int r0, int r1, float *out) {
+    size_t per = akn_gemm_packed_a_size(m, c);
+    if (r1 > m) r1 = m;
+    float K[9][QB], T[4][3][QB], U[16][QB];
+    for (int r = r0; r < r1; r++) {
+        for (int q0 = 0; q0 < c; q0 += QB) {
+            int nq = c - q0 < QB ? c - q0 : QB;
+            for (int t = 0; t < nq; t++) {
+                const float *k = w + ((size_t)r * c + q0 + t) * 9;
+                for (int e = 0; e < 9; e++) K[e][t] = k[e];
+            }
+            // T = G g (4 x 3), then U = T G' (4 x 4), G's rows (1, 0, 0), (1/2, 1/2, 1/2),
+            // (1/2, -1/2, 1/2), (0, 0, 1).
+            for (int j = 0; j < 3; j++) {
+                const float *a = K[j], *b = K[3 + j], *d = K[6 + j];
+                for (int t = 0; t < nq; t++) {
+                    T[0][j][t] = a[t];
+                    T[1][j][t] = 0.5f * (a[t] + b[t] + d[t]);
+                    T[2][j][t] = 0.5f * (a[t] - b[t] + d[t]);
+                    T[3][j][t] = d[t];
+                }
+            }
+            for (int i = 0; i < 4; i++) {
+                const float *a = T[i][0], *b = T[i][1], *d = T[i][2];
+                for (int t = 0; t < nq; t++) {
+                    U[i * 4 + 0][t] = a[t];
+                    U[i * 4 + 1][t] = 0.5f * (a[t] + b[t] + d[t]);
+                    U[i * 4 + 2][t] = 0.5f * (a[t] - b[t] + d[t]);
+                    U[i * 4 + 3][t] = d[t];
+                }
+            }
+            for (int xi = 0; xi < 16; xi++) {
+                float *dst = out + (size_t)xi * per + ((size_t)(r / 6) * c + q0) * 6 + r % 6;
+                for (int t = 0; t < nq; t++) dst[(size_t)t * 6] = U[xi][t];
+            }
+        }
+    }
+    if (r1 == m && m % 6)
+        for (int xi = 0; xi < 16; xi++)
+            for (int r = m; r < (m + 5) / 6 * 6; r++)
+                for (int q = 0; q < c; q++) out[(size_t)xi * per + ((size_t)(r / 6) * c + q) * 6 + r % 6] = 0.0f;
+}
+
+void akn_wino2_input(const float *x, const float *mask, int h, int w, const float *chscale, int c0, int c1, float *v, size_t ldv,
+                     size_t xi_stride, size_t col0) {
+    switch (abk_isa()) {
+    case ABK_ISA_AVX512: akn_wino2_input_avx512(x, mask, h, w, chscale, c0, c1, v, ldv, xi_stride, col0); break;
+    case ABK_ISA_AVX2: akn_wino2_input_avx2(x, mask, h, w, chscale, c0, c1, v, ldv, xi_stride, col0); break;
+    default: akn_wino2_input_scalar(x, mask, h, w, chscale, c0, c1, v, ldv, xi_stride, col0); break;
+    }
+}
+
+void akn_wino2_output(const float *mbuf, size_t ldm, size_t xi_stride, size_t col0, int h, int w, int m0, int m1,
+                      const float *scale, const float *bias, const float *res, int relu, float *y) {
+    switch (abk_isa()) {
+    case ABK_ISA_AVX512:
+        akn_wino2_output_avx512(mbuf, ldm, xi_stride, col0, h, w, m0, m1, scale, bias, res, relu, y);
+        break;
+    case ABK_ISA_AVX2: akn_wino2_output_avx2(mbuf, ldm, xi_stride, col0, h, w, m0, m1, scale, bias, res, relu, y); break;
+    default: akn_wino2_output_scalar(mbuf, ldm, xi_stride, col0, h, w, m0, m1, scale, bias, res, relu, y); break;
     }
 }

@@ -92,6 +92,7 @@ public final class Model: @unchecked Sendable {
         self.preprocessing = preprocessing
         self.origin = origin
         let shapes = try graph.inferShapes(batch: graph.declaredBatch ?? 1)
+        Model.limitWinograd2(graph: graph, shapes: shapes)
         numClasses = shapes[graph.output]![1]
         // Samples per execution piece: keep the largest activation of a piece around 512 KiB.
         let perSample = shapes.compactMap { $0 }.map { $0.dropFirst().reduce(1, *) }.max() ?? 1
@@ -117,6 +118,22 @@ public final class Model: @unchecked Sendable {
         guard preprocessing.pixelMin < preprocessing.pixelMax, preprocessing.pixelMin.isFinite, preprocessing.pixelMax.isFinite else {
             throw fail(.invalidArgument, "pixel range [\(preprocessing.pixelMin), \(preprocessing.pixelMax)] is empty")
         }
+    }
+
+    /// Turns Winograd F(2x2, 3x3) off for every layer of the model when their matrices would take
+    /// more than `budget` bytes together (all layers or none: a function of the model only).
+    static func limitWinograd2(graph: Graph, shapes: [[Int]?], budget: Int = winograd2BudgetBytes) {
+        var bytes = 0
+        var layers: [ConvWeights] = []
+        var seen = Set<ObjectIdentifier>()
+        for n in graph.nodes {
+            guard let c = n.op as? Conv, let s = shapes[n.inputs[0]], s.count == 4, c.algorithm(s[2], s[3]) == .winograd2,
+                  seen.insert(ObjectIdentifier(c.weights)).inserted else { continue }
+            let floats = c.weights.winograd2Floats
+            bytes = bytes.addingReportingOverflow(4 * floats).overflow ? Int.max : bytes + 4 * floats
+            layers.append(c.weights)
+        }
+        if bytes > budget { for w in layers { w.winograd2Allowed = false } }
     }
 
     /// Index of the domain called `name`.

@@ -7,8 +7,9 @@ import Glibc
 /// shared by the graph and every BN domain's plan: a domain's BatchNorm is a per-channel scale and
 /// shift in the epilogue, so a second domain costs two vectors per convolution, not a copy of the
 /// weights. The forward GEMM panels are the only copy of the weights: the GEMM and direct kernels
-/// gather their transposes from them for input gradients. Only Winograd layers (28x28 and up) add
-/// their 36 transformed matrices, built the first time they run.
+/// gather their transposes from them for input gradients. Only Winograd layers add their transformed
+/// matrices, built the first time they run: 28x28 and up their 36 F(4x4, 3x3) matrices and 36 of the
+/// adjoint, smaller images with many channels the 16 of F(2x2, 3x3), which serve the adjoint too.
 final class ConvWeights: @unchecked Sendable {
     let outChannels, inPerGroup, kh, kw, group: Int
     /// Rows (output channels) per group and the GEMM depth (inPerGroup * kh * kw).
@@ -19,6 +20,11 @@ final class ConvWeights: @unchecked Sendable {
     private var mutex = pthread_mutex_t()
     private var winogradStore: [Float]?
     private var winogradAdjointStore: [Float]?
+    private var winograd2Store: [Float]?
+    /// Whether the layer may run Winograd F(2x2, 3x3) (``ConvAlgorithm/winograd2``): cleared at load
+    /// for every layer of a model whose F(2x2, 3x3) matrices would exceed `winograd2BudgetBytes`
+    /// (``Model``), before any plan runs; such layers keep their direct kernel.
+    var winograd2Allowed = true
 
     init(weight: [Float], outChannels: Int, inPerGroup: Int, kh: Int, kw: Int, group: Int) {
         self.outChannels = outChannels; self.inPerGroup = inPerGroup; self.kh = kh; self.kw = kw; self.group = group
@@ -119,6 +125,29 @@ final class ConvWeights: @unchecked Sendable {
     /// The same for the input gradient: U'_xi [C x M] of the transposed, flipped kernel.
     var winogradAdjoint: [Float] { winogradForm(adjoint: true) }
 
+    /// Floats of ``winograd2``.
+    var winograd2Floats: Int { 16 * akn_gemm_packed_a_size(Int32(outChannels), Int32(inPerGroup)) + Int(AKN_GEMM_SLACK) }
+
+    /// The 16 F(2x2, 3x3) weight matrices U_xi [M x C], packed, one after another (+ the slack a
+    /// transposed read needs): the forward's, and transposed the input gradient's (winograd.h).
+    var winograd2: [Float] {
+        cached(\.winograd2Store) {
+            let w = unpacked()
+            let count = winograd2Floats
+            var u = [Float](repeating: 0, count: count)
+            w.withUnsafeBufferPointer { wp in
+                u.withUnsafeMutableBufferPointer { up in
+                    let (wb, ub) = (wp.baseAddress!, up.baseAddress!)
+                    Parallel.forRanges(outChannels, threads: Parallel.threads) { r in
+                        akn_wino2_weights(wb, Int32(outChannels), Int32(inPerGroup), Int32(r.lowerBound),
+                                          Int32(r.upperBound), ub)
+                    }
+                }
+            }
+            return u
+        }
+    }
+
     private func winogradForm(adjoint: Bool) -> [Float] {
         cached(adjoint ? \.winogradAdjointStore : \.winogradStore) {
             let w = unpacked()
@@ -147,6 +176,11 @@ enum ConvAlgorithm: Equatable {
     /// nothing measurable (the 36 weight matrices are streamed for few columns) and would hold 4x the
     /// layer's weights; a ResNet-638 keeps its 182 stage-3 blocks direct.
     case winograd
+    /// Winograd F(2x2, 3x3) + 16 GEMMs: 3x3, stride 1, pad 1, one group, images too small for
+    /// F(4x4, 3x3) but above 8x8 (ResNet stage 3's 14x14: 49 tiles exactly), with at least
+    /// `winograd2MinChannels` input and output channels. 2.25x fewer multiply-adds than direct, for
+    /// 16/9 of the layer's weights (its only extra copy: the input gradient reads them transposed).
+    case winograd2
     /// The direct 3x3 kernel: 3x3, stride 1, pad 1, one group, with fewer channels.
     case direct3x3
     /// 1x1 stride-1 unpadded: the input is the GEMM's B as it is.
@@ -225,6 +259,10 @@ struct Conv: Op {
                 && akn_wino_tiles(Int32(h), Int32(w)) >= 49 && !winogradDisabled {
                 return .winograd
             }
+            if inPerGroup >= winograd2MinChannels && outChannels >= winograd2MinChannels && h * w > 64
+                && !winogradDisabled && weights.winograd2Allowed {
+                return .winograd2
+            }
             // A small image: one GEMM per layer over the batch's positions beats both (4x4 and under,
             // as in a CIFAR network's last stage, 30 % faster on a 64-channel layer; 8x8 and 7x7, as
             // in ResNet stage 4, with many channels).
@@ -274,6 +312,10 @@ struct Conv: Op {
                             if algo == .winograd {
                                 try winograd(weights.winograd, rows: outChannels, cols: c, x: xp.baseAddress!, inMask: nil, n: n,
                                          h: h, w: w, inScale: nil, ep: ep, y: yp.baseAddress!, threads: ctx.threads, ctx)
+                            } else if algo == .winograd2 {
+                                try winograd(weights.winograd2, form: .f2, rows: outChannels, cols: c, x: xp.baseAddress!,
+                                             inMask: nil, n: n, h: h, w: w, inScale: nil, ep: ep, y: yp.baseAddress!,
+                                             threads: ctx.threads, ctx)
                             } else if algo == .direct3x3 {
                                 try direct3x3(weights.forward, adjoint: false, channelsIn: c, channelsOut: outChannels, x: xp.baseAddress!, inMask: nil,
                                           inScale: nil, n: n, h: h, w: w, ep: ep, y: yp.baseAddress!, threads: ctx.threads, ctx)
@@ -330,6 +372,11 @@ struct Conv: Op {
                         case .winograd:
                             try winograd(weights.winogradAdjoint, rows: c, cols: outChannels, x: gp.baseAddress!, inMask: mp,
                                      n: n, h: h, w: w, inScale: sp, ep: none, y: xp.baseAddress!, threads: ctx.threads, ctx)
+                        case .winograd2:
+                            // The forward's matrices, transposed (and permuted: winograd.h).
+                            try winograd(weights.winograd2, form: .f2Adjoint, rows: c, cols: outChannels, x: gp.baseAddress!,
+                                         inMask: mp, n: n, h: h, w: w, inScale: sp, ep: none, y: xp.baseAddress!,
+                                         threads: ctx.threads, ctx)
                         case .pointwise, .im2col:
                             try gemmBackward(dz: gp.baseAddress!, mask: mp, n: n, c: c, h: h, w: w, oh: oh, ow: ow,
                                          pointwise: algo == .pointwise, scale: sp, dx: xp.baseAddress!, threads: ctx.threads, ctx)
@@ -357,6 +404,11 @@ struct Conv: Op {
             let piece = samplesPerPiece(n, floatsPerSample: 36 * (outChannels + c) * tiles)
             let cap = 36 * piece * tiles
             return [cap * c, cap * outChannels]  // v and mb; the adjoint swaps them
+        case .winograd2:
+            let tiles = Int(akn_wino2_tiles(Int32(h), Int32(w)))
+            let piece = samplesPerPiece(n, floatsPerSample: 16 * (outChannels + c) * tiles)
+            let cap = 16 * piece * tiles
+            return [cap * c, cap * outChannels]
         case .direct3x3:
             var counts = [akn_scratch_size(Int32(c), Int32(h), Int32(w))]
             if backward {
@@ -580,16 +632,34 @@ struct Conv: Op {
         }
     }
 
-    /// y[n][rows][h][w] = conv3x3(x[n][cols][h][w]) by Winograd F(4x4, 3x3) with packed weights `u`
-    /// (36 GEMM A matrices rows x cols), x's channels first multiplied by `inScale` when given.
-    private func winograd(_ u: [Float], rows: Int, cols: Int, x: UnsafePointer<Float>, inMask: UnsafePointer<Float>?,
-                          n: Int, h: Int, w: Int,
+    /// Which Winograd algorithm `winograd(...)` runs, and how it reads its weights.
+    enum WinogradForm {
+        /// F(4x4, 3x3): 36 matrices, each packed [rows x cols].
+        case f4
+        /// F(2x2, 3x3): 16 matrices, each packed [rows x cols].
+        case f2
+        /// F(2x2, 3x3) of the input gradient: the forward's 16 matrices [cols x rows], read
+        /// transposed, matrix xi from the forward's akn_wino2_adjoint_xi(xi).
+        case f2Adjoint
+
+        var xis: Int { self == .f4 ? 36 : 16 }
+        func tiles(_ h: Int, _ w: Int) -> Int {
+            Int(self == .f4 ? akn_wino_tiles(Int32(h), Int32(w)) : akn_wino2_tiles(Int32(h), Int32(w)))
+        }
+    }
+
+    /// y[n][rows][h][w] = conv3x3(x[n][cols][h][w]) by Winograd (`form`) with packed weights `u`
+    /// (`form.xis` GEMM A matrices), x's channels first multiplied by `inScale` when given.
+    private func winograd(_ u: [Float], form: WinogradForm = .f4, rows: Int, cols: Int, x: UnsafePointer<Float>,
+                          inMask: UnsafePointer<Float>?, n: Int, h: Int, w: Int,
                           inScale: UnsafePointer<Float>?, ep: Epilogue, y: UnsafeMutablePointer<Float>, threads: Int,
                           _ ctx: ExecContext) throws {
-        let tiles = Int(akn_wino_tiles(Int32(h), Int32(w)))
-        let piece = samplesPerPiece(n, floatsPerSample: 36 * (rows + cols) * tiles)
-        let perA = akn_gemm_packed_a_size(Int32(rows), Int32(cols))
-        let cap = 36 * piece * tiles
+        let xis = form.xis
+        let tiles = form.tiles(h, w)
+        let piece = samplesPerPiece(n, floatsPerSample: xis * (rows + cols) * tiles)
+        let perA = form == .f2Adjoint ? akn_gemm_packed_a_size(Int32(cols), Int32(rows))
+            : akn_gemm_packed_a_size(Int32(rows), Int32(cols))
+        let cap = xis * piece * tiles
         var v = try ctx.scratch(cap * cols), mb = try ctx.scratch(cap * rows)
         defer { ctx.recycle(v); ctx.recycle(mb) }
         u.withUnsafeBufferPointer { up in
@@ -606,14 +676,19 @@ struct Conv: Op {
                             while u < r.upperBound {
                                 let s = u / cols, c0 = u % cols, c1 = min(cols, c0 + (r.upperBound - u))
                                 let off = (s0 + s) * cols * h * w
-                                akn_wino_input(x + off, inMask.map { $0 + off }, Int32(h), Int32(w), inScale, Int32(c0), Int32(c1),
-                                               vb, cols_, cols * cols_, s * tiles)
+                                if form == .f4 {
+                                    akn_wino_input(x + off, inMask.map { $0 + off }, Int32(h), Int32(w), inScale, Int32(c0),
+                                                   Int32(c1), vb, cols_, cols * cols_, s * tiles)
+                                } else {
+                                    akn_wino2_input(x + off, inMask.map { $0 + off }, Int32(h), Int32(w), inScale, Int32(c0),
+                                                    Int32(c1), vb, cols_, cols * cols_, s * tiles)
+                                }
                                 u += c1 - c0
                             }
                         }
-                        // 2. the 36 GEMMs
+                        // 2. the GEMMs, one per xi
                         let gemmThreads = 2 * rows * cols * cols_ < 1_000_000 ? 1 : threads
-                        Parallel.forRanges(36, threads: gemmThreads) { r in
+                        Parallel.forRanges(xis, threads: gemmThreads) { r in
                             withThreadScratch(slot: 0, akn_gemm_scratch_size(Int32(cols), Int32(cols_))) { sp in
                                 for xi in r {
                                     var io = akn_gemm_cols()
@@ -621,8 +696,14 @@ struct Conv: Op {
                                     io.b = UnsafePointer(vb + xi * cols * cols_); io.ldb = cols_
                                     io.c = mbase + xi * rows * cols_; io.ldc = cols_
                                     withUnsafePointer(to: &io) { iop in
-                                        akn_gemm(Int32(rows), Int32(cols_), Int32(cols), ub + xi * perA, iop, 0, Int32(rows), 0,
-                                                 Int32(cols_), sp)
+                                        if form == .f2Adjoint {
+                                            akn_gemm_transposed(Int32(rows), Int32(cols_), Int32(cols),
+                                                                ub + Int(akn_wino2_adjoint_xi(Int32(xi))) * perA, iop, 0,
+                                                                Int32(rows), 0, Int32(cols_), sp)
+                                        } else {
+                                            akn_gemm(Int32(rows), Int32(cols_), Int32(cols), ub + xi * perA, iop, 0, Int32(rows), 0,
+                                                     Int32(cols_), sp)
+                                        }
                                     }
                                 }
                             }
@@ -633,8 +714,15 @@ struct Conv: Op {
                             while u < r.upperBound {
                                 let s = u / rows, m0 = u % rows, m1 = min(rows, m0 + (r.upperBound - u))
                                 let off = (s0 + s) * rows * h * w
-                                akn_wino_output(UnsafePointer(mbase), cols_, rows * cols_, s * tiles, Int32(h), Int32(w), Int32(m0),
-                                                Int32(m1), ep.scale, ep.bias, ep.residual.map { $0 + off }, ep.relu ? 1 : 0, y + off)
+                                if form == .f4 {
+                                    akn_wino_output(UnsafePointer(mbase), cols_, rows * cols_, s * tiles, Int32(h), Int32(w),
+                                                    Int32(m0), Int32(m1), ep.scale, ep.bias, ep.residual.map { $0 + off },
+                                                    ep.relu ? 1 : 0, y + off)
+                                } else {
+                                    akn_wino2_output(UnsafePointer(mbase), cols_, rows * cols_, s * tiles, Int32(h), Int32(w),
+                                                     Int32(m0), Int32(m1), ep.scale, ep.bias, ep.residual.map { $0 + off },
+                                                     ep.relu ? 1 : 0, y + off)
+                                }
                                 u += m1 - m0
                             }
                         }

@@ -125,6 +125,9 @@ extension Model {
                         let adjoint = akn_gemm_packed_a_size(Int32(c.inPerGroup), Int32(c.outChannels))
                         add(36 &* (packed &+ adjoint))
                     }
+                    if let s = shapes[n.inputs[0]], s.count == 4, c.algorithm(s[2], s[3]) == .winograd2 {
+                        add(c.weights.winograd2Floats)
+                    }
                     if let s = shapes[n.inputs[0]], s.count == 4, c.algorithm(s[2], s[3]) == .direct3x3,
                        c.outChannels &* c.inPerGroup &* 9 <= ConvWeights.cachedAdjointMaxFloats {
                         add((c.inPerGroup + 5) / 6 * c.outChannels * 54)  // the kept adjoint panels (small layers)

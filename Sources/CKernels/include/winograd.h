@@ -43,6 +43,36 @@ void akn_wino_input(const float *x, const float *mask, int h, int w, const float
 void akn_wino_output(const float *mbuf, size_t ldm, size_t xi_stride, size_t col0, int h, int w, int m0, int m1,
                      const float *scale, const float *bias, const float *res, int relu, float *y);
 
+/*
+ * F(2x2, 3x3): each 2x2 output tile from a 4x4 input tile, 16 GEMMs, 4 multiply-adds instead of 9
+ * per output, with weights 16/9 the size of the layer's (36/9 for F(4x4, 3x3)) and a smaller
+ * rounding error. For 14x14 images (49 tiles exactly; F(4x4, 3x3) would cover 16x16). The same
+ * layouts with 16 in place of 36: V and M are [16][rows][N], T = ceil(h/2) * ceil(w/2).
+ * Its input gradient needs no second set of weights: the transform of the flipped kernel is the
+ * forward transform with the indices 0 and 3 of each axis swapped, so the adjoint's U'_xi [c x m]
+ * is the transpose of the forward U_{akn_wino2_adjoint_xi(xi)} (read by akn_gemm_transposed).
+ */
+
+/** Tiles per sample for an h x w image under F(2x2, 3x3). */
+int akn_wino2_tiles(int h, int w);
+
+/** The forward matrix whose transpose is the input gradient's matrix xi (see above). */
+int akn_wino2_adjoint_xi(int xi);
+
+/**
+ * Transforms 3x3 weights w [m][c][3][3] into 16 packed GEMM A matrices U_xi [m x c], each
+ * akn_gemm_packed_a_size(m, c) floats, one after another: rows [r0, r1) of each.
+ */
+void akn_wino2_weights(const float *w, int m, int c, int r0, int r1, float *out);
+
+/** akn_wino_input for F(2x2, 3x3): writes V[xi][ch][col0 + t], xi < 16. */
+void akn_wino2_input(const float *x, const float *mask, int h, int w, const float *chscale, int c0, int c1, float *v, size_t ldv,
+                     size_t xi_stride, size_t col0);
+
+/** akn_wino_output for F(2x2, 3x3). */
+void akn_wino2_output(const float *mbuf, size_t ldm, size_t xi_stride, size_t col0, int h, int w, int m0, int m1,
+                      const float *scale, const float *bias, const float *res, int relu, float *y);
+
 #ifdef __cplusplus
 }
 #endif
