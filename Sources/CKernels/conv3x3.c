@@ -91,6 +91,9 @@ static const pad_fn g_pad[3] = {pad_portable, pad_avx2, pad_avx512};
                 for (int i = 0; i < c; i++) {                                                         \
                     const float *xi = xp + i * plane + p0;                                            \
                     const float *wk = pk + (size_t)i * 9 * MB;                                        \
+                    /* the weights 8 channels on (from memory in a deep network; the hardware         \
+                       prefetcher alone lags) */                                                      \
+                    for (int l = 0; l < 9 * MB; l += 16) __builtin_prefetch(wk + 8 * 9 * MB + l);     \
                     for (int ky = 0; ky < 3; ky++) {                                                  \
                         for (int kx = 0; kx < 3; kx++) {                                              \
                             vf v[NV];                                                                 \
