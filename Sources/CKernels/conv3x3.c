@@ -75,15 +75,22 @@ static const pad_fn g_pad[3] = {pad_portable, pad_avx2, pad_avx512};
 // channels in registers (12 accumulators on AVX-512 with NV = 2, 6 x 2 YMM halves on AVX2 with
 // NV = 1). `tmp` holds one block of output channels over the padded width (vector stores),
 // compacted into y through the epilogue afterwards.
-#define CONV_BODY(NV)                                                                                 \
+#define CONV_BODY(NV, ADJ)                                                                                 \
     {                                                                                                 \
         int wp = w + 2;                                                                               \
         size_t plane = (size_t)(h + 2) * wp;                                                          \
         int positions = h * wp; /* outputs over the padded width; 2 junk columns per row */           \
         int stride = positions + VL;                                                                  \
         for (int b = m0 / MB; b * MB < m1; b++) {                                                     \
-            const float *pk = packed + (size_t)(b - block0) * c * 9 * MB;                             \
+            const float *pk = (ADJ) ? packed : packed + (size_t)(b - block0) * c * 9 * MB;            \
+            /* ADJ: the forward's panels read in place, [c/6][cf][3][3][6] (c the forward's outputs, \
+               cf = block0 its inputs): output j of block b is forward input channel 6 b + j (the \
+               last one for rows past cf, which are never stored), tap t the forward's 8 - t */    \
+            size_t aoff[MB];                                                                          \
+            for (int j = 0; j < MB; j++)                                                              \
+                aoff[j] = (size_t)(b * MB + j < block0 ? b * MB + j : block0 - 1) * 9 * MB;           \
             (void)pk;                                                                                 \
+            (void)aoff;                                                                               \
             for (int p0 = y0 * wp; p0 < y1 * wp; p0 += 16 * (NV)) {                                  \
                 vf acc[MB][NV];                                                                       \
                 for (int j = 0; j < MB; j++)                                                          \
@@ -91,16 +98,18 @@ static const pad_fn g_pad[3] = {pad_portable, pad_avx2, pad_avx512};
                 for (int i = 0; i < c; i++) {                                                         \
                     const float *xi = xp + i * plane + p0;                                            \
                     const float *wk = pk + (size_t)i * 9 * MB;                                        \
+                    const float *wa = packed + (size_t)(i / MB) * block0 * 9 * MB + i % MB;           \
+                    (void)wa;                                                                         \
                     /* the weights 8 channels on (from memory in a deep network; the hardware         \
                        prefetcher alone lags) */                                                      \
-                    for (int l = 0; l < 9 * MB; l += 16) __builtin_prefetch(wk + 8 * 9 * MB + l);     \
+                    if (!(ADJ)) for (int l = 0; l < 9 * MB; l += 16) __builtin_prefetch(wk + 8 * 9 * MB + l); \
                     for (int ky = 0; ky < 3; ky++) {                                                  \
                         for (int kx = 0; kx < 3; kx++) {                                              \
                             vf v[NV];                                                                 \
                             for (int u = 0; u < (NV); u++) memcpy(&v[u], xi + ky * wp + kx + 16 * u, sizeof(vf)); \
                             const float *wv = wk + (ky * 3 + kx) * MB;                                \
                             for (int j = 0; j < MB; j++) {                                            \
-                                float wt = wv[j];                                                     \
+                                float wt = (ADJ) ? wa[aoff[j] + (8 - ky * 3 - kx) * MB] : wv[j];      \
                                 for (int u = 0; u < (NV); u++) acc[j][u] += v[u] * wt;                \
                             }                                                                         \
                         }                                                                             \
@@ -137,16 +146,26 @@ static const pad_fn g_pad[3] = {pad_portable, pad_avx2, pad_avx512};
                   const float *scale, const float *bias, const float *res, int relu, float *y, float *tmp
 
 __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,fma")))
-static void conv_avx512(CONV_ARGS) CONV_BODY(2)
+static void conv_avx512(CONV_ARGS) CONV_BODY(2, 0)
+
+__attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,fma")))
+static void conv_adj_avx512(CONV_ARGS) CONV_BODY(2, 1)
 
 __attribute__((target("avx2,fma")))
-static void conv_avx2(CONV_ARGS) CONV_BODY(1)
+static void conv_avx2(CONV_ARGS) CONV_BODY(1, 0)
 
-static void conv_portable(CONV_ARGS) CONV_BODY(1)
+__attribute__((target("avx2,fma")))
+static void conv_adj_avx2(CONV_ARGS) CONV_BODY(1, 1)
+
+static void conv_portable(CONV_ARGS) CONV_BODY(1, 0)
+
+static void conv_adj_portable(CONV_ARGS) CONV_BODY(1, 1)
 
 typedef void (*conv_fn)(CONV_ARGS);
 /// One entry per instruction-set level (ABK_ISA_SCALAR, ABK_ISA_AVX2, ABK_ISA_AVX512).
 static const conv_fn g_conv[3] = {conv_portable, conv_avx2, conv_avx512};
+/// The adjoint reading the forward's panels in place (akn_conv3x3_adjoint).
+static const conv_fn g_conv_adj[3] = {conv_adj_portable, conv_adj_avx2, conv_adj_avx512};
 
 void akn_conv3x3(const float *x, const float *in_mask, const float *in_scale, int c, int h, int w, const float *packed,
                  int block0, int m0, int m1, int y0, int y1, const float *scale, const float *bias, const float *res, int relu,
@@ -157,6 +176,19 @@ void akn_conv3x3(const float *x, const float *in_mask, const float *in_scale, in
     if (y1 > h) y1 = h;
     if (y1 <= y0) return;
     g_conv[abk_isa()](scratch, c, h, w, packed, block0, m0, m1, y0, y1, scale, bias, res, relu, y, tmp);
+}
+
+void akn_conv3x3_adjoint(const float *x, const float *in_mask, const float *in_scale, int c, int h, int w,
+                         const float *forward, int m0, int m1, int cf, int y0, int y1, float *y, float *scratch, int pad,
+                         float *tmp) {
+    if (pad) g_pad[abk_isa()](x, in_mask, in_scale, c, h, w, scratch, 1);
+    if (m1 > cf) m1 = cf;
+    if (m1 <= m0) return;
+    if (y0 < 0) y0 = 0;
+    if (y1 > h) y1 = h;
+    if (y1 <= y0) return;
+    // (the kernel's block0 carries cf: its panel addressing)
+    g_conv_adj[abk_isa()](scratch, c, h, w, forward, cf, m0, m1, y0, y1, NULL, NULL, NULL, 0, y, tmp);
 }
 
 void akn_conv3x3_pad(const float *x, const float *in_mask, const float *in_scale, int c, int h, int w, int c0, int c1,

@@ -180,6 +180,9 @@ final class KernelTests: XCTestCase {
             // Winograd F(2x2, 3x3): odd sizes (a partial last tile), channels not a multiple of 6, and
             // the input gradient through the forward's matrices transposed
             (130, 128, 9, 11, 3, 1, 1, .winograd2), (128, 134, 14, 13, 3, 1, 1, .winograd2),
+            // a direct layer above cachedAdjointMaxFloats: its input gradient reads the forward panels
+            // in place (partial blocks on both sides)
+            (70, 75, 14, 13, 3, 1, 1, .direct3x3),
         ]
         try forEachISA { isa in
             for (i, (c, m, h, w, k, stride, pad, expected)) in cases.enumerated() {
@@ -264,6 +267,37 @@ final class KernelTests: XCTestCase {
             let dtop = dref.data.map { abs($0) }.max()!
             let derr = zip(dx.data, dref.data).map { abs($0 - $1) }.max()!
             XCTAssertLessThan(derr / dtop, 5e-6, "\(isa.name): F(2x2, 3x3) input gradient error \(derr / dtop)")
+        }
+    }
+
+    /// The direct kernel's in-place adjoint (reading the forward panels) against the same kernel on
+    /// the gathered adjoint panels, bit for bit, on every ISA path, split over channel blocks and rows.
+    func testDirectAdjointInPlaceMatchesGatheredPanels() throws {
+        for (cf, mf, h, w) in [(70, 75, 14, 13), (12, 6, 5, 7), (256, 256, 14, 14)] {
+            let wt = randomTensor([mf, cf, 3, 3], seed: 95, scale: 0.2)
+            let g = randomTensor([1, mf, h, w], seed: 96)
+            let mask = randomTensor([1, mf, h, w], seed: 97)
+            let sc = randomTensor([mf], seed: 98).data
+            let packed = ConvWeights(weight: wt.data, outChannels: mf, inPerGroup: cf, kh: 3, kw: 3, group: 1).forward
+            let blocks = (cf + 5) / 6
+            var adj = [Float](repeating: 0, count: blocks * mf * 54)
+            akn_conv3x3_adjoint_weights(packed, Int32(cf), Int32(mf), 0, Int32(blocks), &adj)
+            try forEachISA { isa in
+                var scratch = [Float](repeating: 0, count: akn_scratch_size(Int32(mf), Int32(h), Int32(w)))
+                var tmp = [Float](repeating: 0, count: akn_tmp_size(Int32(h), Int32(w)))
+                var a = [Float](repeating: 0, count: cf * h * w), b = a
+                akn_conv3x3(g.data, mask.data, sc, Int32(mf), Int32(h), Int32(w), adj, 0, 0, Int32(cf), 0, Int32(h), nil,
+                            nil, nil, 0, &a, &scratch, 1, &tmp)
+                // in pieces: blocks of 6 channels x two bands of rows
+                akn_conv3x3_pad(g.data, mask.data, sc, Int32(mf), Int32(h), Int32(w), 0, Int32(mf), &scratch)
+                for m0 in stride(from: 0, to: cf, by: 6) {
+                    for (y0, y1) in [(0, h / 2), (h / 2, h)] {
+                        akn_conv3x3_adjoint(g.data, nil, nil, Int32(mf), Int32(h), Int32(w), packed, Int32(m0),
+                                            Int32(min(cf, m0 + 6)), Int32(cf), Int32(y0), Int32(y1), &b, &scratch, 0, &tmp)
+                    }
+                }
+                XCTAssertTrue(a == b, "\(isa.name) cf\(cf) mf\(mf) \(h)x\(w)")
+            }
         }
     }
 

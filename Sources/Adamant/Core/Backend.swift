@@ -89,7 +89,7 @@ let winograd2MinChannels: Int = {
 
 /// The most bytes a model's F(2x2, 3x3) weight matrices may take (16/9 of its stage-3 weights in a
 /// ResNet) for it to use them: all of its eligible layers or none, chosen at load from the model
-/// alone. 256 MiB lets ResNet-50 to -200 run them (25 to 151 MB); ResNet-338 and -638 (336 and 763 MB)
+/// alone. 256 MiB lets ResNet-50 to -200 run them (25 to 152 MB); ResNet-338 and -638 (347 and 769 MB)
 /// keep their direct kernels and their memory. `ADAMANT_WINOGRAD2_BUDGET_MB` overrides it (0: never).
 let winograd2BudgetBytes: Int = {
     if let v = getenv("ADAMANT_WINOGRAD2_BUDGET_MB"), let n = Int(String(cString: v)), n >= 0, n <= 1 << 30 { return n << 20 }

@@ -7,7 +7,7 @@ import Glibc
 /// shared by the graph and every BN domain's plan: a domain's BatchNorm is a per-channel scale and
 /// shift in the epilogue, so a second domain costs two vectors per convolution, not a copy of the
 /// weights. The forward GEMM panels are the only copy of the weights: the GEMM and direct kernels
-/// gather their transposes from them for input gradients. Only Winograd layers add their transformed
+/// read their transposes from them for input gradients. Only Winograd layers add their transformed
 /// matrices, built the first time they run: 28x28 and up their 36 F(4x4, 3x3) matrices and 36 of the
 /// adjoint, smaller images with many channels the 16 of F(2x2, 3x3), which serve the adjoint too.
 final class ConvWeights: @unchecked Sendable {
@@ -412,7 +412,8 @@ struct Conv: Op {
         case .direct3x3:
             var counts = [akn_scratch_size(Int32(c), Int32(h), Int32(w))]
             if backward {
-                counts += [(c + 5) / 6 * outChannels * 54, akn_scratch_size(Int32(outChannels), Int32(h), Int32(w))]
+                // (the adjoint of a layer above cachedAdjointMaxFloats reads the forward panels in place)
+                counts += [akn_scratch_size(Int32(outChannels), Int32(h), Int32(w))]
             }
             return counts
         case .pointwise:
@@ -543,7 +544,6 @@ struct Conv: Op {
     private func direct3x3(_ packed: [Float], adjoint: Bool, channelsIn: Int, channelsOut: Int, x: UnsafePointer<Float>,
                            inMask: UnsafePointer<Float>?, inScale: UnsafePointer<Float>?, n: Int, h: Int, w: Int,
                            ep: Epilogue, y: UnsafeMutablePointer<Float>, threads: Int, _ ctx: ExecContext) throws {
-        let blocks = (channelsOut + 5) / 6
         if Conv.usesC16(channelsIn: channelsIn, channelsOut: channelsOut, h: h, w: w) {
             return try weights.c16(adjoint: adjoint).withUnsafeBufferPointer { wp in
                 try direct3x3(wp.baseAddress!, channelBlocked: true, channelsIn: channelsIn, channelsOut: channelsOut, x: x,
@@ -562,18 +562,10 @@ struct Conv: Op {
                           inScale: inScale, n: n, h: h, w: w, ep: ep, y: y, threads: threads, ctx)
             }
         }
-        var adj = try ctx.scratch(blocks * channelsIn * 54)
-        defer { ctx.recycle(adj) }
+        // Larger layers read the forward panels in place (akn_conv3x3_adjoint): no per-call gather.
         try packed.withUnsafeBufferPointer { pp in
-            try adj.withUnsafeMutableBufferPointer { ap in
-                let (pb, ab) = (pp.baseAddress!, ap.baseAddress!)
-                Parallel.forRanges(blocks, threads: blocks * channelsIn > 4096 ? threads : 1) { r in
-                    akn_conv3x3_adjoint_weights(pb, Int32(channelsOut), Int32(channelsIn), Int32(r.lowerBound),
-                                                Int32(r.upperBound), ab)
-                }
-                try direct3x3(UnsafePointer(ab), channelsIn: channelsIn, channelsOut: channelsOut, x: x, inMask: inMask,
-                          inScale: inScale, n: n, h: h, w: w, ep: ep, y: y, threads: threads, ctx)
-            }
+            try direct3x3(pp.baseAddress!, adjointInPlace: true, channelsIn: channelsIn, channelsOut: channelsOut, x: x,
+                          inMask: inMask, inScale: inScale, n: n, h: h, w: w, ep: ep, y: y, threads: threads, ctx)
         }
     }
 
@@ -587,7 +579,8 @@ struct Conv: Op {
 
     /// One sample at a time: pad once (with the mask and scale), then blocks of output channels (6,
     /// or 16 for the channel-blocked kernel, `pb` in its layout) x bands of rows over the threads.
-    private func direct3x3(_ pb: UnsafePointer<Float>, channelBlocked: Bool = false, channelsIn: Int, channelsOut: Int,
+    private func direct3x3(_ pb: UnsafePointer<Float>, channelBlocked: Bool = false, adjointInPlace: Bool = false,
+                           channelsIn: Int, channelsOut: Int,
                            x: UnsafePointer<Float>, inMask: UnsafePointer<Float>?, inScale: UnsafePointer<Float>?, n: Int,
                            h: Int, w: Int, ep: Epilogue, y: UnsafeMutablePointer<Float>, threads: Int,
                            _ ctx: ExecContext) throws {
@@ -617,7 +610,11 @@ struct Conv: Op {
                         for u in r {
                             let (b, band) = (u / bands, u % bands)
                             let (y0, y1) = (Int32(h * band / bands), Int32(h * (band + 1) / bands))
-                            if channelBlocked {
+                            if adjointInPlace {
+                                akn_conv3x3_adjoint(xs, nil, nil, Int32(channelsIn), Int32(h), Int32(w), pb, Int32(b * 6),
+                                                    Int32(min(channelsOut, b * 6 + 6)), Int32(channelsOut), y0, y1, y + off, sb,
+                                                    0, tp)
+                            } else if channelBlocked {
                                 akn_conv3x3_c16(sb, Int32(channelsIn), Int32(h), Int32(w), pb, Int32(b), Int32(b + 1), y0, y1,
                                                 ep.scale, ep.bias, ep.residual.map { $0 + off }, ep.relu ? 1 : 0, y + off)
                             } else {

@@ -42,6 +42,17 @@ void akn_conv3x3(const float *x, const float *in_mask, const float *in_scale, in
                  int relu, float *y, float *scratch, int pad_input, float *tmp);
 
 /**
+ * The input gradient of a 3x3/s1/p1 convolution with cf inputs and c outputs, straight from its
+ * forward GEMM panels `forward` ([c/6][cf][3][3][6]): rows [y0, y1) of channels [m0, m1) of
+ * y [cf][H][W] = conv3x3 of x' [c][H][W] (x' as for akn_conv3x3: masked and scaled where given) with
+ * the transposed, flipped weights. The same arithmetic as akn_conv3x3 on akn_conv3x3_adjoint_weights'
+ * panels, bit for bit, without building them. m0 a multiple of 6.
+ */
+void akn_conv3x3_adjoint(const float *x, const float *in_mask, const float *in_scale, int c, int h, int w,
+                         const float *forward, int m0, int m1, int cf, int y0, int y1, float *y, float *scratch, int pad_input,
+                         float *tmp);
+
+/**
  * Channels [c0, c1) of akn_conv3x3's padded input (pad_input) in `scratch`: disjoint ranges may be
  * built on different threads (the range ending at c also zeroes the slack after the planes).
  */
