@@ -18,8 +18,8 @@ struct NodeSignature {
 
 /// The ops adamant runs, for error messages.
 let supportedOps = ["Add", "AveragePool", "BatchNormalization", "Clip", "Concat", "Constant", "Conv", "Div",
-                    "Flatten", "Gemm", "GlobalAveragePool", "Identity", "MatMul", "MaxPool", "Mul", "Pad",
-                    "Relu", "Reshape", "Softmax", "Sub"]
+                    "Dropout", "Einsum", "Flatten", "Gemm", "GlobalAveragePool", "Identity", "MatMul", "MaxPool",
+                    "Mul", "Pad", "Relu", "Reshape", "Softmax", "Sub", "Transpose"]
 
 /// The result of building one file: the graph, its BN parameters and its signature.
 struct BuiltGraph {
@@ -299,10 +299,27 @@ enum GraphBuilder {
                          transB: try a.int("transB", 0) != 0, alpha: try a.float("alpha", 1), beta: try a.float("beta", 1),
                          c: cT?.floats, cShape: cT?.dims ?? []), [1, 2])
         case "MatMul":
-            try need(2...2)
-            let b = try const(1, "right-hand side")
-            guard b.dims.count == 2 else { throw a.unsupported("a MatMul right-hand side of shape \(b.dims) (2-D only)") }
-            return (MatMul(b: b.floats, k: b.dims[0], n: b.dims[1]), [1])
+            guard raw.inputs.count == 2, !raw.inputs[0].isEmpty, !raw.inputs[1].isEmpty else { throw a.invalid("expects 2 inputs") }
+            if c[0] == nil, let b = c[1], b.dims.count == 2 {
+                // A constant 2-D right-hand side: weights packed once.
+                return (MatMul(b: b.floats, k: b.dims[0], n: b.dims[1]), [1])
+            }
+            return (BatchedMatMul(), [])
+        case "Einsum":
+            guard !raw.inputs.isEmpty, raw.inputs.allSatisfy({ !$0.isEmpty }) else { throw a.invalid("needs inputs") }
+            guard case .string(let eq)? = raw.attributes["equation"] else { throw a.invalid("missing the equation attribute") }
+            return (try Einsum(equation: eq, inputs: raw.inputs.count, fail: { fail(.unsupported, "\(raw.label) (opset \(opset)): \($0)") }), [])
+        case "Transpose":
+            try need(1...1)
+            return (Transpose(perm: try a.ints("perm")), [])
+        case "Dropout":
+            try need(1...3)
+            if opset < 7, try a.int("is_test", 0) == 0 { throw a.unsupported("a training-mode Dropout (is_test=0)") }
+            if raw.inputs.count > 2 && !raw.inputs[2].isEmpty {
+                guard let t = c[2] else { throw a.unsupported("a non-constant training_mode input") }
+                if (t.ints?.first ?? Int64(t.floats.first ?? 0)) != 0 { throw a.unsupported("training_mode=true") }
+            }
+            return (Dropout(), [1, 2])
         case "Pad":
             let modeName = try a.string("mode", "constant")
             guard let mode = Pad.Mode(rawValue: modeName) else { throw a.unsupported("Pad mode '\(modeName)'") }

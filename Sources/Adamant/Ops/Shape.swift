@@ -107,14 +107,18 @@ struct Concat: Op {
         let a = axis < 0 ? axis + out.count : axis
         let outer = Array(out[..<a]).product
         let inner = Array(out[(a + 1)...]).product
-        var y = Tensor(zeros: out)
+        var y = try ctx.uninitialized(out)
         var off = 0
-        for t in inputs {
-            let chunk = t.shape[a] * inner
-            for o in 0..<outer {
-                for i in 0..<chunk { y.data[o * out[a] * inner + off + i] = t.data[o * chunk + i] }
+        y.data.withUnsafeMutableBufferPointer { yp in
+            for t in inputs {
+                let chunk = t.shape[a] * inner
+                t.data.withUnsafeBufferPointer { tp in
+                    for o in 0..<outer where chunk > 0 {
+                        (yp.baseAddress! + o * out[a] * inner + off).update(from: tp.baseAddress! + o * chunk, count: chunk)
+                    }
+                }
+                off += chunk
             }
-            off += chunk
         }
         return [y]
     }
@@ -130,9 +134,13 @@ struct Concat: Op {
         for (k, t) in inputs.enumerated() {
             let chunk = t.shape[a] * inner
             if needs[k] {
-                var d = Tensor(zeros: t.shape)
-                for o in 0..<outer {
-                    for i in 0..<chunk { d.data[o * chunk + i] = g.data[o * out[a] * inner + off + i] }
+                var d = try ctx.uninitialized(t.shape)
+                g.data.withUnsafeBufferPointer { gp in
+                    d.data.withUnsafeMutableBufferPointer { dp in
+                        for o in 0..<outer where chunk > 0 {
+                            (dp.baseAddress! + o * chunk).update(from: gp.baseAddress! + o * out[a] * inner + off, count: chunk)
+                        }
+                    }
                 }
                 res.append(d)
             } else { res.append(nil) }
@@ -198,7 +206,7 @@ struct Pad: Op {
     func forward(_ inputs: [Tensor], _ ctx: ExecContext) throws -> [Tensor] {
         let x = inputs[0]
         let out = try shapes([x.shape], ShapeEnv(declaredBatch: nil, batch: 0))[0]
-        var y = Tensor(zeros: out)
+        var y = try ctx.zeros(out)
         walk(x.shape, out) { o, s in y.data[o] = s.map { x.data[$0] } ?? value }
         return [y]
     }
@@ -206,7 +214,7 @@ struct Pad: Op {
     func backward(_ inputs: [Tensor], _ outputs: [Tensor], _ gradOutputs: [Tensor], needs: [Bool],
                   _ ctx: ExecContext) throws -> [Tensor?] {
         let x = inputs[0], g = gradOutputs[0]
-        var dx = Tensor(zeros: x.shape)
+        var dx = try ctx.zeros(x.shape)
         walk(x.shape, g.shape) { o, s in if let s { dx.data[s] += g.data[o] } }
         return [dx]
     }
