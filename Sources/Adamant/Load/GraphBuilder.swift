@@ -135,6 +135,17 @@ enum GraphBuilder {
                 consts[raw.outputs[0]] = c
                 continue
             }
+            // Shape arithmetic between constants (PyTorch's pads, constant shapes) is evaluated now.
+            if ConstantFolding.ops.contains(raw.opType), !raw.inputs.isEmpty, !raw.inputs[0].isEmpty,
+               raw.inputs.allSatisfy({ $0.isEmpty || consts[$0] != nil }) {
+                do {
+                    consts[raw.outputs[0]] = try ConstantFolding.fold(raw, a, raw.inputs.map { $0.isEmpty ? nil : consts[$0] },
+                                                                      opset: file.opset)
+                } catch let e as AdamantError {
+                    throw AdamantError(e.kind, "\(source): \(e.message)")
+                }
+                continue
+            }
             let inputConsts = raw.inputs.map { $0.isEmpty ? nil : consts[$0] }
             var bound = Set<Int>()  // inputs bound into the op
             let op: any Op
