@@ -1,3 +1,4 @@
+import CBackend
 import XCTest
 @testable import Adamant
 
@@ -359,6 +360,52 @@ final class ModelOpTests: XCTestCase {
             let one = xs.map { Tensor(shape: [1] + $0.shape.dropFirst(), data: Array($0.data[..<($0.count / 3)])) }
             let single = try op.forward(one, ctx(batch: 1))[0]
             XCTAssertEqual(Array(full.data[..<single.count]), single.data, "\(op.type): sample 0 alone vs in a batch of 3 on 2 threads")
+        }
+    }
+
+    /// Whole models with the new ops (Tests/Fixtures/model_ops, exported from PyTorch by
+    /// make_fixtures.py): after the first call with a batch size, predict and gradient take every
+    /// buffer from the session's pool (Einsum's packed operands and transposes, Softmax, Transpose,
+    /// MatMul included); the plan's memory estimate bounds the pool's real footprint; a sample's
+    /// logits and gradient do not depend on its batch-mates or the thread count.
+    func testWholeModelsPoolTheirBuffersAndStayBatchIndependent() throws {
+        let before = abk_get_threads()
+        defer { abk_set_threads(before) }
+        for name in ["denoise_small", "tokens_small"] {
+            let model = try Model.load(path: repoRoot + "/Tests/Fixtures/model_ops/\(name).onnx")
+            let x = randomTensor([3, 3, 8, 8], seed: 80).data.map { ($0 + 1) / 2 }
+            let labels: [Int64] = [1, 4, 7]
+            var reference: [Float]? = nil, referenceGrad: [Float]? = nil
+            for threads in [1, 2] {
+                abk_set_threads(Int32(threads))
+                let s = Session(model: model)
+                let y = try s.predict(x, batch: 3, domain: 0)
+                let g = try s.gradient(x, batch: 3, labels: labels, loss: .crossEntropy, domain: 0).gradient
+                let warm = s.bufferAllocations
+                for _ in 0..<2 {
+                    XCTAssertEqual(try s.predict(x, batch: 3, domain: 0), y)
+                    XCTAssertEqual(try s.gradient(x, batch: 3, labels: labels, loss: .crossEntropy, domain: 0).gradient, g)
+                }
+                XCTAssertEqual(s.bufferAllocations, warm, "\(name): allocated after warm-up (threads \(threads))")
+                if let reference { XCTAssertEqual(y, reference, "\(name): logits depend on the thread count") }
+                if let referenceGrad { XCTAssertEqual(g, referenceGrad, "\(name): gradient depends on the thread count") }
+                reference = y; referenceGrad = g
+                // Sample 1 alone.
+                let one = Array(x[(3 * 64)..<(6 * 64)])
+                XCTAssertEqual(try s.predict(one, batch: 1, domain: 0), Array(y[(y.count / 3)..<(2 * y.count / 3)]))
+                XCTAssertEqual(try s.gradient(one, batch: 1, labels: [4], loss: .crossEntropy, domain: 0).gradient,
+                               Array(g[(3 * 64)..<(6 * 64)]))
+                for kind in [CallKind.predict, .gradient] {
+                    let fresh = Session(model: model)
+                    fresh.resetPeakMemory()
+                    if kind == .predict { _ = try fresh.predict(x, batch: 3, domain: 0) } else {
+                        _ = try fresh.gradient(x, batch: 3, labels: labels, loss: .crossEntropy, domain: 0)
+                    }
+                    let real = fresh.peakPoolFootprint * 4
+                    XCTAssertGreaterThanOrEqual(model.activationBytes(batch: 3, kind: kind, threads: threads), real,
+                                                "\(name) \(kind): estimate below the pool's footprint")
+                }
+            }
         }
     }
 }

@@ -1,5 +1,48 @@
 import CKernels
 
+/// How ``batchedGEMM`` runs a product, from its shape alone: whether it computes C^T = B^T . A^T
+/// instead (when C is wanted transposed and that moves fewer floats), the scratch floats per item
+/// (packed A, a transposed B, a C to transpose) and how many items run at once.
+struct BatchedGEMMShape {
+    var m, n, k: Int
+    var aTransposed, bTransposed, cTransposed, accumulate: Bool
+    var items: Int
+    /// No two items write the same output (else items run one after another, accumulating).
+    var distinctOutputs: Bool
+
+    var swapped: Bool {
+        guard cTransposed else { return false }
+        // Direct: pack A, transpose B if stored [n][k], then transpose C. Swapped: pack B^T,
+        // transpose A^T if A is stored [m][k], write C^T as it is.
+        let direct = m * k + 2 * ((bTransposed ? k * n : 0) + m * n)
+        let swapped = n * k + 2 * (aTransposed ? 0 : m * k)
+        return swapped <= direct
+    }
+
+    /// Scratch floats per item of the (unswapped) product.
+    var perItem: Int {
+        if swapped {
+            return BatchedGEMMShape(m: n, n: m, k: k, aTransposed: !bTransposed, bTransposed: !aTransposed, cTransposed: false,
+                                    accumulate: accumulate, items: items, distinctOutputs: distinctOutputs).perItem
+        }
+        return akn_gemm_packed_a_size(Int32(m), Int32(k)) + (bTransposed ? k * n : 0)
+            + (cTransposed ? (accumulate ? 2 : 1) * m * n : 0)
+    }
+
+    /// Items processed concurrently: over the threads when each GEMM would run on one thread
+    /// anyway and no two items write the same output; else one item at a time, the GEMM splitting
+    /// its own work.
+    func parts(threads: Int) -> Int {
+        2 * m * n * k < 2_000_000 && distinctOutputs ? max(1, min(items, threads)) : 1
+    }
+
+    /// The one pooled scratch buffer a call takes (0 when there is nothing to multiply).
+    func scratchFloats(threads: Int) -> Int {
+        guard items > 0, m > 0, n > 0, k > 0 else { return 0 }
+        return parts(threads: threads) * perItem
+    }
+}
+
 /// One operand of ``batchedGEMM``: per batch item a logical [rows x cols] matrix at
 /// `base + offsets[item]`, stored row-major as [rows][cols], or as [cols][rows] when `transposed`.
 struct MatrixOperand {
@@ -26,24 +69,17 @@ func batchedGEMM(m: Int, n: Int, k: Int, a: MatrixOperand, b: MatrixOperand, c: 
         if !accumulate { for off in Set(cOffsets) { (c + off).update(repeating: 0, count: m * n) } }
         return
     }
-    if cTransposed {
-        // Direct: pack A, transpose B if stored [n][k], then transpose C. Swapped: C^T = B^T . A^T,
-        // pack B^T, transpose A^T if A is stored [m][k], write C^T as it is.
-        let direct = m * k + 2 * ((b.transposed ? k * n : 0) + m * n)
-        let swapped = n * k + 2 * (a.transposed ? 0 : m * k)
-        if swapped <= direct {
-            return try batchedGEMM(m: n, n: m, k: k, a: b.t, b: a.t, c: c, cOffsets: cOffsets, cTransposed: false,
-                                   accumulate: accumulate, ctx)
-        }
+    let shape = BatchedGEMMShape(m: m, n: n, k: k, aTransposed: a.transposed, bTransposed: b.transposed,
+                                 cTransposed: cTransposed, accumulate: accumulate, items: items,
+                                 distinctOutputs: Set(cOffsets).count == items)
+    if shape.swapped {
+        return try batchedGEMM(m: n, n: m, k: k, a: b.t, b: a.t, c: c, cOffsets: cOffsets, cTransposed: false,
+                               accumulate: accumulate, ctx)
     }
     let packSize = akn_gemm_packed_a_size(Int32(m), Int32(k))
     let bSize = b.transposed ? k * n : 0
-    let cSize = cTransposed ? (accumulate ? 2 : 1) * m * n : 0
-    let perItem = packSize + bSize + cSize
-    // Items over the threads when each GEMM would run on one thread anyway and no two items write
-    // the same output; else one item at a time, the GEMM splitting its work.
-    let small = 2 * m * n * k < 2_000_000
-    let parts = small && Set(cOffsets).count == items ? max(1, min(items, ctx.threads)) : 1
+    let perItem = shape.perItem
+    let parts = shape.parts(threads: ctx.threads)
     var scratch = try ctx.scratch(parts * perItem)
     defer { ctx.recycle(scratch) }
     scratch.withUnsafeMutableBufferPointer { sp in
@@ -129,6 +165,20 @@ struct BatchedMatMul: Op {
             while d >= 0 { idx[d] += 1; if idx[d] < batch[d] { break }; idx[d] = 0; d -= 1 }
         }
         return out
+    }
+
+    func scratchCounts(_ inputs: [[Int]], backward: Bool, threads: Int) -> [Int] {
+        guard let p = try? plan(inputs[0], inputs[1]) else { return [] }
+        let items = p.batch.product
+        let fwd = [BatchedGEMMShape(m: p.m, n: p.n, k: p.k, aTransposed: false, bTransposed: false, cTransposed: false,
+                                    accumulate: false, items: items, distinctOutputs: true).scratchFloats(threads: threads)]
+        guard backward else { return fwd }
+        let sharedA = p.aBatch.product < items, sharedB = p.bBatch.product < items
+        let da = BatchedGEMMShape(m: p.m, n: p.k, k: p.n, aTransposed: false, bTransposed: true, cTransposed: false,
+                                  accumulate: sharedA, items: items, distinctOutputs: !sharedA)
+        let db = BatchedGEMMShape(m: p.k, n: p.n, k: p.m, aTransposed: true, bTransposed: false, cTransposed: false,
+                                  accumulate: sharedB, items: items, distinctOutputs: !sharedB)
+        return mergedScratch(fwd, [da.scratchFloats(threads: threads), db.scratchFloats(threads: threads)])
     }
 
     func forward(_ inputs: [Tensor], _ ctx: ExecContext) throws -> [Tensor] {
@@ -323,6 +373,22 @@ struct Einsum: Op {
                     cLayout: layout(output, first: aFree, second: bFree))
     }
 
+    func scratchCounts(_ inputs: [[Int]], backward: Bool, threads: Int) -> [Int] {
+        guard operands.count == 2, let p = try? plan(inputs) else { return [] }
+        let (aCount, bCount, cCount) = (inputs[0].product, inputs[1].product, p.items * p.m * p.n)
+        func gemm(_ m: Int, _ n: Int, _ k: Int, _ aT: Bool, _ bT: Bool, _ cT: Bool) -> Int {
+            BatchedGEMMShape(m: m, n: n, k: k, aTransposed: aT, bTransposed: bT, cTransposed: cT, accumulate: false,
+                             items: p.items, distinctOutputs: true).scratchFloats(threads: threads)
+        }
+        let (aT, bT, cT) = (p.aLayout.transposed, p.bLayout.transposed, p.cLayout.transposed)
+        let permA = p.aLayout.perm == nil ? 0 : aCount, permB = p.bLayout.perm == nil ? 0 : bCount
+        let permC = p.cLayout.perm == nil ? 0 : cCount
+        let fwd = [permA, permB, permC, gemm(p.m, p.n, p.k, aT, bT, cT)]
+        guard backward else { return fwd }
+        let bwd = [permA, permB, permC, permA, gemm(p.m, p.k, p.n, cT, !bT, aT), permB, gemm(p.k, p.n, p.m, !aT, cT, bT)]
+        return mergedScratch(fwd, bwd)
+    }
+
     /// `t` permuted by `perm` into pooled scratch (the caller recycles it).
     private func permuted(_ t: Tensor, _ perm: [Int], _ ctx: ExecContext) throws -> [Float] {
         var out = try ctx.scratch(t.count)
@@ -446,4 +512,13 @@ struct Einsum: Op {
         }
         return grads
     }
+}
+
+/// The buffers of a forward pass and of a backward pass that runs after it (the forward's buffers
+/// back in the pool by then): each size as many times as the more demanding pass holds it.
+func mergedScratch(_ forward: [Int], _ backward: [Int]) -> [Int] {
+    var f: [Int: Int] = [:], b: [Int: Int] = [:]
+    for c in forward where c > 0 { f[c, default: 0] += 1 }
+    for c in backward where c > 0 { b[c, default: 0] += 1 }
+    return Set(f.keys).union(b.keys).sorted().flatMap { c in [Int](repeating: c, count: max(f[c] ?? 0, b[c] ?? 0)) }
 }
