@@ -37,6 +37,10 @@ ARCHS = {
     "resnet50-denoise": dict(blocks=(3, 4, 6, 3), denoise=True),
     "resnet152": dict(blocks=(3, 8, 36, 3), denoise=False),
     "resnet50": dict(blocks=(3, 4, 6, 3), denoise=False),
+    "resnext50-32x4d": dict(blocks=(3, 4, 6, 3), denoise=False, groups=32, width=128),
+    "resnext101-32x8d": dict(blocks=(3, 4, 23, 3), denoise=False, groups=32, width=256),
+    "resnext101-32x8d-denoiseall": dict(blocks=(3, 4, 23, 3), denoise=True, denoise_all=True, embed=False,
+                                        softmax=False, groups=32, width=256),
 }
 
 
@@ -57,11 +61,18 @@ def export(arch, path):
     import robust_models as rm
     torch.manual_seed(0)
     model = rm.randomize_bn(rm.ResNetDenoise(**ARCHS[arch]), 0).eval()
-    # Small-variance weights keep the 150-layer activations in range (random He init explodes).
+    # Small-variance weights keep the 150-layer activations in range (random He init explodes), and
+    # the BNs that end a residual branch start small, as the reference code's zero-init ones do.
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, torch.nn.Conv2d):
                 m.weight.mul_(0.5)
+            if isinstance(m, rm.Bottleneck):
+                m.bn3.weight.mul_(0.1)
+            if isinstance(m, rm.Denoise):  # the dot-product version is cubic in its input
+                m.bn.weight.mul_(0.1 if m.softmax else 1e-4)
+        y = model(torch.rand(1, 3, 224, 224))
+        assert torch.isfinite(y).all(), "random weights overflow: logits not finite"
     torch.onnx.export(model, torch.rand(1, 3, 224, 224), path, opset_version=17, input_names=["x"],
                       output_names=["logits"], dynamic_axes={"x": {0: "n"}, "logits": {0: "n"}}, dynamo=False)
 
@@ -97,6 +108,9 @@ def main():
     rng = np.random.default_rng(0)
     x = rng.random((args.batch, 3, 224, 224), dtype=np.float32)
     a, b = m.predict(x), sess.run(None, {"x": x})[0]
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        sys.exit("non-finite logits (adamant finite: %s, ORT finite: %s); delete %s to re-export"
+                 % (np.isfinite(a).all(), np.isfinite(b).all(), path))
     err = float(np.max(np.abs(a - b)) / np.max(np.abs(b)))
     print("logits: max |adamant - ORT| / max |ORT| = %.2e, argmax agree: %s" % (err, bool((a.argmax(1) == b.argmax(1)).all())))
     if err > 1e-4:

@@ -201,11 +201,12 @@ class TokenNet(nn.Module):
 
 
 class Bottleneck(nn.Module):
-    """ResNet bottleneck, stride on the 3x3 conv (tensorpack's resnet_bottleneck), group > 1 for ResNeXt."""
+    """ResNet bottleneck, stride on the 3x3 conv (tensorpack's resnet_bottleneck); with groups > 1
+    a ResNeXt bottleneck (grouped 3x3). `cout` defaults to 4 x width."""
 
-    def __init__(self, cin, width, stride, groups=1, expansion=4):
+    def __init__(self, cin, width, stride, groups=1, cout=None):
         super().__init__()
-        cout = width * expansion if groups == 1 else width * 2
+        cout = cout or width * 4
         self.conv1, self.bn1 = nn.Conv2d(cin, width, 1, bias=False), nn.BatchNorm2d(width)
         self.conv2 = nn.Conv2d(width, width, 3, stride, 1, groups=groups, bias=False)
         self.bn2 = nn.BatchNorm2d(width)
@@ -224,22 +225,31 @@ class Bottleneck(nn.Module):
 
 class ResNetDenoise(nn.Module):
     """ImageNet ResNet (blocks per group, e.g. [3, 8, 36, 3] for ResNet-152) with a feature-denoising
-    block after each group (ResNet-152-Denoise: embedded, softmax), for 224x224 inputs."""
+    block after each group (ResNet-152-Denoise: embedded, softmax) or, with `denoise_all`, after
+    every block (ResNeXt-DenoiseAll: no embedding, dot product), for 224x224 inputs. With
+    groups > 1 the bottlenecks are ResNeXt's: 3x3 convs of `width` x 2^g channels in `groups`
+    groups, 256 x 2^g outputs (32x4d: width 128; 32x8d: width 256)."""
 
-    def __init__(self, blocks=(3, 8, 36, 3), denoise=True, embed=True, softmax=True, classes=1000, size=224):
+    def __init__(self, blocks=(3, 8, 36, 3), denoise=True, embed=True, softmax=True, classes=1000, size=224,
+                 groups=1, width=64, denoise_all=False):
         super().__init__()
         self.stem = nn.Sequential(nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(),
                                   nn.MaxPool2d(3, 2, 1))
         layers, cin, s = [], 64, size // 4
-        for g, (n, width) in enumerate(zip(blocks, (64, 128, 256, 512))):
-            for i in range(n):
-                stride = 2 if (i == 0 and g > 0) else 1
-                b = Bottleneck(cin, width, stride)
-                layers.append(b)
-                cin = b.cout
+        for g, n in enumerate(blocks):
             if g > 0:
                 s //= 2
-            if denoise:
+            for i in range(n):
+                stride = 2 if (i == 0 and g > 0) else 1
+                if groups == 1:
+                    b = Bottleneck(cin, width * 2 ** g, stride)
+                else:
+                    b = Bottleneck(cin, width * 2 ** g, stride, groups=groups, cout=256 * 2 ** g)
+                layers.append(b)
+                cin = b.cout
+                if denoise and denoise_all:
+                    layers.append(Denoise(cin, s, s, embed, softmax))
+            if denoise and not denoise_all:
                 layers.append(Denoise(cin, s, s, embed, softmax))
         self.body = nn.Sequential(*layers)
         self.fc = nn.Linear(cin, classes)
