@@ -118,3 +118,24 @@ def test_unsupported_einsum_is_a_clear_error(tmp_path):
     with pytest.raises(adamant.UnsupportedError) as e:
         adamant.load(path)
     assert "Einsum" in str(e.value) and "repeated" in str(e.value)
+
+
+def test_targeted_pgd_on_a_denoising_model(tmp_path):
+    """Targeted PGD (random start, eps 16/255, the reference threat model's shape) runs through the
+    non-local blocks and reaches its targets. A random-weight network barely separates its inputs,
+    so the targets are each image's runner-up class (reachable), not random ones."""
+    torch.manual_seed(3)
+    model = rm.randomize_bn(rm.DenoiseNet(size=16, c=32, embed=True, softmax=True), 3).eval()
+    path = export(model, tmp_path / "denoise_pgd.onnx", 16)
+    m = adamant.load(path)
+    x = np.random.default_rng(3).random((8, 3, 16, 16), dtype=np.float32)
+    z = m.predict(x)
+    y = z.argmax(1).astype(np.int32)
+    target = np.argsort(z, axis=1)[:, -2].astype(np.int32)
+    x_adv, info = m.pgd(x, y, eps=16 / 255, alpha=2 / 255, steps=20, random_start=True, target=target, seed=1,
+                        return_details=True)
+    assert np.max(np.abs(x_adv - x)) <= 16 / 255 + 1e-6
+    assert x_adv.min() >= 0 and x_adv.max() <= 1
+    hit = m.predict(x_adv).argmax(1) == target
+    assert hit.mean() >= 0.75, hit
+    np.testing.assert_array_equal(hit, info["success"])
