@@ -408,4 +408,35 @@ final class ModelOpTests: XCTestCase {
             }
         }
     }
+
+    /// Shape arithmetic folded at load (ConstantFolding) against hand-computed results.
+    func testConstantFoldingOfShapeArithmetic() throws {
+        func ints(_ v: [Int], _ dims: [Int]? = nil) -> RawTensor {
+            RawTensor(name: "", dims: dims ?? [v.count], floats: v.map { Float($0) }, ints: v.map { Int64($0) })
+        }
+        func fold(_ op: String, _ ins: [RawTensor?], _ attrs: [String: Attribute] = [:], opset: Int = 13) throws -> RawTensor {
+            let node = RawNode(index: 0, opType: op, name: "f", domain: "", inputs: ins.map { _ in "i" }, outputs: ["o"], attributes: attrs)
+            return try ConstantFolding.fold(node, Attrs(node: node, opset: opset), ins, opset: opset)
+        }
+        let m = ints(Array(0..<12), [3, 4])
+        // PyTorch's pads: [0, 0, 1, 2] reversed in pairs by Slice with step -1.
+        XCTAssertEqual(try fold("Slice", [ints([1, 2, 3, 4, 5, 6], [3, 2]), ints([-1]), ints([Int(Int64.min)]), ints([0]), ints([-1])]).ints,
+                       [5, 6, 3, 4, 1, 2])
+        XCTAssertEqual(try fold("Slice", [m, ints([1, 1]), ints([3, 100]), ints([0, 1]), ints([1, 2])]).ints, [5, 7, 9, 11])
+        XCTAssertEqual(try fold("Gather", [m, ints([2, 0], [2])], ["axis": .int(1)]).ints, [2, 0, 6, 4, 10, 8])
+        XCTAssertEqual(try fold("Transpose", [m], ["perm": .ints([1, 0])]).ints, [0, 4, 8, 1, 5, 9, 2, 6, 10, 3, 7, 11])
+        XCTAssertEqual(try fold("Unsqueeze", [ints([7]), ints([0])]).dims, [1, 1])
+        XCTAssertEqual(try fold("Unsqueeze", [ints([7])], ["axes": .ints([1])], opset: 11).dims, [1, 1])
+        XCTAssertEqual(try fold("Squeeze", [ints([7], [1, 1]), ints([1])]).dims, [1])
+        XCTAssertEqual(try fold("Concat", [ints([1, 2]), ints([3])], ["axis": .int(0)]).ints, [1, 2, 3])
+        XCTAssertEqual(try fold("Mul", [ints([3, 4]), ints([5])]).ints, [15, 20])
+        XCTAssertEqual(try fold("Div", [ints([-7, 7]), ints([2])]).ints, [-3, 3])
+        XCTAssertEqual(try fold("Cast", [RawTensor(name: "", dims: [2], floats: [2.7, -2.7], ints: nil)], ["to": .int(7)]).ints, [2, -2])
+        XCTAssertEqual(try fold("ConstantOfShape", [ints([2, 3])]).floats, [Float](repeating: 0, count: 6))
+        XCTAssertEqual(try fold("Reshape", [m, ints([-1, 6])]).dims, [2, 6])
+        XCTAssertThrowsError(try fold("Div", [ints([1]), ints([0])]))
+        XCTAssertThrowsError(try fold("Gather", [m, ints([5])]))
+        // A folded Shape's batch placeholder is the input's first dimension in Reshape.
+        XCTAssertEqual(try Reshape(target: [Reshape.batchSentinel, -1], allowZero: false).shapes([[5, 3, 4]], ShapeEnv(batch: 5))[0], [5, 12])
+    }
 }

@@ -5,8 +5,8 @@
 /// that read it then see an ordinary initializer.
 enum ConstantFolding {
     /// Ops folded when all their inputs are constants.
-    static let ops: Set<String> = ["Cast", "Concat", "ConstantOfShape", "Gather", "Reshape", "Slice", "Squeeze", "Transpose",
-                                   "Unsqueeze"]
+    static let ops: Set<String> = ["Add", "Cast", "Concat", "ConstantOfShape", "Div", "Gather", "Mul", "Reshape", "Slice",
+                                   "Squeeze", "Sub", "Transpose", "Unsqueeze"]
 
     /// Values carried as Double (exact for the integers of shapes and pads, and for floats).
     private struct Value {
@@ -41,6 +41,35 @@ enum ConstantFolding {
         }
         let n = x.v.count
         switch raw.opType {
+        case "Add", "Sub", "Mul", "Div":
+            guard ins.count == 2, let y = ins[1] else { throw a.invalid("expects 2 inputs") }
+            let outDims = try broadcastShapes(x.dims, y.dims)
+            let isInt = x.isInt && y.isInt
+            let (xs, ys, os) = (strides(of: [Int](repeating: 1, count: outDims.count - x.dims.count) + x.dims),
+                                strides(of: [Int](repeating: 1, count: outDims.count - y.dims.count) + y.dims),
+                                strides(of: outDims))
+            let px = [Int](repeating: 1, count: outDims.count - x.dims.count) + x.dims
+            let py = [Int](repeating: 1, count: outDims.count - y.dims.count) + y.dims
+            var out = [Double](repeating: 0, count: outDims.product)
+            for o in 0..<out.count {
+                var i = 0, j = 0
+                for d in 0..<outDims.count {
+                    let c = (o / os[d]) % outDims[d]
+                    if px[d] != 1 { i += c * xs[d] }
+                    if py[d] != 1 { j += c * ys[d] }
+                }
+                let (u, v) = (x.v[i], y.v[j])
+                switch raw.opType {
+                case "Add": out[o] = u + v
+                case "Sub": out[o] = u - v
+                case "Mul": out[o] = u * v
+                default:
+                    guard !(isInt && v == 0) else { throw a.invalid("integer division by zero") }
+                    out[o] = isInt ? (u / v).rounded(.towardZero) : Double(Float(u) / Float(v))
+                }
+                if !isInt { out[o] = Double(Float(out[o])) }  // float32 arithmetic, as at run time
+            }
+            return Value(dims: outDims, v: out, isInt: isInt).raw
         case "Cast":
             let to = try a.int("to", 1)
             switch to {

@@ -119,6 +119,11 @@ enum GraphBuilder {
         var signature: [NodeSignature] = []
         var position: [String: (Int, Int)] = [:]  // value -> (signature position, output slot)
 
+        // Shapes of the values built so far (batch: the declared one, else a placeholder), so that a
+        // `Shape` of an activation folds to a constant (its batch dimension as Reshape.batchSentinel).
+        let shapeBatch = dims[0] > 0 ? dims[0] : Reshape.placeholderBatch
+        let shapeEnv = ShapeEnv(declaredBatch: dims[0] > 0 ? dims[0] : nil, batch: shapeBatch)
+        var knownShapes: [String: [Int]] = [inp.name: [shapeBatch] + Array(dims[1...])]
         var readers: [String: Int] = [:]  // live nodes reading each value
         for raw in order where live.contains(raw.index) { for i in raw.inputs where !i.isEmpty { readers[i, default: 0] += 1 } }
         for raw in order where live.contains(raw.index) {
@@ -133,6 +138,17 @@ enum GraphBuilder {
             }
             if raw.opType == "Identity", let c = consts[raw.inputs.first ?? ""] {
                 consts[raw.outputs[0]] = c
+                continue
+            }
+            // The shape of an activation is known now, but for the batch of a dynamic-batch graph.
+            if raw.opType == "Shape", raw.inputs.count == 1, consts[raw.inputs[0]] == nil, let shape = knownShapes[raw.inputs[0]] {
+                var v = shape
+                if dims[0] <= 0, !v.isEmpty, v[0] == Reshape.placeholderBatch { v[0] = Reshape.batchSentinel }
+                let r = v.count
+                func clamp(_ i: Int) -> Int { min(max(i < 0 ? i + r : i, 0), r) }
+                let (lo, hi) = (clamp(try a.int("start", 0)), clamp(try a.int("end", r)))
+                v = lo < hi ? Array(v[lo..<hi]) : []
+                consts[raw.outputs[0]] = RawTensor(name: "", dims: [v.count], floats: v.map { Float($0) }, ints: v.map { Int64($0) })
                 continue
             }
             // Shape arithmetic between constants (PyTorch's pads, constant shapes) is evaluated now.
@@ -195,6 +211,10 @@ enum GraphBuilder {
             signature.append(NodeSignature(label: raw.label, opType: raw.opType,
                                            attributes: describe(raw.attributes), inputs: sigInputs))
             nodes.append(Node(op: op, inputs: inIds, outputs: [id(raw.outputs[0])], label: raw.label, onnxIndex: raw.index))
+            let inShapes = inIds.map { knownShapes[names[$0]] ?? constants[$0]?.shape }
+            if inShapes.allSatisfy({ $0 != nil }), let outs = try? op.shapes(inShapes.map { $0! }, shapeEnv), let o = outs.first {
+                knownShapes[raw.outputs[0]] = o
+            }
         }
         let outputId: Int
         if let c = consts[out.name], ids[out.name] == nil {

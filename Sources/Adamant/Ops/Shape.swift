@@ -33,14 +33,23 @@ struct Flatten: Op {
 /// ONNX `Reshape` with a constant target shape. When the graph was exported with a fixed batch
 /// (e.g. 1) and runs with another, a leading target dimension equal to the declared batch follows the
 /// real batch, so per-sample graphs run batched.
+///
+/// A target entry equal to ``batchSentinel`` (what a `Shape` of an activation folds to for a
+/// dynamic batch, e.g. PyTorch's `x.view(x.size(0), -1)`) is the input's first dimension.
 struct Reshape: Op {
     let type = "Reshape"
     let target: [Int]
     let allowZero: Bool
 
+    /// Stands for "the batch" in a shape folded at load.
+    static let batchSentinel = -(1 << 40) - 17
+    /// The batch the builder infers shapes with when the graph's batch is dynamic (a value no
+    /// real dimension takes, so that a folded `Shape` can tell the batch dimension apart).
+    static let placeholderBatch = 1_000_003
+
     func shapes(_ inputs: [[Int]], _ env: ShapeEnv) throws -> [[Int]] {
         let x = inputs[0]
-        var t = target
+        var t = target.map { $0 == Reshape.batchSentinel && !x.isEmpty ? x[0] : $0 }
         if let db = env.declaredBatch, db != env.batch, !t.isEmpty, t[0] == db, x.first == env.batch {
             t[0] = env.batch
         }

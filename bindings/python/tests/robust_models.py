@@ -256,3 +256,22 @@ class ResNetDenoise(nn.Module):
 
     def forward(self, x):
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(self.body(self.stem(x)), 1), 1))
+
+
+class ShapeViewNet(nn.Module):
+    """Sizes read from tensors, as much PyTorch code writes them: `n, c, h, w = y.shape`,
+    `reshape(n, c, h * w)`, `x.view(x.size(0), -1)` (exported as Shape -> Gather -> Mul ->
+    Unsqueeze -> Concat -> Reshape, folded by adamant at load; the batch stays dynamic)."""
+
+    def __init__(self, classes=10):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, stride=2, padding=1)
+        self.fc = nn.Linear(8 * 8 * 8, classes)
+
+    def forward(self, x):
+        y = F.relu(self.conv(x))
+        n, c, h, w = y.shape
+        t = y.reshape(n, c, h * w).transpose(1, 2)
+        a = torch.softmax(torch.matmul(t, t.transpose(1, 2)) / math.sqrt(c), dim=-1)
+        y = torch.matmul(a, t).transpose(1, 2).reshape(n, c, h, w)
+        return self.fc(y.contiguous().view(y.size(0), -1))

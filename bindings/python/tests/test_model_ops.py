@@ -110,6 +110,16 @@ def test_tokens_reshape_transpose_matmul_softmax(tmp_path):
     check(lambda: rm.TokenNet(), tmp_path, "tokens", 16, batch=3)
 
 
+def test_sizes_read_from_tensors_fold_at_load(tmp_path):
+    import onnx
+    path = export(rm.ShapeViewNet(), tmp_path / "view.onnx", 16)
+    assert "Shape" in {n.op_type for n in onnx.load(path).graph.node}
+    check(lambda: rm.ShapeViewNet(), tmp_path, "shape_view", 16, batch=3)
+    m = adamant.load(path)
+    x = np.random.default_rng(5).random((5, 3, 16, 16), dtype=np.float32)
+    np.testing.assert_allclose(m.predict(x), ort_logits(path, x), rtol=1e-4, atol=1e-5)
+
+
 def test_unsupported_einsum_is_a_clear_error(tmp_path):
     class Diag(torch.nn.Module):
         def forward(self, x):
