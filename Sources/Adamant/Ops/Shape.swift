@@ -64,7 +64,7 @@ struct Reshape: Op {
                 guard infer < 0 else { throw fail(.shape, "Reshape: more than one -1 in \(target)") }
                 infer = i
             } else if t[i] < 0 {
-                throw fail(.shape, "Reshape: invalid target \(target)")
+                throw fail(.shape, "Reshape: invalid target \(target)\(t[i] < -(1 << 30) || t[i] > (1 << 40) ? " (arithmetic on a batch size read from a tensor shape is not supported; reshape with -1 instead)" : "")")
             } else {
                 let (k, o) = known.multipliedReportingOverflow(by: t[i])
                 guard !o else { throw fail(.shape, "Reshape: target \(target) has too many elements") }
