@@ -64,6 +64,10 @@ protocol Op {
     func flops(_ inputs: [[Int]], _ outputs: [[Int]]) -> Int
     /// Learned parameters held by the op (weights and biases).
     var parameterCount: Int { get }
+    /// The pooled scratch buffers (their float counts) one forward pass, or with `backward` one
+    /// forward and one backward pass, takes for these input shapes on `threads` threads, beyond the
+    /// op's outputs and gradients: for the memory estimate (``MemoryPlan``). Default: none.
+    func scratchCounts(_ inputs: [[Int]], backward: Bool, threads: Int) -> [Int]
 }
 
 /// An op that can overwrite its first input with its output (elementwise, same shape), used when the
@@ -81,6 +85,7 @@ extension Op {
     }
     func flops(_ inputs: [[Int]], _ outputs: [[Int]]) -> Int { 0 }
     var parameterCount: Int { 0 }
+    func scratchCounts(_ inputs: [[Int]], backward: Bool, threads: Int) -> [Int] { [] }
 }
 
 /// Reads typed attributes of a raw node, with clear errors naming the node.

@@ -18,8 +18,8 @@ struct NodeSignature {
 
 /// The ops adamant runs, for error messages.
 let supportedOps = ["Add", "AveragePool", "BatchNormalization", "Clip", "Concat", "Constant", "Conv", "Div",
-                    "Flatten", "Gemm", "GlobalAveragePool", "Identity", "MatMul", "MaxPool", "Mul", "Pad",
-                    "Relu", "Reshape", "Softmax", "Sub"]
+                    "Dropout", "Einsum", "Flatten", "Gemm", "GlobalAveragePool", "Identity", "MatMul", "MaxPool",
+                    "Mul", "Pad", "Relu", "Reshape", "Softmax", "Sub", "Transpose"]
 
 /// The result of building one file: the graph, its BN parameters and its signature.
 struct BuiltGraph {
@@ -119,6 +119,11 @@ enum GraphBuilder {
         var signature: [NodeSignature] = []
         var position: [String: (Int, Int)] = [:]  // value -> (signature position, output slot)
 
+        // Shapes of the values built so far (batch: the declared one, else a placeholder), so that a
+        // `Shape` of an activation folds to a constant (its batch dimension as Reshape.batchSentinel).
+        let shapeBatch = dims[0] > 0 ? dims[0] : Reshape.placeholderBatch
+        let shapeEnv = ShapeEnv(declaredBatch: dims[0] > 0 ? dims[0] : nil, batch: shapeBatch)
+        var knownShapes: [String: [Int]] = [inp.name: [shapeBatch] + Array(dims[1...])]
         var readers: [String: Int] = [:]  // live nodes reading each value
         for raw in order where live.contains(raw.index) { for i in raw.inputs where !i.isEmpty { readers[i, default: 0] += 1 } }
         for raw in order where live.contains(raw.index) {
@@ -133,6 +138,28 @@ enum GraphBuilder {
             }
             if raw.opType == "Identity", let c = consts[raw.inputs.first ?? ""] {
                 consts[raw.outputs[0]] = c
+                continue
+            }
+            // The shape of an activation is known now, but for the batch of a dynamic-batch graph.
+            if raw.opType == "Shape", raw.inputs.count == 1, consts[raw.inputs[0]] == nil, let shape = knownShapes[raw.inputs[0]] {
+                var v = shape
+                if dims[0] <= 0, !v.isEmpty, v[0] == Reshape.placeholderBatch { v[0] = Reshape.batchSentinel }
+                let r = v.count
+                func clamp(_ i: Int) -> Int { min(max(i < 0 ? i + r : i, 0), r) }
+                let (lo, hi) = (clamp(try a.int("start", 0)), clamp(try a.int("end", r)))
+                v = lo < hi ? Array(v[lo..<hi]) : []
+                consts[raw.outputs[0]] = RawTensor(name: "", dims: [v.count], floats: v.map { Float($0) }, ints: v.map { Int64($0) })
+                continue
+            }
+            // Shape arithmetic between constants (PyTorch's pads, constant shapes) is evaluated now.
+            if ConstantFolding.ops.contains(raw.opType), !raw.inputs.isEmpty, !raw.inputs[0].isEmpty,
+               raw.inputs.allSatisfy({ $0.isEmpty || consts[$0] != nil }) {
+                do {
+                    consts[raw.outputs[0]] = try ConstantFolding.fold(raw, a, raw.inputs.map { $0.isEmpty ? nil : consts[$0] },
+                                                                      opset: file.opset)
+                } catch let e as AdamantError {
+                    throw AdamantError(e.kind, "\(source): \(e.message)")
+                }
                 continue
             }
             let inputConsts = raw.inputs.map { $0.isEmpty ? nil : consts[$0] }
@@ -184,6 +211,10 @@ enum GraphBuilder {
             signature.append(NodeSignature(label: raw.label, opType: raw.opType,
                                            attributes: describe(raw.attributes), inputs: sigInputs))
             nodes.append(Node(op: op, inputs: inIds, outputs: [id(raw.outputs[0])], label: raw.label, onnxIndex: raw.index))
+            let inShapes = inIds.map { knownShapes[names[$0]] ?? constants[$0]?.shape }
+            if inShapes.allSatisfy({ $0 != nil }), let outs = try? op.shapes(inShapes.map { $0! }, shapeEnv), let o = outs.first {
+                knownShapes[raw.outputs[0]] = o
+            }
         }
         let outputId: Int
         if let c = consts[out.name], ids[out.name] == nil {
@@ -299,10 +330,27 @@ enum GraphBuilder {
                          transB: try a.int("transB", 0) != 0, alpha: try a.float("alpha", 1), beta: try a.float("beta", 1),
                          c: cT?.floats, cShape: cT?.dims ?? []), [1, 2])
         case "MatMul":
-            try need(2...2)
-            let b = try const(1, "right-hand side")
-            guard b.dims.count == 2 else { throw a.unsupported("a MatMul right-hand side of shape \(b.dims) (2-D only)") }
-            return (MatMul(b: b.floats, k: b.dims[0], n: b.dims[1]), [1])
+            guard raw.inputs.count == 2, !raw.inputs[0].isEmpty, !raw.inputs[1].isEmpty else { throw a.invalid("expects 2 inputs") }
+            if c[0] == nil, let b = c[1], b.dims.count == 2 {
+                // A constant 2-D right-hand side: weights packed once.
+                return (MatMul(b: b.floats, k: b.dims[0], n: b.dims[1]), [1])
+            }
+            return (BatchedMatMul(), [])
+        case "Einsum":
+            guard !raw.inputs.isEmpty, raw.inputs.allSatisfy({ !$0.isEmpty }) else { throw a.invalid("needs inputs") }
+            guard case .string(let eq)? = raw.attributes["equation"] else { throw a.invalid("missing the equation attribute") }
+            return (try Einsum(equation: eq, inputs: raw.inputs.count, fail: { fail(.unsupported, "\(raw.label) (opset \(opset)): \($0)") }), [])
+        case "Transpose":
+            try need(1...1)
+            return (Transpose(perm: try a.ints("perm")), [])
+        case "Dropout":
+            try need(1...3)
+            if opset < 7, try a.int("is_test", 0) == 0 { throw a.unsupported("a training-mode Dropout (is_test=0)") }
+            if raw.inputs.count > 2 && !raw.inputs[2].isEmpty {
+                guard let t = c[2] else { throw a.unsupported("a non-constant training_mode input") }
+                if (t.ints?.first ?? Int64(t.floats.first ?? 0)) != 0 { throw a.unsupported("training_mode=true") }
+            }
+            return (Dropout(), [1, 2])
         case "Pad":
             let modeName = try a.string("mode", "constant")
             guard let mode = Pad.Mode(rawValue: modeName) else { throw a.unsupported("Pad mode '\(modeName)'") }

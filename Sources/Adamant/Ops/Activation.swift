@@ -90,16 +90,34 @@ struct Softmax: Op {
     }
 
     func forward(_ inputs: [Tensor], _ ctx: ExecContext) throws -> [Tensor] {
-        var y = inputs[0]
-        let (outer, len, inner) = view(y.shape)
-        for o in 0..<outer {
-            for i in 0..<inner {
-                let base = o * len * inner + i
-                var m = -Float.infinity
-                for k in 0..<len { m = max(m, y.data[base + k * inner]) }
-                var s: Float = 0
-                for k in 0..<len { let e = (y.data[base + k * inner] - m).exp(); y.data[base + k * inner] = e; s += e }
-                for k in 0..<len { y.data[base + k * inner] /= s }
+        let x = inputs[0]
+        var y = try ctx.uninitialized(x.shape)
+        let (outer, len, inner) = view(x.shape)
+        guard len > 0 else { return [y] }
+        x.data.withUnsafeBufferPointer { xp in
+            y.data.withUnsafeMutableBufferPointer { yp in
+                let (xb, yb) = (xp.baseAddress!, yp.baseAddress!)
+                if inner == 1 {
+                    // Contiguous rows (the last axis, or any axis before opset 13): the vector kernel,
+                    // rows over the threads.
+                    Parallel.forRanges(outer, threads: outer * len >= 1 << 15 ? ctx.threads : 1) { r in
+                        akn_softmax_rows(xb + r.lowerBound * len, yb + r.lowerBound * len, r.count, len)
+                    }
+                    return
+                }
+                // A middle axis: strided, one (outer, inner) column at a time.
+                for o in 0..<outer {
+                    for i in 0..<inner {
+                        let base = o * len * inner + i
+                        var m = -Float.infinity
+                        for k in 0..<len { m = max(m, xb[base + k * inner]) }
+                        if m == -.infinity { m = 0 }
+                        var s: Float = 0
+                        for k in 0..<len { let e = (xb[base + k * inner] - m).exp(); yb[base + k * inner] = e; s += e }
+                        let inv = 1 / s
+                        for k in 0..<len { yb[base + k * inner] *= inv }
+                    }
+                }
             }
         }
         return [y]
@@ -107,17 +125,38 @@ struct Softmax: Op {
 
     func backward(_ inputs: [Tensor], _ outputs: [Tensor], _ gradOutputs: [Tensor], needs: [Bool],
                   _ ctx: ExecContext) throws -> [Tensor?] {
+        var g = gradOutputs
+        return try backward(inputs, outputs, consuming: &g, needs: needs, ctx)
+    }
+
+    /// dx = y * (g - sum(g * y)) along the axis, written over the (consumed) output gradient.
+    func backward(_ inputs: [Tensor], _ outputs: [Tensor], consuming gradOutputs: inout [Tensor], needs: [Bool],
+                  _ ctx: ExecContext) throws -> [Tensor?] {
         let y = outputs[0]
         var dx = gradOutputs[0]
+        gradOutputs = []  // the only reference now: written in place
         let (outer, len, inner) = view(y.shape)
-        for o in 0..<outer {
-            for i in 0..<inner {
-                let base = o * len * inner + i
-                var dot: Float = 0
-                for k in 0..<len { dot += dx.data[base + k * inner] * y.data[base + k * inner] }
-                for k in 0..<len {
-                    let j = base + k * inner
-                    dx.data[j] = y.data[j] * (dx.data[j] - dot)
+        guard len > 0 else { return [dx] }
+        y.data.withUnsafeBufferPointer { yp in
+            dx.data.withUnsafeMutableBufferPointer { dp in
+                let (yb, db) = (yp.baseAddress!, dp.baseAddress!)
+                if inner == 1 {
+                    Parallel.forRanges(outer, threads: outer * len >= 1 << 15 ? ctx.threads : 1) { r in
+                        akn_softmax_backward_rows(yb + r.lowerBound * len, db + r.lowerBound * len, db + r.lowerBound * len,
+                                                  r.count, len)
+                    }
+                    return
+                }
+                for o in 0..<outer {
+                    for i in 0..<inner {
+                        let base = o * len * inner + i
+                        var dot: Float = 0
+                        for k in 0..<len { dot += db[base + k * inner] * yb[base + k * inner] }
+                        for k in 0..<len {
+                            let j = base + k * inner
+                            db[j] = yb[j] * (db[j] - dot)
+                        }
+                    }
                 }
             }
         }

@@ -1,3 +1,5 @@
+import CKernels
+
 /// Numpy-style (multidirectional) broadcast of two shapes.
 func broadcastShapes(_ a: [Int], _ b: [Int]) throws -> [Int] {
     let r = max(a.count, b.count)
@@ -43,19 +45,71 @@ private func forEachRow(_ out: [Int], _ sa: [Int], _ sb: [Int],
     }
 }
 
-/// ONNX `Add`, `Sub`, `Mul`, `Div` with broadcasting.
+/// ONNX `Add`, `Sub`, `Mul`, `Div` with broadcasting. Same-shape operands and a scalar operand
+/// (a division by sqrt(C) or by H*W, a constant scale) run vector kernels (`tensor_ops.h`), in
+/// place when the executor hands over the only reference to the first input; other broadcasts take
+/// the general strided loop.
 struct Binary: InPlaceOp {
-    func forwardInPlace(_ x: inout Tensor, _ others: [Tensor], _ ctx: ExecContext) throws -> Bool {
-        guard kind == .add, let b = others.first, b.shape == x.shape else { return false }
-        x.data.withUnsafeMutableBufferPointer { xp in
-            b.data.withUnsafeBufferPointer { bp in for i in 0..<xp.count { xp[i] += bp[i] } }
-        }
-        return true
-    }
-
     enum Kind: String { case add = "Add", sub = "Sub", mul = "Mul", div = "Div" }
     let kind: Kind
     var type: String { kind.rawValue }
+
+    /// The kernel's op code for x op s (0-3), and for s op x (0, 4, 2, 5).
+    private var code: Int32 { [.add: 0, .sub: 1, .mul: 2, .div: 3][kind]! }
+    private var reversedCode: Int32 { [.add: 0, .sub: 4, .mul: 2, .div: 5][kind]! }
+
+    func forwardInPlace(_ x: inout Tensor, _ others: [Tensor], _ ctx: ExecContext) throws -> Bool {
+        guard let b = others.first else { return false }
+        if b.shape == x.shape {
+            runInPlace(&x.data, b.data, ctx)
+            return true
+        }
+        if b.count == 1, b.rank <= x.rank {
+            scalarInPlace(&x.data, b.data[0], code, ctx)
+            return true
+        }
+        return false
+    }
+
+    /// out = a op b elementwise (same shape), split over the threads (elementwise: no result depends on it).
+    private func run(_ a: [Float], _ b: [Float], into out: inout [Float], _ ctx: ExecContext) {
+        kindRun(code, a, b, into: &out, ctx)
+    }
+
+    /// x = x op b elementwise, in place.
+    private func runInPlace(_ x: inout [Float], _ b: [Float], _ ctx: ExecContext) {
+        let op = code
+        b.withUnsafeBufferPointer { bp in
+            x.withUnsafeMutableBufferPointer { xp in
+                let (xb, bb) = (xp.baseAddress!, bp.baseAddress!)
+                Parallel.forSlices(xp.count, threads: ctx.threads) { r in
+                    akn_binary_op(xb + r.lowerBound, bb + r.lowerBound, xb + r.lowerBound, r.count, op)
+                }
+            }
+        }
+    }
+
+    /// out = x op s (op codes of akn_scalar_op).
+    private func scalar(_ x: [Float], _ s: Float, _ op: Int32, into out: inout [Float], _ ctx: ExecContext) {
+        x.withUnsafeBufferPointer { xp in
+            out.withUnsafeMutableBufferPointer { op_ in
+                let (xb, ob) = (xp.baseAddress!, op_.baseAddress!)
+                Parallel.forSlices(op_.count, threads: ctx.threads) { r in
+                    akn_scalar_op(xb + r.lowerBound, s, ob + r.lowerBound, r.count, op)
+                }
+            }
+        }
+    }
+
+    /// x = x op s, in place.
+    private func scalarInPlace(_ x: inout [Float], _ s: Float, _ op: Int32, _ ctx: ExecContext) {
+        x.withUnsafeMutableBufferPointer { xp in
+            let xb = xp.baseAddress!
+            Parallel.forSlices(xp.count, threads: ctx.threads) { r in
+                akn_scalar_op(xb + r.lowerBound, s, xb + r.lowerBound, r.count, op)
+            }
+        }
+    }
 
     func shapes(_ inputs: [[Int]], _ env: ShapeEnv) throws -> [[Int]] {
         [try broadcastShapes(inputs[0], inputs[1])]
@@ -66,9 +120,17 @@ struct Binary: InPlaceOp {
     func forward(_ inputs: [Tensor], _ ctx: ExecContext) throws -> [Tensor] {
         let a = inputs[0], b = inputs[1]
         let outShape = try broadcastShapes(a.shape, b.shape)
-        var sum = a
-        if try forwardInPlace(&sum, [b], ctx) { return [sum] }  // same-shape Add
-        var y = Tensor(zeros: outShape)
+        if a.shape == b.shape || (b.count == 1 && outShape == a.shape) {
+            var y = try ctx.uninitialized(outShape)
+            if a.shape == b.shape { run(a.data, b.data, into: &y.data, ctx) } else { scalar(a.data, b.data[0], code, into: &y.data, ctx) }
+            return [y]
+        }
+        if a.count == 1 && outShape == b.shape {
+            var y = try ctx.uninitialized(outShape)
+            scalar(b.data, a.data[0], reversedCode, into: &y.data, ctx)
+            return [y]
+        }
+        var y = try ctx.uninitialized(outShape)
         let k = kind
         a.data.withUnsafeBufferPointer { ap in
             b.data.withUnsafeBufferPointer { bp in
@@ -91,20 +153,74 @@ struct Binary: InPlaceOp {
 
     func backward(_ inputs: [Tensor], _ outputs: [Tensor], _ gradOutputs: [Tensor], needs: [Bool],
                   _ ctx: ExecContext) throws -> [Tensor?] {
-        let a = inputs[0], b = inputs[1], g = gradOutputs[0]
-        let out = g.shape
+        var g = gradOutputs
+        return try backward(inputs, outputs, consuming: &g, needs: needs, ctx)
+    }
+
+    func backward(_ inputs: [Tensor], _ outputs: [Tensor], consuming gradOutputs: inout [Tensor], needs: [Bool],
+                  _ ctx: ExecContext) throws -> [Tensor?] {
+        let a = inputs[0], b = inputs[1]
+        let out = gradOutputs[0].shape
         if a.shape == b.shape && (kind == .add || kind == .sub) {
             // Residual connections: no broadcasting to undo.
+            let g = gradOutputs[0]
             var db: Tensor? = nil
             if needs[1] {
-                db = g
-                if kind == .sub { db!.data.withUnsafeMutableBufferPointer { p in for i in 0..<p.count { p[i] = -p[i] } } }
+                if kind == .add { db = g } else {
+                    db = try ctx.uninitialized(g.shape)
+                    scalar(g.data, -1, 2, into: &db!.data, ctx)
+                }
             }
             return [needs[0] ? g : nil, db]
         }
+        // A scalar operand that needs no gradient (a constant): the other's gradient is g scaled,
+        // written over the consumed g.
+        if !needs[1] && b.count == 1 && out == a.shape {
+            var g = gradOutputs[0]
+            gradOutputs = []
+            switch kind {
+            case .add: break
+            case .sub: break
+            case .mul: scalarInPlace(&g.data, b.data[0], 2, ctx)
+            case .div: scalarInPlace(&g.data, b.data[0], 3, ctx)
+            }
+            return [g, nil]
+        }
+        if !needs[0] && a.count == 1 && out == b.shape && kind != .div {
+            var g = gradOutputs[0]
+            gradOutputs = []
+            switch kind {
+            case .add: break
+            case .sub: scalarInPlace(&g.data, -1, 2, ctx)
+            case .mul: scalarInPlace(&g.data, a.data[0], 2, ctx)
+            case .div: break
+            }
+            return [nil, g]
+        }
+        // Same shape Mul and Div: elementwise kernels.
+        if a.shape == b.shape {
+            let g = gradOutputs[0]
+            var da: Tensor? = nil, db: Tensor? = nil
+            if kind == .mul {
+                if needs[0] { da = try ctx.uninitialized(a.shape); run(g.data, b.data, into: &da!.data, ctx) }
+                if needs[1] { db = try ctx.uninitialized(b.shape); kindRun(2, g.data, a.data, into: &db!.data, ctx) }
+            } else {
+                // d/da (a / b) = g / b; d/db = -g * a / b^2 = -(g / b) * (a / b) = -(g / b) * y
+                var q = try ctx.uninitialized(a.shape)
+                kindRun(3, g.data, b.data, into: &q.data, ctx)
+                if needs[1] {
+                    db = try ctx.uninitialized(b.shape)
+                    kindRun(2, q.data, outputs[0].data, into: &db!.data, ctx)
+                    scalarInPlace(&db!.data, -1, 2, ctx)
+                }
+                if needs[0] { da = q } else { ctx.recycle(q) }
+            }
+            return [da, db]
+        }
+        let g = gradOutputs[0]
         let sa = broadcastStrides(a.shape, into: out), sb = broadcastStrides(b.shape, into: out)
-        var da = needs[0] ? Tensor(zeros: a.shape) : nil
-        var db = needs[1] ? Tensor(zeros: b.shape) : nil
+        var da = needs[0] ? try ctx.zeros(a.shape) : nil
+        var db = needs[1] ? try ctx.zeros(b.shape) : nil
         let k = kind
         forEachRow(out, sa, sb) { o, ia0, ib0, n, sa1, sb1 in
             var ia = ia0, ib = ib0
@@ -125,5 +241,19 @@ struct Binary: InPlaceOp {
             }
         }
         return [da, db]
+    }
+
+    /// out = x op y elementwise with an explicit kernel code.
+    private func kindRun(_ op: Int32, _ x: [Float], _ y: [Float], into out: inout [Float], _ ctx: ExecContext) {
+        x.withUnsafeBufferPointer { xp in
+            y.withUnsafeBufferPointer { yp in
+                out.withUnsafeMutableBufferPointer { o in
+                    let (xb, yb, ob) = (xp.baseAddress!, yp.baseAddress!, o.baseAddress!)
+                    Parallel.forSlices(o.count, threads: ctx.threads) { r in
+                        akn_binary_op(xb + r.lowerBound, yb + r.lowerBound, ob + r.lowerBound, r.count, op)
+                    }
+                }
+            }
+        }
     }
 }

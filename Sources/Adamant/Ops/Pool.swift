@@ -107,7 +107,7 @@ struct Pool: Op {
             }
             return [y]
         }
-        var y = Tensor(zeros: outShape)
+        var y = try ctx.zeros(outShape)
         run(x.shape, outShape) { _, o, taps, divisor in
             if kind == .max {
                 var m = -Float.infinity

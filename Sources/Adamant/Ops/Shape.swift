@@ -33,14 +33,23 @@ struct Flatten: Op {
 /// ONNX `Reshape` with a constant target shape. When the graph was exported with a fixed batch
 /// (e.g. 1) and runs with another, a leading target dimension equal to the declared batch follows the
 /// real batch, so per-sample graphs run batched.
+///
+/// A target entry equal to ``batchSentinel`` (what a `Shape` of an activation folds to for a
+/// dynamic batch, e.g. PyTorch's `x.view(x.size(0), -1)`) is the input's first dimension.
 struct Reshape: Op {
     let type = "Reshape"
     let target: [Int]
     let allowZero: Bool
 
+    /// Stands for "the batch" in a shape folded at load.
+    static let batchSentinel = -(1 << 40) - 17
+    /// The batch the builder infers shapes with when the graph's batch is dynamic (a value no
+    /// real dimension takes, so that a folded `Shape` can tell the batch dimension apart).
+    static let placeholderBatch = 1_000_003
+
     func shapes(_ inputs: [[Int]], _ env: ShapeEnv) throws -> [[Int]] {
         let x = inputs[0]
-        var t = target
+        var t = target.map { $0 == Reshape.batchSentinel && !x.isEmpty ? x[0] : $0 }
         if let db = env.declaredBatch, db != env.batch, !t.isEmpty, t[0] == db, x.first == env.batch {
             t[0] = env.batch
         }
@@ -55,7 +64,7 @@ struct Reshape: Op {
                 guard infer < 0 else { throw fail(.shape, "Reshape: more than one -1 in \(target)") }
                 infer = i
             } else if t[i] < 0 {
-                throw fail(.shape, "Reshape: invalid target \(target)")
+                throw fail(.shape, "Reshape: invalid target \(target)\(t[i] < -(1 << 30) || t[i] > (1 << 40) ? " (arithmetic on a batch size read from a tensor shape is not supported; reshape with -1 instead)" : "")")
             } else {
                 let (k, o) = known.multipliedReportingOverflow(by: t[i])
                 guard !o else { throw fail(.shape, "Reshape: target \(target) has too many elements") }
@@ -107,14 +116,18 @@ struct Concat: Op {
         let a = axis < 0 ? axis + out.count : axis
         let outer = Array(out[..<a]).product
         let inner = Array(out[(a + 1)...]).product
-        var y = Tensor(zeros: out)
+        var y = try ctx.uninitialized(out)
         var off = 0
-        for t in inputs {
-            let chunk = t.shape[a] * inner
-            for o in 0..<outer {
-                for i in 0..<chunk { y.data[o * out[a] * inner + off + i] = t.data[o * chunk + i] }
+        y.data.withUnsafeMutableBufferPointer { yp in
+            for t in inputs {
+                let chunk = t.shape[a] * inner
+                t.data.withUnsafeBufferPointer { tp in
+                    for o in 0..<outer where chunk > 0 {
+                        (yp.baseAddress! + o * out[a] * inner + off).update(from: tp.baseAddress! + o * chunk, count: chunk)
+                    }
+                }
+                off += chunk
             }
-            off += chunk
         }
         return [y]
     }
@@ -130,9 +143,13 @@ struct Concat: Op {
         for (k, t) in inputs.enumerated() {
             let chunk = t.shape[a] * inner
             if needs[k] {
-                var d = Tensor(zeros: t.shape)
-                for o in 0..<outer {
-                    for i in 0..<chunk { d.data[o * chunk + i] = g.data[o * out[a] * inner + off + i] }
+                var d = try ctx.uninitialized(t.shape)
+                g.data.withUnsafeBufferPointer { gp in
+                    d.data.withUnsafeMutableBufferPointer { dp in
+                        for o in 0..<outer where chunk > 0 {
+                            (dp.baseAddress! + o * chunk).update(from: gp.baseAddress! + o * out[a] * inner + off, count: chunk)
+                        }
+                    }
                 }
                 res.append(d)
             } else { res.append(nil) }
@@ -198,7 +215,7 @@ struct Pad: Op {
     func forward(_ inputs: [Tensor], _ ctx: ExecContext) throws -> [Tensor] {
         let x = inputs[0]
         let out = try shapes([x.shape], ShapeEnv(declaredBatch: nil, batch: 0))[0]
-        var y = Tensor(zeros: out)
+        var y = try ctx.zeros(out)
         walk(x.shape, out) { o, s in y.data[o] = s.map { x.data[$0] } ?? value }
         return [y]
     }
@@ -206,7 +223,7 @@ struct Pad: Op {
     func backward(_ inputs: [Tensor], _ outputs: [Tensor], _ gradOutputs: [Tensor], needs: [Bool],
                   _ ctx: ExecContext) throws -> [Tensor?] {
         let x = inputs[0], g = gradOutputs[0]
-        var dx = Tensor(zeros: x.shape)
+        var dx = try ctx.zeros(x.shape)
         walk(x.shape, g.shape) { o, s in if let s { dx.data[s] += g.data[o] } }
         return [dx]
     }

@@ -32,6 +32,9 @@ struct MemoryPlan {
     let gradientFloats: Int
     /// Every convolution with its per-sample input shape (for scratch).
     let convs: [(op: Conv, input: [Int])]
+    /// Every other op that takes scratch (``Op/scratchCounts(_:backward:threads:)``), with its input
+    /// shapes and which inputs are per-sample activations (their first dimension is the batch).
+    let others: [(op: any Op, inputs: [[Int]], batched: [Bool])]
 
     init(_ e: Executor, shapes: [[Int]?]) {
         let g = e.graph
@@ -78,17 +81,37 @@ struct MemoryPlan {
             guard let c = n.op as? Conv, let s = shapes[n.inputs[0]], s.count == 4 else { return nil }
             return (c, Array(s.dropFirst()))
         }
+        others = g.nodes.compactMap { n in
+            guard !(n.op is Conv), n.inputs.allSatisfy({ shapes[$0] != nil }),
+                  !n.op.scratchCounts(n.inputs.map { shapes[$0]! }, backward: true, threads: 1).isEmpty else { return nil }
+            return (n.op, n.inputs.map { shapes[$0]! }, n.inputs.map { g.constants[$0] == nil && shapes[$0]!.first == shapes[g.input]!.first })
+        }
     }
 
     /// Floats the pool holds after one pass of `kind` on a piece of `n` samples: values (per size)
-    /// plus the distinct scratch buffers of the convolutions.
-    func pieceFloats(_ n: Int, gradient: Bool) -> Int {
+    /// plus the scratch buffers of the ops, each size as many times as one op holds it at once.
+    func pieceFloats(_ n: Int, gradient: Bool, threads: Int = Parallel.threads) -> Int {
         let (values, o) = n.multipliedReportingOverflow(by: gradient ? gradientFloats : forwardFloats)
         guard !o else { return Int.max }
-        var scratch = Set<Int>()
-        for (c, s) in convs { c.scratchCounts(input: s, n: n, backward: gradient).forEach { scratch.insert($0) } }
-        let (total, o2) = values.addingReportingOverflow(scratch.reduce(0, +))
-        return o2 ? Int.max : total
+        var scratch: [Int: Int] = [:]  // size -> most buffers of that size one op holds
+        func note(_ counts: [Int]) {
+            var mult: [Int: Int] = [:]
+            for c in counts where c > 0 { mult[c, default: 0] += 1 }
+            for (c, k) in mult { scratch[c] = max(scratch[c] ?? 0, k) }
+        }
+        for (c, s) in convs { note(c.scratchCounts(input: s, n: n, backward: gradient)) }
+        for (op, inputs, batched) in others {
+            let shapes = zip(inputs, batched).map { s, b in b && !s.isEmpty ? [n] + s.dropFirst() : s }
+            note(op.scratchCounts(shapes, backward: gradient, threads: threads))
+        }
+        var total = values
+        for (c, k) in scratch {
+            let (m, o1) = c.multipliedReportingOverflow(by: k)
+            let (t, o2) = total.addingReportingOverflow(m)
+            guard !o1, !o2 else { return Int.max }
+            total = t
+        }
+        return total
     }
 }
 
@@ -190,7 +213,7 @@ extension Model {
             total = s
             return !(o1 || o2)
         }
-        for (n, k) in sizes { guard add(plan.pieceFloats(n, gradient: gradient), k) else { return Int.max } }
+        for (n, k) in sizes { guard add(plan.pieceFloats(n, gradient: gradient, threads: threads), k) else { return Int.max } }
         // Per-thread kernel scratch (GEMM panels, tiles): 1 Mi floats a thread, generously.
         guard add(1 << 20, threads) else { return Int.max }
         // The call's own arrays, in floats per image: the normalized input and its pieces (2 x input),
