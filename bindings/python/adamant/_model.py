@@ -21,7 +21,7 @@ import json
 import os
 import threading
 import weakref
-from ctypes import byref, c_char_p, c_float, c_size_t
+from ctypes import byref, c_char_p, c_float, c_int32, c_size_t
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, TypeVar, Union
 
 import numpy as np
@@ -268,6 +268,38 @@ def _floats(v):
     return np.ascontiguousarray(np.asarray(v, dtype=np.float32).reshape(-1))
 
 
+#: The architectures ``import_tensorpack`` builds.
+TENSORPACK_ARCHS = ("resnet50", "resnet101", "resnet152", "resnet152-denoise", "resnext101-denoiseall")
+
+
+def import_tensorpack(checkpoint: str, output: str, arch: str, blocks: Optional[Sequence[int]] = None,
+                      input_size: int = 224) -> None:
+    """Converts a tensorpack ``.npz`` checkpoint of facebookresearch/ImageNet-Adversarial-Training
+    into an ONNX model at ``output`` (``adm_import_tensorpack``; the CLI's ``adamant import tensorpack``).
+
+    Args:
+        checkpoint: the ``.npz`` file (variables ``conv0/W``, ``group0/block0/conv1/bn/gamma``, ...).
+        output: the ONNX file to write; ``adamant.load(output)`` reads it.
+        arch: one of :data:`TENSORPACK_ARCHS`.
+        blocks: 4 block counts per group overriding the architecture's (a depth-reduced variant).
+        input_size: input height and width (the explicit 'SAME' pads depend on it).
+
+    The model takes BGR images with pixels in [0, 255] (``channel_order == "bgr"``,
+    ``pixel_range == (0, 255)``); the normalization ``(x - 127.5) / 127.5`` is stored in the file.
+    A missing, misshaped or unused variable raises :class:`ShapeError` naming it.
+    """
+    if not isinstance(arch, str):
+        raise InvalidArgument("arch must be a string, one of %s" % ", ".join(TENSORPACK_ARCHS))
+    arr = None
+    n = 0
+    if blocks is not None:
+        vals = [_int32(b, "blocks") for b in blocks]
+        arr = (c_int32 * max(1, len(vals)))(*vals)
+        n = len(vals)
+    LIB.adm_import_tensorpack(os.fsencode(checkpoint), arch.encode(), arr, n, _int32(input_size, "input_size"),
+                              os.fsencode(output))
+
+
 def load(source: Source, mean: Optional[Sequence[float]] = None, std: Optional[Sequence[float]] = None,
          pixel_range: Optional[Tuple[float, float]] = None, default_domain: Optional[str] = None,
          memory_limit: Optional[int] = None) -> "Model":
@@ -426,6 +458,9 @@ class Model(_Closeable):
         lo, hi = c_float(), c_float()
         LIB.adm_model_pixel_range(h, byref(lo), byref(hi))
         self.pixel_range = (lo.value, hi.value)
+        order = c_char_p()
+        LIB.adm_model_channel_order(h, byref(order))
+        self.channel_order = (order.value or b"rgb").decode()
         return self
 
     # -- lifetime ---------------------------------------------------------
@@ -436,6 +471,8 @@ class Model(_Closeable):
     input_shape: Tuple[int, int, int]
     num_classes: int
     pixel_range: Tuple[float, float]
+    #: "rgb" or "bgr": the channel order the model's input expects (pixel space).
+    channel_order: str
     _handle: Optional[_ModelHandle]
     _tls: Optional[threading.local]
     _contexts: "weakref.WeakSet[_Context]"
