@@ -830,6 +830,28 @@ class Model(_Closeable):
         cfg.seed = s
         return cfg
 
+    def attack_preset(self, name: str, steps: int = 10) -> Dict[str, Any]:
+        """Keyword arguments of :meth:`pgd` for a reference threat model, in this model's pixel units.
+
+        ``"xie2020"``: the evaluation of Xie et al. (Feature Denoising, CVPR 2019; Intriguing
+        Properties of Adversarial Training at Scale, ICLR 2020; ``adv_model.py`` of
+        ImageNet-Adversarial-Training): targeted L-inf PGD towards a class drawn uniformly among the
+        wrong ones, cross-entropy, random start, ``eps`` = 16/255 of the pixel range (16 for a
+        tensorpack import, whose pixels are in [0, 255]; 16/255 for a [0, 1] model) and step
+        ``max(range/255, eps/steps)``. Use as ``m.pgd(x, y, **m.attack_preset("xie2020", steps=100))``
+        (the CLI's ``--preset xie2020``).
+        """
+        if name != "xie2020":
+            raise InvalidArgument("unknown attack preset %r; the presets are: xie2020" % (name,))
+        steps = _int32(steps, "steps")
+        if steps < 1:
+            raise InvalidArgument("steps must be at least 1, got %d" % steps)
+        lo, hi = self.pixel_range
+        span = float(np.float32(hi) - np.float32(lo))
+        eps = 16.0 / 255.0 * span
+        return {"eps": eps, "alpha": max(span / 255.0, eps / steps), "steps": steps, "targeted": True,
+                "random_start": True, "norm": "linf", "loss": "ce"}
+
     def pgd(self, x: npt.ArrayLike, y: Labels, eps: float = 8 / 255, alpha: float = 2 / 255, steps: int = 10,
             random_start: bool = True, norm: str = "linf", targeted: Optional[bool] = None,
             target: Optional[Labels] = None, restarts: int = 1, loss: str = "ce", early_stop: bool = False,

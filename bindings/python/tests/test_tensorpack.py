@@ -237,3 +237,60 @@ def test_cli_import_and_errors(adamant_module, tmp_path):
     assert r.returncode == 64 and "--blocks" in r.stderr, r.stderr
     r = run_cli("import", "tensorpack", ckpt, "--arch", "resnet50", "-o", "/nonexistent/x.onnx")
     assert r.returncode == 73, r.stderr
+
+
+def _png(path, rgb_uint8_hwc):
+    from PIL import Image
+    Image.fromarray(rgb_uint8_hwc, "RGB").save(path)
+
+
+def test_cli_reads_images_into_bgr_0_255_and_xie2020_preset(adamant_module, tmp_path):
+    """Image files are RGB; the CLI hands the imported model BGR pixels in [0, 255], and
+    --preset xie2020 attacks with eps 16 and step max(1, 16/steps) in those units, targeted at a
+    random wrong class, as adamant.Model.attack_preset does from Python."""
+    import json
+    ckpt, v, _, _ = build(tmp_path, "resnet50", [1, 1, 1, 1], 64)
+    model = str(tmp_path / "m.onnx")
+    adamant_module.import_tensorpack(ckpt, model, arch="resnet50", blocks=[1, 1, 1, 1], input_size=64)
+    m = adamant_module.load(model)
+    rgb = np.random.RandomState(3).randint(0, 256, (64, 64, 3)).astype(np.uint8)
+    png = str(tmp_path / "img.png")
+    _png(png, rgb)
+    x = rgb[:, :, ::-1].transpose(2, 0, 1)[None].astype(np.float32)   # BGR, [0, 255], NCHW
+    z = m.predict(x)[0]
+    r = run_cli("predict", model, png, "--json", tmp_path / "p.json", "--top-k", 3)
+    assert r.returncode == 0, r.stderr
+    top = json.load(open(tmp_path / "p.json"))[0]["top"]
+    assert [t["class"] for t in top] == list(np.argsort(-z)[:3])
+    assert np.allclose([t["logit"] for t in top], np.sort(z)[::-1][:3], atol=1e-3)
+    # The RGB order matters: the same file read as RGB gives other logits.
+    assert np.abs(m.predict(rgb.transpose(2, 0, 1)[None].astype(np.float32))[0] - z).max() > 1e-2
+
+    out = tmp_path / "adv"
+    r = run_cli("attack", model, png, "--preset", "xie2020", "--steps", 5, "--label", 3, "-o", out)
+    assert r.returncode == 0, r.stderr
+    rep = json.load(open(out / "report.json"))
+    assert rep["eps"] == pytest.approx(16.0) and rep["alpha"] == pytest.approx(3.2) and rep["targeted"] == "random"
+    img = rep["images"][0]
+    assert img["target"] != 3 and img["linf"] <= 16.0 + 1e-3
+    kw = m.attack_preset("xie2020", steps=5)
+    assert kw["eps"] == pytest.approx(16.0) and kw["alpha"] == pytest.approx(3.2) and kw["targeted"] is True
+    x_adv, info = m.pgd(x, np.array([3]), seed=0, return_details=True, **kw)
+    assert int(info["targets"][0]) == img["target"]
+    assert np.abs(x_adv - x).max() <= 16.0 + 1e-3 and x_adv.min() >= 0 and x_adv.max() <= 255
+    # With 100 steps the step is max(1, 16/100) = 1 pixel level, as in the paper.
+    assert m.attack_preset("xie2020", steps=100)["alpha"] == pytest.approx(1.0)
+    # The written PNG maps back to the adversarial pixels (up to 8-bit rounding).
+    from PIL import Image
+    back = np.asarray(Image.open(out / img["png"]).convert("RGB"))[:, :, ::-1].transpose(2, 0, 1).astype(np.float32)
+    assert np.abs(back - (x + np.clip(back - x, -16, 16))[0]).max() <= 0.5 + 1e-3
+    assert np.abs(back - x[0]).max() <= 16.5
+    for bad, needle in [(["--eps", "8"], "--eps does not go with --preset"),
+                        (["--targeted", "2"], "--targeted does not go with --preset"),
+                        (["--no-random-start"], "--no-random-start does not go with it")]:
+        r = run_cli("attack", model, png, "--preset", "xie2020", *bad, "-o", out)
+        assert r.returncode == 64 and needle in r.stderr, r.stderr
+    r = run_cli("attack", model, png, "--preset", "madry", "-o", out)
+    assert r.returncode == 64 and "--preset must be xie2020" in r.stderr
+    with pytest.raises(adamant_module.InvalidArgument):
+        m.attack_preset("madry")
