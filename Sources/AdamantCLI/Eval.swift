@@ -176,7 +176,7 @@ struct Eval: ParsableCommand {
                 rows.append([m.domains[d], "\(set.count)", percent(Double(clean) / nn), label, m.domains[attackD ?? d],
                              percent(Double(robust) / nn), percent(Double(success) / nn), String(format: "%.1f s", secs)])
                 results.append(["domain": m.domains[d], "images": set.count, "clean_acc": Double(clean) / nn,
-                                "attack": label, "steps": c.steps, "attack_domain": m.domains[attackD ?? d],
+                                "attack": label, "steps": c.steps, "alpha": Double(c.alpha), "attack_domain": m.domains[attackD ?? d],
                                 "robust_acc": Double(robust) / nn, "attack_success_rate": Double(success) / nn, "seconds": secs])
             }
         }
@@ -186,7 +186,9 @@ struct Eval: ParsableCommand {
             : kind == "none" ? "none" : (kind == "fgsm" ? "FGSM" : "PGD") +
             (attackOptions.isTargeted ? " targeted(\(attackOptions.targetedValue!))" : " untargeted") +
             " \(attackOptions.norm) eps=\(base.eps)"
-        let extra = kind == "pgd" ? ", alpha=\(base.alpha), restarts=\(base.restarts), random start=\(base.randomStart)"
+        let alphaText = attackOptions.preset != nil
+            ? "max(\((m.preprocessing.pixelMax - m.preprocessing.pixelMin) / 255), eps/steps) (preset xie2020)" : "\(base.alpha)"
+        let extra = kind == "pgd" ? ", alpha=\(alphaText), restarts=\(base.restarts), random start=\(base.randomStart)"
             : isAPGD ? ", restarts=\(base.restarts), rho=0.75, momentum=0.75, first step 2 x eps, random start=\(base.randomStart)" : ""
         if let r = rayInfo {
             let w = r["workers"] as! Int, t = r["threads_per_worker"] as! Int

@@ -80,11 +80,13 @@ def make_checkpoint(arch, blocks=None, classes=1000, seed=0):
             fan_in = shape[0] * shape[1] * shape[2]
             v = rng.normal(0, math.sqrt(2.0 / fan_in), shape)
             if "embedding" in name:
-                v = rng.normal(0, 0.1, shape)
+                v = rng.normal(0, 0.01, shape)   # the reference code's initializer
         elif name.endswith("/gamma"):
             v = rng.uniform(0.5, 1.5, shape)
-            if "/conv3/" in name or name.endswith("_denoise/conv/bn/gamma") or "/non_local/" in name:
+            if "/conv3/" in name:
                 v *= 1.0 / math.sqrt(nblocks)
+            if name.endswith("_denoise/conv/bn/gamma") or "/non_local/" in name:
+                v *= 0.1 / math.sqrt(nblocks)   # zero-initialized in the reference code: stays small
         elif name.endswith("/beta") or name.endswith("mean/EMA"):
             v = rng.normal(0, 0.1, shape)
         elif name.endswith("variance/EMA"):

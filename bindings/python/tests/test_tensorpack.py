@@ -108,6 +108,8 @@ def test_denoise_archs_match_reference_on_onnxruntime(adamant_module, tmp_path, 
     z_ref = R.Reference(arch, v, blocks).logits(torch.from_numpy(x.astype(np.float64))).numpy()
     zo = ort_session(out).run(None, {"input": (x - 127.5) / 127.5})[0]
     err = float(np.abs(zo - z_ref).max())
+    print("%s %s %d: ONNX Runtime logits max err %.2e (max |logit| %.2f)"
+          % (arch, blocks, size, err, float(np.abs(z_ref).max())))
     assert err <= 1e-4 * max(1.0, float(np.abs(z_ref).max())), err
 
 
@@ -290,6 +292,20 @@ def test_cli_reads_images_into_bgr_0_255_and_xie2020_preset(adamant_module, tmp_
                         (["--no-random-start"], "--no-random-start does not go with it")]:
         r = run_cli("attack", model, png, "--preset", "xie2020", *bad, "-o", out)
         assert r.returncode == 64 and needle in r.stderr, r.stderr
+    # eval: one row per step count, each with its own step max(1, 16/steps)
+    for c in range(2):
+        os.makedirs(tmp_path / "ds" / ("c%d" % c))
+        for k in range(2):
+            _png(str(tmp_path / "ds" / ("c%d" % c) / ("%d.png" % k)),
+                 np.random.RandomState(10 * c + k).randint(0, 256, (64, 64, 3)).astype(np.uint8))
+    r = run_cli("eval", model, "--data", tmp_path / "ds", "--preset", "xie2020", "--steps", "2,20",
+                "--json", tmp_path / "e.json")
+    assert r.returncode == 0, r.stderr
+    e = json.load(open(tmp_path / "e.json"))
+    assert e["eps"] == pytest.approx(16.0) and e["targeted"] == "random"
+    assert [(row["steps"], row["alpha"]) for row in e["results"]] == [(2, 8.0), (20, 1.0)]
+    r = run_cli("eval", model, "--data", tmp_path / "ds", "--preset", "xie2020", "--attack", "apgd-ce")
+    assert r.returncode == 64 and "does not go with --attack apgd-ce" in r.stderr, r.stderr
     r = run_cli("attack", model, png, "--preset", "madry", "-o", out)
     assert r.returncode == 64 and "--preset must be xie2020" in r.stderr
     with pytest.raises(adamant_module.InvalidArgument):
