@@ -62,8 +62,10 @@ public enum TensorpackImport {
         }
     }
 
-    /// Checkpoint names that are not model variables and are ignored (training bookkeeping).
+    /// Checkpoint names that are not model variables and are ignored (training bookkeeping):
+    /// names outside the network's scopes, and optimizer slots (`.../Momentum`, Adam's moments).
     static func isBookkeeping(_ name: String) -> Bool {
+        if ["/Momentum", "/Adam", "/Adam_1"].contains(where: { name.hasSuffix($0) }) { return true }
         let modelScopes = ["conv0/", "linear/"]
         if modelScopes.contains(where: { name.hasPrefix($0) }) { return false }
         if name.hasPrefix("group") { return false }

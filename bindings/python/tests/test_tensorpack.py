@@ -147,12 +147,29 @@ def test_tensorflow_suffixes_and_bookkeeping(adamant_module, tmp_path):
     w["global_step:0"] = np.array(1000, np.int64)
     w["learning_rate"] = np.array(0.1, np.float32)
     w["xentropy-loss/EMA"] = np.array(2.0, np.float32)
+    w["group0/block0/conv1/W/Momentum"] = np.zeros_like(v["group0/block0/conv1/W"])
     p = str(tmp_path / "tf.npz")
     np.savez_compressed(p, **w)
     out = str(tmp_path / "m.onnx")
     adamant_module.import_tensorpack(p, out, arch="resnet50", blocks=[1, 1, 1, 1], input_size=64)
     z_ref = R.Reference("resnet50", v, [1, 1, 1, 1]).logits(torch.from_numpy(x.astype(np.float64))).numpy()
-    assert np.abs(adamant_module.load(out).predict(x) - z_ref).max() <= 1e-4 * np.abs(z_ref).max()
+    m = adamant_module.load(out)
+    assert np.abs(m.predict(x) - z_ref).max() <= 1e-4 * np.abs(z_ref).max()
+    # Model.save keeps the preprocessing, channel order included; a bad order is a parse error.
+    saved = str(tmp_path / "saved.onnx")
+    m.save(saved)
+    m2 = adamant_module.load(saved)
+    assert m2.channel_order == "bgr" and m2.pixel_range == (0.0, 255.0)
+    assert np.array_equal(m2.predict(x), m.predict(x))
+    import onnx
+    model = onnx.load(out)
+    for p in model.metadata_props:
+        if p.key == "adamant.channel_order":
+            p.value = "gbr"
+    bad = str(tmp_path / "bad_order.onnx")
+    onnx.save(model, bad)
+    with pytest.raises(adamant_module.ParseError, match="adamant.channel_order='gbr' must be rgb or bgr"):
+        adamant_module.load(bad)
 
 
 def _variants(v):
