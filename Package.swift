@@ -30,10 +30,12 @@ let package = Package(
             name: "CImageIO",
             linkerSettings: [.linkedLibrary("jpeg"), .linkedLibrary("png"), .linkedLibrary("z")]
         ),
+        // Raw DEFLATE (zlib) for reading .npz checkpoints (`adamant import tensorpack`).
+        .target(name: "CZip", linkerSettings: [.linkedLibrary("z")]),
         // The public header as a module, so the C ABI layer uses the very same declarations.
         .target(name: "AdamantABI"),
         // The Swift core: load -> optimize -> plan -> run, ops, attacks, calibration.
-        .target(name: "Adamant", dependencies: ["COnnx", "CBackend", "CKernels"]),
+        .target(name: "Adamant", dependencies: ["COnnx", "CBackend", "CKernels", "CZip"]),
         // The C ABI: `public @_cdecl` functions only.
         .target(name: "AdamantC", dependencies: ["Adamant", "AdamantABI"], exclude: ["exports.map"]),
         // The `adamant` command-line tool.

@@ -190,6 +190,24 @@ void adm_model_free(adm_model *model);
 adm_status adm_model_save(const adm_model *model, const char *path);
 
 /* ------------------------------------------------------------------------ */
+/* Importing checkpoints                                                    */
+/* ------------------------------------------------------------------------ */
+
+/**
+ * Converts a tensorpack .npz checkpoint of facebookresearch/ImageNet-Adversarial-Training
+ * into an ONNX model written to `output` (what `adamant import tensorpack` does).
+ * arch: "resnet50", "resnet101", "resnet152", "resnet152-denoise" or
+ * "resnext101-denoiseall". blocks: NULL for the architecture's depth, or 4
+ * counts per group (a depth-reduced variant; n_blocks must then be 4).
+ * input_size: input height and width (0 = 224). The model takes BGR pixels
+ * in [0, 255]; its normalization, pixel range and channel order are stored
+ * as metadata. A missing, misshaped or unused variable is ADM_ERR_SHAPE
+ * naming it; an unreadable checkpoint ADM_ERR_IO; a corrupt one ADM_ERR_PARSE.
+ */
+adm_status adm_import_tensorpack(const char *checkpoint, const char *arch, const int32_t *blocks,
+                                 size_t n_blocks, int32_t input_size, const char *output);
+
+/* ------------------------------------------------------------------------ */
 /* Introspection                                                            */
 /* ------------------------------------------------------------------------ */
 
@@ -214,6 +232,12 @@ adm_status adm_model_num_classes(const adm_model *model, size_t *out);
 
 /** Valid pixel range [lo, hi] that attacks clip to. */
 adm_status adm_model_pixel_range(const adm_model *model, float *lo, float *hi);
+
+/**
+ * Channel order of the model's input: "rgb" (the default) or "bgr" (metadata
+ * "adamant.channel_order", e.g. the tensorpack imports). Static string.
+ */
+adm_status adm_model_channel_order(const adm_model *model, const char **out);
 
 /**
  * A JSON description of the model (inputs, classes, domains, op counts,

@@ -129,6 +129,29 @@ public func adm_model_save(_ model: OpaquePointer?, _ path: UnsafePointer<CChar>
     guarded { try modelBox(model).model.save(to: try string(path, "path")) }
 }
 
+// MARK: Importing checkpoints
+
+@_cdecl("adm_import_tensorpack")
+public func adm_import_tensorpack(_ checkpoint: UnsafePointer<CChar>?, _ arch: UnsafePointer<CChar>?,
+                                  _ blocks: UnsafePointer<Int32>?, _ nBlocks: Int, _ inputSize: Int32,
+                                  _ output: UnsafePointer<CChar>?) -> adm_status {
+    guarded {
+        let path = try string(checkpoint, "checkpoint"), out = try string(output, "output")
+        let name = try string(arch, "arch")
+        guard let a = TensorpackImport.Arch(rawValue: name.lowercased()) else {
+            throw invalid("unknown arch '\(name)'; use one of \(TensorpackImport.Arch.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        var counts: [Int]?
+        if blocks != nil || nBlocks != 0 {
+            guard nBlocks == 4 else { throw invalid("n_blocks must be 4 (one count per group), got \(unsigned(nBlocks))") }
+            counts = Array(try buffer(blocks, nBlocks, "blocks")).map(Int.init)
+        }
+        guard inputSize >= 0 && inputSize <= 4096 else { throw invalid("input_size must be in [0, 4096] (0 = 224), got \(inputSize)") }
+        let options = TensorpackImport.Options(arch: a, blocks: counts, inputSize: inputSize == 0 ? 224 : Int(inputSize))
+        try TensorpackImport.convert(checkpoint: path, options: options, output: out)
+    }
+}
+
 // MARK: Introspection
 
 @_cdecl("adm_model_domain_count")
@@ -176,6 +199,23 @@ public func adm_model_input_shape(_ model: OpaquePointer?, _ c: UnsafeMutablePoi
 @_cdecl("adm_model_num_classes")
 public func adm_model_num_classes(_ model: OpaquePointer?, _ out: UnsafeMutablePointer<Int>?) -> adm_status {
     guarded { try required(out, "out").pointee = try modelBox(model).model.numClasses }
+}
+
+@_cdecl("adm_model_channel_order")
+public func adm_model_channel_order(_ model: OpaquePointer?, _ out: UnsafeMutablePointer<UnsafePointer<CChar>?>?) -> adm_status {
+    guarded {
+        let out = try required(out, "out")
+        let bgr = try modelBox(model).model.preprocessing.channelOrder == .bgr
+        out.pointee = bgr ? channelOrderBGR.utf8CString : channelOrderRGB.utf8CString
+    }
+}
+
+private let channelOrderRGB: StaticString = "rgb"
+private let channelOrderBGR: StaticString = "bgr"
+
+extension StaticString {
+    /// The literal as a C string (static storage, NUL-terminated).
+    var utf8CString: UnsafePointer<CChar> { UnsafeRawPointer(utf8Start).assumingMemoryBound(to: CChar.self) }
 }
 
 @_cdecl("adm_model_pixel_range")

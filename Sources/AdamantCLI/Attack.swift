@@ -4,7 +4,9 @@ import Foundation
 
 /// PGD settings shared by attack, eval and calibrate.
 struct AttackOptions: ParsableArguments {
-    @Option(parsing: .unconditional, help: "Radius in pixel units (e.g. 8/255), > 0.") var eps: String = "8/255"
+    @Option(parsing: .unconditional, help: "Radius in pixel units (e.g. 8/255), > 0 (default 8/255).") var eps: String?
+    @Option(help: ArgumentHelp("A reference threat model: xie2020 = the evaluation of Xie et al. (Feature Denoising, CVPR 2019; ImageNet-Adversarial-Training's adv_model.py): targeted L-inf PGD towards a random wrong class, cross-entropy, random start, eps = 16/255 of the model's pixel range (16 for pixels in [0, 255]), step max(1/255 of the range, eps/steps). Sets --eps, --alpha and --targeted (which must then be left out).", valueName: "name"))
+    var preset: String?
     @Option(parsing: .unconditional, help: "Step size in pixel units, > 0 (default: eps/4 for PGD, eps for FGSM).") var alpha: String?
     @Option(parsing: .unconditional, help: "PGD iterations, 1 to \(AttackOptions.maxStepsTotal) (eval also takes a list, e.g. 10,50,200, for one row per count).") var steps: String = "10"
     @Option(help: "linf or l2.") var norm: String = "linf"
@@ -21,7 +23,17 @@ struct AttackOptions: ParsableArguments {
 
     /// Checks every value (for validate()): each bad one names its option.
     func check(fgsm: Bool, stepList allowList: Bool) throws {
-        let e = try positiveNumber(eps, "--eps")
+        if let preset {
+            guard preset.lowercased() == "xie2020" else { throw ValidationError("--preset must be xie2020, got '\(preset)'") }
+            if fgsm { throw ValidationError("--preset xie2020 is a PGD attack; it does not go with FGSM") }
+            for (given, name) in [(eps != nil, "--eps"), (alpha != nil, "--alpha"), (targeted != nil, "--targeted")] where given {
+                throw ValidationError("\(name) does not go with --preset xie2020, which sets it")
+            }
+            guard ["linf", "inf"].contains(norm.lowercased()) else { throw ValidationError("--preset xie2020 is an L-inf attack; --norm \(norm) does not go with it") }
+            guard loss.lowercased() == "ce" else { throw ValidationError("--preset xie2020 uses cross-entropy; --loss \(loss) does not go with it") }
+            guard randomStart else { throw ValidationError("--preset xie2020 starts at a random point; --no-random-start does not go with it") }
+        }
+        let e = try positiveNumber(epsText, "--eps")
         if let alpha { _ = try positiveNumber(alpha, "--alpha") } else if !fgsm && !(e / 4 > 0) {
             throw ValidationError("--eps = '\(eps)' is too small: the default --alpha = eps/4 underflows to 0")
         }
@@ -43,10 +55,15 @@ struct AttackOptions: ParsableArguments {
     func config(model: Model, batchLabels: [Int64]? = nil, fgsm: Bool = false, stepList allowList: Bool = false) throws -> PGDConfig {
         try check(fgsm: fgsm, stepList: allowList)
         var c = PGDConfig()
-        c.eps = try positiveNumber(eps, "--eps")
+        c.eps = try positiveNumber(epsText, "--eps")
         c.alpha = try alpha.map { try positiveNumber($0, "--alpha") } ?? (fgsm ? c.eps : c.eps / 4)
         let list = try stepList()
         c.steps = fgsm ? 1 : list[0]
+        if preset != nil {
+            let p = xie2020(model: model, steps: c.steps)
+            c.eps = p.eps
+            c.alpha = p.alpha
+        }
         c.randomStart = fgsm ? false : randomStart
         c.restarts = restarts
         c.earlyStop = earlyStop
@@ -61,7 +78,7 @@ struct AttackOptions: ParsableArguments {
         case "cw": c.loss = .cwMargin
         default: throw ValidationError("--loss must be ce or cw")
         }
-        if let t = targeted {
+        if let t = targetedValue {
             if t == "random" { c.targets = .random }
             else if let cls = Int64(t) {
                 guard cls >= 0 && cls < Int64(model.numClasses) else {
@@ -73,7 +90,21 @@ struct AttackOptions: ParsableArguments {
         return c
     }
 
-    var isTargeted: Bool { targeted != nil }
+    var isTargeted: Bool { targetedValue != nil }
+
+    /// --eps as given, else the default 8/255 (with --preset: unused).
+    var epsText: String { eps ?? "8/255" }
+
+    /// --targeted, or "random" under --preset xie2020.
+    var targetedValue: String? { preset != nil ? "random" : targeted }
+
+    /// The reference threat model of Xie et al. (adv_model.py's PGDAttacker) in the model's pixel
+    /// units: eps = 16/255 of the pixel range, step = max(1/255 of it, eps / steps).
+    func xie2020(model: Model, steps: Int) -> (eps: Float, alpha: Float) {
+        let range = model.preprocessing.pixelMax - model.preprocessing.pixelMin
+        let eps = 16 / 255 * range
+        return (eps, max(range / 255, eps / Float(max(1, steps))))
+    }
 
     /// The step counts of --steps.
     func stepList() throws -> [Int] {
@@ -92,6 +123,7 @@ let apgdKinds = ["apgd-ce", "apgd-t", "autoattack-lite"]
 extension AttackOptions {
     /// Checks that the PGD-only options are left alone for an APGD attack (`kind`).
     func checkAPGD(kind: String, targetClasses: Int) throws {
+        if preset != nil { throw ValidationError("--preset xie2020 is a PGD attack; it does not go with --attack \(kind)") }
         if alpha != nil { throw ValidationError("--alpha does not apply to --attack \(kind): APGD's step size starts at 2 x eps and adapts") }
         if targeted != nil { throw ValidationError("--targeted does not apply to --attack \(kind): apgd-t targets the --n-target-classes most likely wrong classes") }
         if loss.lowercased() != "ce" { throw ValidationError("--loss does not apply to --attack \(kind): apgd-ce uses cross-entropy, apgd-t targeted DLR") }
@@ -106,7 +138,7 @@ extension AttackOptions {
     func apgdConfig(kind: String, model: Model, targetClasses: Int) throws -> APGDConfig {
         try checkAPGD(kind: kind, targetClasses: targetClasses)
         var c = APGDConfig()
-        c.eps = try positiveNumber(eps, "--eps")
+        c.eps = try positiveNumber(epsText, "--eps")
         c.steps = try stepList()[0]
         c.restarts = restarts
         c.randomStart = randomStart
@@ -203,7 +235,7 @@ struct Attack: ParsableCommand {
             }
             for i in 0..<n {
                 let file = String(format: "%05d.png", start + i)
-                try writePNG(output + "/" + file, r.adversarial[(i * per)..<((i + 1) * per)], shape: m.inputShape)
+                try writePNG(output + "/" + file, r.adversarial[(i * per)..<((i + 1) * per)], shape: m.inputShape, pre: m.preprocessing)
                 var linf: Float = 0, l2: Float = 0
                 for j in 0..<per { let d = r.adversarial[i * per + j] - x[i * per + j]; linf = max(linf, abs(d)); l2 += d * d }
                 records.append(["source": set.names[start + i], "png": file, "label": Int(labels[start + i]),
@@ -219,7 +251,7 @@ struct Attack: ParsableCommand {
             "model": model.model ?? model.domainFiles.joined(separator: ","), "attack_domain": m.domains[attackD],
             "eval_domain": m.domains[evalD], "attack": kind == "pgd" ? (fgsm ? "fgsm" : "pgd") : kind,
             "eps": Double(c.eps), "alpha": kind == "pgd" ? Double(c.alpha) : 2 * Double(c.eps), "steps": c.steps,
-            "norm": attack.norm, "targeted": kind == "apgd-t" ? "top-\(nTargetClasses)" : (attack.targeted ?? "no"), "restarts": c.restarts, "seed": c.seed,
+            "norm": attack.norm, "targeted": kind == "apgd-t" ? "top-\(nTargetClasses)" : (attack.targetedValue ?? "no"), "restarts": c.restarts, "seed": c.seed,
             "success_rate": rate, "images": records]
         try writeJSON(report, to: output + "/report.json", option: "--output")
         print("attack success rate \(percent(rate)) on \(records.count) images (\(m.domains[attackD]) -> \(m.domains[evalD])); wrote \(output)/report.json and \(records.count) PNGs")

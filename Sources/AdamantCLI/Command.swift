@@ -16,7 +16,7 @@ struct AdamantCommand: ParsableCommand {
         \(Exit.table)
         """,
         version: "0.1.0",
-        subcommands: [Info.self, Predict.self, Merge.self, Attack.self, Eval.self, Calibrate.self, Bench.self, Synth.self]
+        subcommands: [Info.self, Predict.self, Merge.self, Attack.self, Eval.self, Calibrate.self, Bench.self, Synth.self, ImportCommand.self]
     )
 }
 
@@ -39,7 +39,7 @@ struct Info: ParsableCommand {
         print(String(format: "FLOPs        %.3f GFLOP per sample", Double(i.flopsPerSample) / 1e9))
         print("memory       weights \(byteCount(i.weightBytes)); one image: predict \(byteCount(i.activationBytesPerImage.predict)), gradient \(byteCount(i.activationBytesPerImage.gradient)) (estimates)\(i.memoryLimit.map { "; limit \(byteCount($0))" } ?? "")")
         let pre = i.preprocessing
-        print("pixels       [\(pre.pixelMin), \(pre.pixelMax)]" + (pre.mean.map { ", normalized: mean \($0) std \(pre.std ?? [])" } ?? ", no normalization outside the graph"))
+        print("pixels       [\(pre.pixelMin), \(pre.pixelMax)]" + (pre.mean.map { ", normalized: mean \($0) std \(pre.std ?? [])" } ?? ", no normalization outside the graph") + ", channel order \(pre.channelOrder.rawValue)")
         print("ops          " + i.ops.map { "\($0.0) x\($0.1)" }.joined(separator: ", "))
         print("backend      \(String(cString: backendInfo()))")
     }

@@ -48,14 +48,18 @@ struct Eval: ParsableCommand {
             }
             if let w = workers { try require(w, in: 1...4096, "--workers") }
             if let a = rayAddress, a.isEmpty { throw ValidationError("--ray=ADDRESS needs an address (or plain --ray for a local cluster)") }
+            if attackOptions.preset != nil, try attackOptions.stepList().count > 1 {
+                throw ValidationError("--preset with --ray takes one --steps count (its step size depends on it)")
+            }
         }
     }
 
     func run() throws {
         if let json { try checkOutputFile(json, "--json") }
         let m = try model.load()
-        let set = try readDataset(data, limit: limit)
+        var set = try readDataset(data, limit: limit)
         guard set.shape == m.inputShape else { throw CLIError(.data, "--data: images are \(set.shape), the model expects \(m.inputShape)") }
+        toPixelSpace(&set, m)
         let labels = set.labels!
         let session = Session(model: m)
         let doms = try resolveDomains(domains, m, option: "--domains")
@@ -149,6 +153,7 @@ struct Eval: ParsableCommand {
             for steps in stepCounts where !isAPGD {
                 var c = base
                 c.steps = steps
+                if attackOptions.preset != nil { c.alpha = attackOptions.xie2020(model: m, steps: steps).alpha }
                 c.attackDomain = attackD ?? d
                 c.evalDomain = d
                 let label = kind == "fgsm" ? "FGSM" : "PGD-\(steps)"
@@ -171,17 +176,19 @@ struct Eval: ParsableCommand {
                 rows.append([m.domains[d], "\(set.count)", percent(Double(clean) / nn), label, m.domains[attackD ?? d],
                              percent(Double(robust) / nn), percent(Double(success) / nn), String(format: "%.1f s", secs)])
                 results.append(["domain": m.domains[d], "images": set.count, "clean_acc": Double(clean) / nn,
-                                "attack": label, "steps": c.steps, "attack_domain": m.domains[attackD ?? d],
+                                "attack": label, "steps": c.steps, "alpha": Double(c.alpha), "attack_domain": m.domains[attackD ?? d],
                                 "robust_acc": Double(robust) / nn, "attack_success_rate": Double(success) / nn, "seconds": secs])
             }
         }
         let name = isAPGD ? ["apgd-ce": "APGD-CE untargeted", "apgd-t": "APGD-T (targeted DLR, top-\(nTargetClasses) classes)",
                              "autoattack-lite": "AutoAttack-lite (APGD-CE, then APGD-T top-\(nTargetClasses) on the images still robust)"][kind]! +
-            " \(attackOptions.norm) eps=\(attackOptions.eps)"
+            " \(attackOptions.norm) eps=\(base.eps)"
             : kind == "none" ? "none" : (kind == "fgsm" ? "FGSM" : "PGD") +
-            (attackOptions.isTargeted ? " targeted(\(attackOptions.targeted!))" : " untargeted") +
-            " \(attackOptions.norm) eps=\(attackOptions.eps)"
-        let extra = kind == "pgd" ? ", alpha=\(base.alpha), restarts=\(base.restarts), random start=\(base.randomStart)"
+            (attackOptions.isTargeted ? " targeted(\(attackOptions.targetedValue!))" : " untargeted") +
+            " \(attackOptions.norm) eps=\(base.eps)"
+        let alphaText = attackOptions.preset != nil
+            ? "max(\((m.preprocessing.pixelMax - m.preprocessing.pixelMin) / 255), eps/steps) (preset xie2020)" : "\(base.alpha)"
+        let extra = kind == "pgd" ? ", alpha=\(alphaText), restarts=\(base.restarts), random start=\(base.randomStart)"
             : isAPGD ? ", restarts=\(base.restarts), rho=0.75, momentum=0.75, first step 2 x eps, random start=\(base.randomStart)" : ""
         if let r = rayInfo {
             let w = r["workers"] as! Int, t = r["threads_per_worker"] as! Int
@@ -195,7 +202,7 @@ struct Eval: ParsableCommand {
         if let json {
             try writeJSON(["model": model.model ?? model.domainFiles.joined(separator: ","), "data": data, "attack": name,
                            "eps": Double(base.eps), "alpha": isAPGD ? 2 * Double(base.eps) : Double(base.alpha), "steps": stepCounts,
-                           "targeted": attackOptions.targeted ?? "no", "seed": base.seed,
+                           "targeted": attackOptions.targetedValue ?? "no", "seed": base.seed,
                            "seconds": Date().timeIntervalSince(started), "results": results].merging(rayInfo.map { ["ray": $0] } ?? [:]) { a, _ in a },
                           to: json, option: "--json")
         }
@@ -232,8 +239,9 @@ struct Calibrate: ParsableCommand {
     func run() throws {
         try checkOutputFile(output, "--output")
         let m = try model.load()
-        let set = try readDataset(data, limit: limit)
+        var set = try readDataset(data, limit: limit)
         guard set.shape == m.inputShape else { throw CLIError(.data, "--data: images are \(set.shape), the model expects \(m.inputShape)") }
+        toPixelSpace(&set, m)
         let baseD = try base.map { try resolveDomains($0, m, option: "--base")[0] } ?? m.defaultDomain
         let cal = try Calibrator(model: m, baseDomain: baseD)
         let session = Session(model: m)

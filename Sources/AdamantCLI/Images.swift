@@ -97,12 +97,22 @@ func loadInputs(_ inputs: [String], model: Model, limit: Int, resize: Bool = fal
     guard set.shape == model.inputShape else {
         throw CLIError(.data, "images are \(set.shape), the model expects \(model.inputShape)")
     }
+    toPixelSpace(&set, model)
     return set
 }
 
-func writePNG(_ path: String, _ chw: ArraySlice<Float>, shape: [Int]) throws {
+/// Maps decoded images (RGB in [0, 1]) to the model's pixel space: its pixel range and channel
+/// order (e.g. BGR in [0, 255] for the tensorpack imports). The identity for RGB [0, 1] models.
+func toPixelSpace(_ set: inout ImageSet, _ model: Model) {
+    model.preprocessing.fromUnitRGB(&set.pixels, channels: set.shape[0], plane: set.shape[1] * set.shape[2])
+}
+
+/// Writes one image given in the model's pixel space (`pre`: mapped back to RGB in [0, 1]).
+func writePNG(_ path: String, _ chw: ArraySlice<Float>, shape: [Int], pre: Preprocessing = Preprocessing()) throws {
     var err = [CChar](repeating: 0, count: 512)
-    let rc = Array(chw).withUnsafeBufferPointer {
+    var pixels = Array(chw)
+    pre.toUnitRGB(&pixels, channels: shape[0], plane: shape[1] * shape[2])
+    let rc = pixels.withUnsafeBufferPointer {
         aio_write_png(path, $0.baseAddress, shape[0], shape[1], shape[2], &err, err.count)
     }
     guard rc == 0 else { throw CLIError(.cantCreate, "cannot write '\(path)': \(String(cString: err))") }

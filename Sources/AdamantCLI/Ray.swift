@@ -91,7 +91,7 @@ extension Eval {
                      "--seed", "\(base.seed)"]
             if !base.randomStart && kind == "pgd" { args.append("--no-random-start") }
             if base.earlyStop { args.append("--early-stop") }
-            if let t = attackOptions.targeted { args += ["--targeted", t] }
+            if let t = attackOptions.targetedValue { args += ["--targeted", t] }
             if let a = attackDomain { args += ["--attack-domain", a] }
         }
         if let w = workers { args += ["--workers", "\(w)"] }

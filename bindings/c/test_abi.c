@@ -262,6 +262,24 @@ int main(int argc, char **argv) {
     INVALID(adm_model_pixel_range(m, &lo, NULL));
     OK(adm_model_pixel_range(m, &lo, &hi));
     EXPECT(lo == 0.0f && hi == 1.0f);
+    {
+        const char *order = NULL;
+        INVALID(adm_model_channel_order(NULL, &order));
+        INVALID(adm_model_channel_order(m, NULL));
+        OK(adm_model_channel_order(m, &order));
+        EXPECT(order != NULL && strcmp(order, "rgb") == 0);
+        /* adm_import_tensorpack: argument checks and a missing checkpoint (the conversion itself
+           is tested from Python against a PyTorch reference). */
+        const int32_t three[3] = {1, 1, 1};
+        INVALID(adm_import_tensorpack(NULL, "resnet50", NULL, 0, 0, "/tmp/x.onnx"));
+        INVALID(adm_import_tensorpack("/nonexistent/ck.npz", NULL, NULL, 0, 0, "/tmp/x.onnx"));
+        INVALID(adm_import_tensorpack("/nonexistent/ck.npz", "resnet50", NULL, 0, 0, NULL));
+        INVALID(adm_import_tensorpack("/nonexistent/ck.npz", "resnet18", NULL, 0, 0, "/tmp/x.onnx"));
+        INVALID(adm_import_tensorpack("/nonexistent/ck.npz", "resnet50", three, 3, 0, "/tmp/x.onnx"));
+        INVALID(adm_import_tensorpack("/nonexistent/ck.npz", "resnet50", NULL, 0, -1, "/tmp/x.onnx"));
+        EXPECT_STATUS(adm_import_tensorpack("/nonexistent/ck.npz", "resnet50", NULL, 0, 0, "/tmp/x.onnx"), ADM_ERR_IO);
+        EXPECT(strstr(adm_last_error(), "/nonexistent/ck.npz") != NULL);
+    }
     INVALID(adm_model_info_json(NULL, NULL, 0, &needed));
     char small[4];
     INVALID(adm_model_info_json(m, small, sizeof small, NULL));

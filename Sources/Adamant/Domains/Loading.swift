@@ -9,6 +9,8 @@ enum FormatKeys {
     static let mean = "adamant.mean"
     static let std = "adamant.std"
     static let pixelRange = "adamant.pixel_range"
+    /// "rgb" or "bgr" (absent: rgb).
+    static let channelOrder = "adamant.channel_order"
     static let roles = ["scale", "bias", "mean", "var"]
 
     /// Name of the initializer holding one BN tensor of one domain.
@@ -95,6 +97,12 @@ extension Model {
             let v = try parseFloats(r, key: FormatKeys.pixelRange, source: source)
             guard v.count == 2 else { throw fail(.parse, "\(source): \(FormatKeys.pixelRange) needs two numbers") }
             pre.pixelMin = v[0]; pre.pixelMax = v[1]
+        }
+        if let c = file.metadata[FormatKeys.channelOrder] {
+            guard let order = ChannelOrder(rawValue: c.lowercased()) else {
+                throw fail(.parse, "\(source): metadata \(FormatKeys.channelOrder)='\(c)' must be rgb or bgr")
+            }
+            pre.channelOrder = order
         }
         return try finish(graph: built.graph, bn: bn, names: names, defaultDomain: def, pre: pre,
                           origin: file.origin, options: options)

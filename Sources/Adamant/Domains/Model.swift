@@ -1,5 +1,18 @@
-/// Per-channel input normalization and the valid pixel range: part of the model, so callers and
-/// attacks work in pixel space.
+/// The order of the color channels a model's input expects.
+public enum ChannelOrder: String, Sendable, Equatable {
+    /// Red, green, blue (PIL, torchvision): adamant's default.
+    case rgb
+    /// Blue, green, red (OpenCV's `imread`; the tensorpack ImageNet models).
+    case bgr
+}
+
+/// Per-channel input normalization, the valid pixel range and the channel order: part of the model,
+/// so callers and attacks work in the model's pixel space.
+///
+/// Pixel space is what the model's callers pass: images with channels in ``channelOrder`` and values
+/// in [``pixelMin``, ``pixelMax``] (e.g. BGR in [0, 255] for the tensorpack models); the network sees
+/// `(x - mean) / std`. Attack budgets (ε, step) are in the same units. Tools that read image files
+/// (the CLI) map a file's RGB values in [0, 1] to pixel space linearly and reorder the channels.
 public struct Preprocessing: Sendable, Equatable {
     /// Per-channel mean in pixel units (nil = no normalization).
     public var mean: [Float]?
@@ -9,13 +22,43 @@ public struct Preprocessing: Sendable, Equatable {
     public var pixelMin: Float = 0
     /// Highest valid pixel value.
     public var pixelMax: Float = 1
+    /// Channel order of the input.
+    public var channelOrder: ChannelOrder = .rgb
 
-    /// No normalization, pixels in [0, 1].
-    public init(mean: [Float]? = nil, std: [Float]? = nil, pixelMin: Float = 0, pixelMax: Float = 1) {
+    /// No normalization, RGB pixels in [0, 1].
+    public init(mean: [Float]? = nil, std: [Float]? = nil, pixelMin: Float = 0, pixelMax: Float = 1,
+                channelOrder: ChannelOrder = .rgb) {
         self.mean = mean
         self.std = std
         self.pixelMin = pixelMin
         self.pixelMax = pixelMax
+        self.channelOrder = channelOrder
+    }
+
+    /// Maps image-file values (RGB, in [0, 1]) of `count` images of `channels` x `plane` pixels to
+    /// this pixel space in place: scaled to [pixelMin, pixelMax], channels reversed for BGR.
+    public func fromUnitRGB(_ x: inout [Float], channels: Int, plane: Int) {
+        let scale = pixelMax - pixelMin, lo = pixelMin
+        if scale != 1 || lo != 0 { for i in x.indices { x[i] = lo + x[i] * scale } }
+        if channelOrder == .bgr { Preprocessing.reverseChannels(&x, channels: channels, plane: plane) }
+    }
+
+    /// The inverse of ``fromUnitRGB(_:channels:plane:)`` (for writing images).
+    public func toUnitRGB(_ x: inout [Float], channels: Int, plane: Int) {
+        if channelOrder == .bgr { Preprocessing.reverseChannels(&x, channels: channels, plane: plane) }
+        let scale = pixelMax - pixelMin, lo = pixelMin
+        if scale != 1 || lo != 0 { for i in x.indices { x[i] = (x[i] - lo) / scale } }
+    }
+
+    static func reverseChannels(_ x: inout [Float], channels: Int, plane: Int) {
+        let per = channels * plane
+        guard per > 0 else { return }
+        for base in stride(from: 0, to: x.count - per + 1, by: per) {
+            for c in 0..<(channels / 2) {
+                let a = base + c * plane, b = base + (channels - 1 - c) * plane
+                for i in 0..<plane { x.swapAt(a + i, b + i) }
+            }
+        }
     }
 }
 

@@ -42,6 +42,7 @@ extension Model {
         if let mean = preprocessing.mean { ox_set_metadata(m, FormatKeys.mean, mean.map { "\($0)" }.joined(separator: ",")) }
         if let std = preprocessing.std { ox_set_metadata(m, FormatKeys.std, std.map { "\($0)" }.joined(separator: ",")) }
         ox_set_metadata(m, FormatKeys.pixelRange, "\(preprocessing.pixelMin),\(preprocessing.pixelMax)")
+        if preprocessing.channelOrder != .rgb { ox_set_metadata(m, FormatKeys.channelOrder, preprocessing.channelOrder.rawValue) }
         var out: UnsafeMutableRawPointer?
         var len = 0
         guard ox_serialize(m, &out, &len, &err, err.count) == 0, let out else {

@@ -50,7 +50,7 @@ public struct ModelInfo: Sendable {
             "\"flops_per_sample\":\(flopsPerSample)",
             "\"batchnorm_nodes\":\(batchNormNodes)",
             "\"memory\":{\"weight_bytes\":\(weightBytes),\"memory_limit\":\(memoryLimit.map(String.init) ?? "null"),\"predict_bytes_batch1\":\(activationBytesPerImage.predict),\"gradient_bytes_batch1\":\(activationBytesPerImage.gradient)}",
-            "\"preprocessing\":{\"mean\":\(floats(preprocessing.mean)),\"std\":\(floats(preprocessing.std)),\"pixel_range\":[\(preprocessing.pixelMin),\(preprocessing.pixelMax)]}",
+            "\"preprocessing\":{\"mean\":\(floats(preprocessing.mean)),\"std\":\(floats(preprocessing.std)),\"pixel_range\":[\(preprocessing.pixelMin),\(preprocessing.pixelMax)],\"channel_order\":\"\(preprocessing.channelOrder.rawValue)\"}",
         ].joined(separator: ",") + "}"
     }
 }

@@ -52,6 +52,15 @@ final class ONNXBuilder {
         initializerFloats += data.count
     }
 
+    /// Appends an int64 initializer (a Reshape's target shape).
+    func addInitializer(_ name: String, dims: [Int], int64 data: [Int]) throws {
+        precondition(dims.reduce(1, *) == data.count, "initializer \(name): dims \(dims) vs \(data.count) values")
+        let d = dims.map(Int64.init), v = data.map(Int64.init)
+        guard ox_add_initializer_int64(model, name, d, d.count, v, &err, err.count) == 0 else {
+            throw fail(.internal, message())
+        }
+    }
+
     func setMetadata(_ key: String, _ value: String) { ox_set_metadata(model, key, value) }
 
     /// Runs onnx::checker on the model built so far.

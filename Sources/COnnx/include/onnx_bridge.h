@@ -139,6 +139,9 @@ void ox_node_add_attr_float(ox_model *m, size_t n, const char *name, float value
 /** Appends a float initializer (no search for an existing name: the caller keeps names unique). */
 int ox_add_initializer_float(ox_model *m, const char *name, const int64_t *dims, size_t rank, const float *data,
                              char *err, size_t err_len);
+/** Appends an int64 initializer (e.g. a Reshape's shape); names as for ox_add_initializer_float. */
+int ox_add_initializer_int64(ox_model *m, const char *name, const int64_t *dims, size_t rank, const int64_t *data,
+                             char *err, size_t err_len);
 
 #ifdef __cplusplus
 }

@@ -26,21 +26,21 @@ in this package, then ``ctypes.util.find_library("adamant")``.
 from ._errors import (AdamantError, AdamantIOError, CancelledError, DomainError, InternalError,
                       InvalidArgument, ParseError, ResourceError, ShapeError, UnsupportedError)
 from ._lib import ABI_VERSION, LIBRARY_PATH
-from ._model import (Calibrator, Model, abi_version, backend_info, isa, load, set_isa, set_num_threads,
-                     supported_isas, version)
+from ._model import (TENSORPACK_ARCHS, Calibrator, Model, abi_version, backend_info, import_tensorpack, isa, load,
+                     set_isa, set_num_threads, supported_isas, version)
 
 #: Version of the loaded libadamant (``adm_version()``).
 __version__: str = version()
 
 
 def __getattr__(name: str):  # PEP 562: `adamant.torch` imports torch only when first used
-    if name in ("torch", "distributed"):
+    if name in ("torch", "distributed", "export"):
         import importlib
         return importlib.import_module("." + name, __name__)
     raise AttributeError("module 'adamant' has no attribute %r" % (name,))
 
 __all__ = [
-    "__version__", "ABI_VERSION", "LIBRARY_PATH", "load", "Model", "Calibrator", "backend_info",
+    "__version__", "ABI_VERSION", "LIBRARY_PATH", "load", "import_tensorpack", "TENSORPACK_ARCHS", "Model", "Calibrator", "backend_info",
     "set_num_threads", "set_isa", "isa", "supported_isas", "version", "abi_version", "AdamantError", "InvalidArgument", "AdamantIOError",
     "ParseError", "UnsupportedError", "ShapeError", "DomainError", "InternalError", "ResourceError",
     "CancelledError",

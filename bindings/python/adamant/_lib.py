@@ -194,6 +194,8 @@ _PROTOTYPES = {
                                            POINTER(c_size_t)]),
     "adm_model_num_classes": (STATUS, [adm_model_p, POINTER(c_size_t)]),
     "adm_model_pixel_range": (STATUS, [adm_model_p, POINTER(c_float), POINTER(c_float)]),
+    "adm_model_channel_order": (STATUS, [adm_model_p, POINTER(c_char_p)]),
+    "adm_import_tensorpack": (STATUS, [c_char_p, c_char_p, POINTER(c_int32), c_size_t, c_int32, c_char_p]),
     "adm_model_info_json": (STATUS, [adm_model_p, POINTER(c_char), c_size_t, POINTER(c_size_t)]),
     "adm_context_create": (STATUS, [adm_model_p, POINTER(adm_context_p)]),
     "adm_context_free": (None, [adm_context_p]),

@@ -21,7 +21,7 @@ import json
 import os
 import threading
 import weakref
-from ctypes import byref, c_char_p, c_float, c_size_t
+from ctypes import byref, c_char_p, c_float, c_int32, c_size_t
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, TypeVar, Union
 
 import numpy as np
@@ -268,6 +268,38 @@ def _floats(v):
     return np.ascontiguousarray(np.asarray(v, dtype=np.float32).reshape(-1))
 
 
+#: The architectures ``import_tensorpack`` builds.
+TENSORPACK_ARCHS = ("resnet50", "resnet101", "resnet152", "resnet152-denoise", "resnext101-denoiseall")
+
+
+def import_tensorpack(checkpoint: str, output: str, arch: str, blocks: Optional[Sequence[int]] = None,
+                      input_size: int = 224) -> None:
+    """Converts a tensorpack ``.npz`` checkpoint of facebookresearch/ImageNet-Adversarial-Training
+    into an ONNX model at ``output`` (``adm_import_tensorpack``; the CLI's ``adamant import tensorpack``).
+
+    Args:
+        checkpoint: the ``.npz`` file (variables ``conv0/W``, ``group0/block0/conv1/bn/gamma``, ...).
+        output: the ONNX file to write; ``adamant.load(output)`` reads it.
+        arch: one of :data:`TENSORPACK_ARCHS`.
+        blocks: 4 block counts per group overriding the architecture's (a depth-reduced variant).
+        input_size: input height and width (the explicit 'SAME' pads depend on it).
+
+    The model takes BGR images with pixels in [0, 255] (``channel_order == "bgr"``,
+    ``pixel_range == (0, 255)``); the normalization ``(x - 127.5) / 127.5`` is stored in the file.
+    A missing, misshaped or unused variable raises :class:`ShapeError` naming it.
+    """
+    if not isinstance(arch, str):
+        raise InvalidArgument("arch must be a string, one of %s" % ", ".join(TENSORPACK_ARCHS))
+    arr = None
+    n = 0
+    if blocks is not None:
+        vals = [_int32(b, "blocks") for b in blocks]
+        arr = (c_int32 * max(1, len(vals)))(*vals)
+        n = len(vals)
+    LIB.adm_import_tensorpack(os.fsencode(checkpoint), arch.encode(), arr, n, _int32(input_size, "input_size"),
+                              os.fsencode(output))
+
+
 def load(source: Source, mean: Optional[Sequence[float]] = None, std: Optional[Sequence[float]] = None,
          pixel_range: Optional[Tuple[float, float]] = None, default_domain: Optional[str] = None,
          memory_limit: Optional[int] = None) -> "Model":
@@ -426,6 +458,9 @@ class Model(_Closeable):
         lo, hi = c_float(), c_float()
         LIB.adm_model_pixel_range(h, byref(lo), byref(hi))
         self.pixel_range = (lo.value, hi.value)
+        order = c_char_p()
+        LIB.adm_model_channel_order(h, byref(order))
+        self.channel_order = (order.value or b"rgb").decode()
         return self
 
     # -- lifetime ---------------------------------------------------------
@@ -436,6 +471,8 @@ class Model(_Closeable):
     input_shape: Tuple[int, int, int]
     num_classes: int
     pixel_range: Tuple[float, float]
+    #: "rgb" or "bgr": the channel order the model's input expects (pixel space).
+    channel_order: str
     _handle: Optional[_ModelHandle]
     _tls: Optional[threading.local]
     _contexts: "weakref.WeakSet[_Context]"
@@ -792,6 +829,28 @@ class Model(_Closeable):
             raise InvalidArgument("seed must be an integer in [0, 2**64), got %r" % (seed,))
         cfg.seed = s
         return cfg
+
+    def attack_preset(self, name: str, steps: int = 10) -> Dict[str, Any]:
+        """Keyword arguments of :meth:`pgd` for a reference threat model, in this model's pixel units.
+
+        ``"xie2020"``: the evaluation of Xie et al. (Feature Denoising, CVPR 2019; Intriguing
+        Properties of Adversarial Training at Scale, ICLR 2020; ``adv_model.py`` of
+        ImageNet-Adversarial-Training): targeted L-inf PGD towards a class drawn uniformly among the
+        wrong ones, cross-entropy, random start, ``eps`` = 16/255 of the pixel range (16 for a
+        tensorpack import, whose pixels are in [0, 255]; 16/255 for a [0, 1] model) and step
+        ``max(range/255, eps/steps)``. Use as ``m.pgd(x, y, **m.attack_preset("xie2020", steps=100))``
+        (the CLI's ``--preset xie2020``).
+        """
+        if name != "xie2020":
+            raise InvalidArgument("unknown attack preset %r; the presets are: xie2020" % (name,))
+        steps = _int32(steps, "steps")
+        if steps < 1:
+            raise InvalidArgument("steps must be at least 1, got %d" % steps)
+        lo, hi = self.pixel_range
+        span = float(np.float32(hi) - np.float32(lo))
+        eps = 16.0 / 255.0 * span
+        return {"eps": eps, "alpha": max(span / 255.0, eps / steps), "steps": steps, "targeted": True,
+                "random_start": True, "norm": "linf", "loss": "ce"}
 
     def pgd(self, x: npt.ArrayLike, y: Labels, eps: float = 8 / 255, alpha: float = 2 / 255, steps: int = 10,
             random_start: bool = True, norm: str = "linf", targeted: Optional[bool] = None,
