@@ -274,11 +274,13 @@ final class AdamantService: Sendable {
     func attack(_ req: Request, _ ctx: ServeContext) async throws -> Response {
         let closed = Flag()
         let channelGone = ctx.isGone
-        return try await req.body.consumeWithInboundCloseHandler({ body in
+        var response = try await req.body.consumeWithInboundCloseHandler({ body in
             var r = req
             r.body = body
             return try await self.attack(r, ctx, isGone: { closed.isSet || channelGone() })
         }, onInboundClosed: { closed.set() })
+        response.headers[.connection] = "close"
+        return response
     }
 
     func attack(_ req: Request, _ ctx: ServeContext, isGone: @escaping @Sendable () -> Bool) async throws -> Response {
@@ -434,7 +436,7 @@ struct ServeMiddleware: RouterMiddleware {
             }
             var headers: HTTPFields = [.contentType: "application/json"]
             if let s = e.retryAfter { headers[.retryAfter] = String(s) }
-            if e.status == .contentTooLarge { headers[.connection] = "close" }
+            if e.status == .contentTooLarge || ep == "attack" { headers[.connection] = "close" }
             response = Response(status: e.status, headers: headers, body: .init(byteBuffer: ByteBuffer(string: e.json)))
             kind = e.kind
             message = e.message

@@ -75,12 +75,18 @@ class Server:
         return out
 
     def stop(self):
+        """SIGTERM, then the exit status (a server still running 60 s later is killed: a failure)."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         try:
-            return self.proc.wait(30)
+            return self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError("adamant-serve did not exit within 60 s of SIGTERM: " + self.logs())
         finally:
-            self.log.close()
+            if not self.log.closed:
+                self.log.close()
 
 
 @pytest.fixture(scope="module")
@@ -455,19 +461,20 @@ def test_metrics_count_requests(tmp_path):
 
 def test_sigterm_finishes_request_in_flight(tmp_path):
     s = Server(tmp_path, "--threads", "1", "--max-steps", "100000")
-    x = np.random.default_rng(2).random((4, 3, 32, 32), dtype=np.float32)
-    t0 = time.monotonic()
-    assert s.json("POST", "/v1/attack?steps=50", *raw(x))[0] == 200
-    per_request = time.monotonic() - t0
-    steps = max(50, int(50 * 1.0 / max(per_request, 1e-3)))   # about a second of work
-    c = open_attack(s, x, "steps=%d" % min(steps, 100000))
-    wait_for(lambda: s.metrics().get("adamant_serve_running_jobs", 0) == 1)
-    s.proc.send_signal(signal.SIGTERM)
-    r = c.getresponse()
-    assert r.status == 200 and json.loads(r.read())["batch"] == 4
-    c.close()
-    assert s.proc.wait(30) == 0
-    s.log.close()
+    try:
+        x = np.random.default_rng(2).random((4, 3, 32, 32), dtype=np.float32)
+        t0 = time.monotonic()
+        assert s.json("POST", "/v1/attack?steps=50", *raw(x))[0] == 200
+        per_request = time.monotonic() - t0
+        steps = max(50, int(50 * 1.0 / max(per_request, 1e-3)))   # about a second of work
+        c = open_attack(s, x, "steps=%d" % min(steps, 100000))
+        wait_for(lambda: s.metrics().get("adamant_serve_running_jobs", 0) == 1)
+        s.proc.send_signal(signal.SIGTERM)
+        r = c.getresponse()
+        assert r.status == 200 and json.loads(r.read())["batch"] == 4
+        c.close()
+    finally:
+        assert s.stop() == 0
 
 
 def test_cli_serve_entry_point(tmp_path):
