@@ -133,10 +133,17 @@ struct InputDecoder {
         guard let shapeV = dict.removeValue(forKey: "shape"), let data = dict.removeValue(forKey: "data") else {
             throw ServeError.badRequest("the JSON body needs \"shape\": [N,C,H,W] and \"data\": [N*C*H*W numbers], or \"images\": [base64 PNG/JPEG]")
         }
-        guard let sh = shapeV as? [Any], sh.allSatisfy({ ($0 as? NSNumber) != nil }) else {
-            throw ServeError.badRequest("\"shape\" must be a list of 4 integers")
+        // Integers only, converted without trapping (1e30 or 2.5 is a 400, not a crash).
+        let dims = (shapeV as? [Any])?.map { v -> Int? in
+            guard let num = v as? NSNumber, !isJSONBool(v) else { return nil }
+            let d = num.doubleValue
+            return d.rounded() == d && abs(d) < 1e15 ? Int(d) : nil
         }
-        let n = try batchShape(sh.map { "\(($0 as! NSNumber).intValue)" }.joined(separator: ","))
+        guard let dims, dims.allSatisfy({ $0 != nil }) else {
+            throw ServeError.badRequest("\"shape\" must be a list of 4 integers, e.g. [1, \(shape.map(String.init).joined(separator: ", "))]")
+        }
+        let sh = dims.map { $0! }
+        let n = try batchShape(sh.map(String.init).joined(separator: ","))
         guard let values = data as? [Any] else { throw ServeError.badRequest("\"data\" must be a flat list of numbers") }
         guard values.count == n * perImage else {
             throw ServeError.wrongSize("\"shape\" \(sh) needs \(n * perImage) numbers in \"data\", got \(values.count)")

@@ -331,7 +331,38 @@ def test_errors(server, jpegs):
     # Pixels outside [0, 1] are bad input for an attack (400), not for a prediction.
     check_error(server, 400, "bad_request", "POST", "/v1/attack", *raw(x + 2))
     assert server.json("POST", "/v1/predict", *raw(x + 2))[0] == 200
+    for doc in [{"shape": [1e30, 3, 32, 32], "data": []}, {"shape": [2.5, 3, 32, 32], "data": []},
+                {"shape": "1,3,32,32", "data": []}, {"shape": [1, 3, 32, 32], "data": ["a"] * 3072},
+                {"shape": [1, 3, 32, 32], "data": 5}, {"images": ["%%% not base64"]}, {"images": 3}, [1, 2],
+                {"shape": [True, 3, 32, 32], "data": []}, {"nothing": 1}]:
+        status, _, r = server.json("POST", "/v1/predict", json.dumps(doc), {"Content-Type": "application/json"})
+        assert status == 400 and r["error"]["kind"] in ("bad_request", "bad_image", "wrong_size"), (doc, r)
+    check_error(server, 400, "bad_request", "POST", "/v1/predict", b"x", {"Content-Type": "multipart/form-data"})
     # Still serving.
+    assert server.json("GET", "/healthz")[0] == 200
+
+
+def test_hostile_bodies(server, jpegs):
+    """Random and truncated bodies of every content type: each a JSON 4xx, the server unharmed."""
+    rng = np.random.default_rng(3)
+    good = open(jpegs[1], "rb").read()
+    body, mp = multipart([("a.jpg", good, "image/jpeg")])
+    kinds = [{"Content-Type": "image/jpeg"}, {"Content-Type": "image/png"}, mp, {"Content-Type": "application/json"},
+             {"Content-Type": "application/octet-stream", "X-Shape": "1,3,32,32"}]
+    seeds = [good, png_bytes(np.zeros((3, 32, 32), np.float32)), body, b'{"shape":[1,3,32,32],"data":[0]}', b"\0" * 12288]
+    for i in range(150):
+        k = i % len(kinds)
+        data = bytearray(seeds[k])
+        if i % 3 == 0:
+            data = data[: rng.integers(0, len(data))]                 # truncated
+        else:
+            for _ in range(rng.integers(1, 20)):                      # corrupted bytes
+                data[rng.integers(0, len(data))] = rng.integers(0, 256)
+        path = "/v1/predict" if i % 2 else "/v1/attack?steps=1"
+        status, h, out = server.request("POST", path, bytes(data), kinds[k])
+        assert status in (200, 400, 413, 415, 422), (i, status, out[:200])
+        if status != 200:
+            assert json.loads(out)["error"]["status"] == status
     assert server.json("GET", "/healthz")[0] == 200
 
 
@@ -487,3 +518,17 @@ def test_cli_serve_entry_point(tmp_path):
     assert r.returncode == 64 and "--port" in r.stderr
     r = subprocess.run([SERVE, str(tmp_path / "nope.onnx"), "--port", "0"], capture_output=True, text=True)
     assert r.returncode == 66 and "cannot load the model" in r.stderr
+
+
+def test_openapi_lists_every_endpoint(server):
+    """Sources/AdamantServe/openapi.yaml documents exactly the served paths, each answering."""
+    spec = open(os.path.join(REPO, "Sources", "AdamantServe", "openapi.yaml")).read()
+    paths = set(re.findall(r"^  (/[^:\s]+):$", spec, re.M))
+    assert paths == {"/v1/predict", "/v1/attack", "/v1/model", "/healthz", "/metrics"}
+    for p in ["/v1/model", "/healthz", "/metrics"]:
+        assert server.request("GET", p)[0] == 200
+    documented = set(re.search(r"kind: \{type: string, enum: \[([^\]]+)\]", spec).group(1).split(", "))
+    src = "".join(open(os.path.join(REPO, "Sources", "AdamantServe", f)).read()
+                  for f in os.listdir(os.path.join(REPO, "Sources", "AdamantServe")) if f.endswith(".swift"))
+    used = set(re.findall(r'kind: "([a-z_]+)"', src))
+    assert used and used <= documented, used - documented
