@@ -1,5 +1,6 @@
 # adamant — build, install and test entry points.
-#   make            release build: dist/lib/libadamant.so, dist/bin/adamant, dist/include, adamant.pc
+#   make            release build: dist/lib/libadamant.so, dist/bin/adamant, dist/bin/adamant-serve, dist/include,
+#                   adamant.pc
 #   make test       every test: Swift (XCTest), C example + ABI checks, Python (pytest), a 60 s fuzz
 #                   run and the sanitizer jobs (make test-fuzz, make test-sanitize)
 #   make demo       the README's demo on data shipped in examples/
@@ -19,7 +20,7 @@ SYSTEM_PYTHON ?= python3
 VENV ?= $(CURDIR)/.venv
 PYTHON ?= $(if $(wildcard $(VENV)/bin/python),$(VENV)/bin/python,$(SYSTEM_PYTHON))
 
-.PHONY: all setup setup-python build dist test test-swift test-c test-imageio test-python demo clean \
+.PHONY: all setup setup-python build dist test test-swift test-c test-imageio test-python test-serve bench-serve demo clean \
 	test-fuzz test-sanitize test-asan test-asan-abi test-tsan wheel test-wheel
 
 APT_PACKAGES = libonnx-dev libprotobuf-dev libopenblas-dev libjpeg-dev libpng-dev zlib1g-dev pkg-config \
@@ -43,6 +44,7 @@ setup-python:
 build:
 	$(SWIFT) build $(BUILD_FLAGS) --product adamant -Xlinker --version-script=$(CURDIR)/Sources/AdamantC/exports.map
 	$(SWIFT) build $(BUILD_FLAGS) --product adamant-cli --static-swift-stdlib
+	$(SWIFT) build $(BUILD_FLAGS) --product adamant-serve --static-swift-stdlib
 
 dist: build
 	mkdir -p $(PREFIX)/lib/pkgconfig $(PREFIX)/include $(PREFIX)/bin
@@ -50,6 +52,7 @@ dist: build
 	install -m 755 $(BIN)/libadamant.so $(PREFIX)/lib/libadamant.so
 	install -m 644 include/adamant.h $(PREFIX)/include/adamant.h
 	install -m 755 $(BIN)/adamant-cli $(PREFIX)/bin/adamant
+	install -m 755 $(BIN)/adamant-serve $(PREFIX)/bin/adamant-serve
 	sed -e 's|@PREFIX@|$(PREFIX)|' bindings/c/adamant.pc.in > $(PREFIX)/lib/pkgconfig/adamant.pc
 
 test: dist test-swift test-imageio test-c test-python test-wheel test-fuzz test-sanitize
@@ -65,6 +68,15 @@ test-c: dist
 
 test-python: dist
 	ADAMANT_LIBRARY=$(PREFIX)/lib/libadamant.so $(PYTHON) -m pytest -q --durations=5 bindings/python/tests
+
+# The HTTP service alone (its tests are part of test-python too): starts dist/bin/adamant-serve on free
+# loopback ports, exercises every endpoint and error, stops it with SIGTERM.
+test-serve: dist
+	ADAMANT_LIBRARY=$(PREFIX)/lib/libadamant.so $(PYTHON) -m pytest -q --durations=5 bindings/python/tests/test_serve.py
+
+# The service's load test (a few minutes; not part of make test): benchmarks/results/serve_load.md.
+bench-serve: dist
+	$(PYTHON) benchmarks/serve_load.py
 
 # Hardening (issue #8). Each instrumented build has its own scratch path (.build-fuzz, .build-asan,
 # .build-tsan), so none disturbs the release build in .build.

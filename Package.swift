@@ -10,9 +10,16 @@ let package = Package(
         .library(name: "adamant", type: .dynamic, targets: ["AdamantC"]),
         // The command-line tool; `make` installs it as dist/bin/adamant.
         .executable(name: "adamant-cli", targets: ["AdamantCLI"]),
+        // The HTTP inference and attack service (`adamant serve`); `make` installs it as
+        // dist/bin/adamant-serve. Its own target, so libadamant and the CLI never link SwiftNIO.
+        .executable(name: "adamant-serve", targets: ["AdamantServe"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.0.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.0.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.5.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.0.0"),
     ],
     targets: [
         // libonnx (protobuf classes + checker) behind a plain C interface.
@@ -45,6 +52,19 @@ let package = Package(
                 "Adamant", "CImageIO",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
+        ),
+        // `adamant serve`: HTTP inference and attacks (Hummingbird 2 on SwiftNIO).
+        .executableTarget(
+            name: "AdamantServe",
+            dependencies: [
+                "Adamant", "CImageIO", "CBackend",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ],
+            exclude: ["openapi.yaml"]
         ),
         .testTarget(name: "AdamantTests", dependencies: ["Adamant", "CBackend", "CImageIO"]),
     ],

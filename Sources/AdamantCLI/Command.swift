@@ -16,7 +16,8 @@ struct AdamantCommand: ParsableCommand {
         \(Exit.table)
         """,
         version: "0.1.0",
-        subcommands: [Info.self, Predict.self, Merge.self, Attack.self, Eval.self, Calibrate.self, Bench.self, Synth.self, ImportCommand.self]
+        subcommands: [Info.self, Predict.self, Merge.self, Attack.self, Eval.self, Calibrate.self, Bench.self, Synth.self,
+                      ImportCommand.self, ServeLauncher.self]
     )
 }
 

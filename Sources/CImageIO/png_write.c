@@ -102,3 +102,88 @@ int aio_write_png(const char *path, const float *chw, size_t channels, size_t he
     }
     return 0;
 }
+
+/* A growable memory sink for aio_encode_png. */
+typedef struct {
+    png_byte *data;
+    size_t len, cap;
+    int oom;
+} aio_png_membuf;
+
+static void pngw_mem_write(png_structp png, png_bytep bytes, png_size_t n) {
+    aio_png_membuf *b = (aio_png_membuf *)png_get_io_ptr(png);
+    if (b->oom) return;
+    if (n > ((size_t)-1) / 4 - b->len) { b->oom = 1; png_error(png, "PNG too large"); }
+    if (b->len + n > b->cap) {
+        size_t cap = b->cap ? b->cap : 4096;
+        while (cap < b->len + n) cap *= 2;
+        png_byte *p = realloc(b->data, cap);
+        if (p == NULL) { b->oom = 1; png_error(png, "out of memory"); }
+        b->data = p;
+        b->cap = cap;
+    }
+    memcpy(b->data + b->len, bytes, n);
+    b->len += n;
+}
+
+static void pngw_mem_flush(png_structp png) { (void)png; }
+
+int aio_encode_png(const float *chw, size_t channels, size_t height, size_t width, uint8_t **out,
+                   size_t *out_len, char *err, size_t err_len) {
+    if (chw == NULL || out == NULL || out_len == NULL)
+        return aio__fail(err, err_len, "aio_encode_png: NULL argument");
+    *out = NULL;
+    *out_len = 0;
+    if (channels != 1 && channels != 3)
+        return aio__fail(err, err_len, "aio_encode_png: channels must be 1 or 3 (got %zu)", channels);
+    if (height == 0 || width == 0 || height > AIO_MAX_DIM || width > AIO_MAX_DIM)
+        return aio__fail(err, err_len, "aio_encode_png: size %zux%zu out of range (1..%d per side)",
+                         height, width, AIO_MAX_DIM);
+    size_t plane, stride;
+    if (aio__mul(height, width, &plane) || aio__mul(width, channels, &stride))
+        return aio__fail(err, err_len, "aio_encode_png: size overflow");
+    png_byte *volatile row = malloc(stride);
+    if (row == NULL) return aio__fail(err, err_len, "aio_encode_png: out of memory");
+    aio_png_membuf buf;
+    memset(&buf, 0, sizeof buf);
+    aio_png_wctx ctx;
+    memset(&ctx, 0, sizeof ctx);
+    png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, &ctx, pngw_error_cb,
+                                              pngw_warning_cb);
+    png_infop info = png ? png_create_info_struct(png) : NULL;
+    if (png == NULL || info == NULL) {
+        png_destroy_write_struct(&png, NULL);
+        free(row);
+        return aio__fail(err, err_len, "aio_encode_png: out of memory");
+    }
+    if (setjmp(png_jmpbuf(png))) {
+        png_destroy_write_struct(&png, &info);
+        free(row);
+        free(buf.data);
+        return aio__fail(err, err_len, "PNG encoding failed: %s", ctx.msg);
+    }
+    png_set_write_fn(png, &buf, pngw_mem_write, pngw_mem_flush);
+    png_set_IHDR(png, info, (png_uint_32)width, (png_uint_32)height, 8,
+                 channels == 3 ? PNG_COLOR_TYPE_RGB : PNG_COLOR_TYPE_GRAY, PNG_INTERLACE_NONE,
+                 PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+    png_write_info(png, info);
+    for (size_t y = 0; y < height; y++) {
+        const float *base = chw + y * width;
+        if (channels == 3) {
+            for (size_t x = 0; x < width; x++) {
+                row[3 * x] = to_u8(base[x]);
+                row[3 * x + 1] = to_u8(base[plane + x]);
+                row[3 * x + 2] = to_u8(base[2 * plane + x]);
+            }
+        } else {
+            for (size_t x = 0; x < width; x++) row[x] = to_u8(base[x]);
+        }
+        png_write_row(png, row);
+    }
+    png_write_end(png, NULL);
+    png_destroy_write_struct(&png, &info);
+    free(row);
+    *out = buf.data;
+    *out_len = buf.len;
+    return 0;
+}

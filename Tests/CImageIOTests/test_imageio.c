@@ -403,6 +403,40 @@ static void test_png_decode(void) {
     }
 }
 
+/* aio_encode_png: the same bytes as aio_write_png's file (RGB and gray), decodable, and errors. */
+static void test_png_encode_memory(void) {
+    enum { H = 9, W = 11 };
+    float chw[3 * H * W];
+    for (size_t i = 0; i < 3 * H * W; i++) chw[i] = (float)rnd() / 2147483648.0f * 1.4f - 0.2f;
+    char err[256] = "";
+    for (size_t c = 1; c <= 3; c += 2) {
+        const char *p = tmp_path("enc.png");
+        CHECK(aio_write_png(p, chw, c, H, W, err, sizeof err) == 0, "aio_write_png: %s", err);
+        size_t flen = 0, mlen = 0;
+        uint8_t *file = read_bytes(p, &flen), *mem = NULL;
+        unlink(p);
+        int rc = aio_encode_png(chw, c, H, W, &mem, &mlen, err, sizeof err);
+        CHECK(rc == 0 && mem != NULL, "aio_encode_png (%zu channels): %s", c, err);
+        CHECK(file && mem && flen == mlen && memcmp(file, mem, flen) == 0,
+              "aio_encode_png bytes differ from aio_write_png's (%zu channels: %zu vs %zu bytes)", c, mlen, flen);
+        aio_image im;
+        if (mem && aio_decode_memory(mem, mlen, &im, err, sizeof err) == 0) {
+            CHECK(im.height == H && im.width == W && im.grayscale == (c == 1), "encoded PNG reads back");
+            aio_image_free(&im);
+        } else {
+            CHECK(0, "encoded PNG does not decode: %s", err);
+        }
+        free(file);
+        free(mem);
+    }
+    uint8_t *mem = (uint8_t *)1;
+    size_t mlen = 7;
+    CHECK(aio_encode_png(chw, 2, H, W, &mem, &mlen, err, sizeof err) != 0 && mem == NULL && mlen == 0 &&
+              strstr(err, "channels") != NULL, "aio_encode_png rejects 2 channels: %s", err);
+    CHECK(aio_encode_png(chw, 3, 0, W, &mem, &mlen, err, sizeof err) != 0, "aio_encode_png rejects height 0");
+    CHECK(aio_encode_png(NULL, 3, H, W, &mem, &mlen, err, sizeof err) != 0, "aio_encode_png rejects NULL");
+}
+
 static void test_png_roundtrip(void) {
     enum { C = 3, H = 13, W = 17 };
     float chw[C * H * W], chk[C * H * W];
@@ -1037,6 +1071,7 @@ int main(int argc, char **argv) {
     test_png_decode();
     printf("png round trip\n");
     test_png_roundtrip();
+    test_png_encode_memory();
     printf("resize\n");
     test_resize();
     printf("hostile images\n");

@@ -55,6 +55,13 @@ int aio_write_png(const char *path, const float *chw, size_t channels, size_t he
                   char *err, size_t err_len);
 
 /**
+ * Encodes float CHW pixels exactly as aio_write_png does (same bytes), into memory: *out is
+ * malloc'ed (free it with free()) and holds *out_len bytes.
+ */
+int aio_encode_png(const float *chw, size_t channels, size_t height, size_t width, uint8_t **out,
+                   size_t *out_len, char *err, size_t err_len);
+
+/**
  * A labelled image set read from a tar, tar.gz, or a directory laid out as
  * [prefix/]<class>/<file>.{jpg,jpeg,png} (CIFAR-10 layout of ../shared/data).
  * Entries are sorted by path. The label of an entry is the index of its class
