@@ -93,7 +93,8 @@ struct Eval: ParsableCommand {
                 rows.append([domain, "\(images)", percent(clean), label, via, percent(robust), percent(success),
                              String(format: "%.1f s", secs)])
                 results.append(["domain": domain, "images": images, "clean_acc": clean, "attack": label,
-                                "steps": (r["steps"] as? NSNumber)?.intValue ?? 1, "attack_domain": via, "robust_acc": robust,
+                                "steps": (r["steps"] as? NSNumber)?.intValue ?? 1, "alpha": Double(base.alpha),
+                                "attack_domain": via, "robust_acc": robust,
                                 "attack_success_rate": success, "seconds": secs])
             }
             rayInfo = ["workers": out.workers, "threads_per_worker": out.threads, "address": rayAddress ?? "local"]
