@@ -34,6 +34,30 @@ static inline png_byte to_u8(float v) {
     return (png_byte)(v * 255.0f + 0.5f);
 }
 
+/// The header, the rows of a [channels][height][width] image in [0, 1] (8-bit, RGB or gray) and the
+/// end, on a PNG writer set up by the caller (a file or memory; libpng errors longjmp to the caller).
+static void png_write_image_rows(png_structp png, png_infop info, const float *chw, size_t width, size_t height,
+                                 int channels, size_t plane, png_bytep row) {
+    png_set_IHDR(png, info, (png_uint_32)width, (png_uint_32)height, 8,
+                 channels == 3 ? PNG_COLOR_TYPE_RGB : PNG_COLOR_TYPE_GRAY, PNG_INTERLACE_NONE,
+                 PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+    png_write_info(png, info);
+    for (size_t y = 0; y < height; y++) {
+        const float *base = chw + y * width;
+        if (channels == 3) {
+            for (size_t x = 0; x < width; x++) {
+                row[3 * x] = to_u8(base[x]);
+                row[3 * x + 1] = to_u8(base[plane + x]);
+                row[3 * x + 2] = to_u8(base[2 * plane + x]);
+            }
+        } else {
+            for (size_t x = 0; x < width; x++) row[x] = to_u8(base[x]);
+        }
+        png_write_row(png, row);
+    }
+    png_write_end(png, NULL);
+}
+
 int aio_write_png(const char *path, const float *chw, size_t channels, size_t height, size_t width,
                   char *err, size_t err_len) {
     if (path == NULL || chw == NULL) return aio__fail(err, err_len, "aio_write_png: NULL argument");
@@ -74,24 +98,7 @@ int aio_write_png(const char *path, const float *chw, size_t channels, size_t he
         return aio__fail(err, err_len, "%s: PNG write failed: %s", path, ctx.msg);
     }
     png_init_io(png, fp);
-    png_set_IHDR(png, info, (png_uint_32)width, (png_uint_32)height, 8,
-                 channels == 3 ? PNG_COLOR_TYPE_RGB : PNG_COLOR_TYPE_GRAY, PNG_INTERLACE_NONE,
-                 PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
-    png_write_info(png, info);
-    for (size_t y = 0; y < height; y++) {
-        const float *base = chw + y * width;
-        if (channels == 3) {
-            for (size_t x = 0; x < width; x++) {
-                row[3 * x] = to_u8(base[x]);
-                row[3 * x + 1] = to_u8(base[plane + x]);
-                row[3 * x + 2] = to_u8(base[2 * plane + x]);
-            }
-        } else {
-            for (size_t x = 0; x < width; x++) row[x] = to_u8(base[x]);
-        }
-        png_write_row(png, row);
-    }
-    png_write_end(png, NULL);
+    png_write_image_rows(png, info, chw, width, height, (int)channels, plane, row);
     png_destroy_write_struct(&png, &info);
     free(row);
     int ferr = ferror(fp);
@@ -163,24 +170,7 @@ int aio_encode_png(const float *chw, size_t channels, size_t height, size_t widt
         return aio__fail(err, err_len, "PNG encoding failed: %s", ctx.msg);
     }
     png_set_write_fn(png, &buf, pngw_mem_write, pngw_mem_flush);
-    png_set_IHDR(png, info, (png_uint_32)width, (png_uint_32)height, 8,
-                 channels == 3 ? PNG_COLOR_TYPE_RGB : PNG_COLOR_TYPE_GRAY, PNG_INTERLACE_NONE,
-                 PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
-    png_write_info(png, info);
-    for (size_t y = 0; y < height; y++) {
-        const float *base = chw + y * width;
-        if (channels == 3) {
-            for (size_t x = 0; x < width; x++) {
-                row[3 * x] = to_u8(base[x]);
-                row[3 * x + 1] = to_u8(base[plane + x]);
-                row[3 * x + 2] = to_u8(base[2 * plane + x]);
-            }
-        } else {
-            for (size_t x = 0; x < width; x++) row[x] = to_u8(base[x]);
-        }
-        png_write_row(png, row);
-    }
-    png_write_end(png, NULL);
+    png_write_image_rows(png, info, chw, width, height, (int)channels, plane, row);
     png_destroy_write_struct(&png, &info);
     free(row);
     *out = buf.data;

@@ -11,6 +11,23 @@ int akn_wino_tiles(int h, int w) { return ((h + 3) / 4) * ((w + 3) / 4); }
 
 enum { QB = 64 };  // kernels transformed together (the inner, vectorized loops)
 
+/// Row r of each of the `xis` transformed matrices, columns [q0, q0 + nq) (u[xi][t]), into its packed
+/// GEMM-A panels ([rows/6][cols][6] each, `per` floats apart).
+static void store_row(float *out, size_t per, int xis, const float (*u)[QB], int r, int q0, int nq, int cols) {
+    for (int xi = 0; xi < xis; xi++) {
+        float *dst = out + (size_t)xi * per + ((size_t)(r / 6) * cols + q0) * 6 + r % 6;
+        for (int t = 0; t < nq; t++) dst[(size_t)t * 6] = u[xi][t];
+    }
+}
+
+/// The padding rows of each matrix's last panel (written by whoever covers the last row).
+static void zero_padding_rows(float *out, size_t per, int xis, int rows, int cols) {
+    if (rows % 6 == 0) return;
+    for (int xi = 0; xi < xis; xi++)
+        for (int r = rows; r < (rows + 5) / 6 * 6; r++)
+            for (int q = 0; q < cols; q++) out[(size_t)xi * per + ((size_t)(r / 6) * cols + q) * 6 + r % 6] = 0.0f;
+}
+
 void akn_wino_weights(const float *w, int m, int c, int adjoint, int r0, int r1, float *out) {
     const float g6 = 1.0f / 6, g12 = 1.0f / 12, g24 = 1.0f / 24;
     int rows = adjoint ? c : m, cols = adjoint ? m : c;
@@ -50,18 +67,10 @@ void akn_wino_weights(const float *w, int m, int c, int adjoint, int r0, int r1,
                     U[i * 6 + 5][t] = d[t];
                 }
             }
-            // Row r of U_xi in GEMM-A panel order: [rows/6][cols][6].
-            for (int xi = 0; xi < 36; xi++) {
-                float *dst = out + (size_t)xi * per + ((size_t)(r / 6) * cols + q0) * 6 + r % 6;
-                for (int t = 0; t < nq; t++) dst[(size_t)t * 6] = U[xi][t];
-            }
+            store_row(out, per, 36, (const float (*)[QB])U, r, q0, nq, cols);
         }
     }
-    // The padding rows of the last panel (written by whoever covers the last row).
-    if (r1 == rows && rows % 6)
-        for (int xi = 0; xi < 36; xi++)
-            for (int r = rows; r < (rows + 5) / 6 * 6; r++)
-                for (int q = 0; q < cols; q++) out[(size_t)xi * per + ((size_t)(r / 6) * cols + q) * 6 + r % 6] = 0.0f;
+    if (r1 == rows) zero_padding_rows(out, per, 36, rows, cols);
 }
 
 void akn_wino_input(const float *x, const float *mask, int h, int w, const float *chscale, int c0, int c1, float *v, size_t ldv,
@@ -126,16 +135,10 @@ void akn_wino2_weights(const float *w, int m, int c, int r0, int r1, float *out)
                     U[i * 4 + 3][t] = d[t];
                 }
             }
-            for (int xi = 0; xi < 16; xi++) {
-                float *dst = out + (size_t)xi * per + ((size_t)(r / 6) * c + q0) * 6 + r % 6;
-                for (int t = 0; t < nq; t++) dst[(size_t)t * 6] = U[xi][t];
-            }
+            store_row(out, per, 16, (const float (*)[QB])U, r, q0, nq, c);
         }
     }
-    if (r1 == m && m % 6)
-        for (int xi = 0; xi < 16; xi++)
-            for (int r = m; r < (m + 5) / 6 * 6; r++)
-                for (int q = 0; q < c; q++) out[(size_t)xi * per + ((size_t)(r / 6) * c + q) * 6 + r % 6] = 0.0f;
+    if (r1 == m) zero_padding_rows(out, per, 16, m, c);
 }
 
 void akn_wino2_input(const float *x, const float *mask, int h, int w, const float *chscale, int c0, int c1, float *v, size_t ldv,
