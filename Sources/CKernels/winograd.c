@@ -73,24 +73,24 @@ void akn_wino_weights(const float *w, int m, int c, int adjoint, int r0, int r1,
     if (r1 == rows) zero_padding_rows(out, per, 36, rows, cols);
 }
 
+// The per-ISA transforms, one entry per instruction-set level (ABK_ISA_SCALAR, ABK_ISA_AVX2,
+// ABK_ISA_AVX512), for F(4x4, 3x3) and F(2x2, 3x3).
+typedef void (*input_fn)(const float *, const float *, int, int, const float *, int, int, float *, size_t, size_t, size_t);
+typedef void (*output_fn)(const float *, size_t, size_t, size_t, int, int, int, int, const float *, const float *,
+                          const float *, int, float *);
+static const input_fn g_input4[3] = {akn_wino_input_scalar, akn_wino_input_avx2, akn_wino_input_avx512};
+static const output_fn g_output4[3] = {akn_wino_output_scalar, akn_wino_output_avx2, akn_wino_output_avx512};
+static const input_fn g_input2[3] = {akn_wino2_input_scalar, akn_wino2_input_avx2, akn_wino2_input_avx512};
+static const output_fn g_output2[3] = {akn_wino2_output_scalar, akn_wino2_output_avx2, akn_wino2_output_avx512};
+
 void akn_wino_input(const float *x, const float *mask, int h, int w, const float *chscale, int c0, int c1, float *v, size_t ldv,
                     size_t xi_stride, size_t col0) {
-    switch (abk_isa()) {
-    case ABK_ISA_AVX512: akn_wino_input_avx512(x, mask, h, w, chscale, c0, c1, v, ldv, xi_stride, col0); break;
-    case ABK_ISA_AVX2: akn_wino_input_avx2(x, mask, h, w, chscale, c0, c1, v, ldv, xi_stride, col0); break;
-    default: akn_wino_input_scalar(x, mask, h, w, chscale, c0, c1, v, ldv, xi_stride, col0); break;
-    }
+    g_input4[abk_isa()](x, mask, h, w, chscale, c0, c1, v, ldv, xi_stride, col0);
 }
 
 void akn_wino_output(const float *mbuf, size_t ldm, size_t xi_stride, size_t col0, int h, int w, int m0, int m1,
                      const float *scale, const float *bias, const float *res, int relu, float *y) {
-    switch (abk_isa()) {
-    case ABK_ISA_AVX512:
-        akn_wino_output_avx512(mbuf, ldm, xi_stride, col0, h, w, m0, m1, scale, bias, res, relu, y);
-        break;
-    case ABK_ISA_AVX2: akn_wino_output_avx2(mbuf, ldm, xi_stride, col0, h, w, m0, m1, scale, bias, res, relu, y); break;
-    default: akn_wino_output_scalar(mbuf, ldm, xi_stride, col0, h, w, m0, m1, scale, bias, res, relu, y); break;
-    }
+    g_output4[abk_isa()](mbuf, ldm, xi_stride, col0, h, w, m0, m1, scale, bias, res, relu, y);
 }
 
 // ---- F(2x2, 3x3) ----
@@ -143,20 +143,10 @@ void akn_wino2_weights(const float *w, int m, int c, int r0, int r1, float *out)
 
 void akn_wino2_input(const float *x, const float *mask, int h, int w, const float *chscale, int c0, int c1, float *v, size_t ldv,
                      size_t xi_stride, size_t col0) {
-    switch (abk_isa()) {
-    case ABK_ISA_AVX512: akn_wino2_input_avx512(x, mask, h, w, chscale, c0, c1, v, ldv, xi_stride, col0); break;
-    case ABK_ISA_AVX2: akn_wino2_input_avx2(x, mask, h, w, chscale, c0, c1, v, ldv, xi_stride, col0); break;
-    default: akn_wino2_input_scalar(x, mask, h, w, chscale, c0, c1, v, ldv, xi_stride, col0); break;
-    }
+    g_input2[abk_isa()](x, mask, h, w, chscale, c0, c1, v, ldv, xi_stride, col0);
 }
 
 void akn_wino2_output(const float *mbuf, size_t ldm, size_t xi_stride, size_t col0, int h, int w, int m0, int m1,
                       const float *scale, const float *bias, const float *res, int relu, float *y) {
-    switch (abk_isa()) {
-    case ABK_ISA_AVX512:
-        akn_wino2_output_avx512(mbuf, ldm, xi_stride, col0, h, w, m0, m1, scale, bias, res, relu, y);
-        break;
-    case ABK_ISA_AVX2: akn_wino2_output_avx2(mbuf, ldm, xi_stride, col0, h, w, m0, m1, scale, bias, res, relu, y); break;
-    default: akn_wino2_output_scalar(mbuf, ldm, xi_stride, col0, h, w, m0, m1, scale, bias, res, relu, y); break;
-    }
+    g_output2[abk_isa()](mbuf, ldm, xi_stride, col0, h, w, m0, m1, scale, bias, res, relu, y);
 }

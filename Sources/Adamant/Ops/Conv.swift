@@ -640,6 +640,16 @@ struct Conv: Op {
         case f2Adjoint
 
         var xis: Int { self == .f4 ? 36 : 16 }
+        /// The input transform (`winograd.h`).
+        var input: @convention(c) (UnsafePointer<Float>?, UnsafePointer<Float>?, Int32, Int32, UnsafePointer<Float>?, Int32,
+                                   Int32, UnsafeMutablePointer<Float>?, Int, Int, Int) -> Void {
+            self == .f4 ? akn_wino_input : akn_wino2_input
+        }
+        /// The output transform and epilogue (`winograd.h`).
+        var output: @convention(c) (UnsafePointer<Float>?, Int, Int, Int, Int32, Int32, Int32, Int32, UnsafePointer<Float>?,
+                                    UnsafePointer<Float>?, UnsafePointer<Float>?, Int32, UnsafeMutablePointer<Float>?) -> Void {
+            self == .f4 ? akn_wino_output : akn_wino2_output
+        }
         func tiles(_ h: Int, _ w: Int) -> Int {
             Int(self == .f4 ? akn_wino_tiles(Int32(h), Int32(w)) : akn_wino2_tiles(Int32(h), Int32(w)))
         }
@@ -651,7 +661,7 @@ struct Conv: Op {
                           inMask: UnsafePointer<Float>?, n: Int, h: Int, w: Int,
                           inScale: UnsafePointer<Float>?, ep: Epilogue, y: UnsafeMutablePointer<Float>, threads: Int,
                           _ ctx: ExecContext) throws {
-        let xis = form.xis
+        let (xis, inputTransform, outputTransform) = (form.xis, form.input, form.output)
         let tiles = form.tiles(h, w)
         let piece = samplesPerPiece(n, floatsPerSample: xis * (rows + cols) * tiles)
         let perA = form == .f2Adjoint ? akn_gemm_packed_a_size(Int32(cols), Int32(rows))
@@ -673,13 +683,8 @@ struct Conv: Op {
                             while u < r.upperBound {
                                 let s = u / cols, c0 = u % cols, c1 = min(cols, c0 + (r.upperBound - u))
                                 let off = (s0 + s) * cols * h * w
-                                if form == .f4 {
-                                    akn_wino_input(x + off, inMask.map { $0 + off }, Int32(h), Int32(w), inScale, Int32(c0),
-                                                   Int32(c1), vb, cols_, cols * cols_, s * tiles)
-                                } else {
-                                    akn_wino2_input(x + off, inMask.map { $0 + off }, Int32(h), Int32(w), inScale, Int32(c0),
-                                                    Int32(c1), vb, cols_, cols * cols_, s * tiles)
-                                }
+                                inputTransform(x + off, inMask.map { $0 + off }, Int32(h), Int32(w), inScale, Int32(c0),
+                                               Int32(c1), vb, cols_, cols * cols_, s * tiles)
                                 u += c1 - c0
                             }
                         }
@@ -711,15 +716,9 @@ struct Conv: Op {
                             while u < r.upperBound {
                                 let s = u / rows, m0 = u % rows, m1 = min(rows, m0 + (r.upperBound - u))
                                 let off = (s0 + s) * rows * h * w
-                                if form == .f4 {
-                                    akn_wino_output(UnsafePointer(mbase), cols_, rows * cols_, s * tiles, Int32(h), Int32(w),
-                                                    Int32(m0), Int32(m1), ep.scale, ep.bias, ep.residual.map { $0 + off },
-                                                    ep.relu ? 1 : 0, y + off)
-                                } else {
-                                    akn_wino2_output(UnsafePointer(mbase), cols_, rows * cols_, s * tiles, Int32(h), Int32(w),
-                                                     Int32(m0), Int32(m1), ep.scale, ep.bias, ep.residual.map { $0 + off },
-                                                     ep.relu ? 1 : 0, y + off)
-                                }
+                                outputTransform(UnsafePointer(mbase), cols_, rows * cols_, s * tiles, Int32(h), Int32(w),
+                                                Int32(m0), Int32(m1), ep.scale, ep.bias, ep.residual.map { $0 + off },
+                                                ep.relu ? 1 : 0, y + off)
                                 u += m1 - m0
                             }
                         }
