@@ -58,17 +58,24 @@ static void png_write_image_rows(png_structp png, png_infop info, const float *c
     png_write_end(png, NULL);
 }
 
+/// The checks both writers make of an image's shape (named `fn` in the error); sets its plane and row
+/// sizes. Returns aio__fail's value on a bad shape, else 0.
+static int png_check_shape(const char *fn, size_t channels, size_t height, size_t width, size_t *plane, size_t *stride,
+                           char *err, size_t err_len) {
+    if (channels != 1 && channels != 3)
+        return aio__fail(err, err_len, "%s: channels must be 1 or 3 (got %zu)", fn, channels);
+    if (height == 0 || width == 0 || height > AIO_MAX_DIM || width > AIO_MAX_DIM)
+        return aio__fail(err, err_len, "%s: size %zux%zu out of range (1..%d per side)", fn, height, width, AIO_MAX_DIM);
+    if (aio__mul(height, width, plane) || aio__mul(width, channels, stride))
+        return aio__fail(err, err_len, "%s: size overflow", fn);
+    return 0;
+}
+
 int aio_write_png(const char *path, const float *chw, size_t channels, size_t height, size_t width,
                   char *err, size_t err_len) {
     if (path == NULL || chw == NULL) return aio__fail(err, err_len, "aio_write_png: NULL argument");
-    if (channels != 1 && channels != 3)
-        return aio__fail(err, err_len, "aio_write_png: channels must be 1 or 3 (got %zu)", channels);
-    if (height == 0 || width == 0 || height > AIO_MAX_DIM || width > AIO_MAX_DIM)
-        return aio__fail(err, err_len, "aio_write_png: size %zux%zu out of range (1..%d per side)",
-                         height, width, AIO_MAX_DIM);
     size_t plane, stride;
-    if (aio__mul(height, width, &plane) || aio__mul(width, channels, &stride))
-        return aio__fail(err, err_len, "aio_write_png: size overflow");
+    if (png_check_shape("aio_write_png", channels, height, width, &plane, &stride, err, err_len)) return -1;
 
     FILE *volatile fp = fopen(path, "wb");
     if (fp == NULL) return aio__fail(err, err_len, "%s: cannot create: %s", path, strerror(errno));
@@ -141,14 +148,8 @@ int aio_encode_png(const float *chw, size_t channels, size_t height, size_t widt
         return aio__fail(err, err_len, "aio_encode_png: NULL argument");
     *out = NULL;
     *out_len = 0;
-    if (channels != 1 && channels != 3)
-        return aio__fail(err, err_len, "aio_encode_png: channels must be 1 or 3 (got %zu)", channels);
-    if (height == 0 || width == 0 || height > AIO_MAX_DIM || width > AIO_MAX_DIM)
-        return aio__fail(err, err_len, "aio_encode_png: size %zux%zu out of range (1..%d per side)",
-                         height, width, AIO_MAX_DIM);
     size_t plane, stride;
-    if (aio__mul(height, width, &plane) || aio__mul(width, channels, &stride))
-        return aio__fail(err, err_len, "aio_encode_png: size overflow");
+    if (png_check_shape("aio_encode_png", channels, height, width, &plane, &stride, err, err_len)) return -1;
     png_byte *volatile row = malloc(stride);
     if (row == NULL) return aio__fail(err, err_len, "aio_encode_png: out of memory");
     aio_png_membuf buf;

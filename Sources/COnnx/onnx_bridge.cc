@@ -469,8 +469,9 @@ void ox_node_add_attr_float(ox_model *m, size_t n, const char *name, float value
     a->set_f(value);
 }
 
-int ox_add_initializer_float(ox_model *m, const char *name, const int64_t *dims, size_t rank, const float *data,
-                             char *err, size_t err_len) {
+/// An initializer of `rank` dims and their product of `elem`-byte elements of ONNX type `type`, stored raw.
+static int add_initializer(ox_model *m, const char *name, const int64_t *dims, size_t rank, const void *data, size_t elem,
+                           onnx::TensorProto::DataType type, char *err, size_t err_len) {
     if (!m || !name || (!dims && rank)) { set_err(err, err_len, "bad arguments"); return 1; }
     size_t n = 1;
     for (size_t d = 0; d < rank; d++) {
@@ -481,9 +482,9 @@ int ox_add_initializer_float(ox_model *m, const char *name, const int64_t *dims,
     try {
         auto *t = m->proto.mutable_graph()->add_initializer();
         t->set_name(name);
-        t->set_data_type(onnx::TensorProto::FLOAT);
+        t->set_data_type(type);
         for (size_t d = 0; d < rank; d++) t->add_dims(dims[d]);
-        t->mutable_raw_data()->assign(reinterpret_cast<const char *>(data), n * sizeof(float));
+        t->mutable_raw_data()->assign(reinterpret_cast<const char *>(data), n * elem);
         return 0;
     } catch (const std::exception &e) {
         set_err(err, err_len, e.what());
@@ -491,26 +492,14 @@ int ox_add_initializer_float(ox_model *m, const char *name, const int64_t *dims,
     }
 }
 
+int ox_add_initializer_float(ox_model *m, const char *name, const int64_t *dims, size_t rank, const float *data,
+                             char *err, size_t err_len) {
+    return add_initializer(m, name, dims, rank, data, sizeof(float), onnx::TensorProto::FLOAT, err, err_len);
+}
+
 int ox_add_initializer_int64(ox_model *m, const char *name, const int64_t *dims, size_t rank, const int64_t *data,
                              char *err, size_t err_len) {
-    if (!m || !name || (!dims && rank)) { set_err(err, err_len, "bad arguments"); return 1; }
-    size_t n = 1;
-    for (size_t d = 0; d < rank; d++) {
-        if (dims[d] < 0) { set_err(err, err_len, std::string("initializer '") + name + "' has a negative dimension"); return 1; }
-        n *= (size_t)dims[d];
-    }
-    if (n && !data) { set_err(err, err_len, "data is NULL"); return 1; }
-    try {
-        auto *t = m->proto.mutable_graph()->add_initializer();
-        t->set_name(name);
-        t->set_data_type(onnx::TensorProto::INT64);
-        for (size_t d = 0; d < rank; d++) t->add_dims(dims[d]);
-        t->mutable_raw_data()->assign(reinterpret_cast<const char *>(data), n * sizeof(int64_t));
-        return 0;
-    } catch (const std::exception &e) {
-        set_err(err, err_len, e.what());
-        return 1;
-    }
+    return add_initializer(m, name, dims, rank, data, sizeof(int64_t), onnx::TensorProto::INT64, err, err_len);
 }
 
 } // extern "C"
