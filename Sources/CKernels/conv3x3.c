@@ -71,6 +71,44 @@ static void pad_portable(PAD_ARGS) PAD_BODY
 typedef void (*pad_fn)(PAD_ARGS);
 static const pad_fn g_pad[3] = {pad_portable, pad_avx2, pad_avx512};
 
+// The position blocks of one block of output channels: `wb` (WBASE, per input channel i) and
+// WEXPR give output j's weight for tap (ky, kx); the forward reads them from its panel (wv). The
+// weights of channel i + 8 (forward) or of the panel two on (adjoint) are prefetched: a deep
+// network's weights come from memory, and the hardware prefetcher alone lags.
+#define CONV_BLOCKS(NV, ADJ, WBASE, WEXPR)                                                                 \
+    for (int p0 = y0 * wp; p0 < y1 * wp; p0 += 16 * (NV)) {                                           \
+        vf acc[MB][NV];                                                                               \
+        for (int j = 0; j < MB; j++)                                                                  \
+            for (int u = 0; u < (NV); u++) acc[j][u] = (vf){0};                                       \
+        for (int i = 0; i < c; i++) {                                                                 \
+            const float *xi = xp + i * plane + p0;                                                    \
+            const float *wk = pk + (size_t)i * 9 * MB;                                                \
+            const float *wb = WBASE;                                                                  \
+            (void)wb;                                                                                 \
+            if (!(ADJ)) {                                                                             \
+                for (int l = 0; l < 9 * MB; l += 16) __builtin_prefetch(wk + 8 * 9 * MB + l);        \
+            } else if (i + 2 * MB < c) {                                                              \
+                const float *nx = packed + ((size_t)(i / MB + 2) * block0 + (size_t)b * MB) * 9 * MB; \
+                for (int l = 0; l < 4; l++) __builtin_prefetch(nx + ((i % MB) * 4 + l) * 16);        \
+            }                                                                                         \
+            for (int ky = 0; ky < 3; ky++) {                                                          \
+                for (int kx = 0; kx < 3; kx++) {                                                      \
+                    vf v[NV];                                                                         \
+                    for (int u = 0; u < (NV); u++) memcpy(&v[u], xi + ky * wp + kx + 16 * u, sizeof(vf)); \
+                    const float *wv = wk + (ky * 3 + kx) * MB;                                        \
+                    (void)wv;                                                                         \
+                    for (int j = 0; j < MB; j++) {                                                    \
+                        float wt = WEXPR;                                                             \
+                        for (int u = 0; u < (NV); u++) acc[j][u] += v[u] * wt;                        \
+                    }                                                                                 \
+                }                                                                                     \
+            }                                                                                         \
+        }                                                                                             \
+        for (int j = 0; j < MB; j++)                                                                  \
+            for (int u = 0; u < (NV); u++)                                                            \
+                memcpy(tmp + (size_t)j * stride + p0 + 16 * u, &acc[j][u], sizeof(vf));               \
+    }
+
 // The kernel body, compiled once per instruction set: NV vectors of 16 positions x 6 output
 // channels in registers (12 accumulators on AVX-512 with NV = 2, 6 x 2 YMM halves on AVX2 with
 // NV = 1). `tmp` holds one block of output channels over the padded width (vector stores),
@@ -91,34 +129,14 @@ static const pad_fn g_pad[3] = {pad_portable, pad_avx2, pad_avx512};
                 aoff[j] = (size_t)(b * MB + j < block0 ? b * MB + j : block0 - 1) * 9 * MB;           \
             (void)pk;                                                                                 \
             (void)aoff;                                                                               \
-            for (int p0 = y0 * wp; p0 < y1 * wp; p0 += 16 * (NV)) {                                  \
-                vf acc[MB][NV];                                                                       \
-                for (int j = 0; j < MB; j++)                                                          \
-                    for (int u = 0; u < (NV); u++) acc[j][u] = (vf){0};                               \
-                for (int i = 0; i < c; i++) {                                                         \
-                    const float *xi = xp + i * plane + p0;                                            \
-                    const float *wk = pk + (size_t)i * 9 * MB;                                        \
-                    const float *wa = packed + (size_t)(i / MB) * block0 * 9 * MB + i % MB;           \
-                    (void)wa;                                                                         \
-                    /* the weights 8 channels on (from memory in a deep network; the hardware         \
-                       prefetcher alone lags) */                                                      \
-                    if (!(ADJ)) for (int l = 0; l < 9 * MB; l += 16) __builtin_prefetch(wk + 8 * 9 * MB + l); \
-                    for (int ky = 0; ky < 3; ky++) {                                                  \
-                        for (int kx = 0; kx < 3; kx++) {                                              \
-                            vf v[NV];                                                                 \
-                            for (int u = 0; u < (NV); u++) memcpy(&v[u], xi + ky * wp + kx + 16 * u, sizeof(vf)); \
-                            const float *wv = wk + (ky * 3 + kx) * MB;                                \
-                            for (int j = 0; j < MB; j++) {                                            \
-                                float wt = (ADJ) ? wa[aoff[j] + (8 - ky * 3 - kx) * MB] : wv[j];      \
-                                for (int u = 0; u < (NV); u++) acc[j][u] += v[u] * wt;                \
-                            }                                                                         \
-                        }                                                                             \
-                    }                                                                                 \
-                }                                                                                     \
-                for (int j = 0; j < MB; j++)                                                          \
-                    for (int u = 0; u < (NV); u++)                                                    \
-                        memcpy(tmp + (size_t)j * stride + p0 + 16 * u, &acc[j][u], sizeof(vf));       \
-            }                                                                                         \
+            /* ADJ with a whole block (its 6 outputs all < cf): output j's weights sit 54 floats   \
+               apart from one base, so every weight is base + a constant (as in the forward) */     \
+            if ((ADJ) && b * MB + MB <= block0)                                                       \
+                CONV_BLOCKS(NV, 1, packed + ((size_t)(i / MB) * block0 + (size_t)b * MB) * 9 * MB + i % MB, \
+                            wb[j * 9 * MB + (8 - ky * 3 - kx) * MB])                                  \
+            else                                                                                      \
+                CONV_BLOCKS(NV, ADJ, packed + (size_t)(i / MB) * block0 * 9 * MB + i % MB,            \
+                            (ADJ) ? wb[aoff[j] + (8 - ky * 3 - kx) * MB] : wv[j])                     \
             for (int j = 0; j < MB; j++) {                                                            \
                 int o = b * MB + j;                                                                   \
                 if (o >= m1) break;                                                                   \
