@@ -177,9 +177,10 @@ final class KernelTests: XCTestCase {
             (16, 16, 16, 16, 3, 2, 1, .im2col), (4, 6, 12, 12, 9, 1, 4, .im2col),
             // the channel-blocked direct kernel's shapes (on avx512), forward and input gradient
             (32, 32, 16, 16, 3, 1, 1, .direct3x3), (16, 32, 8, 8, 3, 1, 1, .direct3x3),
-            // Winograd F(2x2, 3x3): odd sizes (a partial last tile), channels not a multiple of 6, and
-            // the input gradient through the forward's matrices transposed
+            // Winograd F(2x2, 3x3): odd sizes (a partial last tile; 7x7, ResNet stage 4), channels not
+            // a multiple of 6, and the input gradient through the forward's matrices transposed
             (130, 128, 9, 11, 3, 1, 1, .winograd2), (128, 134, 14, 13, 3, 1, 1, .winograd2),
+            (128, 130, 7, 7, 3, 1, 1, .winograd2),
             // a direct layer above cachedAdjointMaxFloats: its input gradient reads the forward panels
             // in place (partial blocks on both sides)
             (70, 75, 14, 13, 3, 1, 1, .direct3x3),

@@ -78,8 +78,8 @@ let winogradMinChannels: Int = {
     return 64
 }()
 
-/// Winograd F(2x2, 3x3) runs on 3x3 layers (of images above 8x8 but too small for F(4x4, 3x3)) with at
-/// least this many input and output channels: ResNet stage 3's 14x14 layers (256 channels and up),
+/// Winograd F(2x2, 3x3) runs on 3x3 layers (of images from 7x7 up but too small for F(4x4, 3x3)) with at
+/// least this many input and output channels: ResNet stages 3 and 4 (14x14 and 7x7, 256 channels and up),
 /// not CIFAR networks (at most 64), whose direct kernels win. `ADAMANT_WINOGRAD2_MIN_CHANNELS`
 /// overrides it.
 let winograd2MinChannels: Int = {
@@ -87,9 +87,9 @@ let winograd2MinChannels: Int = {
     return 128
 }()
 
-/// The most bytes a model's F(2x2, 3x3) weight matrices may take (16/9 of its stage-3 weights in a
+/// The most bytes a model's F(2x2, 3x3) weight matrices may take (16/9 of its stage-3 and -4 3x3 weights in a
 /// ResNet) for it to use them: all of its eligible layers or none, chosen at load from the model
-/// alone. 256 MiB lets ResNet-50 to -200 run them (25 to 152 MB); ResNet-338 and -638 (347 and 769 MB)
+/// alone. 256 MiB lets ResNet-50 to -200 run them (55 to 182 MB); ResNet-338 and -638 (376 and 799 MB)
 /// keep their direct kernels and their memory. `ADAMANT_WINOGRAD2_BUDGET_MB` overrides it (0: never).
 let winograd2BudgetBytes: Int = {
     if let v = getenv("ADAMANT_WINOGRAD2_BUDGET_MB"), let n = Int(String(cString: v)), n >= 0, n <= 1 << 30 { return n << 20 }

@@ -177,7 +177,8 @@ enum ConvAlgorithm: Equatable {
     /// layer's weights; a ResNet-638 keeps its 182 stage-3 blocks direct.
     case winograd
     /// Winograd F(2x2, 3x3) + 16 GEMMs: 3x3, stride 1, pad 1, one group, images too small for
-    /// F(4x4, 3x3) but above 8x8 (ResNet stage 3's 14x14: 49 tiles exactly), with at least
+    /// F(4x4, 3x3), from 7x7 up (ResNet stage 3's 14x14: 49 tiles exactly; stage 4's 7x7: 16 tiles
+    /// over 8x8, still 1.7x fewer multiply-adds, and 5 % off a ResNet-18 at batch 1), with at least
     /// `winograd2MinChannels` input and output channels. 2.25x fewer multiply-adds than direct, for
     /// 16/9 of the layer's weights (its only extra copy: the input gradient reads them transposed).
     case winograd2
@@ -259,13 +260,13 @@ struct Conv: Op {
                 && akn_wino_tiles(Int32(h), Int32(w)) >= 49 && !winogradDisabled {
                 return .winograd
             }
-            if inPerGroup >= winograd2MinChannels && outChannels >= winograd2MinChannels && h * w > 64
+            if inPerGroup >= winograd2MinChannels && outChannels >= winograd2MinChannels && h * w > 36
                 && !winogradDisabled && weights.winograd2Allowed {
                 return .winograd2
             }
             // A small image: one GEMM per layer over the batch's positions beats both (4x4 and under,
-            // as in a CIFAR network's last stage, 30 % faster on a 64-channel layer; 8x8 and 7x7, as
-            // in ResNet stage 4, with many channels).
+            // as in a CIFAR network's last stage, 30 % faster on a 64-channel layer; 8x8 and 7x7 with
+            // many channels, when F(2x2, 3x3) is not allowed).
             if h * w <= 16 || (h * w <= 64 && inPerGroup >= 128) { return .im2col }
             return .direct3x3
         }
