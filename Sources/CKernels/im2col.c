@@ -2,37 +2,78 @@
 // forward im2col is never materialized: the GEMM's packing gathers it (gemm_tile.inc, pack_conv).
 #include "gemm.h"
 
+#include <string.h>
+
+#include "backend.h"
+
 enum { TABLE_MAX = 4096 };  // taps x positions of a small layer's offset table (16 KB on the stack)
 
+typedef float v16 __attribute__((vector_size(64), aligned(4)));
+
 /// One channel's columns added into its plane, rows [rlo, rhi) only: the loop over taps, output rows
-/// and the run of output columns whose input lies inside the row.
-static void add_channel(const float *cs, long ldc, const akn_conv_b *g, int oh, float *xc, int rlo, int rhi) {
-    int taps = g->kh * g->kw;
-    for (int t = 0; t < taps; t++) {
-        int ki = t / g->kw, kj = t % g->kw;
-        const float *src = cs + (size_t)t * ldc;
-        int joff = kj * g->dw - g->pl;
-        // Output columns whose input column lies in [0, w): [lo, hi).
-        int lo = joff < 0 ? (-joff + g->sw - 1) / g->sw : 0;
-        if (lo > g->ow) lo = g->ow;
-        int hi = g->w - 1 - joff < 0 ? lo : (g->w - 1 - joff) / g->sw + 1;
-        if (hi > g->ow) hi = g->ow;
-        if (hi < lo) hi = lo;
-        for (int o = 0; o < oh; o++) {
-            int ih = o * g->sh + ki * g->dh - g->pt;
-            if (ih < rlo || ih >= rhi) continue;
-            float *dst = xc + (size_t)ih * g->w;
-            const float *s = src + (size_t)o * g->ow;
-            if (g->sw == 1) {
-                float *d = dst + joff;
-                for (int q = lo; q < hi; q++) d[q] += s[q];
-            } else {
-                int iw = lo * g->sw + joff;
-                for (int q = lo; q < hi; q++, iw += g->sw) dst[iw] += s[q];
-            }
-        }
+/// and the run of output columns whose input lies inside the row. Compiled once per instruction
+/// set. A stride-2 run goes 16 columns at a time: 32 input floats loaded, the 16 terms added to
+/// their even lanes, the odd lanes stored back untouched (a shuffle, not an add of zero, so even a
+/// -0 keeps its sign), only where all 32 lie inside the row (the next row may be another thread's).
+/// Every element receives the same terms in the same order as one at a time.
+#define ADD_CHANNEL_BODY                                                                                 \
+    {                                                                                                    \
+        int taps = g->kh * g->kw;                                                                        \
+        for (int t = 0; t < taps; t++) {                                                                 \
+            int ki = t / g->kw, kj = t % g->kw;                                                          \
+            const float *src = cs + (size_t)t * ldc;                                                     \
+            int joff = kj * g->dw - g->pl;                                                               \
+            /* Output columns whose input column lies in [0, w): [lo, hi). */                           \
+            int lo = joff < 0 ? (-joff + g->sw - 1) / g->sw : 0;                                         \
+            if (lo > g->ow) lo = g->ow;                                                                  \
+            int hi = g->w - 1 - joff < 0 ? lo : (g->w - 1 - joff) / g->sw + 1;                           \
+            if (hi > g->ow) hi = g->ow;                                                                  \
+            if (hi < lo) hi = lo;                                                                        \
+            for (int o = 0; o < oh; o++) {                                                               \
+                int ih = o * g->sh + ki * g->dh - g->pt;                                                 \
+                if (ih < rlo || ih >= rhi) continue;                                                     \
+                float *dst = xc + (size_t)ih * g->w;                                                     \
+                const float *s = src + (size_t)o * g->ow;                                                \
+                if (g->sw == 1) {                                                                        \
+                    float *d = dst + joff;                                                               \
+                    for (int q = lo; q < hi; q++) d[q] += s[q];                                          \
+                } else if (g->sw == 2) {                                                                 \
+                    int q = lo, iw = lo * 2 + joff;                                                      \
+                    for (; q + 16 <= hi && iw + 32 <= g->w; q += 16, iw += 32) {                         \
+                        v16 sv, d0, d1;                                                                  \
+                        memcpy(&sv, s + q, sizeof sv);                                                   \
+                        memcpy(&d0, dst + iw, sizeof d0);                                                \
+                        memcpy(&d1, dst + iw + 16, sizeof d1);                                           \
+                        v16 a0 = d0 + __builtin_shufflevector(sv, sv, 0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7); \
+                        v16 a1 = d1 + __builtin_shufflevector(sv, sv, 8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, \
+                                                              14, 14, 15, 15);                           \
+                        d0 = __builtin_shufflevector(a0, d0, 0, 17, 2, 19, 4, 21, 6, 23, 8, 25, 10, 27, 12, 29, 14, 31); \
+                        d1 = __builtin_shufflevector(a1, d1, 0, 17, 2, 19, 4, 21, 6, 23, 8, 25, 10, 27, 12, 29, 14, 31); \
+                        memcpy(dst + iw, &d0, sizeof d0);                                                \
+                        memcpy(dst + iw + 16, &d1, sizeof d1);                                           \
+                    }                                                                                    \
+                    for (; q < hi; q++, iw += 2) dst[iw] += s[q];                                        \
+                } else {                                                                                 \
+                    int iw = lo * g->sw + joff;                                                          \
+                    for (int q = lo; q < hi; q++, iw += g->sw) dst[iw] += s[q];                          \
+                }                                                                                        \
+            }                                                                                            \
+        }                                                                                                \
     }
-}
+
+#define ADD_CHANNEL_ARGS const float *cs, long ldc, const akn_conv_b *g, int oh, float *xc, int rlo, int rhi
+
+__attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,fma")))
+static void add_channel_avx512(ADD_CHANNEL_ARGS) ADD_CHANNEL_BODY
+
+__attribute__((target("avx2,fma")))
+static void add_channel_avx2(ADD_CHANNEL_ARGS) ADD_CHANNEL_BODY
+
+static void add_channel_portable(ADD_CHANNEL_ARGS) ADD_CHANNEL_BODY
+
+typedef void (*add_channel_fn)(ADD_CHANNEL_ARGS);
+/// One entry per instruction-set level (ABK_ISA_SCALAR, ABK_ISA_AVX2, ABK_ISA_AVX512).
+static const add_channel_fn g_add_channel[3] = {add_channel_portable, add_channel_avx2, add_channel_avx512};
 
 void akn_col2im(const float *col, long ldc, long col_sample, const akn_conv_b *g, int oh, int c, int bands, long u0,
                 long u1, float *x, long x_sample) {
@@ -65,7 +106,7 @@ void akn_col2im(const float *col, long ldc, long col_sample, const akn_conv_b *g
                     if (tb[pos] >= 0) xc[tb[pos]] += src[pos];
             }
         } else {
-            add_channel(cs, ldc, g, oh, xc, (int)((long)g->h * band / bands), (int)((long)g->h * (band + 1) / bands));
+            g_add_channel[abk_isa()](cs, ldc, g, oh, xc, (int)((long)g->h * band / bands), (int)((long)g->h * (band + 1) / bands));
         }
     }
 }
