@@ -121,6 +121,50 @@ final class OpTests: XCTestCase {
         }
     }
 
+    /// MaxPool's input gradient (the 3x3/2 kernel of every ISA path, 256 outputs a pass, and the
+    /// generic loop) against a naive loop: each output's gradient goes to the first largest tap of
+    /// its window (a strict > from the first tap on: a NaN first tap keeps it, later NaNs never
+    /// win), added in output order, bit for bit, over ties, NaN, -inf and signed zeros.
+    func testMaxPoolBackwardMatchesNaiveLoop() throws {
+        try forEachISA { _ in
+            var rng = Xoshiro256(seed: 13)
+            for (k, s, pad, h, w) in [(3, 2, 1, 112, 112), (3, 2, 1, 9, 7), (3, 2, 0, 10, 13), (3, 2, 2, 13, 11),
+                                      (3, 1, 1, 6, 11), (2, 2, 0, 8, 9), (3, 2, 1, 1, 1), (3, 2, 1, 2, 5), (3, 2, 1, 5, 600)] {
+                // few distinct values (ties), with NaN, -inf and signed zeros among them
+                let data = (0..<(2 * h * w)).map { _ -> Float in
+                    let r = rng.next() % 100
+                    return r < 3 ? .nan : r < 6 ? -.infinity : r < 9 ? -0.0 : Float(rng.next() % 5)
+                }
+                let x = Tensor(shape: [1, 2, h, w], data: data)
+                let op = try Pool(rawNode("MaxPool", ["kernel_shape": .ints([k, k]), "strides": .ints([s, s]),
+                                                      "pads": .ints([pad, pad, pad, pad])]), kind: .max)
+                let y = try op.forward([x], ctx(batch: 1))[0]
+                let (oh, ow) = ((h + 2 * pad - k) / s + 1, (w + 2 * pad - k) / s + 1)
+                let g = Tensor(shape: y.shape, data: (0..<y.count).map { _ in Float(Int(rng.next() % 2001) - 1000) / 77 })
+                let dx = try op.backward([x], [y], [g], needs: [true], ctx(batch: 1))[0]!
+                var expected = [Float](repeating: 0, count: data.count)
+                for c in 0..<2 {
+                    for i in 0..<oh {
+                        for j in 0..<ow {
+                            var best = -1
+                            for ki in 0..<k {
+                                for kj in 0..<k {
+                                    let (r, q) = (i * s - pad + ki, j * s - pad + kj)
+                                    guard r >= 0, r < h, q >= 0, q < w else { continue }
+                                    let t = (c * h + r) * w + q
+                                    if best < 0 || data[t] > data[best] { best = t }
+                                }
+                            }
+                            if best >= 0 { expected[best] += g.data[(c * oh + i) * ow + j] }
+                        }
+                    }
+                }
+                let same = zip(dx.data, expected).allSatisfy { $0.bitPattern == $1.bitPattern }
+                XCTAssertTrue(same, "k\(k) s\(s) p\(pad) \(h)x\(w): input gradient differs from the naive loop")
+            }
+        }
+    }
+
     func testBinaryBroadcastingForwardAndGradients() throws {
         let a = randomTensor([2, 3, 4, 5], seed: 5)
         let b = randomTensor([1, 3, 1, 1], seed: 6, scale: 2).withOffset(3)  // away from 0 for Div
