@@ -110,3 +110,91 @@ void akn_col2im(const float *col, long ldc, long col_sample, const akn_conv_b *g
         }
     }
 }
+
+// ---- A strided 1x1 convolution's input, subsampled (and its adjoint) ----
+
+/// out[p][i][j] = x[p][i * sh][j * sw] over planes [p0, p1): a stride-2 row 16 outputs at a time
+/// (two loads, the even lanes kept), only where all 32 inputs lie inside the row.
+#define SUBSAMPLE_BODY                                                                                   \
+    {                                                                                                    \
+        for (long p = p0; p < p1; p++) {                                                                 \
+            const float *xp = x + p * (long)h * w;                                                       \
+            float *op = out + p * (long)oh * ow;                                                         \
+            for (int i = 0; i < oh; i++) {                                                               \
+                const float *src = xp + (long)i * sh * w;                                                \
+                float *dst = op + (long)i * ow;                                                          \
+                int j = 0;                                                                               \
+                if (sw == 1) {                                                                           \
+                    memcpy(dst, src, sizeof(float) * (size_t)ow);                                        \
+                    continue;                                                                            \
+                }                                                                                        \
+                if (sw == 2)                                                                             \
+                    for (; j + 16 <= ow && 2 * j + 32 <= w; j += 16) {                                   \
+                        v16 a, b;                                                                        \
+                        memcpy(&a, src + 2 * j, sizeof a);                                               \
+                        memcpy(&b, src + 2 * j + 16, sizeof b);                                          \
+                        v16 e = __builtin_shufflevector(a, b, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30); \
+                        memcpy(dst + j, &e, sizeof e);                                                   \
+                    }                                                                                    \
+                for (; j < ow; j++) dst[j] = src[(long)j * sw];                                          \
+            }                                                                                            \
+        }                                                                                                \
+    }
+
+/// dx[p] = 0 but dx[p][i * sh][j * sw] = g[p][i][j] (the exact bits), over planes [p0, p1).
+#define SUBSAMPLE_ADJOINT_BODY                                                                           \
+    {                                                                                                    \
+        for (long p = p0; p < p1; p++) {                                                                 \
+            const float *gp = g + p * (long)oh * ow;                                                     \
+            float *xp = dx + p * (long)h * w;                                                            \
+            memset(xp, 0, sizeof(float) * (size_t)h * (size_t)w);                                        \
+            for (int i = 0; i < oh; i++) {                                                               \
+                const float *src = gp + (long)i * ow;                                                    \
+                float *dst = xp + (long)i * sh * w;                                                      \
+                int j = 0;                                                                               \
+                if (sw == 2)                                                                             \
+                    for (; j + 16 <= ow && 2 * j + 32 <= w; j += 16) {                                   \
+                        v16 s, z = {0};                                                                  \
+                        memcpy(&s, src + j, sizeof s);                                                   \
+                        v16 lo = __builtin_shufflevector(s, z, 0, 16, 1, 16, 2, 16, 3, 16, 4, 16, 5, 16, 6, 16, 7, 16); \
+                        v16 hi = __builtin_shufflevector(s, z, 8, 16, 9, 16, 10, 16, 11, 16, 12, 16, 13, 16, 14, 16, 15, 16); \
+                        memcpy(dst + 2 * j, &lo, sizeof lo);                                             \
+                        memcpy(dst + 2 * j + 16, &hi, sizeof hi);                                        \
+                    }                                                                                    \
+                for (; j < ow; j++) dst[(long)j * sw] = src[j];                                          \
+            }                                                                                            \
+        }                                                                                                \
+    }
+
+#define SUBSAMPLE_ARGS const float *restrict x, int h, int w, int sh, int sw, int oh, int ow, long p0, long p1, \
+                       float *restrict out
+#define SUBSAMPLE_ADJOINT_ARGS const float *restrict g, int h, int w, int sh, int sw, int oh, int ow, long p0, \
+                               long p1, float *restrict dx
+
+__attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,fma")))
+static void subsample_avx512(SUBSAMPLE_ARGS) SUBSAMPLE_BODY
+__attribute__((target("avx2,fma")))
+static void subsample_avx2(SUBSAMPLE_ARGS) SUBSAMPLE_BODY
+static void subsample_portable(SUBSAMPLE_ARGS) SUBSAMPLE_BODY
+__attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,fma")))
+static void subsample_adjoint_avx512(SUBSAMPLE_ADJOINT_ARGS) SUBSAMPLE_ADJOINT_BODY
+__attribute__((target("avx2,fma")))
+static void subsample_adjoint_avx2(SUBSAMPLE_ADJOINT_ARGS) SUBSAMPLE_ADJOINT_BODY
+static void subsample_adjoint_portable(SUBSAMPLE_ADJOINT_ARGS) SUBSAMPLE_ADJOINT_BODY
+
+typedef void (*subsample_fn)(SUBSAMPLE_ARGS);
+typedef void (*subsample_adjoint_fn)(SUBSAMPLE_ADJOINT_ARGS);
+/// One entry per instruction-set level (ABK_ISA_SCALAR, ABK_ISA_AVX2, ABK_ISA_AVX512).
+static const subsample_fn g_subsample[3] = {subsample_portable, subsample_avx2, subsample_avx512};
+static const subsample_adjoint_fn g_subsample_adjoint[3] = {subsample_adjoint_portable, subsample_adjoint_avx2,
+                                                            subsample_adjoint_avx512};
+
+void akn_subsample(const float *x, int h, int w, int sh, int sw, int oh, int ow, long p0, long p1, float *out) {
+    if (sh < 1 || sw < 1 || oh < 1 || ow < 1 || (long)(oh - 1) * sh >= h || (long)(ow - 1) * sw >= w) return;
+    g_subsample[abk_isa()](x, h, w, sh, sw, oh, ow, p0, p1, out);
+}
+
+void akn_subsample_adjoint(const float *g, int h, int w, int sh, int sw, int oh, int ow, long p0, long p1, float *dx) {
+    if (sh < 1 || sw < 1 || oh < 1 || ow < 1 || (long)(oh - 1) * sh >= h || (long)(ow - 1) * sw >= w) return;
+    g_subsample_adjoint[abk_isa()](g, h, w, sh, sw, oh, ow, p0, p1, dx);
+}

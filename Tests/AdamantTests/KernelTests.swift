@@ -169,7 +169,9 @@ final class KernelTests: XCTestCase {
             (64, 70, 26, 29, 3, 1, 1, .winograd), (64, 64, 28, 28, 3, 1, 1, .winograd), (64, 64, 14, 14, 3, 1, 1, .direct3x3),
             (5, 13, 7, 5, 3, 1, 1, .direct3x3), (16, 16, 32, 32, 3, 1, 1, .direct3x3), (2, 9, 3, 33, 3, 1, 1, .direct3x3),
             (128, 20, 7, 7, 3, 1, 1, .im2col), (6, 10, 9, 11, 3, 2, 1, .im2col), (3, 8, 15, 15, 7, 2, 3, .im2col),
-            (12, 20, 9, 9, 1, 1, 0, .pointwise), (12, 20, 9, 9, 1, 2, 0, .im2col),
+            (12, 20, 9, 9, 1, 1, 0, .pointwise), (12, 20, 9, 9, 1, 2, 0, .strided1x1),
+            // strided 1x1: rows subsampled 16 at a time (and the scalar rest), stride 3
+            (20, 24, 64, 64, 1, 2, 0, .strided1x1), (8, 12, 57, 57, 1, 2, 0, .strided1x1), (6, 10, 10, 11, 1, 3, 0, .strided1x1),
             // implicit im2col: positions of several samples in one 16-column panel (2x2, 4x4), panels of
             // two 8-wide output rows (stride 1 and 2, padding lanes zeroed), and a kernel of 81 taps (the
             // packing's taps in two blocks)

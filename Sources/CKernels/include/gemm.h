@@ -132,6 +132,19 @@ void akn_gemm_prepacked(int m, int n, int k, const float *pa, int transposed, co
 void akn_col2im(const float *col, long ldc, long col_sample, const akn_conv_b *g, int oh, int c, int bands, long u0,
                 long u1, float *x, long x_sample);
 
+/**
+ * A strided 1x1 convolution's input (its im2col): out[p][i][j] = x[p][i * sh][j * sw] for planes
+ * [p0, p1) of h x w (out: oh x ow each), so the layer runs as a 1x1 stride-1 GEMM. Requires
+ * (oh - 1) * sh < h and (ow - 1) * sw < w (else does nothing).
+ */
+void akn_subsample(const float *x, int h, int w, int sh, int sw, int oh, int ow, long p0, long p1, float *out);
+
+/**
+ * Its adjoint: planes [p0, p1) of dx (h x w) set to zero except dx[p][i * sh][j * sw] = g[p][i][j]
+ * (the exact values, signed zeros included).
+ */
+void akn_subsample_adjoint(const float *g, int h, int w, int sh, int sw, int oh, int ow, long p0, long p1, float *dx);
+
 /** Columns per chunk a call packs at once (callers splitting work use multiples of it). */
 int akn_gemm_chunk_cols(void);
 
