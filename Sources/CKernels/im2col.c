@@ -75,9 +75,11 @@ typedef void (*add_channel_fn)(ADD_CHANNEL_ARGS);
 /// One entry per instruction-set level (ABK_ISA_SCALAR, ABK_ISA_AVX2, ABK_ISA_AVX512).
 static const add_channel_fn g_add_channel[3] = {add_channel_portable, add_channel_avx2, add_channel_avx512};
 
-void akn_col2im(const float *col, long ldc, long col_sample, const akn_conv_b *g, int oh, int c, int bands, long u0,
-                long u1, float *x, long x_sample) {
+void akn_col2im(const float *col, long ldc, long col_sample, const akn_conv_b *g, int oh, int c, int bands, int r0,
+                int r1, long u0, long u1, float *x, long x_sample) {
     if (c <= 0 || bands <= 0 || u0 >= u1) return;
+    if (r0 < 0) r0 = 0;
+    if (r1 > g->h) r1 = g->h;
     int taps = g->kh * g->kw, ohw = oh * g->ow;
     long plane = (long)g->h * g->w;
     // A small layer (a few positions per tap, as at 4x4 or 2x2): one table of each tap's input offset
@@ -106,7 +108,8 @@ void akn_col2im(const float *col, long ldc, long col_sample, const akn_conv_b *g
                     if (tb[pos] >= 0) xc[tb[pos]] += src[pos];
             }
         } else {
-            g_add_channel[abk_isa()](cs, ldc, g, oh, xc, (int)((long)g->h * band / bands), (int)((long)g->h * (band + 1) / bands));
+            g_add_channel[abk_isa()](cs, ldc, g, oh, xc, r0 + (int)((long)(r1 - r0) * band / bands),
+                                     r0 + (int)((long)(r1 - r0) * (band + 1) / bands));
         }
     }
 }

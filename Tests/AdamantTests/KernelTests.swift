@@ -276,6 +276,37 @@ final class KernelTests: XCTestCase {
         }
     }
 
+    /// An im2col layer's input gradient in bands of output rows (a stem's 7.4 MB of columns would
+    /// leave L2) gives the same bits as one GEMM and col2im over all the columns, on every ISA path:
+    /// the bands run from the last to the first, so each input element gets its terms in order.
+    func testBandedIm2colGradientMatchesUnbanded() throws {
+        for (c, m, hw, k, s, pad, mask) in [(3, 8, 128, 7, 2, 3, true), (4, 6, 61, 5, 1, 2, false), (5, 7, 40, 3, 2, 1, true)] {
+            let wt = randomTensor([m, c, k, k], seed: 81, scale: 0.3)
+            let conv = try Conv(rawNode("Conv", ["pads": .ints([pad, pad, pad, pad]), "strides": .ints([s, s])]), weight: raw(wt),
+                                bias: nil)
+            var relu = conv
+            relu.fusedRelu = mask
+            let x = randomTensor([2, c, hw, hw], seed: 82)
+            XCTAssertEqual(conv.algorithm(hw, hw), .im2col)
+            let cx = ExecContext(bn: [], declaredBatch: nil, batch: 2, threads: 2)
+            let y = try relu.forward([x], cx)[0]
+            let g = randomTensor(y.shape, seed: 83)
+            let kdim = c * k * k, (oh, ow) = (y.shape[2], y.shape[3])
+            let saved = Conv.bandFloats
+            defer { Conv.bandFloats = saved }
+            Conv.bandFloats = kdim * oh * ow / 3  // three or four bands
+            XCTAssertNotNil(Conv.bandRows(kdim: kdim, oh: oh, ow: ow))
+            try forEachISA { isa in
+                Conv.bandFloats = kdim * oh * ow / 3
+                let banded = try relu.backward([x], [y], [g], needs: [true], cx)[0]!
+                Conv.bandFloats = Int.max
+                let whole = try relu.backward([x], [y], [g], needs: [true], cx)[0]!
+                XCTAssertTrue(banded.data.elementsEqual(whole.data) { $0.bitPattern == $1.bitPattern },
+                              "\(isa.name) c\(c) \(hw)x\(hw) k\(k)/\(s)")
+            }
+        }
+    }
+
     /// The direct kernel's in-place adjoint (reading the forward panels) against the same kernel on
     /// the gathered adjoint panels, bit for bit, on every ISA path, split over channel blocks and rows.
     func testDirectAdjointInPlaceMatchesGatheredPanels() throws {

@@ -449,7 +449,9 @@ struct Conv: Op {
         case .im2col:
             // The forward packs its implicit im2col; only the input gradient has a column buffer.
             let columns = weights.kdim * oh * ow
-            return backward ? [samplesPerPiece(n, floatsPerSample: columns) * columns] : []
+            guard backward else { return [] }
+            if let rows = Conv.bandRows(kdim: weights.kdim, oh: oh, ow: ow) { return [weights.kdim * rows * ow] }
+            return [samplesPerPiece(n, floatsPerSample: columns) * columns]
         }
     }
 
@@ -548,6 +550,10 @@ struct Conv: Op {
                               scale: UnsafePointer<Float>?, dx: UnsafeMutablePointer<Float>, threads: Int, _ ctx: ExecContext) throws {
         let (mg, kdim, ohw) = (weights.mg, weights.kdim, oh * ow)
         var geom = geometry(h: h, w: w, ow: ow, pads: resolvedPads(h, w))
+        if !pointwise, let rows = Conv.bandRows(kdim: kdim, oh: oh, ow: ow) {
+            return try bandedBackward(dz: dz, mask: mask, n: n, c: c, h: h, w: w, oh: oh, ow: ow, rows: rows, geom: geom,
+                                      scale: scale, dx: dx, threads: threads, ctx)
+        }
         try forEachPiece(n: n, columnFloats: pointwise ? 0 : kdim * ohw, ctx) { ap, cp, s0, ns in
             for g in 0..<group {
                 // columns of W_g^T (scale . dz): one sample's oh*ow positions per sample
@@ -575,8 +581,76 @@ struct Conv: Op {
                     let xg = dx + (s0 * c + g * inPerGroup) * h * w
                     withUnsafePointer(to: &geom) { gp in
                         Parallel.forRanges(ns * inPerGroup * bands, threads: t) { r in
-                            akn_col2im(colBase, ohw, kdim * ohw, gp, Int32(oh), Int32(inPerGroup), Int32(bands),
-                                       r.lowerBound, r.upperBound, xg, c * h * w)
+                            akn_col2im(colBase, ohw, kdim * ohw, gp, Int32(oh), Int32(inPerGroup), Int32(bands), 0,
+                                       Int32(h), r.lowerBound, r.upperBound, xg, c * h * w)
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Column floats above which (and up to which per band) ``bandRows`` bands an input gradient;
+    /// tests raise it to compare against one col2im over all the columns.
+    nonisolated(unsafe) static var bandFloats = 1 << 18
+
+    /// Output rows per band of an im2col layer's input gradient whose column buffer would exceed
+    /// 1 MB per sample (the ResNet stem's is 7.4 MB), or nil: the bands' columns stay in L2 between
+    /// the GEMM that writes them and the col2im that reads them.
+    static func bandRows(kdim: Int, oh: Int, ow: Int) -> Int? {
+        let cap = bandFloats
+        guard kdim * oh * ow > cap, oh > 1 else { return nil }
+        let rows = max(1, cap / max(1, kdim * ow))
+        return rows < oh ? rows : nil
+    }
+
+    /// The input gradient of an im2col layer band by band (`bandRows` output rows), each band's
+    /// columns computed and added back into dx (zeroed) before the next. The bands go from the last
+    /// to the first, so every element of dx receives its terms in the order one col2im over all
+    /// the columns gives (gemm.h, akn_col2im): the same bits.
+    private func bandedBackward(dz: UnsafePointer<Float>, mask: UnsafePointer<Float>?, n: Int, c: Int, h: Int, w: Int,
+                                oh: Int, ow: Int, rows: Int, geom: akn_conv_b, scale: UnsafePointer<Float>?,
+                                dx: UnsafeMutablePointer<Float>, threads: Int, _ ctx: ExecContext) throws {
+        let (mg, kdim, ohw) = (weights.mg, weights.kdim, oh * ow)
+        let p = resolvedPads(h, w)
+        var col = try ctx.scratch(kdim * rows * ow)
+        defer { ctx.recycle(col) }
+        weights.forward.withUnsafeBufferPointer { ap in
+            col.withUnsafeMutableBufferPointer { cp in
+                let colBase = cp.baseAddress!
+                for s in 0..<n {
+                    for g in 0..<group {
+                        var oy0 = ((oh - 1) / rows) * rows
+                        while oy0 >= 0 {
+                            let oy1 = min(oh, oy0 + rows), cols = (oy1 - oy0) * ow
+                            var io = akn_gemm_cols()
+                            io.per = Int32(cols)
+                            io.b = dz + (s * outChannels + g * mg) * ohw + oy0 * ow
+                            io.ldb = ohw; io.b_sample = outChannels * ohw
+                            io.bscale = scale.map { $0 + g * mg }
+                            io.bmask = mask.map { $0 + (s * outChannels + g * mg) * ohw + oy0 * ow }
+                            io.c = colBase
+                            io.ldc = cols; io.c_sample = kdim * cols
+                            gemm(m: kdim, n: cols, k: mg, a: ap.baseAddress! + g * weights.groupStride, transposed: true,
+                                 io: io, threads: threads)
+                            // The input rows these output rows reach.
+                            let r0 = max(0, oy0 * strides.0 - p.0)
+                            let r1 = min(h, (oy1 - 1) * strides.0 - p.0 + (kh - 1) * dilations.0 + 1)
+                            if r1 > r0 {
+                                var bg = geom
+                                bg.pt = geom.pt - Int32(oy0 * strides.0)
+                                let t = kdim * cols > 100_000 ? threads : 1
+                                let bands = inPerGroup >= 2 * t ? 1 : min(r1 - r0, (2 * t + inPerGroup - 1) / inPerGroup)
+                                let xg = dx + (s * c + g * inPerGroup) * h * w
+                                withUnsafePointer(to: &bg) { gp in
+                                    Parallel.forRanges(inPerGroup * bands, threads: t) { r in
+                                        akn_col2im(UnsafePointer(colBase), cols, kdim * cols, gp, Int32(oy1 - oy0),
+                                                   Int32(inPerGroup), Int32(bands), Int32(r0), Int32(r1), r.lowerBound,
+                                                   r.upperBound, xg, c * h * w)
+                                    }
+                                }
+                            }
+                            oy0 -= rows
                         }
                     }
                 }

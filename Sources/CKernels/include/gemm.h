@@ -125,12 +125,15 @@ void akn_gemm_prepacked(int m, int n, int k, const float *pa, int transposed, co
  * holds per sample (col_sample floats apart) the rows p = (ci * kh + ki) * kw + kj of its c channels,
  * ldc floats apart, oh * ow positions each; x's channel ci of sample s is at x + s * x_sample +
  * ci * (h * w). Runs units [u0, u1) of (sample, channel, band) = (u / (c * bands), (u / bands) % c,
- * u % bands), a band being input rows [h * band / bands, h * (band + 1) / bands): disjoint units may
- * run on different threads. Each input element receives its terms in the order (ki, kj, oy, ox),
- * whatever the units, so results never depend on the split.
+ * u % bands), a band being input rows [r0 + (r1 - r0) * band / bands, r0 + (r1 - r0) * (band + 1) /
+ * bands) (r0 = 0, r1 = h: all; a smaller range when the columns hit only those rows): disjoint units
+ * may run on different threads. Each input element receives its terms in the order (ki, kj, oy, ox),
+ * whatever the units, so results never depend on the split. The columns of output rows [oy0, oy1)
+ * alone are added with g->pt lowered by oy0 * sh and oh = oy1 - oy0; such bands, taken from the
+ * last to the first, add every element's terms in the same order as one call on all the columns.
  */
-void akn_col2im(const float *col, long ldc, long col_sample, const akn_conv_b *g, int oh, int c, int bands, long u0,
-                long u1, float *x, long x_sample);
+void akn_col2im(const float *col, long ldc, long col_sample, const akn_conv_b *g, int oh, int c, int bands, int r0,
+                int r1, long u0, long u1, float *x, long x_sample);
 
 /**
  * A strided 1x1 convolution's input (its im2col): out[p][i][j] = x[p][i * sh][j * sw] for planes
