@@ -180,6 +180,8 @@ final class KernelTests: XCTestCase {
             // panels of 16 columns in one output row (found per panel, not per lane), including both
             // ends of the row and padding rows: a stem's 7x7/2 and a 5x5/1
             (3, 8, 64, 64, 7, 2, 3, .im2col), (4, 6, 20, 20, 5, 1, 2, .im2col),
+            // panels straddling two output rows (28- and 12-wide outputs), each row a masked run
+            (6, 8, 56, 56, 3, 2, 1, .im2col), (4, 6, 12, 12, 5, 1, 2, .im2col),
             // the channel-blocked direct kernel's shapes (on avx512), forward and input gradient
             (32, 32, 16, 16, 3, 1, 1, .direct3x3), (16, 32, 8, 8, 3, 1, 1, .direct3x3),
             // Winograd F(2x2, 3x3): odd sizes (a partial last tile; 7x7, ResNet stage 4), channels not
