@@ -710,7 +710,9 @@ struct Conv: Op {
         let tmpSize = akn_tmp_size(Int32(h), Int32(w))
         var scratch = try ctx.scratch(scratchSize)
         defer { ctx.recycle(scratch) }
-        let blockSize = channelBlocked ? 16 : 6
+        // Units of output channels: 6 (the 6-channel kernel), or 32 (the channel-blocked kernel's
+        // pairs of 16-channel blocks, which it runs together: akn_conv3x3_c16).
+        let blockSize = channelBlocked ? 32 : 6
         let blocks = (channelsOut + blockSize - 1) / blockSize
         let t = (threads > 1 && channelsIn * channelsOut * h * w > 200_000) ? threads : 1
         // Work units: blocks of output channels x bands of rows (bands only when there are too few
@@ -737,7 +739,8 @@ struct Conv: Op {
                                                     Int32(min(channelsOut, b * 6 + 6)), Int32(channelsOut), y0, y1, y + off, sb,
                                                     0, tp)
                             } else if channelBlocked {
-                                akn_conv3x3_c16(sb, Int32(channelsIn), Int32(h), Int32(w), pb, Int32(b), Int32(b + 1), y0, y1,
+                                akn_conv3x3_c16(sb, Int32(channelsIn), Int32(h), Int32(w), pb, Int32(2 * b),
+                                                Int32(min((channelsOut + 15) / 16, 2 * b + 2)), y0, y1,
                                                 ep.scale, ep.bias, ep.residual.map { $0 + off }, ep.relu ? 1 : 0, y + off)
                             } else {
                                 akn_conv3x3(xs, nil, nil, Int32(channelsIn), Int32(h), Int32(w), pb, 0, Int32(b * 6),

@@ -68,8 +68,8 @@ void akn_conv3x3_adjoint_weights(const float *packed, int cf, int mf, int b0, in
 
 /**
  * The channel-blocked direct 3x3 kernel: 16 output channels (one vector) x up to 16 positions of one
- * output row in registers (4 on AVX2 and portable C), so no lane computes padding columns or missing
- * channels. The same arithmetic as akn_conv3x3, bit for bit, so a layer may run either. `xp` is the
+ * output row in registers (4 on AVX2 and portable C), or on AVX-512, for two blocks of a range, 32
+ * channels x 8 positions, so no lane computes padding columns or missing channels. The same arithmetic as akn_conv3x3, bit for bit, so a layer may run either. `xp` is the
  * padded input akn_conv3x3 builds in its scratch (pad_input = 1, m1 = m0); `wb` holds
  * akn_conv3x3_c16_weights. Computes rows [y0, y1) of the blocks [cb0, cb1) of 16 output channels of
  * y (one sample, [16 * blocks][H][W]), with akn_conv3x3's optional epilogue.
