@@ -179,6 +179,20 @@ final class OpTests: XCTestCase {
             XCTAssertEqual(y.data[i], expected, accuracy: 1e-6)
             try checkGradient(op, [a, b])
         }
+        // A constant operand (needs no gradient), per channel or along the last axis: the input's
+        // gradient equals the one the general broadcast path gives.
+        for bShape in [[1, 3, 1, 1], [1, 1, 1, 5], [3, 1, 5]] {
+            let bc = randomTensor(bShape, seed: 7, scale: 2).withOffset(3)
+            for kind in [Binary.Kind.add, .sub, .mul, .div] {
+                let op = Binary(kind: kind)
+                let y = try op.forward([a, bc], ctx(batch: 2))[0]
+                let g = randomTensor(y.shape, seed: 8)
+                let both = try op.backward([a, bc], [y], [g], needs: [true, true], ctx(batch: 2))
+                let only = try op.backward([a, bc], [y], [g], needs: [true, false], ctx(batch: 2))
+                XCTAssertNil(only[1])
+                XCTAssertEqual(only[0]!.data, both[0]!.data, "\(kind) by \(bShape)")
+            }
+        }
         XCTAssertThrowsError(try broadcastShapes([2, 3], [4]))
     }
 

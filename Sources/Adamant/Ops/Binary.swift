@@ -197,6 +197,35 @@ struct Binary: InPlaceOp {
             }
             return [nil, g]
         }
+        // A broadcast constant b (a model's input normalization, (x - mean) / std per channel): a's
+        // gradient is g itself, or g * b or g / b row by row over the consumed g, b constant along a
+        // row where it is broadcast there.
+        if !needs[1] && out == a.shape {
+            var g = gradOutputs[0]
+            gradOutputs = []
+            if kind == .mul || kind == .div {
+                let sa = broadcastStrides(a.shape, into: out), sb = broadcastStrides(b.shape, into: out)
+                let div = kind == .div
+                b.data.withUnsafeBufferPointer { bp in
+                    g.data.withUnsafeMutableBufferPointer { gp in
+                        let (bb, gb) = (bp.baseAddress!, gp.baseAddress!)
+                        forEachRow(out, sa, sb) { o, _, ib0, n, _, sb1 in
+                            let row = gb + o
+                            if sb1 == 0 {
+                                let v = bb[ib0]
+                                if div { for i in 0..<n { row[i] = row[i] / v } } else { for i in 0..<n { row[i] = row[i] * v } }
+                            } else {
+                                for i in 0..<n {
+                                    let v = bb[ib0 + i * sb1]
+                                    row[i] = div ? row[i] / v : row[i] * v
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            return [g, nil]
+        }
         // Same shape Mul and Div: elementwise kernels.
         if a.shape == b.shape {
             let g = gradOutputs[0]
