@@ -49,25 +49,5 @@ struct ServeError: Error, CustomStringConvertible {
     }
 }
 
-/// A JSON string literal for `s` (quotes, backslashes and control characters escaped).
-func jsonString(_ s: String) -> String {
-    var o = "\""
-    for ch in s.unicodeScalars {
-        switch ch {
-        case "\"": o += "\\\""
-        case "\\": o += "\\\\"
-        case "\n": o += "\\n"
-        case "\r": o += "\\r"
-        case "\t": o += "\\t"
-        default:
-            if ch.value < 0x20 {
-                let h = String(ch.value, radix: 16)
-                o += "\\u" + String(repeating: "0", count: 4 - h.count) + h
-            } else { o.unicodeScalars.append(ch) }
-        }
-    }
-    return o + "\""
-}
-
 /// A float as JSON: the shortest decimal that reads back to the same float32 (`null` if not finite).
 func jsonFloat(_ v: Float) -> String { v.isFinite ? "\(v)" : "null" }

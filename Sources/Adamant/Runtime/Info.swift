@@ -25,19 +25,7 @@ public struct ModelInfo: Sendable {
 
     /// The summary as a JSON object.
     public var json: String {
-        func s(_ v: String) -> String {
-            var o = "\""
-            for ch in v.unicodeScalars {
-                switch ch {
-                case "\"": o += "\\\""
-                case "\\": o += "\\\\"
-                case "\n": o += "\\n"
-                default:
-                    if ch.value < 0x20 { o += "\\u" + String(ch.value, radix: 16).leftPad(4) } else { o.unicodeScalars.append(ch) }
-                }
-            }
-            return o + "\""
-        }
+        let s = jsonString
         func floats(_ a: [Float]?) -> String { a.map { "[" + $0.map { "\($0)" }.joined(separator: ",") + "]" } ?? "null" }
         return "{" + [
             "\"input\":{\"name\":\(s(inputName)),\"shape\":[\(inputShape.map(String.init).joined(separator: ","))],\"declared_batch\":\(declaredBatch.map(String.init) ?? "null")}",
@@ -55,8 +43,25 @@ public struct ModelInfo: Sendable {
     }
 }
 
-extension String {
-    func leftPad(_ n: Int) -> String { String(repeating: "0", count: max(0, n - count)) + self }
+/// A JSON string literal for `s` (quotes, backslashes and control characters escaped): the model
+/// summary's, and the HTTP service's error bodies and replies (AdamantServe).
+package func jsonString(_ s: String) -> String {
+    var o = "\""
+    for ch in s.unicodeScalars {
+        switch ch {
+        case "\"": o += "\\\""
+        case "\\": o += "\\\\"
+        case "\n": o += "\\n"
+        case "\r": o += "\\r"
+        case "\t": o += "\\t"
+        default:
+            if ch.value < 0x20 {
+                let h = String(ch.value, radix: 16)
+                o += "\\u" + String(repeating: "0", count: 4 - h.count) + h
+            } else { o.unicodeScalars.append(ch) }
+        }
+    }
+    return o + "\""
 }
 
 extension Model {
