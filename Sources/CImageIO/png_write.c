@@ -58,6 +58,19 @@ static void png_write_image_rows(png_structp png, png_infop info, const float *c
     png_write_end(png, NULL);
 }
 
+/// A libpng writer and its info struct, reporting through ctx (zeroed here). Returns -1, with
+/// nothing left allocated, when libpng cannot allocate them.
+static int pngw_create(aio_png_wctx *ctx, png_structp *png, png_infop *info) {
+    memset(ctx, 0, sizeof *ctx);
+    *png = png_create_write_struct(PNG_LIBPNG_VER_STRING, ctx, pngw_error_cb, pngw_warning_cb);
+    *info = *png ? png_create_info_struct(*png) : NULL;
+    if (*png == NULL || *info == NULL) {
+        png_destroy_write_struct(png, NULL);
+        return -1;
+    }
+    return 0;
+}
+
 /// The checks both writers make of an image's shape (named `fn` in the error); sets its plane and row
 /// sizes. Returns aio__fail's value on a bad shape, else 0.
 static int png_check_shape(const char *fn, size_t channels, size_t height, size_t width, size_t *plane, size_t *stride,
@@ -86,12 +99,9 @@ int aio_write_png(const char *path, const float *chw, size_t channels, size_t he
         return aio__fail(err, err_len, "aio_write_png: out of memory");
     }
     aio_png_wctx ctx;
-    memset(&ctx, 0, sizeof ctx);
-    png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, &ctx, pngw_error_cb,
-                                              pngw_warning_cb);
-    png_infop info = png ? png_create_info_struct(png) : NULL;
-    if (png == NULL || info == NULL) {
-        png_destroy_write_struct(&png, NULL);
+    png_structp png;
+    png_infop info;
+    if (pngw_create(&ctx, &png, &info)) {
         free(row);
         fclose(fp);
         remove(path);
@@ -155,12 +165,9 @@ int aio_encode_png(const float *chw, size_t channels, size_t height, size_t widt
     aio_png_membuf buf;
     memset(&buf, 0, sizeof buf);
     aio_png_wctx ctx;
-    memset(&ctx, 0, sizeof ctx);
-    png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, &ctx, pngw_error_cb,
-                                              pngw_warning_cb);
-    png_infop info = png ? png_create_info_struct(png) : NULL;
-    if (png == NULL || info == NULL) {
-        png_destroy_write_struct(&png, NULL);
+    png_structp png;
+    png_infop info;
+    if (pngw_create(&ctx, &png, &info)) {
         free(row);
         return aio__fail(err, err_len, "aio_encode_png: out of memory");
     }
