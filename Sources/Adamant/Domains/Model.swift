@@ -114,6 +114,21 @@ public final class Model: @unchecked Sendable {
     public var opset: Int { graph.opset }
     /// Samples per execution piece, chosen so a piece's activations stay in cache.
     let cacheFriendlyBatch: Int
+    /// Per domain: how a forward pass over a batch runs, segment by segment (``Schedule``).
+    let schedules: [[Schedule.Segment]]
+
+    /// Whether a gradient on `batch` samples runs segment by segment (``Session/segmentedGradient``):
+    /// when the schedule has segments and every sample's kept values fit in
+    /// ``Schedule/gradientBudgetBytes`` (it keeps the whole batch's, where pieces keep one piece's
+    /// per thread).
+    func segmentsGradient(batch: Int) -> Bool {
+        guard batch > 1, schedules[0].count > 1 else { return false }
+        let (floats, o) = batch.multipliedReportingOverflow(by: memoryPlan.gradientFloats)
+        guard !o, floats <= Schedule.gradientBudgetBytes / MemoryLayout<Float>.size else { return false }
+        // (nor when the kept values alone would pass the model's memory cap: pieces need less)
+        if let cap = memoryLimit, weightBytes + floats * MemoryLayout<Float>.size > cap { return false }
+        return true
+    }
     /// Number of BatchNormalization nodes (0 for BN-folded exports).
     public var batchNormCount: Int { graph.bnNodes.count }
     /// The memory cap given at load (``LoadOptions/memoryLimit``), in bytes; nil = none.
@@ -143,7 +158,8 @@ public final class Model: @unchecked Sendable {
         self.memoryLimit = memoryLimit
         let plans = self.plans
         let planShapes = try plans.map { try $0.graph.inferShapes(batch: graph.declaredBatch ?? 1) }
-        let memory = zip(plans, planShapes).map { MemoryPlan($0, shapes: $1) }
+        schedules = zip(plans, planShapes).map { Schedule.segments($0, shapes: $1) }
+        let memory = zip(zip(plans, planShapes), schedules).map { MemoryPlan($0.0, shapes: $0.1, segments: $1) }
         memoryPlan = memory.max { ($0.gradientFloats, $0.forwardFloats) < ($1.gradientFloats, $1.forwardFloats) }!
         weightBytes = Model.weightBytes(graph: graph, plans: plans, bn: bn, shapes: planShapes.first ?? shapes)
         if let cap = memoryLimit, weightBytes > cap {

@@ -21,10 +21,36 @@ struct Executor {
 
     /// Evaluates the graph on a normalized NCHW batch.
     func forward(_ x: Tensor, _ ctx: ExecContext, keep: Bool) throws -> (output: Tensor, values: [Tensor?]) {
+        var values = try run(graph.nodes.indices, input: graph.input, x, ctx, keep: keep)
+        guard let y = values[graph.output] else { throw fail(.internal, "output was not computed") }
+        if !keep { values = [] }
+        return (y, values)
+    }
+
+    /// Evaluates one segment of the graph (``Schedule``) on `x`, the batch's value `segment.input`:
+    /// its output value, the only one later nodes read.
+    func forward(_ segment: Schedule.Segment, _ x: Tensor, _ ctx: ExecContext) throws -> Tensor {
+        try forward(segment, x, ctx, keep: false).output
+    }
+
+    /// The same, with `keep`: every value of the segment kept for ``backward(_:_:gradOutput:_:)``.
+    func forward(_ segment: Schedule.Segment, _ x: Tensor, _ ctx: ExecContext, keep: Bool) throws
+        -> (output: Tensor, values: [Tensor?]) {
+        var values = try run(segment.nodes, input: segment.input, x, ctx, keep: keep)
+        guard let y = values[segment.output] else { throw fail(.internal, "segment output was not computed") }
+        if !keep { values = [] }
+        return (y, values)
+    }
+
+    /// Runs `nodes` (every value they read is `input`, a constant or computed among them) with `x` as
+    /// the value `input`, which is never moved or overwritten (it is the caller's). Every value, kept
+    /// or not (with `keep` false those last read are handed back to the pool as the pass goes).
+    private func run(_ nodes: Range<Int>, input: Int, _ x: Tensor, _ ctx: ExecContext, keep: Bool) throws -> [Tensor?] {
         var values = [Tensor?](repeating: nil, count: graph.valueNames.count)
         for (id, t) in graph.constants { values[id] = t }
-        values[graph.input] = x
-        for (k, n) in graph.nodes.enumerated() {
+        values[input] = x
+        for k in nodes {
+            let n = graph.nodes[k]
             try ctx.checkCancelled(before: n, of: graph.nodes.count, at: k)
             var ins: [Tensor] = []
             ins.reserveCapacity(n.inputs.count)
@@ -33,7 +59,7 @@ struct Executor {
             for (j, i) in n.inputs.enumerated() {
                 // A value read for the last time is moved into the op (its storage goes back to the
                 // pool as soon as the op is done), and an elementwise op may then overwrite it.
-                if !keep && lastUse[i] == k && graph.constants[i] == nil && i != graph.input
+                if !keep && lastUse[i] == k && graph.constants[i] == nil && i != input
                     && !n.inputs[(j + 1)...].contains(i) {
                     let t = values[i].take()!
                     ins.append(t)
@@ -59,15 +85,26 @@ struct Executor {
             for t in moved where !outs!.contains(where: { sameStorage($0.data, t.data) }) { ctx.recycle(t) }
             for (i, o) in n.outputs.enumerated() { values[o] = outs![i] }
         }
-        guard let y = values[graph.output] else { throw fail(.internal, "output was not computed") }
-        return (y, values)
+        return values
     }
 
     /// Gradient of sum(output * gradOutput) with respect to the graph input.
     func backward(_ values: [Tensor?], gradOutput: Tensor, _ ctx: ExecContext) throws -> Tensor {
+        try backward(graph.nodes.indices, input: graph.input, output: graph.output, values, gradOutput: gradOutput, ctx)
+    }
+
+    /// The same through one segment: gradient of sum(segment output * gradOutput) with respect to
+    /// the segment's input, from the values ``forward(_:_:keep:)-(Segment,_,_,_)`` kept.
+    func backward(_ segment: Schedule.Segment, _ values: [Tensor?], gradOutput: Tensor, _ ctx: ExecContext) throws -> Tensor {
+        try backward(segment.nodes, input: segment.input, output: segment.output, values, gradOutput: gradOutput, ctx)
+    }
+
+    private func backward(_ nodes: Range<Int>, input: Int, output: Int, _ values: [Tensor?], gradOutput: Tensor,
+                          _ ctx: ExecContext) throws -> Tensor {
         var grads = [Tensor?](repeating: nil, count: graph.valueNames.count)
-        grads[graph.output] = gradOutput
-        for (k, n) in graph.nodes.enumerated().reversed() {
+        grads[output] = gradOutput
+        for k in nodes.reversed() {
+            let n = graph.nodes[k]
             guard n.outputs.contains(where: { grads[$0] != nil }) else { continue }
             try ctx.checkCancelled(before: n, of: graph.nodes.count, at: k, backward: true)
             let needs = n.inputs.map { dependsOnInput[$0] }
@@ -111,17 +148,18 @@ struct Executor {
             }
             recycled.forEach(ctx.recycle)
         }
-        return try grads[graph.input] ?? ctx.zeros(values[graph.input]!.shape)
+        return try grads[input] ?? ctx.zeros(values[input]!.shape)
     }
 
     /// Hands the values a forward pass kept (for ``backward(_:gradOutput:_:)``) back to the pool,
-    /// except constants, the input and the output.
-    func release(_ values: inout [Tensor?], _ ctx: ExecContext) {
+    /// except constants and the values `except` (by default the graph's input and output).
+    func release(_ values: inout [Tensor?], _ ctx: ExecContext, except: [Int]? = nil) {
         guard ctx.pool != nil else { return }
         func address(_ a: [Float]) -> Int { a.withUnsafeBufferPointer { Int(bitPattern: $0.baseAddress) } }
         var seen = Set<Int>()
-        for i in [graph.input, graph.output] { if let t = values[i], t.count > 0 { seen.insert(address(t.data)) } }
-        for i in values.indices where graph.constants[i] == nil && i != graph.input && i != graph.output {
+        let except = except ?? [graph.input, graph.output]
+        for i in except { if let t = values[i], t.count > 0 { seen.insert(address(t.data)) } }
+        for i in values.indices where graph.constants[i] == nil && !except.contains(i) {
             guard let t = values[i].take(), t.count > 0 else { continue }
             if seen.insert(address(t.data)).inserted { ctx.recycle(t) }
         }

@@ -30,13 +30,16 @@ struct MemoryPlan {
     let forwardFloats: Int
     /// Floats per sample after a gradient (forward values kept + backward gradients).
     let gradientFloats: Int
+    /// Floats per sample a segmented forward pass (``Schedule``) adds on the whole batch: the
+    /// whole-batch segments' values, as ``forwardFloats`` counts them, and each joined piece output.
+    let segmentFloats: Int
     /// Every convolution with its per-sample input shape (for scratch).
     let convs: [(op: Conv, input: [Int])]
     /// Every other op that takes scratch (``Op/scratchCounts(_:backward:threads:)``), with its input
     /// shapes and which inputs are per-sample activations (their first dimension is the batch).
     let others: [(op: any Op, inputs: [[Int]], batched: [Bool])]
 
-    init(_ e: Executor, shapes: [[Int]?]) {
+    init(_ e: Executor, shapes: [[Int]?], segments: [Schedule.Segment] = []) {
         let g = e.graph
         func size(_ v: Int) -> Int {
             guard g.constants[v] == nil, let s = shapes[v] else { return 0 }
@@ -59,6 +62,31 @@ struct MemoryPlan {
             for i in Set(n.inputs) where e.lastUse[i] == k && i != g.input && sizes[i] > 0 { live[sizes[i]]! -= 1 }
         }
         forwardFloats = footprint(most)
+        // The same over the whole-batch segments alone (their input counted as held throughout), plus
+        // the joined output of every piece segment.
+        var segMost: [Int: Int] = [:]
+        if segments.count > 1 {
+            for seg in segments {
+                guard seg.piece == nil else {
+                    if sizes[seg.output] > 0 { segMost[sizes[seg.output], default: 0] += 1 }
+                    continue
+                }
+                var live: [Int: Int] = [:], most: [Int: Int] = [:]
+                if sizes[seg.input] > 0 { live[sizes[seg.input]] = 1; most[sizes[seg.input]] = 1 }
+                for k in seg.nodes {
+                    let n = g.nodes[k]
+                    for o in n.outputs where sizes[o] > 0 {
+                        live[sizes[o], default: 0] += 1
+                        most[sizes[o]] = max(most[sizes[o]] ?? 0, live[sizes[o]]!)
+                    }
+                    for i in Set(n.inputs) where e.lastUse[i] == k && i != g.input && i != seg.input && sizes[i] > 0 {
+                        live[sizes[i]]! -= 1
+                    }
+                }
+                for (size, count) in most { segMost[size, default: 0] += count }
+            }
+        }
+        segmentFloats = footprint(segMost)
         // Backward: a value's gradient lives from its first reader (in reverse order) to the node that
         // produced it; each node allocates its inputs' gradients while its outputs' are still held.
         var grads = Set<Int>([g.output])
@@ -200,6 +228,9 @@ extension Model {
             let small = batch / count, large = batch % count
             sizes = [(small + 1, min(workers, large)), (small, min(workers, count - large))].filter { $0.0 > 0 && $0.1 > 0 }
         }
+        // A gradient segment by segment keeps the whole batch's values, with the joined piece outputs.
+        let segmented = gradient && segmentsGradient(batch: batch)
+        if segmented { sizes = [(batch, 1)] }
         // An attack's active set shrinks from step to step: the pool keeps the buffers of its last
         // BufferPool.maxBatchSizes batch sizes, each at most the largest piece's.
         if kind == .attack, let top = sizes.first {
@@ -214,6 +245,13 @@ extension Model {
             return !(o1 || o2)
         }
         for (n, k) in sizes { guard add(plan.pieceFloats(n, gradient: gradient, threads: threads), k) else { return Int.max } }
+        // A segmented forward pass (Session.segmentedForward) also holds whole-batch values and the
+        // whole-batch segments' kernel scratch.
+        if segmented { guard add(plan.segmentFloats, batch) else { return Int.max } }
+        if kind == .predict && batch > 1 && plan.segmentFloats > 0 {
+            guard add(plan.segmentFloats, batch), add(plan.pieceFloats(batch, gradient: false, threads: threads) - batch * plan.forwardFloats, 1)
+            else { return Int.max }
+        }
         // Per-thread kernel scratch (GEMM panels, tiles): 1 Mi floats a thread, generously.
         guard add(1 << 20, threads) else { return Int.max }
         // The call's own arrays, in floats per image: the normalized input and its pieces (2 x input),

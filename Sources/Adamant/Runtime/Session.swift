@@ -103,38 +103,56 @@ public final class Session {
                            calibration: calibration, threads: threads, pool: pool, shouldCancel: shouldCancel)
     }
 
-    /// Runs `body` over the batch in pieces of samples small enough that a piece's activations stay in
-    /// cache, spread over the threads (each piece single-threaded inside). A batch that makes a
-    /// single piece runs whole, with ops splitting their own work over the threads. Samples never
-    /// interact (BN runs in inference mode), so the split changes no result.
-    func chunked<R>(_ x: Tensor, _ body: (Tensor, Range<Int>, Int) throws -> R) throws -> [R] {
-        let batch = x.shape[0], threads = Parallel.threads
-        let piece = max(1, model.cacheFriendlyBatch)
+    /// The sample ranges ``chunked(_:piece:_:)`` splits a batch into for pieces of at most `piece`
+    /// samples (`cacheFriendlyBatch` by default): one range (the whole batch) when that is one piece,
+    /// else enough pieces for every thread. They depend only on the batch, the piece and the threads.
+    func pieceRanges(_ batch: Int, piece: Int? = nil) -> [Range<Int>] {
+        let piece = max(1, piece ?? model.cacheFriendlyBatch)
         let pieces = (batch + piece - 1) / piece
-        if pieces <= 1 || (threads <= 1 && pieces == 1) { return [try body(x, 0..<batch, threads)] }
-        // Enough pieces for every thread, each at most `piece` samples.
-        let count = max(pieces, min(threads, batch))
-        let per = x.count / batch
-        var results = [R?](repeating: nil, count: count)
+        if pieces <= 1 { return [0..<batch] }
+        let count = max(pieces, min(Parallel.threads, batch))
+        return (0..<count).map { (batch * $0 / count)..<(batch * ($0 + 1) / count) }
+    }
+
+    /// Runs `body(i)` for pieces i in 0..<count on min(threads, count) workers (worker w takes
+    /// w, w + workers, ...), each single-threaded inside; rethrows the first piece's error.
+    func forEachPiece(_ count: Int, _ body: (Int) throws -> Void) throws {
         var errors = [Error?](repeating: nil, count: count)
-        let workers = max(1, min(threads, count))
-        results.withUnsafeMutableBufferPointer { res in
-            errors.withUnsafeMutableBufferPointer { errs in
-                let (rp, ep) = (res.baseAddress!, errs.baseAddress!)
-                withoutActuallyEscaping(body) { body in
-                    let run = { (w: Int) in
+        let workers = max(1, min(Parallel.threads, count))
+        errors.withUnsafeMutableBufferPointer { errs in
+            let ep = errs.baseAddress!
+            withoutActuallyEscaping(body) { body in
+                Parallel.forRanges(workers, threads: workers) { r in
+                    for w in r {
                         for i in stride(from: w, to: count, by: workers) {
-                            let lo = batch * i / count, hi = batch * (i + 1) / count
-                            let sub = Tensor(shape: [hi - lo] + Array(x.shape.dropFirst()),
-                                             data: Array(x.data[(lo * per)..<(hi * per)]))
-                            do { rp[i] = try body(sub, lo..<hi, 1) } catch { ep[i] = error }
+                            do { try body(i) } catch { ep[i] = error }
                         }
                     }
-                    Parallel.forRanges(workers, threads: workers) { r in r.forEach(run) }
                 }
             }
         }
         if let e = errors.compactMap({ $0 }).first { throw e }
+    }
+
+    /// Samples `range` of a batch tensor (a copy).
+    func slice(_ x: Tensor, _ range: Range<Int>) -> Tensor {
+        let per = x.count / max(1, x.shape[0])
+        return Tensor(shape: [range.count] + Array(x.shape.dropFirst()),
+                      data: Array(x.data[(range.lowerBound * per)..<(range.upperBound * per)]))
+    }
+
+    /// Runs `body` over the batch in pieces of samples small enough that a piece's activations stay in
+    /// cache, spread over the threads (each piece single-threaded inside). A batch that makes a
+    /// single piece runs whole, with ops splitting their own work over the threads. Samples never
+    /// interact (BN runs in inference mode), so the split changes no result.
+    func chunked<R>(_ x: Tensor, piece: Int? = nil, _ body: (Tensor, Range<Int>, Int) throws -> R) throws -> [R] {
+        let ranges = pieceRanges(x.shape[0], piece: piece)
+        if ranges.count == 1 { return [try body(x, ranges[0], Parallel.threads)] }
+        var results = [R?](repeating: nil, count: ranges.count)
+        try results.withUnsafeMutableBufferPointer { res in
+            let rp = res.baseAddress!
+            try forEachPiece(ranges.count) { i in rp[i] = try body(slice(x, ranges[i]), ranges[i], 1) }
+        }
         return results.map { $0! }
     }
 
@@ -152,12 +170,152 @@ public final class Session {
 
     func logits(_ normalized: Tensor, domain: Int) throws -> [Float] {
         try model.checkDomain(domain)
+        let segments = model.schedules[domain]
+        if segments.count > 1, normalized.shape[0] > 1 {
+            let y = try segmentedForward(normalized, domain: domain, segments)
+            try checkOutput(y, batch: normalized.shape[0])
+            return y.data
+        }
         return try chunked(normalized) { t, _, threads in
             let ctx = try context(domain: domain, batch: t.shape[0], threads: threads)
             let y = try model.plans[domain].forward(t, ctx, keep: false).output
             try checkOutput(y, batch: t.shape[0])
             return y.data
         }.flatMap { $0 }
+    }
+
+    /// The segments as a batch of `batch` runs them: a segment whose pieces would be one runs on the
+    /// whole batch (piece nil), and consecutive whole-batch segments run as one.
+    func runs(_ segments: [Schedule.Segment], batch: Int) -> [Schedule.Segment] {
+        var out: [Schedule.Segment] = []
+        for s in segments {
+            let piece = s.piece.flatMap { $0 < batch ? $0 : nil }
+            if piece == nil, let last = out.last, last.piece == nil {
+                out[out.count - 1] = Schedule.Segment(nodes: last.nodes.lowerBound..<s.nodes.upperBound, input: last.input,
+                                                      output: s.output, piece: nil)
+            } else {
+                out.append(Schedule.Segment(nodes: s.nodes, input: s.input, output: s.output, piece: piece))
+            }
+        }
+        return out
+    }
+
+    /// A forward pass segment by segment (``Schedule``): a segment with a piece size runs as
+    /// ``chunked(_:piece:_:)`` does, its pieces' outputs joined into one batch for the next; the
+    /// others run on the whole batch with every thread.
+    func segmentedForward(_ x: Tensor, domain: Int, _ segments: [Schedule.Segment]) throws -> Tensor {
+        let batch = x.shape[0], threads = Parallel.threads
+        let plan = model.plans[domain]
+        var cur = x
+        var owned = false  // cur came from the pool (not the caller's input): hand it back when read
+        for seg in runs(segments, batch: batch) {
+            let ctx = try context(domain: domain, batch: batch, threads: threads)
+            let out: Tensor
+            if seg.piece == nil {
+                out = try plan.forward(seg, cur, ctx)
+            } else {
+                let parts = try chunked(cur, piece: seg.piece) { t, _, th in
+                    try plan.forward(seg, t, try context(domain: domain, batch: t.shape[0], threads: th))
+                }
+                out = try join(parts, ctx)
+                for p in parts { pool.give(p.data, batch: p.shape[0]) }
+            }
+            if owned && !sameStorage(out.data, cur.data) { ctx.recycle(cur) }
+            cur = out
+            owned = true
+        }
+        return cur
+    }
+
+    /// A forward pass that keeps every value, segment by segment as ``segmentedForward(_:domain:_:)``
+    /// runs it, then the backward pass segment by segment in reverse (a piece segment's pieces on the
+    /// threads again, each from the values it kept): the logits, the per-sample values `seed` gives
+    /// with the logit gradient, and the gradient with respect to the normalized input (from the pool
+    /// of a batch-sized context). Holds every sample's kept values at once (``Model/segmentsGradient(batch:)``).
+    func segmentedGradient(_ x: Tensor, domain: Int, _ segments: [Schedule.Segment],
+                           _ seed: ([Float], Range<Int>) -> ([Float], [Float])) throws -> (loss: [Float], gradient: Tensor, logits: [Float]) {
+        let batch = x.shape[0], threads = Parallel.threads
+        let plan = model.plans[domain]
+        let ctx = try context(domain: domain, batch: batch, threads: threads)
+        struct Tape { var values: [Tensor?]; let ctx: ExecContext; let range: Range<Int> }
+        var taped: [(seg: Schedule.Segment, tapes: [Tape])] = []
+        // A segment's input is the caller's, a piece's own copy, or a joined output (in `joined`):
+        // never handed back with the segment's values.
+        func release(_ seg: Schedule.Segment, _ tapes: [Tape]) {
+            for var t in tapes { plan.release(&t.values, t.ctx, except: [plan.graph.input, plan.graph.output, seg.input]) }
+        }
+        var joined: [Tensor] = []  // piece segments' outputs joined into a batch (a later segment's input)
+        defer {
+            for (seg, tapes) in taped { release(seg, tapes) }
+            joined.forEach(ctx.recycle)
+        }
+        var cur = x
+        for seg in runs(segments, batch: batch) {
+            if seg.piece == nil {
+                let pass = try plan.forward(seg, cur, ctx, keep: true)
+                taped.append((seg, [Tape(values: pass.values, ctx: ctx, range: 0..<batch)]))
+                cur = pass.output
+            } else {
+                let ranges = pieceRanges(batch, piece: seg.piece)
+                var tapes = [Tape?](repeating: nil, count: ranges.count)
+                let input = cur
+                try tapes.withUnsafeMutableBufferPointer { tp in
+                    let t = tp.baseAddress!
+                    try forEachPiece(ranges.count) { i in
+                        let pctx = try context(domain: domain, batch: ranges[i].count, threads: 1)
+                        let pass = try plan.forward(seg, slice(input, ranges[i]), pctx, keep: true)
+                        t[i] = Tape(values: pass.values, ctx: pctx, range: ranges[i])
+                    }
+                }
+                taped.append((seg, tapes.map { $0! }))
+                cur = try join(tapes.map { $0!.values[seg.output]! }, ctx)
+                if seg.output != plan.graph.output { joined.append(cur) }
+            }
+        }
+        let y = cur
+        try checkOutput(y, batch: batch)
+        let (loss, dz) = seed(y.data, 0..<batch)
+        var g = Tensor(shape: y.shape, data: dz)
+        var gOwned = false
+        while let (seg, tapes) = taped.popLast() {
+            defer { release(seg, tapes) }
+            let gIn: Tensor
+            if seg.piece == nil {
+                gIn = try plan.backward(seg, tapes[0].values, gradOutput: g, ctx)  // which hands g back
+            } else {
+                var parts = [Tensor?](repeating: nil, count: tapes.count)
+                let gOut = g
+                try parts.withUnsafeMutableBufferPointer { pp in
+                    let p = pp.baseAddress!
+                    try forEachPiece(tapes.count) { i in
+                        p[i] = try plan.backward(seg, tapes[i].values, gradOutput: slice(gOut, tapes[i].range), tapes[i].ctx)
+                    }
+                }
+                gIn = try join(parts.map { $0! }, ctx)
+                for t in parts { pool.give(t!.data, batch: t!.shape[0]) }
+                if gOwned { ctx.recycle(g) }
+            }
+            g = gIn
+            gOwned = true
+        }
+        return (loss, g, y.data)
+    }
+
+    /// The pieces' outputs (consecutive samples, in order) as one batch, from the pool of `ctx`.
+    private func join(_ parts: [Tensor], _ ctx: ExecContext) throws -> Tensor {
+        guard let first = parts.first else { throw fail(.internal, "no pieces to join") }
+        let n = parts.reduce(0) { $0 + $1.shape[0] }
+        var joined = try ctx.uninitialized([n] + first.shape.dropFirst())
+        joined.data.withUnsafeMutableBufferPointer { dst in
+            var at = 0
+            for p in parts {
+                p.data.withUnsafeBufferPointer { src in
+                    dst.baseAddress!.advanced(by: at).update(from: src.baseAddress!, count: src.count)
+                }
+                at += p.count
+            }
+        }
+        return joined
     }
 
     func checkOutput(_ y: Tensor, batch: Int) throws {
@@ -268,7 +426,15 @@ public final class Session {
         let parts = try gradient.withUnsafeMutableBufferPointer { gp in
             let out = gp.baseAddress!
             return try withOptionalBuffer(model.preprocessing.std) { std in
-                try chunked(x) { t, range, threads -> ([Float], [Float]) in
+                if model.segmentsGradient(batch: batch) {
+                    let r = try segmentedGradient(x, domain: domain, model.schedules[domain], seed)
+                    r.gradient.data.withUnsafeBufferPointer { src in
+                        akn_copy_scaled_planes(src.baseAddress!, out, batch * c, hw, std, c)
+                    }
+                    pool.give(r.gradient.data, batch: batch)
+                    return [(r.loss, r.logits)]
+                }
+                return try chunked(x) { t, range, threads -> ([Float], [Float]) in
                     let n = t.shape[0]
                     let ctx = try context(domain: domain, batch: n, threads: threads)
                     let pass = try model.plans[domain].forward(t, ctx, keep: true)

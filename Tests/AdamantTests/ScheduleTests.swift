@@ -1,0 +1,102 @@
+import CBackend
+import XCTest
+@testable import Adamant
+
+/// The segmented schedule (``Schedule``): where a plan is cut, which segments run on the whole
+/// batch, and that running a batch segment by segment (predict and gradient) gives every sample
+/// exactly what it gets alone, allocating nothing after warm-up.
+final class ScheduleTests: XCTestCase {
+    func images(_ n: Int, seed: UInt64) -> [Float] {
+        randomTensor([n, 3, 32, 32], seed: seed).data.map { ($0 + 1) / 2 }
+    }
+
+    /// ResNet-50: the stem and stages 1-2 (activations outweigh weights) run in pieces, stages 3-4,
+    /// the pooling and the classifier (2-18 MB of weights a block) on the whole batch.
+    func testResNet50CutsAfterStageTwo() throws {
+        let m = try Model.load(bytes: try ResNetSpec.imagenet(depth: 50).serialized())
+        let segments = m.schedules[0]
+        XCTAssertEqual(segments.count, 2, "\(segments)")
+        XCTAssertEqual(segments.first?.piece, 1)
+        XCTAssertNil(segments.last?.piece)
+        XCTAssertEqual(segments.first?.nodes.lowerBound, 0)
+        XCTAssertEqual(segments.last?.nodes.upperBound, m.plans[0].graph.nodes.count)
+        XCTAssertEqual(segments[0].nodes.upperBound, segments[1].nodes.lowerBound)
+        XCTAssertEqual(segments[0].output, segments[1].input)
+        let shapes = try m.plans[0].graph.inferShapes(batch: 1)
+        XCTAssertEqual(shapes[segments[0].output], [1, 512, 28, 28], "the cut is not stage 2's output")
+        XCTAssertEqual(segments[1].output, m.plans[0].graph.output)
+        // A CIFAR ResNet's weights stay in cache: one segment, the plain pass.
+        let cifar = try Model.load(bytes: try ResNetSpec.cifar(depth: 20).serialized())
+        XCTAssertEqual(cifar.schedules[0].count, 1)
+    }
+
+    /// With the threshold lowered, mbn_resnet8 gets light and heavy segments: predict and gradient on
+    /// batches run segment by segment (pieces joined, whole-batch segments with every thread) and
+    /// agree bit for bit with each sample run alone, at 1 and 2 threads, and allocate nothing once
+    /// warm. Above the gradient budget, the gradient falls back to pieces with the same bits.
+    func testSegmentedPassesMatchEachSampleAlone() throws {
+        let (heavy, budget) = (Schedule.heavyWeightFloats, Schedule.gradientBudgetBytes)
+        let threadsBefore = abk_get_threads()
+        defer {
+            Schedule.heavyWeightFloats = heavy
+            Schedule.gradientBudgetBytes = budget
+            abk_set_threads(threadsBefore)
+        }
+        Schedule.heavyWeightFloats = 8192
+        let model = try Model.load(domains: [("clean", examplesDir + "/mbn_resnet8.clean.onnx"),
+                                             ("adv", examplesDir + "/mbn_resnet8.adv.onnx")])
+        let segments = model.schedules[1]
+        XCTAssertGreaterThanOrEqual(segments.count, 2, "\(segments)")
+        XCTAssertTrue(segments.contains { $0.piece == nil } && segments.contains { $0.piece != nil }, "\(segments)")
+        // Consecutive segments tile the plan.
+        for (a, b) in zip(segments, segments.dropFirst()) {
+            XCTAssertEqual(a.nodes.upperBound, b.nodes.lowerBound)
+            XCTAssertEqual(a.output, b.input)
+        }
+        let n = 21  // pieces of 8 (light segments) and one of 5
+        let x = images(n, seed: 5)
+        let labels = (0..<n).map { Int64($0 % 10) }
+        let per = 3 * 32 * 32
+        for threads in [1, 2] {
+            abk_set_threads(Int32(threads))
+            Schedule.gradientBudgetBytes = budget
+            XCTAssertTrue(model.segmentsGradient(batch: n))
+            let s = Session(model: model)
+            let y = try s.predict(x, batch: n, domain: 1)
+            let g = try s.gradient(x, batch: n, labels: labels, loss: .crossEntropy, domain: 1)
+            let alone = Session(model: model)
+            for i in 0..<n {
+                let xi = Array(x[(i * per)..<((i + 1) * per)])
+                XCTAssertEqual(try alone.predict(xi, batch: 1, domain: 1), Array(y[(i * 10)..<((i + 1) * 10)]),
+                               "sample \(i), \(threads) threads: logits")
+                let gi = try alone.gradient(xi, batch: 1, labels: [labels[i]], loss: .crossEntropy, domain: 1)
+                XCTAssertEqual(gi.gradient, Array(g.gradient[(i * per)..<((i + 1) * per)]), "sample \(i), \(threads) threads: gradient")
+                XCTAssertEqual(gi.loss, [g.loss[i]])
+                XCTAssertEqual(gi.logits, Array(g.logits[(i * 10)..<((i + 1) * 10)]))
+            }
+            // Warm: no buffer allocated by the same calls again, and the same bits. (Pieces on two
+            // threads hold buffers at once in an order that varies from call to call: the pool may
+            // need a few more buffers than one call showed, never more and more.)
+            var counts: [Int] = []
+            for _ in 0..<6 {
+                XCTAssertEqual(try s.predict(x, batch: n, domain: 1), y)
+                XCTAssertEqual(try s.gradient(x, batch: n, labels: labels, loss: .crossEntropy, domain: 1).gradient, g.gradient)
+                counts.append(s.bufferAllocations)
+            }
+            XCTAssertEqual(counts[5], counts[2], "a segmented pass allocated after warm-up (\(threads) threads)")
+            // The memory estimate covers what the pool really held.
+            for kind in [CallKind.predict, .gradient] {
+                let fresh = Session(model: model)
+                if kind == .predict { _ = try fresh.predict(x, batch: n, domain: 1) } else {
+                    _ = try fresh.gradient(x, batch: n, labels: labels, loss: .crossEntropy, domain: 1)
+                }
+                XCTAssertGreaterThanOrEqual(model.activationBytes(batch: n, kind: kind), fresh.peakPoolFootprint * 4, "\(kind)")
+            }
+            // Over the budget: pieces over the whole graph, the same gradient.
+            Schedule.gradientBudgetBytes = 0
+            XCTAssertFalse(model.segmentsGradient(batch: n))
+            XCTAssertEqual(try Session(model: model).gradient(x, batch: n, labels: labels, loss: .crossEntropy, domain: 1).gradient,
+                           g.gradient)
+        }
+    }
+}
