@@ -15,16 +15,19 @@ typedef void (*tile_fn)(AKN_GEMM_TILE_ARGS);
 typedef void (*pack_fn)(const akn_gemm_cols *io, int k, int n, int j0, int cols, float *out);
 typedef void (*gemv_fn)(int k, const float *pa, const float *b, const akn_gemm_cols *io, int m0, int m1, int c0, int cols);
 
+typedef void (*tile_off_fn)(AKN_GEMM_TILE_OFF_ARGS);
+
 /// One entry per instruction-set level: the tile function and the largest tile it takes, in panels.
 static const struct {
     tile_fn fn;
     pack_fn pack;
     gemv_fn gemv;
+    tile_off_fn off;
     int max_pa, max_pb;
 } g_tiles[3] = {
-    {akn_gemm_tile_scalar, akn_gemm_pack_b_scalar, akn_gemm_gemv_scalar, 1, 1},
-    {akn_gemm_tile_avx2, akn_gemm_pack_b_avx2, akn_gemm_gemv_avx2, 1, 1},
-    {akn_gemm_tile_avx512, akn_gemm_pack_b_avx512, akn_gemm_gemv_avx512, 2, 2},
+    {akn_gemm_tile_scalar, akn_gemm_pack_b_scalar, akn_gemm_gemv_scalar, akn_gemm_tile_off_scalar, 1, 1},
+    {akn_gemm_tile_avx2, akn_gemm_pack_b_avx2, akn_gemm_gemv_avx2, akn_gemm_tile_off_avx2, 1, 1},
+    {akn_gemm_tile_avx512, akn_gemm_pack_b_avx512, akn_gemm_gemv_avx512, akn_gemm_tile_off_avx512, 2, 2},
 };
 
 /// Columns a call takes one at a time (akn_gemm_gemv_*) rather than in 16-column tiles.
@@ -222,4 +225,74 @@ void akn_gemm_pack_b(const akn_gemm_cols *io, int k, int n, int j0, int j1, floa
 void akn_gemm_prepacked(int m, int n, int k, const float *pa, int transposed, const float *pb, const akn_gemm_cols *io,
                         int m0, int m1, int n0, int n1, float *tile) {
     gemm_driver(m, n, k, pa, transposed ? (long)m * 6 : 0, pb, io, m0, m1, n0, n1, tile);
+}
+
+/// Floats per phase of a phase-split input row: every 16-column panel of an output row reads its
+/// taps' 16 consecutive floats at column ox + (kx * dw) / sw of a phase.
+static long phased_width(const akn_conv_b *g) {
+    long need = (long)(g->ow + 15) / 16 * 16 + (long)(g->kw - 1) * g->dw / g->sw + 1;
+    return (need + 15) / 16 * 16;
+}
+
+static long phased_span(const akn_conv_b *g, int rows) { return (long)(rows - 1) * g->sh + (long)(g->kh - 1) * g->dh + 1; }
+
+size_t akn_conv_phased_scratch_size(const akn_conv_b *g, int c, int rows) {
+    size_t floats = (size_t)c * (size_t)phased_span(g, rows) * (size_t)g->sw * (size_t)phased_width(g);
+    size_t ints = (size_t)c * (size_t)g->kh * (size_t)g->kw;
+    return floats + ints + 12 * 32 + 16;
+}
+
+void akn_conv_phased(const akn_gemm_cols *io, int c, int m, const float *pa, int s, int oy0, int oy1, float *scratch) {
+    const akn_conv_b *g = io->conv;
+    if (oy1 <= oy0 || m <= 0) return;
+    int sw = g->sw, k = c * g->kh * g->kw;
+    long wp = phased_width(g), span = phased_span(g, oy1 - oy0), rowf = sw * wp;
+    float *xs = scratch;
+    int *off = (int *)(xs + (size_t)c * span * rowf);
+    float *tile = (float *)(off + k);
+    // The phase split: xs[ci][r][ph][j] = x[ci][oy0 * sh - pt + r][j * sw + ph - pl] (0 in the padding).
+    const float *x = io->b + (size_t)s * io->b_sample;
+    for (int ci = 0; ci < c; ci++)
+        for (long r = 0; r < span; r++) {
+            float *d = xs + ((size_t)ci * span + r) * rowf;
+            long iy = (long)oy0 * g->sh - g->pt + r;
+            if (iy < 0 || iy >= g->h) {
+                memset(d, 0, (size_t)rowf * sizeof(float));
+                continue;
+            }
+            const float *src = x + (size_t)ci * io->ldb + (size_t)iy * g->w;
+            for (int ph = 0; ph < sw; ph++)
+                for (long j = 0; j < wp; j++) {
+                    long ix = j * sw + ph - g->pl;
+                    d[ph * wp + j] = ix >= 0 && ix < g->w ? src[ix] : 0.0f;
+                }
+        }
+    // Row p = (ci * kh + ky) * kw + kx of B for output row oy0 at columns ox...: xs + off[p] + ox.
+    for (int ci = 0; ci < c; ci++)
+        for (int ky = 0; ky < g->kh; ky++)
+            for (int kx = 0; kx < g->kw; kx++) {
+                long dx = (long)kx * g->dw;
+                off[(ci * g->kh + ky) * g->kw + kx] =
+                    (int)((((long)ci * span + (long)ky * g->dh) * sw + dx % sw) * wp + dx / sw);
+            }
+    int level = abk_isa();
+    tile_off_fn fn = g_tiles[level].off;
+    int max_pa = g_tiles[level].max_pa, max_pb = g_tiles[level].max_pb;
+    int panels = (g->ow + 15) / 16;
+    for (int oy = oy0; oy < oy1; oy++) {
+        const float *b = xs + (size_t)(oy - oy0) * g->sh * rowf;
+        long col0 = (long)s * io->per + (long)oy * g->ow;
+        for (int r = 0; r < m;) {
+            int npa = (max_pa == 2 && m - r > 6) ? 2 : 1;
+            int r1 = r + 6 * npa < m ? r + 6 * npa : m;
+            const float *a = pa + (size_t)(r / 6) * k * 6;
+            for (int q = 0; q < panels;) {
+                int npb = (max_pb == 2 && panels - q >= 2) ? 2 : 1;
+                long c0 = col0 + q * 16, c1 = c0 + 16 * npb < col0 + g->ow ? c0 + 16 * npb : col0 + g->ow;
+                fn(k, a, npa, b + q * 16, npb, off, io, r, r1, (int)c0, (int)c1, tile);
+                q += npb;
+            }
+            r = r1;
+        }
+    }
 }

@@ -15,4 +15,10 @@ void akn_gemm_pack_b_scalar(const akn_gemm_cols *io, int k, int n, int j0, int c
 void akn_gemm_gemv_avx512(int k, const float *pa, const float *b, const akn_gemm_cols *io, int m0, int m1, int c0, int cols);
 void akn_gemm_gemv_avx2(int k, const float *pa, const float *b, const akn_gemm_cols *io, int m0, int m1, int c0, int cols);
 void akn_gemm_gemv_scalar(int k, const float *pa, const float *b, const akn_gemm_cols *io, int m0, int m1, int c0, int cols);
+/* The tile with B's row p read in place at b + off[p] (akn_conv_phased). */
+#define AKN_GEMM_TILE_OFF_ARGS int k, const float *a, int npa, const float *b, int npb, const int *off, const akn_gemm_cols *io, \
+                               int r0, int r1, int c0, int c1, float *tile
+void akn_gemm_tile_off_avx512(AKN_GEMM_TILE_OFF_ARGS);
+void akn_gemm_tile_off_avx2(AKN_GEMM_TILE_OFF_ARGS);
+void akn_gemm_tile_off_scalar(AKN_GEMM_TILE_OFF_ARGS);
 #endif

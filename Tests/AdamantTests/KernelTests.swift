@@ -178,8 +178,14 @@ final class KernelTests: XCTestCase {
             (130, 12, 2, 2, 3, 1, 1, .im2col), (32, 40, 8, 8, 3, 2, 1, .im2col), (64, 24, 4, 4, 3, 1, 1, .im2col),
             (16, 16, 16, 16, 3, 2, 1, .im2col), (4, 6, 12, 12, 9, 1, 4, .im2col),
             // panels of 16 columns in one output row (found per panel, not per lane), including both
-            // ends of the row and padding rows: a stem's 7x7/2 and a 5x5/1
-            (3, 8, 64, 64, 7, 2, 3, .im2col), (4, 6, 20, 20, 5, 1, 2, .im2col),
+            // ends of the row and padding rows: a stem's 7x7/2 and a 5x5/1 (5 channels: with fewer,
+            // the phased kernel below)
+            (5, 8, 64, 64, 7, 2, 3, .im2col), (5, 6, 20, 20, 5, 1, 2, .im2col),
+            // the phased kernel (few input channels read in place from stride phases; bit-identical to
+            // im2col, checked below): a stem's 7x7/2, a 5x5/1, a 3x3/2 with a 1-column last panel, an
+            // even kernel without padding, and output channels past whole 12-row tiles
+            (3, 8, 64, 64, 7, 2, 3, .phased), (4, 6, 20, 20, 5, 1, 2, .phased), (1, 16, 33, 33, 3, 2, 1, .phased),
+            (2, 7, 18, 40, 4, 1, 0, .phased), (3, 70, 40, 37, 7, 2, 3, .phased),
             // panels straddling two output rows (28- and 12-wide outputs), each row a masked run
             (6, 8, 56, 56, 3, 2, 1, .im2col), (4, 6, 12, 12, 5, 1, 2, .im2col),
             // the channel-blocked direct kernel's shapes (on avx512), forward and input gradient
@@ -206,6 +212,20 @@ final class KernelTests: XCTestCase {
                 let y = try conv.forward([x], cx)[0]
                 let ref = naiveConv(x, wt, b.data, stride: stride, pad: pad)
                 XCTAssertEqual(y.shape, ref.shape, what)
+                if expected == .phased {
+                    // the same bits as im2col + GEMM, with every epilogue term
+                    var full = conv
+                    full.scale = randomTensor([m], seed: 82).data.map { $0 + 1.5 }
+                    full.fusedResidual = true
+                    full.fusedRelu = true
+                    let r = randomTensor(y.shape, seed: 83)
+                    let phased = try full.forward([x, r], cx)[0]
+                    Conv.phasedEnabled = false
+                    defer { Conv.phasedEnabled = true }
+                    XCTAssertEqual(conv.algorithm(h, w), .im2col)
+                    XCTAssertEqual(try conv.forward([x], cx)[0].data, y.data, what)
+                    XCTAssertEqual(try full.forward([x, r], cx)[0].data, phased.data, what)
+                }
                 let top = ref.data.map { abs($0) }.max()!
                 let err = zip(y.data, ref.data).map { abs($0 - $1) }.max()!
                 // Winograd rounds more than direct summation; both stay far below 1e-4 of the output's scale.
@@ -289,7 +309,7 @@ final class KernelTests: XCTestCase {
             var relu = conv
             relu.fusedRelu = mask
             let x = randomTensor([2, c, hw, hw], seed: 82)
-            XCTAssertEqual(conv.algorithm(hw, hw), .im2col)
+            XCTAssertTrue([.im2col, .phased].contains(conv.algorithm(hw, hw)))  // (the same input gradient)
             let cx = ExecContext(bn: [], declaredBatch: nil, batch: 2, threads: 2)
             let y = try relu.forward([x], cx)[0]
             let g = randomTensor(y.shape, seed: 83)

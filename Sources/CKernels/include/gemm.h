@@ -121,6 +121,18 @@ void akn_gemm_prepacked(int m, int n, int k, const float *pa, int transposed, co
                         int m0, int m1, int n0, int n1, float *tile);
 
 /**
+ * A convolution with few input channels and a large window (a ResNet's 7x7/2 stem) computed
+ * directly, with akn_gemm's tiles and packed A (its weights, m x c * kh * kw): per unit of output
+ * rows [oy0, oy1) of sample s, the input rows they read are split once into sw phases (element
+ * j * sw + ph of a row at phase ph, column j), so each tap's 16 columns of an output row are
+ * consecutive floats, read in place (no packed B, no gather). io as for akn_gemm with io->conv set
+ * (bmask, bscale NULL); every element is akn_gemm's chain over the implicit im2col's rows, so the
+ * same bits as akn_gemm on it. Disjoint units may run on different threads, each with its own
+ * scratch of akn_conv_phased_scratch_size(g, c, oy1 - oy0) floats.
+ */
+size_t akn_conv_phased_scratch_size(const akn_conv_b *g, int c, int rows);
+void akn_conv_phased(const akn_gemm_cols *io, int c, int m, const float *pa, int s, int oy0, int oy1, float *scratch);
+/**
  * The adjoint of the implicit im2col (akn_conv_b): adds im2col columns back into the input. `col`
  * holds per sample (col_sample floats apart) the rows p = (ci * kh + ki) * kw + kj of its c channels,
  * ldc floats apart, oh * ow positions each; x's channel ci of sample s is at x + s * x_sample +
