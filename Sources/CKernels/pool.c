@@ -22,8 +22,8 @@ static inline void window(int o, int stride, int pad, int k, int size, int *star
 // bit for bit: MAXSEL over a sequence keeps its first largest non-NaN value (or -inf), so per-row
 // results combined in row order pick the same element (a padding column counts as -inf, which
 // MAXSEL never selects over anything). Here the running max is never NaN, so MAXSEL is
-// v > m ? v : m, one max instruction (vmaxps keeps its second operand on ties and NaN). Compiled
-// once per instruction set.
+// v > m ? v : m, one max instruction (vmaxps keeps its second operand on ties and NaN). The
+// portable path's; AVX2 and AVX-512 write the same steps out with intrinsics below.
 #define MAXV(v, m) ((v) > (m) ? (v) : (m))
 enum { MP_CHUNK = 256 };  // output columns per pass
 #define MP33S2_BODY                                                                                   \
@@ -62,9 +62,6 @@ enum { MP_CHUNK = 256 };  // output columns per pass
     }
 
 #define MP33S2_ARGS const float *restrict x, int h, int w, int pt, int pl, int oh, int ow, float *restrict y
-
-__attribute__((target("avx2,fma")))
-static void mp33s2_avx2(MP33S2_ARGS) MP33S2_BODY
 
 static void mp33s2_portable(MP33S2_ARGS) MP33S2_BODY
 
@@ -110,9 +107,54 @@ static void mp33s2_avx512(MP33S2_ARGS) {
     }
 }
 
+// The same for AVX2, 8 outputs at a time: the even and odd columns by two one-source permutes and
+// a blend each, the even ones one on by a permute and a blend with column c0 + 16; masked loads
+// (lanes outside the row read nothing) blended with -inf.
+__attribute__((target("avx2,fma")))
+static void mp33s2_avx2x(MP33S2_ARGS) {
+    const __m256 ninf = _mm256_set1_ps(-__builtin_inff());
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256i ev = _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6), od = _mm256_setr_epi32(1, 3, 5, 7, 1, 3, 5, 7);
+    const __m256i nx = _mm256_setr_epi32(1, 2, 3, 4, 5, 6, 7, 7), zero = _mm256_setzero_si256();
+    for (int i = 0; i < oh; i++) {
+        int h0, ki0, ki1;
+        window(i, 2, pt, 3, h, &h0, &ki0, &ki1);
+        for (int j0 = 0; j0 < ow; j0 += 8) {
+            long c0 = 2L * j0 - pl;
+            // lanes l of the three loads (columns c0 + 8v + l; the third, one lane) inside the row
+            __m256i m[3];
+            for (int v = 0; v < 3; v++) {
+                long lo = c0 + 8 * v, lanes = v == 2 ? 1 : 8;
+                long a = lo < 0 ? -lo : 0, b = w - lo < lanes ? w - lo : lanes;
+                if (a > 8) a = 8;
+                if (b < 0) b = 0;
+                m[v] = _mm256_andnot_si256(_mm256_cmpgt_epi32(_mm256_set1_epi32((int)a), lane),
+                                           _mm256_cmpgt_epi32(_mm256_set1_epi32((int)b), lane));
+            }
+            __m256 acc = ninf;
+            for (int ki = ki0; ki < ki1; ki++) {
+                const float *row = x + (size_t)(h0 + ki) * w + c0;
+                __m256 a = _mm256_blendv_ps(ninf, _mm256_maskload_ps(row, m[0]), _mm256_castsi256_ps(m[0]));
+                __m256 b = _mm256_blendv_ps(ninf, _mm256_maskload_ps(row + 8, m[1]), _mm256_castsi256_ps(m[1]));
+                __m256 c = _mm256_blendv_ps(ninf, _mm256_maskload_ps(row + 16, m[2]), _mm256_castsi256_ps(m[2]));
+                __m256 e = _mm256_blend_ps(_mm256_permutevar8x32_ps(a, ev), _mm256_permutevar8x32_ps(b, ev), 0xF0);
+                __m256 o = _mm256_blend_ps(_mm256_permutevar8x32_ps(a, od), _mm256_permutevar8x32_ps(b, od), 0xF0);
+                __m256 e1 = _mm256_blend_ps(_mm256_permutevar8x32_ps(e, nx), _mm256_permutevar8x32_ps(c, zero), 0x80);
+                __m256 mx = _mm256_max_ps(e, ninf);
+                mx = _mm256_max_ps(o, mx);
+                mx = _mm256_max_ps(e1, mx);
+                acc = _mm256_max_ps(mx, acc);
+            }
+            int nj = ow - j0 < 8 ? ow - j0 : 8;
+            if (nj == 8) _mm256_storeu_ps(y + (size_t)i * ow + j0, acc);
+            else _mm256_maskstore_ps(y + (size_t)i * ow + j0, _mm256_cmpgt_epi32(_mm256_set1_epi32(nj), lane), acc);
+        }
+    }
+}
+
 typedef void (*mp33s2_fn)(MP33S2_ARGS);
 /// One entry per instruction-set level (ABK_ISA_SCALAR, ABK_ISA_AVX2, ABK_ISA_AVX512).
-static const mp33s2_fn g_mp33s2[3] = {mp33s2_portable, mp33s2_avx2, mp33s2_avx512};
+static const mp33s2_fn g_mp33s2[3] = {mp33s2_portable, mp33s2_avx2x, mp33s2_avx512};
 
 void akn_maxpool_plane(const float *x, int h, int w, int kh, int kw, int sh, int sw, int pt, int pl, int oh, int ow,
                        float *y) {
