@@ -3,13 +3,15 @@
 /// activations small enough to stay in cache), or on the whole batch at once with the threads
 /// inside each op (every layer's weights then read once per batch, not once per piece).
 ///
-/// Pieces suit the layers whose activations outweigh their weights (a ResNet's stem and first two
-/// stages); the whole batch suits those whose weights outweigh their activations and exceed a
-/// core's L2 cache (stages 3 and 4: 4–18 MB of weights a block against 0.4–0.8 MB of activations
-/// per sample), which per-sample pieces would stream from memory once per sample. Measured on
-/// ResNet-50's stage 4 at batch 8 (AMD EPYC, AVX-512, 2 threads): 32.2 ms in per-sample pieces,
-/// 24.5 ms on the whole batch. Samples never interact (BN runs in inference mode) and every kernel
-/// computes an element the same way whatever the batch, so the schedule changes no result.
+/// Pieces suit the layers whose activations outweigh their weights (a ResNet's stem and first
+/// stages); the whole batch suits those whose weights outweigh their activations by far and exceed
+/// 8 MiB (a ResNet's stage 4: 18 MB of weights a block against 0.4 MB of activations per sample),
+/// which per-sample pieces would stream from memory once per sample. Measured at batch 8 (AMD EPYC,
+/// AVX-512, 2 threads): ResNet-50's stage 4, 32.2 ms in per-sample pieces, 24.5 ms on the whole
+/// batch; stage 3's blocks (4.5 MB) gain nothing on the whole batch with F(2x2) Winograd and lose
+/// 6 % with the direct 3x3 kernel (ResNet-338), so they stay in pieces. Samples never interact (BN
+/// runs in inference mode) and every kernel computes an element the same way whatever the batch,
+/// so the schedule changes no result.
 enum Schedule {
     /// Nodes `nodes` of a plan, which read only `input` (the previous segment's output, or the graph
     /// input) and constants from outside, and after which only `output` is read.
@@ -21,9 +23,9 @@ enum Schedule {
         let piece: Int?
     }
 
-    /// Weight floats from which a segment counts as weight-heavy (2 MiB, above a core's L2), when
-    /// they also exceed its largest per-sample activation.
-    nonisolated(unsafe) static var heavyWeightFloats = 1 << 19
+    /// Weight floats from which a segment counts as weight-heavy (8 MiB), when they also exceed its
+    /// largest per-sample activation.
+    nonisolated(unsafe) static var heavyWeightFloats = 1 << 21
 
     /// Floats of a piece's largest activation the pieces aim at (512 KiB).
     static let pieceFloats = 131_072
