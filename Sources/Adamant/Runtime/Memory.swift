@@ -50,40 +50,33 @@ struct MemoryPlan {
             most.reduce(0) { add($0, $1.key.multipliedReportingOverflow(by: $1.value).overflow ? Int.max : $1.key * $1.value) }
         }
         let sizes = g.valueNames.indices.map(size)
-        // Forward, values released after their last reader; the graph input is the caller's.
-        var live: [Int: Int] = [:], most: [Int: Int] = [:]
-        var kept = 0
-        for (k, n) in g.nodes.enumerated() {
-            for o in n.outputs where sizes[o] > 0 {
-                live[sizes[o], default: 0] += 1
-                most[sizes[o]] = max(most[sizes[o]] ?? 0, live[sizes[o]]!)
-                kept = add(kept, sizes[o])
+        // Forward over `nodes`, values released after their last reader (the graph input is the
+        // caller's; `held`, a segment's input, stays held throughout): per size, the most alive at once.
+        func peak(_ nodes: Range<Int>, holding held: Int? = nil) -> [Int: Int] {
+            var live: [Int: Int] = [:], most: [Int: Int] = [:]
+            func alive(_ size: Int) {
+                live[size, default: 0] += 1
+                most[size] = max(most[size] ?? 0, live[size]!)
             }
-            for i in Set(n.inputs) where e.lastUse[i] == k && i != g.input && sizes[i] > 0 { live[sizes[i]]! -= 1 }
+            if let h = held, sizes[h] > 0 { alive(sizes[h]) }
+            for k in nodes {
+                let n = g.nodes[k]
+                for o in n.outputs where sizes[o] > 0 { alive(sizes[o]) }
+                for i in Set(n.inputs) where e.lastUse[i] == k && i != g.input && i != held && sizes[i] > 0 { live[sizes[i]]! -= 1 }
+            }
+            return most
         }
-        forwardFloats = footprint(most)
-        // The same over the whole-batch segments alone (their input counted as held throughout), plus
-        // the joined output of every piece segment.
+        forwardFloats = footprint(peak(g.nodes.indices))
+        let kept = g.nodes.reduce(0) { acc, n in n.outputs.reduce(acc) { add($0, sizes[$1]) } }
+        // The same over the whole-batch segments alone, plus the joined output of every piece segment.
         var segMost: [Int: Int] = [:]
         if segments.count > 1 {
             for seg in segments {
-                guard seg.piece == nil else {
+                if seg.piece != nil {
                     if sizes[seg.output] > 0 { segMost[sizes[seg.output], default: 0] += 1 }
-                    continue
+                } else {
+                    for (size, count) in peak(seg.nodes, holding: seg.input) { segMost[size, default: 0] += count }
                 }
-                var live: [Int: Int] = [:], most: [Int: Int] = [:]
-                if sizes[seg.input] > 0 { live[sizes[seg.input]] = 1; most[sizes[seg.input]] = 1 }
-                for k in seg.nodes {
-                    let n = g.nodes[k]
-                    for o in n.outputs where sizes[o] > 0 {
-                        live[sizes[o], default: 0] += 1
-                        most[sizes[o]] = max(most[sizes[o]] ?? 0, live[sizes[o]]!)
-                    }
-                    for i in Set(n.inputs) where e.lastUse[i] == k && i != g.input && i != seg.input && sizes[i] > 0 {
-                        live[sizes[i]]! -= 1
-                    }
-                }
-                for (size, count) in most { segMost[size, default: 0] += count }
             }
         }
         segmentFloats = footprint(segMost)
