@@ -19,12 +19,14 @@ struct Executor {
         dependsOnInput = graph.dependsOnInput()
     }
 
+    /// The whole graph as one segment, from its input to its output.
+    var wholeGraph: Schedule.Segment {
+        Schedule.Segment(nodes: graph.nodes.indices, input: graph.input, output: graph.output, piece: nil)
+    }
+
     /// Evaluates the graph on a normalized NCHW batch.
     func forward(_ x: Tensor, _ ctx: ExecContext, keep: Bool) throws -> (output: Tensor, values: [Tensor?]) {
-        var values = try run(graph.nodes.indices, input: graph.input, x, ctx, keep: keep)
-        guard let y = values[graph.output] else { throw fail(.internal, "output was not computed") }
-        if !keep { values = [] }
-        return (y, values)
+        try forward(wholeGraph, x, ctx, keep: keep)
     }
 
     /// Evaluates one segment of the graph (``Schedule``) on `x`, the batch's value `segment.input`:
@@ -37,7 +39,7 @@ struct Executor {
     func forward(_ segment: Schedule.Segment, _ x: Tensor, _ ctx: ExecContext, keep: Bool) throws
         -> (output: Tensor, values: [Tensor?]) {
         var values = try run(segment.nodes, input: segment.input, x, ctx, keep: keep)
-        guard let y = values[segment.output] else { throw fail(.internal, "segment output was not computed") }
+        guard let y = values[segment.output] else { throw fail(.internal, "output was not computed") }
         if !keep { values = [] }
         return (y, values)
     }
@@ -90,20 +92,16 @@ struct Executor {
 
     /// Gradient of sum(output * gradOutput) with respect to the graph input.
     func backward(_ values: [Tensor?], gradOutput: Tensor, _ ctx: ExecContext) throws -> Tensor {
-        try backward(graph.nodes.indices, input: graph.input, output: graph.output, values, gradOutput: gradOutput, ctx)
+        try backward(wholeGraph, values, gradOutput: gradOutput, ctx)
     }
 
     /// The same through one segment: gradient of sum(segment output * gradOutput) with respect to
     /// the segment's input, from the values ``forward(_:_:keep:)-(Segment,_,_,_)`` kept.
     func backward(_ segment: Schedule.Segment, _ values: [Tensor?], gradOutput: Tensor, _ ctx: ExecContext) throws -> Tensor {
-        try backward(segment.nodes, input: segment.input, output: segment.output, values, gradOutput: gradOutput, ctx)
-    }
-
-    private func backward(_ nodes: Range<Int>, input: Int, output: Int, _ values: [Tensor?], gradOutput: Tensor,
-                          _ ctx: ExecContext) throws -> Tensor {
+        let input = segment.input
         var grads = [Tensor?](repeating: nil, count: graph.valueNames.count)
-        grads[output] = gradOutput
-        for k in nodes.reversed() {
+        grads[segment.output] = gradOutput
+        for k in segment.nodes.reversed() {
             let n = graph.nodes[k]
             guard n.outputs.contains(where: { grads[$0] != nil }) else { continue }
             try ctx.checkCancelled(before: n, of: graph.nodes.count, at: k, backward: true)

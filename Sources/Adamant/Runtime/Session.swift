@@ -217,8 +217,7 @@ public final class Session {
                 let parts = try chunked(cur, piece: seg.piece) { t, _, th in
                     try plan.forward(seg, t, try context(domain: domain, batch: t.shape[0], threads: th))
                 }
-                out = try join(parts, ctx)
-                for p in parts { pool.give(p.data, batch: p.shape[0]) }
+                out = try join(parts, ctx, handBack: true)
             }
             if owned && !sameStorage(out.data, cur.data) { ctx.recycle(cur) }
             cur = out
@@ -268,7 +267,7 @@ public final class Session {
                     }
                 }
                 taped.append((seg, tapes.map { $0! }))
-                cur = try join(tapes.map { $0!.values[seg.output]! }, ctx)
+                cur = try join(tapes.map { $0!.values[seg.output]! }, ctx, handBack: false)  // (kept by the tapes)
                 if seg.output != plan.graph.output { joined.append(cur) }
             }
         }
@@ -291,8 +290,7 @@ public final class Session {
                         p[i] = try plan.backward(seg, tapes[i].values, gradOutput: slice(gOut, tapes[i].range), tapes[i].ctx)
                     }
                 }
-                gIn = try join(parts.map { $0! }, ctx)
-                for t in parts { pool.give(t!.data, batch: t!.shape[0]) }
+                gIn = try join(parts.map { $0! }, ctx, handBack: true)
                 if gOwned { ctx.recycle(g) }
             }
             g = gIn
@@ -301,8 +299,9 @@ public final class Session {
         return (loss, g, y.data)
     }
 
-    /// The pieces' outputs (consecutive samples, in order) as one batch, from the pool of `ctx`.
-    private func join(_ parts: [Tensor], _ ctx: ExecContext) throws -> Tensor {
+    /// The pieces' outputs (consecutive samples, in order) as one batch, from the pool of `ctx`; with
+    /// `handBack`, each piece's buffer then goes back to the pool of its piece size.
+    private func join(_ parts: [Tensor], _ ctx: ExecContext, handBack: Bool) throws -> Tensor {
         guard let first = parts.first else { throw fail(.internal, "no pieces to join") }
         let n = parts.reduce(0) { $0 + $1.shape[0] }
         var joined = try ctx.uninitialized([n] + first.shape.dropFirst())
@@ -315,6 +314,7 @@ public final class Session {
                 at += p.count
             }
         }
+        if handBack { for p in parts { pool.give(p.data, batch: p.shape[0]) } }
         return joined
     }
 
