@@ -25,11 +25,17 @@ size_t akn_scratch_size(int c, int h, int w) {
         size_t plane = (size_t)(h + 2) * wp;                                                          \
         for (int i = 0; i < c; i++) {                                                                 \
             float *pl = xp + i * plane;                                                               \
-            memset(pl, 0, (size_t)(wp + 1) * sizeof(float));                 /* top row + left pad */ \
             float s = scale ? scale[i] : 1.0f;                                                        \
-            for (int r = 0; r < h; r++) {                                                             \
-                float *dst = pl + (size_t)(r + 1) * wp + 1;                                           \
+            for (int pr = r0; pr < r1; pr++) {                                                        \
+                float *row = pl + (size_t)pr * wp;                                                    \
+                if (pr == 0 || pr == h + 1) {                                                         \
+                    memset(row, 0, (size_t)wp * sizeof(float));                                       \
+                    continue;                                                                         \
+                }                                                                                     \
+                int r = pr - 1;                                                                       \
+                float *dst = row + 1;                                                                 \
                 const float *src = x + ((size_t)i * h + r) * w;                                       \
+                row[0] = 0.0f;                                                                        \
                 if (mask) {                                                                           \
                     const float *mk = mask + ((size_t)i * h + r) * w;                                 \
                     int q = 0;                                                                        \
@@ -47,18 +53,19 @@ size_t akn_scratch_size(int c, int h, int w) {
                 } else {                                                                              \
                     memcpy(dst, src, (size_t)w * sizeof(float));                                      \
                 }                                                                                     \
-                dst[w] = 0.0f;                                                                        \
-                dst[w + 1] = 0.0f; /* right pad of this row, left pad of the next */                  \
+                dst[w] = 0.0f; /* right pad */                                                        \
             }                                                                                         \
-            memset(pl + (size_t)(h + 1) * wp + 1, 0, (size_t)(wp - 1) * sizeof(float)); /* bottom */ \
+            /* a band's buffer: the kernels' junk lanes read past its last row; keep them zeros */    \
+            if (tail) memset(pl + (size_t)r1 * wp, 0, (size_t)tail * sizeof(float));                 \
         }                                                                                             \
         if (last) memset(xp + (size_t)c * plane, 0, 2 * VL * sizeof(float));                          \
     }
 
-/* x, mask, scale and xp start at the first channel to pad; `last`: these are the input's last channels
-   (then the slack after them is zeroed too). */
+/* x, mask, scale and xp start at the first channel to pad; padded rows [r0, r1) of each channel
+   (0 and h + 1 the zero rows), then `tail` zeros after them; `last`: these are the input's last
+   channels (then the slack after them is zeroed too). */
 #define PAD_ARGS const float *restrict x, const float *restrict mask, const float *restrict scale, int c, int h, int w, \
-                 float *restrict xp, int last
+                 int r0, int r1, int tail, float *restrict xp, int last
 
 __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,fma")))
 static void pad_avx512(PAD_ARGS) PAD_BODY
@@ -188,7 +195,7 @@ static const conv_fn g_conv_adj[3] = {conv_adj_portable, conv_adj_avx2, conv_adj
 void akn_conv3x3(const float *x, const float *in_mask, const float *in_scale, int c, int h, int w, const float *packed,
                  int block0, int m0, int m1, int y0, int y1, const float *scale, const float *bias, const float *res, int relu,
                  float *y, float *scratch, int pad, float *tmp) {
-    if (pad) g_pad[abk_isa()](x, in_mask, in_scale, c, h, w, scratch, 1);
+    if (pad) g_pad[abk_isa()](x, in_mask, in_scale, c, h, w, 0, h + 2, 0, scratch, 1);
     if (m1 <= m0) return;
     if (y0 < 0) y0 = 0;
     if (y1 > h) y1 = h;
@@ -199,7 +206,7 @@ void akn_conv3x3(const float *x, const float *in_mask, const float *in_scale, in
 void akn_conv3x3_adjoint(const float *x, const float *in_mask, const float *in_scale, int c, int h, int w,
                          const float *forward, int m0, int m1, int cf, int y0, int y1, float *y, float *scratch, int pad,
                          float *tmp) {
-    if (pad) g_pad[abk_isa()](x, in_mask, in_scale, c, h, w, scratch, 1);
+    if (pad) g_pad[abk_isa()](x, in_mask, in_scale, c, h, w, 0, h + 2, 0, scratch, 1);
     if (m1 > cf) m1 = cf;
     if (m1 <= m0) return;
     if (y0 < 0) y0 = 0;
@@ -215,8 +222,18 @@ void akn_conv3x3_pad(const float *x, const float *in_mask, const float *in_scale
     if (c1 > c) c1 = c;
     if (c1 <= c0) return;
     size_t plane = (size_t)(h + 2) * (w + 2), in = (size_t)h * w;
-    g_pad[abk_isa()](x + c0 * in, in_mask ? in_mask + c0 * in : NULL, in_scale ? in_scale + c0 : NULL, c1 - c0, h, w,
-                     scratch + c0 * plane, c1 == c);
+    g_pad[abk_isa()](x + c0 * in, in_mask ? in_mask + c0 * in : NULL, in_scale ? in_scale + c0 : NULL, c1 - c0, h, w, 0,
+                     h + 2, 0, scratch + c0 * plane, c1 == c);
+}
+
+void akn_conv3x3_pad_band(const float *x, const float *in_mask, const float *in_scale, int c, int h, int w, int y0, int y1,
+                          float *scratch) {
+    if (y0 < 0) y0 = 0;
+    if (y1 > h) y1 = h;
+    if (y1 <= y0 || c <= 0) return;
+    // output rows [y0, y1) read padded rows [y0, y1 + 2); the kernels' discarded lanes read up to
+    // 2 VL + 2 floats past them
+    g_pad[abk_isa()](x, in_mask, in_scale, c, h, w, y0, y1 + 2, 2 * VL + 16, scratch, 1);
 }
 
 size_t akn_tmp_size(int h, int w) { return (size_t)MB * ((size_t)h * (w + 2) + VL); }

@@ -49,7 +49,7 @@ void akn_gemm_pack_a(const float *a, long lda, int trans, int m, int k, float *o
 
 int akn_gemm_chunk_cols(void) { return CHUNK; }
 
-enum { SLOTS = 4 };
+enum { SLOTS = 5 };
 static __thread float *t_scratch[SLOTS];
 static __thread size_t t_scratch_cap[SLOTS];
 static pthread_key_t g_scratch_key;

@@ -354,6 +354,61 @@ final class KernelTests: XCTestCase {
         }
     }
 
+    /// A band's own padded rows (akn_conv3x3_pad_band, into a buffer of NaNs: nothing outside them
+    /// may reach an output) give the same bits as the whole padded input, for both direct kernels
+    /// and the in-place adjoint, with a backward pass's mask and scale, on every ISA path.
+    func testBandPaddingMatchesWholePadding() throws {
+        for (i, (c, m, h, w)) in [(16, 16, 32, 32), (16, 32, 16, 16), (64, 64, 8, 8), (5, 13, 7, 5), (12, 18, 9, 30)].enumerated() {
+            let wt = randomTensor([m, c, 3, 3], seed: UInt64(130 + i), scale: 0.3).data
+            var packed = [Float](repeating: 0, count: akn_gemm_packed_a_size(Int32(m), Int32(c * 9)) + 64)
+            akn_gemm_pack_a(wt, c * 9, 0, Int32(m), Int32(c * 9), &packed)
+            var c16 = [Float](repeating: 0, count: m * c * 9)
+            if m % 16 == 0 { akn_conv3x3_c16_weights(packed, Int32(m), Int32(c), 0, 0, Int32(m / 16), &c16) }
+            let x = randomTensor([c, h, w], seed: UInt64(140 + i)).data
+            let g = randomTensor([m, h, w], seed: UInt64(145 + i)).data
+            let mask = randomTensor([m, h, w], seed: UInt64(150 + i)).data
+            let inScale = (0..<m).map { 1 + Float($0) / 64 }
+            let bias = (0..<m).map { Float($0) / 16 - 1 }
+            let size = akn_scratch_size(Int32(max(c, m)), Int32(h), Int32(w))
+            var tmp = [Float](repeating: 0, count: akn_tmp_size(Int32(h), Int32(w)))
+            try forEachISA { isa in
+                for kernel in ["six", "c16", "adjoint"] where kernel != "c16" || m % 16 == 0 {
+                    let (cin, cout) = kernel == "adjoint" ? (m, c) : (c, m)
+                    let input = kernel == "adjoint" ? g : x
+                    let run = { (xp: UnsafeMutablePointer<Float>, y0: Int, y1: Int, out: UnsafeMutablePointer<Float>) in
+                        switch kernel {
+                        case "six":
+                            akn_conv3x3(input, nil, nil, Int32(cin), Int32(h), Int32(w), packed, 0, 0, Int32(cout), Int32(y0),
+                                        Int32(y1), nil, bias, nil, 1, out, xp, 0, &tmp)
+                        case "c16":
+                            akn_conv3x3_c16(xp, Int32(cin), Int32(h), Int32(w), c16, 0, Int32(cout / 16), Int32(y0), Int32(y1),
+                                            nil, bias, nil, 1, out)
+                        default:
+                            for m0 in stride(from: 0, to: cout, by: 6) {
+                                akn_conv3x3_adjoint(input, nil, nil, Int32(cin), Int32(h), Int32(w), packed, Int32(m0),
+                                                    Int32(min(cout, m0 + 6)), Int32(cout), Int32(y0), Int32(y1), out, xp, 0, &tmp)
+                            }
+                        }
+                    }
+                    let (ms, sc) = kernel == "adjoint" ? (Optional(mask), Optional(inScale)) : (nil, nil)
+                    var whole = [Float](repeating: 0, count: size)
+                    akn_conv3x3_pad(input, ms, sc, Int32(cin), Int32(h), Int32(w), 0, Int32(cin), &whole)
+                    var a = [Float](repeating: 0, count: cout * h * w), b = a
+                    run(&whole, 0, h, &a)
+                    for bands in [2, 3] {
+                        for band in 0..<bands {
+                            let (y0, y1) = (h * band / bands, h * (band + 1) / bands)
+                            var own = [Float](repeating: .nan, count: size)
+                            akn_conv3x3_pad_band(input, ms, sc, Int32(cin), Int32(h), Int32(w), Int32(y0), Int32(y1), &own)
+                            run(&own, y0, y1, &b)
+                        }
+                        XCTAssertEqual(a.map(\.bitPattern), b.map(\.bitPattern), "\(isa.name) \(kernel) c\(cin) m\(cout) \(h)x\(w), \(bands) bands")
+                    }
+                }
+            }
+        }
+    }
+
     /// A model's F(2x2, 3x3) layers run it only within the memory budget: all of them or none, and
     /// both ways give the same predictions (to Winograd's rounding).
     func testWinograd2Budget() throws {

@@ -775,34 +775,49 @@ struct Conv: Op {
         // Work units: blocks of output channels x bands of rows (bands only when there are too few
         // blocks to keep every thread busy).
         let bands = blocks >= 2 * t ? 1 : min(h, (2 * t + blocks - 1) / blocks)
+        // With bands, each thread pads the rows its bands read into its own buffer, in the same
+        // parallel region: no second barrier, and a band's input rows are mostly those the same
+        // thread wrote as the previous layer's band (channels padded over the threads put half of
+        // every plane on the other core). Units then go band-major, so a thread pads few bands.
+        let ownPad = bands > 1 && t > 1
         scratch.withUnsafeMutableBufferPointer { sp in
             let sb = sp.baseAddress!
             for s in 0..<n {
                 let xs = x + s * channelsIn * h * w, off = s * channelsOut * h * w
-                // Pad once (with the mask and scale; channels over the threads), then split the units
-                // over the threads.
                 let ms = inMask.map { $0 + s * channelsIn * h * w }
-                Parallel.forRanges(channelsIn, threads: t) { r in
-                    akn_conv3x3_pad(xs, ms, inScale, Int32(channelsIn), Int32(h), Int32(w), Int32(r.lowerBound),
-                                    Int32(r.upperBound), sb)
+                if !ownPad {
+                    // Pad once (with the mask and scale; channels over the threads), then split the
+                    // units over the threads.
+                    Parallel.forRanges(channelsIn, threads: t) { r in
+                        akn_conv3x3_pad(xs, ms, inScale, Int32(channelsIn), Int32(h), Int32(w), Int32(r.lowerBound),
+                                        Int32(r.upperBound), sb)
+                    }
                 }
                 Parallel.forRanges(blocks * bands, threads: t) { r in
                     withThreadScratch(slot: 1, tmpSize) { tp in
-                        for u in r {
-                            let (b, band) = (u / bands, u % bands)
-                            let (y0, y1) = (Int32(h * band / bands), Int32(h * (band + 1) / bands))
-                            if adjointInPlace {
-                                akn_conv3x3_adjoint(xs, nil, nil, Int32(channelsIn), Int32(h), Int32(w), pb, Int32(b * 6),
-                                                    Int32(min(channelsOut, b * 6 + 6)), Int32(channelsOut), y0, y1, y + off, sb,
-                                                    0, tp)
-                            } else if channelBlocked {
-                                akn_conv3x3_c16(sb, Int32(channelsIn), Int32(h), Int32(w), pb, Int32(2 * b),
-                                                Int32(min((channelsOut + 15) / 16, 2 * b + 2)), y0, y1,
-                                                ep.scale, ep.bias, ep.residual.map { $0 + off }, ep.relu ? 1 : 0, y + off)
-                            } else {
-                                akn_conv3x3(xs, nil, nil, Int32(channelsIn), Int32(h), Int32(w), pb, 0, Int32(b * 6),
-                                            Int32(min(channelsOut, b * 6 + 6)), y0, y1, ep.scale, ep.bias,
-                                            ep.residual.map { $0 + off }, ep.relu ? 1 : 0, y + off, sb, 0, tp)
+                        withThreadScratch(slot: 4, ownPad ? scratchSize : 0) { own in
+                            var padded = -1
+                            for u in r {
+                                let (b, band) = ownPad ? (u % blocks, u / blocks) : (u / bands, u % bands)
+                                let (y0, y1) = (Int32(h * band / bands), Int32(h * (band + 1) / bands))
+                                let xp = ownPad ? own : sb
+                                if ownPad && band != padded {
+                                    akn_conv3x3_pad_band(xs, ms, inScale, Int32(channelsIn), Int32(h), Int32(w), y0, y1, own)
+                                    padded = band
+                                }
+                                if adjointInPlace {
+                                    akn_conv3x3_adjoint(xs, nil, nil, Int32(channelsIn), Int32(h), Int32(w), pb, Int32(b * 6),
+                                                        Int32(min(channelsOut, b * 6 + 6)), Int32(channelsOut), y0, y1, y + off,
+                                                        xp, 0, tp)
+                                } else if channelBlocked {
+                                    akn_conv3x3_c16(xp, Int32(channelsIn), Int32(h), Int32(w), pb, Int32(2 * b),
+                                                    Int32(min((channelsOut + 15) / 16, 2 * b + 2)), y0, y1,
+                                                    ep.scale, ep.bias, ep.residual.map { $0 + off }, ep.relu ? 1 : 0, y + off)
+                                } else {
+                                    akn_conv3x3(xs, nil, nil, Int32(channelsIn), Int32(h), Int32(w), pb, 0, Int32(b * 6),
+                                                Int32(min(channelsOut, b * 6 + 6)), y0, y1, ep.scale, ep.bias,
+                                                ep.residual.map { $0 + off }, ep.relu ? 1 : 0, y + off, xp, 0, tp)
+                                }
                             }
                         }
                     }

@@ -96,10 +96,10 @@ enum { AKN_GEMM_SLACK = 64 };
 void akn_gemm_gather_transposed(const float *pw, int m, int k, int r0, int r1, float *out);
 
 /**
- * This thread's scratch buffer number `slot` (0-3), grown to at least `floats` and kept for the
+ * This thread's scratch buffer number `slot` (0-4), grown to at least `floats` and kept for the
  * next call (kernels' per-thread scratch: no allocation per layer). NULL if it cannot grow.
  * Slot 0: GEMM B chunks (akn_gemm_scratch_size); 1: the direct kernel's tile; 2: a B packed whole
- * and shared by the threads of one GEMM; 3: a GEMM tile.
+ * and shared by the threads of one GEMM; 3: a GEMM tile; 4: a direct 3x3 band's padded input.
  */
 float *akn_thread_scratch(int slot, size_t floats);
 

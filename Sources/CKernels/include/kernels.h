@@ -60,6 +60,15 @@ void akn_conv3x3_pad(const float *x, const float *in_mask, const float *in_scale
                      float *scratch);
 
 /**
+ * The padded input's rows that output rows [y0, y1) of akn_conv3x3 / akn_conv3x3_c16 read (padded
+ * rows [y0, y1 + 2) of every channel, and the zeros the kernels' discarded lanes read after them),
+ * in a scratch of akn_scratch_size floats laid out as the whole padded input: a band's own copy,
+ * built on the thread that computes the band.
+ */
+void akn_conv3x3_pad_band(const float *x, const float *in_mask, const float *in_scale, int c, int h, int w, int y0, int y1,
+                          float *scratch);
+
+/**
  * Blocks [b0, b1) of the packed weights of the adjoint (input gradient) of a 3x3 convolution with
  * cf inputs and mf outputs whose forward panels are `packed`: [ceil(cf/6)][mf][3][3][6], the
  * kernel transposed and flipped, zero past cf. Whole: (cf + 5) / 6 * mf * 54 floats.
