@@ -296,3 +296,161 @@ void akn_conv_phased(const akn_gemm_cols *io, int c, int m, const float *pa, int
         }
     }
 }
+
+/// The range of dz row offsets d (oy = q + d) an input phase p (iy = s q + p) reads over the kernel
+/// taps k with (p + pad - k) a multiple of s: d = (p + pad - k) / s, for every phase.
+static void adjoint_offsets(int k, int s, int pad, int *dmin, int *dmax) {
+    int lo = 1 << 30, hi = -(1 << 30);
+    for (int p = 0; p < s; p++)
+        for (int t = 0; t < k; t++) {
+            int num = p + pad - t;
+            if (((num % s) + s) % s) continue;
+            int d = (num - (((num % s) + s) % s)) / s;  // exact: num is a multiple of s
+            if (d < lo) lo = d;
+            if (d > hi) hi = d;
+        }
+    *dmin = lo;
+    *dmax = hi;
+}
+
+void akn_phased_adjoint_dims(const akn_conv_b *g, int c, int m, int *rows, int *depth) {
+    int y0, y1, x0, x1;
+    adjoint_offsets(g->kh, g->sh, g->pt, &y0, &y1);
+    adjoint_offsets(g->kw, g->sw, g->pl, &x0, &x1);
+    *rows = c * g->sh * g->sw;
+    *depth = m * (y1 - y0 + 1) * (x1 - x0 + 1);
+}
+
+void akn_phased_adjoint_weights(const akn_conv_b *g, int c, int m, const float *w, float *out) {
+    int y0, y1, x0, x1;
+    adjoint_offsets(g->kh, g->sh, g->pt, &y0, &y1);
+    adjoint_offsets(g->kw, g->sw, g->pl, &x0, &x1);
+    int ny = y1 - y0 + 1, nx = x1 - x0 + 1, sh = g->sh, sw = g->sw;
+    int rows = c * sh * sw, depth = m * ny * nx;
+    // Row (ci, py, px), column (co, dy, dx): W[co][ci][ky][kx] with ky = py + pt - sh dy (and kx
+    // alike) when that is a tap, else 0.
+    for (int ci = 0; ci < c; ci++)
+        for (int py = 0; py < sh; py++)
+            for (int px = 0; px < sw; px++) {
+                float *row = out + (size_t)((ci * sh + py) * sw + px) * depth;
+                for (int co = 0; co < m; co++)
+                    for (int dy = y0; dy <= y1; dy++)
+                        for (int dx = x0; dx <= x1; dx++) {
+                            int ky = py + g->pt - sh * dy, kx = px + g->pl - sw * dx;
+                            float v = 0.0f;
+                            if (ky >= 0 && ky < g->kh && kx >= 0 && kx < g->kw)
+                                v = w[(((size_t)co * c + ci) * g->kh + ky) * g->kw + kx];
+                            row[((size_t)co * ny + (dy - y0)) * nx + (dx - x0)] = v;
+                        }
+            }
+    (void)rows;
+}
+
+/// d[j] = mask[j] > 0 ? src[j] * sc : 0 (vectorized: both loads unconditional).
+static void adjoint_row_masked(float *restrict d, const float *restrict src, const float *restrict mask, float sc, long n) {
+    for (long j = 0; j < n; j++) {
+        float v = src[j] * sc, mv = mask[j];
+        d[j] = mv > 0 ? v : 0.0f;
+    }
+}
+
+/// Phase rows' width in the band of dz (columns qx + dx of every panel of the phase grid).
+static long adjoint_width(const akn_conv_b *g, int x0, int x1) {
+    long qw = ((long)g->w + g->sw - 1) / g->sw;
+    return (qw + 15) / 16 * 16 + (x1 - x0);
+}
+
+size_t akn_phased_adjoint_scratch_size(const akn_conv_b *g, int c, int m, int rows) {
+    int y0, y1, x0, x1;
+    adjoint_offsets(g->kh, g->sh, g->pt, &y0, &y1);
+    adjoint_offsets(g->kw, g->sw, g->pl, &x0, &x1);
+    long wd = adjoint_width(g, x0, x1), span = rows + (y1 - y0);
+    long qw = ((long)g->w + g->sw - 1) / g->sw;
+    size_t r = (size_t)c * g->sh * g->sw, depth = (size_t)m * (y1 - y0 + 1) * (x1 - x0 + 1);
+    return (size_t)m * span * wd + depth + r * ((qw + 15) / 16 * 16) + 12 * 32 + 16;
+}
+
+void akn_phased_adjoint(const akn_conv_b *g, int c, int m, int oh, const float *pa, const float *dz, const float *mask,
+                        const float *scale, int q0, int q1, float *dx, float *scratch) {
+    int y0, y1, x0, x1;
+    adjoint_offsets(g->kh, g->sh, g->pt, &y0, &y1);
+    adjoint_offsets(g->kw, g->sw, g->pl, &x0, &x1);
+    int sh = g->sh, sw = g->sw, ny = y1 - y0 + 1, nx = x1 - x0 + 1;
+    long qh = ((long)g->h + sh - 1) / sh, qw = ((long)g->w + sw - 1) / sw, qwp = (qw + 15) / 16 * 16;
+    if (q1 > qh) q1 = (int)qh;
+    if (q1 <= q0) return;
+    int rows = c * sh * sw, depth = m * ny * nx;
+    long wd = adjoint_width(g, x0, x1), span = (q1 - q0) + (ny - 1), ow = g->ow;
+    float *pd = scratch;
+    int *off = (int *)(pd + (size_t)m * span * wd);
+    float *out = (float *)(off + depth);
+    float *tile = out + (size_t)rows * qwp;
+    // The band of dz: pd[co][r][j] = dz'[co][q0 + y0 + r][x0 + j] (0 outside dz), dz' = (mask > 0 ?
+    // dz : 0) * scale[co], as the GEMM's packing would read it.
+    for (int co = 0; co < m; co++) {
+        float sc = scale ? scale[co] : 1.0f;
+        for (long r = 0; r < span; r++) {
+            float *d = pd + ((size_t)co * span + r) * wd;
+            long oy = q0 + y0 + r;
+            if (oy < 0 || oy >= oh) {
+                memset(d, 0, (size_t)wd * sizeof(float));
+                continue;
+            }
+            const float *src = dz + ((size_t)co * oh + oy) * ow;
+            const float *mk = mask ? mask + ((size_t)co * oh + oy) * ow : NULL;
+            // d[j] holds column x0 + j: zeros left of column 0 and right of ow - 1
+            long jlo = -x0 > 0 ? -x0 : 0, jhi = ow - x0 < wd ? ow - x0 : wd;
+            if (jlo > wd) jlo = wd;
+            if (jhi < jlo) jhi = jlo;
+            memset(d, 0, (size_t)jlo * sizeof(float));
+            if (mk)
+                adjoint_row_masked(d + jlo, src + (x0 + jlo), mk + (x0 + jlo), sc, jhi - jlo);
+            else if (scale)
+                for (long j = jlo; j < jhi; j++) d[j] = src[x0 + j] * sc;
+            else if (jhi > jlo)
+                memcpy(d + jlo, src + x0 + jlo, (size_t)(jhi - jlo) * sizeof(float));
+            memset(d + jhi, 0, (size_t)(wd - jhi) * sizeof(float));
+        }
+    }
+    for (int co = 0; co < m; co++)
+        for (int dy = 0; dy < ny; dy++)
+            for (int dxo = 0; dxo < nx; dxo++) off[(co * ny + dy) * nx + dxo] = (int)(((long)co * span + dy) * wd + dxo);
+    int level = abk_isa();
+    tile_off_fn fn = g_tiles[level].off;
+    int max_pa = g_tiles[level].max_pa, max_pb = g_tiles[level].max_pb;
+    int panels = (int)(qwp / 16);
+    akn_gemm_cols io;
+    memset(&io, 0, sizeof io);
+    io.per = (int)qwp;
+    io.c = out;
+    io.ldc = qwp;
+    io.c_sample = (long)rows * qwp;
+    for (int qy = q0; qy < q1; qy++) {
+        const float *b = pd + (size_t)(qy - q0) * wd;
+        for (int r = 0; r < rows;) {
+            int npa = (max_pa == 2 && rows - r > 6) ? 2 : 1;
+            int r1 = r + 6 * npa < rows ? r + 6 * npa : rows;
+            const float *a = pa + (size_t)(r / 6) * depth * 6;
+            for (int q = 0; q < panels;) {
+                int npb = (max_pb == 2 && panels - q >= 2) ? 2 : 1;
+                fn(depth, a, npa, b + q * 16, npb, off, &io, r, r1, q * 16, q * 16 + 16 * npb, tile);
+                q += npb;
+            }
+            r = r1;
+        }
+        // Row (ci, py, px) holds dx[ci][sh qy + py][sw qx + px] for qx = 0, 1, ...
+        for (int ci = 0; ci < c; ci++)
+            for (int py = 0; py < sh; py++) {
+                long iy = (long)sh * qy + py;
+                if (iy >= g->h) continue;
+                float *drow = dx + ((size_t)ci * g->h + iy) * g->w;
+                for (int px = 0; px < sw; px++) {
+                    const float *o = out + (size_t)((ci * sh + py) * sw + px) * qwp;
+                    for (long qx = 0; qx < qw; qx++) {
+                        long ix = sw * qx + px;
+                        if (ix < g->w) drow[ix] = o[qx];
+                    }
+                }
+            }
+    }
+}

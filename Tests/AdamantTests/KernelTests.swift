@@ -232,6 +232,18 @@ final class KernelTests: XCTestCase {
                 let r = randomTensor(y.shape, seed: 81)
                 let yf = try fused.forward([x, r], cx)[0]
                 if expected == .phased {
+                    // The input gradient over the input's phase grid (with the ReLU's mask and the BN
+                    // scale) against im2col + col2im's, another order of the same sums, and the same
+                    // bits on 1 and 2 threads.
+                    let viaPhases = try fused.backward([x, r], [yf], [g], needs: [true, false], cx)[0]!
+                    let oneThread = ExecContext(bn: [], declaredBatch: nil, batch: batch, threads: 1)
+                    XCTAssertEqual(try fused.backward([x, r], [yf], [g], needs: [true, false], oneThread)[0]!.data, viaPhases.data, what)
+                    Conv.phasedAdjointEnabled = false
+                    let viaColumns = try fused.backward([x, r], [yf], [g], needs: [true, false], cx)[0]!
+                    Conv.phasedAdjointEnabled = true
+                    let gTop = viaColumns.data.map { abs($0) }.max()!
+                    XCTAssertGreaterThan(gTop, 0, what)
+                    XCTAssertLessThan(zip(viaPhases.data, viaColumns.data).map { abs($0 - $1) }.max()! / gTop, 1e-5, what)
                     // the same bits as im2col + GEMM, plain and with every epilogue term
                     Conv.phasedEnabled = false
                     defer { Conv.phasedEnabled = true }

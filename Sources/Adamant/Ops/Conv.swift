@@ -101,6 +101,30 @@ final class ConvWeights: @unchecked Sendable {
         }
     }
 
+    private var phasedAdjointStore: [Float]?
+    private var phasedAdjointGeometry: [Int32] = []
+
+    /// A of the phased input gradient (akn_phased_adjoint: rows (ci, py, px) by depth (co, dy, dx)),
+    /// packed, for the geometry `g`; built on the first input gradient and kept (a stem's: 12 x 1024).
+    func phasedAdjoint(_ g: akn_conv_b) -> [Float] {
+        var g = g
+        let key = [g.h, g.w, g.ow, g.kh, g.kw, g.sh, g.sw, g.pt, g.pl]
+        pthread_mutex_lock(&mutex)
+        defer { pthread_mutex_unlock(&mutex) }
+        if let a = phasedAdjointStore, phasedAdjointGeometry == key { return a }
+        var (rows, depth) = (Int32(0), Int32(0))
+        akn_phased_adjoint_dims(&g, Int32(inPerGroup), Int32(outChannels), &rows, &depth)
+        var plain = [Float](repeating: 0, count: Int(rows) * Int(depth))
+        unpacked().withUnsafeBufferPointer { wp in
+            akn_phased_adjoint_weights(&g, Int32(inPerGroup), Int32(outChannels), wp.baseAddress!, &plain)
+        }
+        var packed = [Float](repeating: 0, count: akn_gemm_packed_a_size(rows, depth) + Int(AKN_GEMM_SLACK))
+        akn_gemm_pack_a(plain, Int(depth), 0, rows, depth, &packed)
+        phasedAdjointStore = packed
+        phasedAdjointGeometry = key
+        return packed
+    }
+
     private var c16ForwardStore: [Float]?
     private var c16AdjointStore: [Float]?
 
@@ -195,8 +219,10 @@ enum ConvAlgorithm: Equatable {
     /// Few input channels (at most ``Conv/phasedMaxChannels``), a window of at least 3x3, a stride
     /// of 1 or 2, 16 output columns or more, one group, no dilation (a ResNet's 7x7/2 stem): the
     /// forward reads each tap's columns in place from the input rows split into stride phases
-    /// (`akn_conv_phased`), the GEMM's tiles without its packing. Same bits as ``im2col``, which
-    /// computes the input gradient. ResNet-50's stem, one thread: 1.40 -> 1.18 ms.
+    /// (`akn_conv_phased`), the GEMM's tiles without its packing. Same bits as ``im2col``.
+    /// ResNet-50's stem, one thread: 1.40 -> 1.18 ms. The input gradient is one GEMM per row of the
+    /// input's phase grid (`akn_phased_adjoint`: rows (channel, phase), dz read in place from a
+    /// band), not im2col's column buffer and col2im.
     case phased
     /// im2col + GEMM: everything else.
     case im2col
@@ -393,7 +419,8 @@ struct Conv: Op {
         let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
         let (oh, ow) = (g.shape[2], g.shape[3])
         let algo = algorithm(h, w)
-        var dx = algo == .im2col || algo == .phased ? try ctx.zeros(x.shape) : try ctx.uninitialized(x.shape)
+        let accumulates = algo == .im2col || (algo == .phased && !Conv.phasedAdjointEnabled)
+        var dx = accumulates ? try ctx.zeros(x.shape) : try ctx.uninitialized(x.shape)
         try g.data.withUnsafeBufferPointer { gp in
             try dx.data.withUnsafeMutableBufferPointer { xp in
                 try withOptionalBuffer(mask?.data) { mp in
@@ -413,6 +440,9 @@ struct Conv: Op {
                             try winograd(weights.winograd2, form: .f2Adjoint, rows: c, cols: outChannels, x: gp.baseAddress!,
                                          inMask: mp, n: n, h: h, w: w, inScale: sp, ep: none, y: xp.baseAddress!,
                                          threads: ctx.threads, ctx)
+                        case .phased where Conv.phasedAdjointEnabled:
+                            phasedBackward(dz: gp.baseAddress!, mask: mp, scale: sp, n: n, c: c, h: h, w: w, oh: oh, ow: ow,
+                                           dx: xp.baseAddress!, threads: ctx.threads)
                         case .pointwise, .im2col, .phased:
                             try gemmBackward(dz: gp.baseAddress!, mask: mp, n: n, c: c, h: h, w: w, oh: oh, ow: ow,
                                          pointwise: algo == .pointwise, scale: sp, dx: xp.baseAddress!, threads: ctx.threads, ctx)
@@ -466,6 +496,8 @@ struct Conv: Op {
             return []
         case .strided1x1:
             return [n * c * oh * ow]  // the subsampled input (forward), or its gradient (backward)
+        case .phased where Conv.phasedAdjointEnabled:
+            return []  // (both directions read their input in place, from a band in the thread's scratch)
         case .im2col, .phased:
             // The forward packs its implicit im2col (or reads it in place); only the input gradient
             // has a column buffer.
@@ -598,6 +630,36 @@ struct Conv: Op {
             }
         }
     }
+
+    /// The input gradient of a ``ConvAlgorithm/phased`` layer (`akn_phased_adjoint`): units of
+    /// (sample, `phasedRows` rows of the input's phase grid) over the threads, each writing its own
+    /// elements of dx with its band of dz in the thread's scratch.
+    private func phasedBackward(dz: UnsafePointer<Float>, mask: UnsafePointer<Float>?, scale: UnsafePointer<Float>?, n: Int,
+                                c: Int, h: Int, w: Int, oh: Int, ow: Int, dx: UnsafeMutablePointer<Float>, threads: Int) {
+        var geom = geometry(h: h, w: w, ow: ow, pads: resolvedPads(h, w))
+        let a = weights.phasedAdjoint(geom)
+        let rows = Conv.phasedRows, qh = (h + strides.0 - 1) / strides.0, bands = (qh + rows - 1) / rows
+        let (m, dzSample, dxSample) = (outChannels, outChannels * oh * ow, c * h * w)
+        let t = 2 * n * oh * ow * weights.kdim * outChannels < 2_000_000 ? 1 : threads
+        a.withUnsafeBufferPointer { ap in
+            withUnsafePointer(to: &geom) { gp in
+                let size = akn_phased_adjoint_scratch_size(gp, Int32(c), Int32(m), Int32(rows))
+                Parallel.forRanges(n * bands, threads: t) { r in
+                    withThreadScratch(slot: 1, size) { sp in
+                        for u in r {
+                            let (s, b) = (u / bands, u % bands)
+                            akn_phased_adjoint(gp, Int32(c), Int32(m), Int32(oh), ap.baseAddress!, dz + s * dzSample,
+                                               mask.map { $0 + s * dzSample }, scale, Int32(b * rows),
+                                               Int32(min(qh, b * rows + rows)), dx + s * dxSample, sp)
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Cleared by tests to run a ``ConvAlgorithm/phased`` layer's input gradient as im2col's.
+    nonisolated(unsafe) static var phasedAdjointEnabled = true
 
     /// Output rows per unit of ``ConvAlgorithm/phased``.
     static let phasedRows = 8

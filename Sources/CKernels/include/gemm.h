@@ -133,6 +133,23 @@ void akn_gemm_prepacked(int m, int n, int k, const float *pa, int transposed, co
 size_t akn_conv_phased_scratch_size(const akn_conv_b *g, int c, int rows);
 void akn_conv_phased(const akn_gemm_cols *io, int c, int m, const float *pa, int s, int oy0, int oy1, float *scratch);
 /**
+ * The input gradient of a strided convolution (dilation 1) as one GEMM per row of its input's phase
+ * grid: input element (ci, sh qy + py, sw qx + px) is row (ci, py, px) (c * sh * sw rows) at column
+ * (qy, qx), a sum over (co, dy, dx) of A[(ci, py, px)][(co, dy, dx)] * dz'[co][qy + dy][qx + dx], where
+ * A holds the tap (py + pt - sh dy, px + pl - sw dx) of W[co][ci] or 0 (the dy, dx range covers every
+ * phase's taps: akn_phased_adjoint_dims gives rows x depth) and dz' = (mask > 0 ? dz : 0) * scale[co].
+ * The tiles read dz' in place from a band of it (no im2col columns, no col2im). `pa`: A packed
+ * (akn_gemm_pack_a); akn_phased_adjoint_weights writes A [rows][depth] from W [m][c][kh][kw].
+ * Phase-grid rows [q0, q1) of one sample's dx [c][h][w] are written (not added), every element
+ * by one chain: disjoint ranges may run on different threads, each with its own scratch of
+ * akn_phased_adjoint_scratch_size(g, c, m, q1 - q0) floats.
+ */
+void akn_phased_adjoint_dims(const akn_conv_b *g, int c, int m, int *rows, int *depth);
+void akn_phased_adjoint_weights(const akn_conv_b *g, int c, int m, const float *w, float *out);
+size_t akn_phased_adjoint_scratch_size(const akn_conv_b *g, int c, int m, int rows);
+void akn_phased_adjoint(const akn_conv_b *g, int c, int m, int oh, const float *pa, const float *dz, const float *mask,
+                        const float *scale, int q0, int q1, float *dx, float *scratch);
+/**
  * The adjoint of the implicit im2col (akn_conv_b): adds im2col columns back into the input. `col`
  * holds per sample (col_sample floats apart) the rows p = (ci * kh + ki) * kw + kj of its c channels,
  * ldc floats apart, oh * ow positions each; x's channel ci of sample s is at x + s * x_sample +
