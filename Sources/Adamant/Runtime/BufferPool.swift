@@ -152,7 +152,11 @@ extension ExecContext {
     /// A zero-filled tensor, from the session's pool.
     func zeros(_ shape: [Int]) throws -> Tensor {
         var data = try pool?.take(shape.product, batch: batch) ?? BufferPool.allocate(shape.product)
-        data.withUnsafeMutableBufferPointer { p in p.update(repeating: 0) }
+        data.withUnsafeMutableBufferPointer { p in
+            // (a batch's gradient buffers run to tens of MB: zeroed on every thread)
+            guard let base = p.baseAddress else { return }
+            Parallel.forSlices(p.count, threads: threads) { r in memset(base + r.lowerBound, 0, r.count * MemoryLayout<Float>.size) }
+        }
         return Tensor(shape: shape, data: data)
     }
 
