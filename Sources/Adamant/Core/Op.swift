@@ -10,15 +10,18 @@ final class ExecContext {
     /// Threads an op may split its own work over (1 inside an already parallel batch chunk).
     let threads: Int
 
-    /// The session's recycled buffers (nil: plain allocation).
+    /// The session's recycled buffers (nil: plain allocation), and the lane this context draws them
+    /// from (its piece's worker; 0 for a whole batch).
     let pool: BufferPool?
+    let lane: Int
     /// Asked between ops (forward and backward); true ends the pass with ``ErrorKind/cancelled``.
     /// May be called from the batch's worker threads at once: it must be thread-safe.
     let shouldCancel: (() -> Bool)?
 
     init(bn: [BNParams], declaredBatch: Int?, batch: Int, calibration: CalibrationRecorder? = nil, threads: Int = 1,
-         pool: BufferPool? = nil, shouldCancel: (() -> Bool)? = nil) {
+         pool: BufferPool? = nil, lane: Int = 0, shouldCancel: (() -> Bool)? = nil) {
         self.pool = pool
+        self.lane = lane
         self.shouldCancel = shouldCancel
         self.bn = bn
         self.declaredBatch = declaredBatch

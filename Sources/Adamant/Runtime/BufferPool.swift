@@ -14,8 +14,13 @@ final class BufferPool: @unchecked Sendable {
     /// Batch sizes whose buffers are kept (two calls' worth: a batch split over threads runs pieces
     /// of two sizes at most).
     static let maxBatchSizes = 4
-    private var free: [Int: [Int: [[Float]]]] = [:]  // batch -> count -> buffers
-    private var lent: [Int: [Int: Int]] = [:]         // batch -> count -> buffers handed out, not yet back
+    /// Buffers are kept per batch size and lane: the pieces of a batch that run on the threads at
+    /// once each draw from their worker's lane, so every lane sees the same sequence of takes and
+    /// gives on every call and needs no new buffer after the first (one shared list would need more
+    /// whenever the threads' peaks happen to coincide, at any later call).
+    private struct Key: Hashable { let batch: Int, lane: Int }
+    private var free: [Key: [Int: [[Float]]]] = [:]  // (batch, lane) -> count -> buffers
+    private var lent: [Key: [Int: Int]] = [:]         // (batch, lane) -> count -> buffers handed out, not yet back
     private var lastUse: [Int: Int] = [:]            // batch -> tick
     private var tick = 0
     private var mutex = pthread_mutex_t()
@@ -42,15 +47,17 @@ final class BufferPool: @unchecked Sendable {
     init() { pthread_mutex_init(&mutex, nil) }
     deinit { pthread_mutex_destroy(&mutex) }
 
-    /// A buffer of `count` floats whose contents are undefined, for a call on `batch` samples.
-    /// Fails with ``ErrorKind/resource`` when the system cannot give a new buffer that large.
-    func take(_ count: Int, batch: Int) throws -> [Float] {
+    /// A buffer of `count` floats whose contents are undefined, for a call on `batch` samples (from
+    /// `lane`: a piece's worker). Fails with ``ErrorKind/resource`` when the system cannot give a
+    /// new buffer that large.
+    func take(_ count: Int, batch: Int, lane: Int = 0) throws -> [Float] {
+        let key = Key(batch: batch, lane: lane)
         pthread_mutex_lock(&mutex)
         touch(batch)
-        if var list = free[batch]?[count], let a = list.popLast() {
-            free[batch]![count] = list.isEmpty ? nil : list
+        if var list = free[key]?[count], let a = list.popLast() {
+            free[key]![count] = list.isEmpty ? nil : list
             heldFloats -= count
-            lend(count, batch: batch)
+            lend(count, key)
             pthread_mutex_unlock(&mutex)
             return a
         }
@@ -58,14 +65,14 @@ final class BufferPool: @unchecked Sendable {
         let a = try BufferPool.allocate(count)
         pthread_mutex_lock(&mutex)
         allocations += 1
-        lend(count, batch: batch)
+        lend(count, key)
         pthread_mutex_unlock(&mutex)
         return a
     }
 
     /// Records a buffer handed out (called with the mutex held).
-    private func lend(_ count: Int, batch: Int) {
-        lent[batch, default: [:]][count, default: 0] += 1
+    private func lend(_ count: Int, _ key: Key) {
+        lent[key, default: [:]][count, default: 0] += 1
         lentFloats += count
         peakLentFloats = max(peakLentFloats, lentFloats)
         peakFootprintFloats = max(peakFootprintFloats, lentFloats + heldFloats)
@@ -94,17 +101,19 @@ final class BufferPool: @unchecked Sendable {
 
     /// Returns a buffer for reuse. The caller must not use `a` afterwards (a buffer still shared
     /// with another value would only cost a copy on its next write, never a wrong result).
-    func give(_ a: [Float], batch: Int) {
+    /// Buffers come back to the lane they were taken from.
+    func give(_ a: [Float], batch: Int, lane: Int = 0) {
         guard a.count > 0 else { return }
+        let key = Key(batch: batch, lane: lane)
         pthread_mutex_lock(&mutex)
         defer { pthread_mutex_unlock(&mutex) }
         // Only as many buffers come back as went out: a tensor some op allocated itself is dropped
         // (else every call would add its buffers and the pool would grow without bound).
-        guard let out = lent[batch]?[a.count], out > 0 else { return }
-        lent[batch]![a.count] = out - 1
+        guard let out = lent[key]?[a.count], out > 0 else { return }
+        lent[key]![a.count] = out - 1
         lentFloats -= a.count
         touch(batch)
-        free[batch, default: [:]][a.count, default: []].append(a)
+        free[key, default: [:]][a.count, default: []].append(a)
         heldFloats += a.count
     }
 
@@ -115,10 +124,14 @@ final class BufferPool: @unchecked Sendable {
         lastUse[batch] = tick
         while lastUse.count > BufferPool.maxBatchSizes, let (old, _) = lastUse.min(by: { $0.value < $1.value }) {
             lastUse[old] = nil
-            for (count, list) in free[old] ?? [:] { heldFloats -= count * list.count }
-            for (count, n) in lent[old] ?? [:] { lentFloats -= count * n }
-            free[old] = nil
-            lent[old] = nil
+            for (key, lists) in free where key.batch == old {
+                for (count, list) in lists { heldFloats -= count * list.count }
+                free[key] = nil
+            }
+            for (key, counts) in lent where key.batch == old {
+                for (count, n) in counts { lentFloats -= count * n }
+                lent[key] = nil
+            }
         }
     }
 
@@ -126,7 +139,7 @@ final class BufferPool: @unchecked Sendable {
     func heldFloats(batch: Int) -> Int {
         pthread_mutex_lock(&mutex)
         defer { pthread_mutex_unlock(&mutex) }
-        return (free[batch] ?? [:]).reduce(0) { $0 + $1.key * $1.value.count }
+        return free.filter { $0.key.batch == batch }.values.reduce(0) { $0 + $1.reduce(0) { $0 + $1.key * $1.value.count } }
     }
 
     /// Drops every held buffer.
@@ -146,12 +159,12 @@ extension ExecContext {
     /// Fails with ``ErrorKind/resource`` when the system cannot give the memory (as do the others).
     func uninitialized(_ shape: [Int]) throws -> Tensor {
         guard let pool else { return Tensor(shape: shape, data: try BufferPool.allocate(shape.product)) }
-        return Tensor(shape: shape, data: try pool.take(shape.product, batch: batch))
+        return Tensor(shape: shape, data: try pool.take(shape.product, batch: batch, lane: lane))
     }
 
     /// A zero-filled tensor, from the session's pool.
     func zeros(_ shape: [Int]) throws -> Tensor {
-        var data = try pool?.take(shape.product, batch: batch) ?? BufferPool.allocate(shape.product)
+        var data = try pool?.take(shape.product, batch: batch, lane: lane) ?? BufferPool.allocate(shape.product)
         data.withUnsafeMutableBufferPointer { p in
             // (a batch's gradient buffers run to tens of MB: zeroed on every thread)
             guard let base = p.baseAddress else { return }
@@ -163,11 +176,11 @@ extension ExecContext {
     /// Scratch floats (contents undefined); hand them back with ``recycle(_:)-([Float])``.
     func scratch(_ count: Int) throws -> [Float] {
         guard let pool else { return try BufferPool.allocate(count) }
-        return try pool.take(count, batch: batch)
+        return try pool.take(count, batch: batch, lane: lane)
     }
 
-    func recycle(_ a: [Float]) { pool?.give(a, batch: batch) }
-    func recycle(_ t: Tensor) { pool?.give(t.data, batch: batch) }
+    func recycle(_ a: [Float]) { pool?.give(a, batch: batch, lane: lane) }
+    func recycle(_ t: Tensor) { pool?.give(t.data, batch: batch, lane: lane) }
 }
 
 /// Whether two arrays share storage (an op returned its input as its output).

@@ -97,10 +97,11 @@ public final class Session {
         }
     }
 
-    func context(domain: Int, batch: Int, calibration: CalibrationRecorder? = nil, threads: Int = 1) throws -> ExecContext {
+    func context(domain: Int, batch: Int, calibration: CalibrationRecorder? = nil, threads: Int = 1, lane: Int = 0) throws
+        -> ExecContext {
         try model.checkDomain(domain)
         return ExecContext(bn: model.bn[domain], declaredBatch: model.graph.declaredBatch, batch: batch,
-                           calibration: calibration, threads: threads, pool: pool, shouldCancel: shouldCancel)
+                           calibration: calibration, threads: threads, pool: pool, lane: lane, shouldCancel: shouldCancel)
     }
 
     /// The sample ranges ``chunked(_:piece:_:)`` splits a batch into for pieces of at most `piece`
@@ -115,7 +116,8 @@ public final class Session {
     }
 
     /// Runs `body(i)` for pieces i in 0..<count on min(threads, count) workers (worker w takes
-    /// w, w + workers, ...), each single-threaded inside; rethrows the first piece's error.
+    /// w, w + workers, ...: ``pieceLane(_:of:)``), each single-threaded inside; rethrows the first
+    /// piece's error.
     func forEachPiece(_ count: Int, _ body: (Int) throws -> Void) throws {
         var errors = [Error?](repeating: nil, count: count)
         let workers = max(1, min(Parallel.threads, count))
@@ -134,6 +136,10 @@ public final class Session {
         if let e = errors.compactMap({ $0 }).first { throw e }
     }
 
+    /// The worker of ``forEachPiece(_:_:)`` that runs piece `i` of `count`: the pool lane its
+    /// context draws buffers from (and its buffers go back to).
+    func pieceLane(_ i: Int, of count: Int) -> Int { i % max(1, min(Parallel.threads, count)) }
+
     /// Samples `range` of a batch tensor (a copy).
     func slice(_ x: Tensor, _ range: Range<Int>) -> Tensor {
         let per = x.count / max(1, x.shape[0])
@@ -145,13 +151,16 @@ public final class Session {
     /// cache, spread over the threads (each piece single-threaded inside). A batch that makes a
     /// single piece runs whole, with ops splitting their own work over the threads. Samples never
     /// interact (BN runs in inference mode), so the split changes no result.
-    func chunked<R>(_ x: Tensor, piece: Int? = nil, _ body: (Tensor, Range<Int>, Int) throws -> R) throws -> [R] {
+    /// `body(piece, range, threads, lane)`: the pool lane its contexts use (``pieceLane(_:of:)``).
+    func chunked<R>(_ x: Tensor, piece: Int? = nil, _ body: (Tensor, Range<Int>, Int, Int) throws -> R) throws -> [R] {
         let ranges = pieceRanges(x.shape[0], piece: piece)
-        if ranges.count == 1 { return [try body(x, ranges[0], Parallel.threads)] }
+        if ranges.count == 1 { return [try body(x, ranges[0], Parallel.threads, 0)] }
         var results = [R?](repeating: nil, count: ranges.count)
         try results.withUnsafeMutableBufferPointer { res in
             let rp = res.baseAddress!
-            try forEachPiece(ranges.count) { i in rp[i] = try body(slice(x, ranges[i]), ranges[i], 1) }
+            try forEachPiece(ranges.count) { i in
+                rp[i] = try body(slice(x, ranges[i]), ranges[i], 1, pieceLane(i, of: ranges.count))
+            }
         }
         return results.map { $0! }
     }
@@ -176,8 +185,8 @@ public final class Session {
             try checkOutput(y, batch: normalized.shape[0])
             return y.data
         }
-        return try chunked(normalized) { t, _, threads in
-            let ctx = try context(domain: domain, batch: t.shape[0], threads: threads)
+        return try chunked(normalized) { t, _, threads, lane in
+            let ctx = try context(domain: domain, batch: t.shape[0], threads: threads, lane: lane)
             let y = try model.plans[domain].forward(t, ctx, keep: false).output
             try checkOutput(y, batch: t.shape[0])
             return y.data
@@ -214,8 +223,8 @@ public final class Session {
             if seg.piece == nil {
                 out = try plan.forward(seg, cur, ctx)
             } else {
-                let parts = try chunked(cur, piece: seg.piece) { t, _, th in
-                    try plan.forward(seg, t, try context(domain: domain, batch: t.shape[0], threads: th))
+                let parts = try chunked(cur, piece: seg.piece) { t, _, th, lane in
+                    try plan.forward(seg, t, try context(domain: domain, batch: t.shape[0], threads: th, lane: lane))
                 }
                 out = try join(parts, ctx, handBack: true)
             }
@@ -261,7 +270,8 @@ public final class Session {
                 try tapes.withUnsafeMutableBufferPointer { tp in
                     let t = tp.baseAddress!
                     try forEachPiece(ranges.count) { i in
-                        let pctx = try context(domain: domain, batch: ranges[i].count, threads: 1)
+                        let pctx = try context(domain: domain, batch: ranges[i].count, threads: 1,
+                                               lane: pieceLane(i, of: ranges.count))
                         let pass = try plan.forward(seg, slice(input, ranges[i]), pctx, keep: true)
                         t[i] = Tape(values: pass.values, ctx: pctx, range: ranges[i])
                     }
@@ -300,7 +310,7 @@ public final class Session {
     }
 
     /// The pieces' outputs (consecutive samples, in order) as one batch, from the pool of `ctx`; with
-    /// `handBack`, each piece's buffer then goes back to the pool of its piece size.
+    /// `handBack`, each piece's buffer then goes back to the pool of its piece size, in its lane.
     private func join(_ parts: [Tensor], _ ctx: ExecContext, handBack: Bool) throws -> Tensor {
         guard let first = parts.first else { throw fail(.internal, "no pieces to join") }
         let n = parts.reduce(0) { $0 + $1.shape[0] }
@@ -314,7 +324,9 @@ public final class Session {
                 at += p.count
             }
         }
-        if handBack { for p in parts { pool.give(p.data, batch: p.shape[0]) } }
+        if handBack {
+            for (i, p) in parts.enumerated() { pool.give(p.data, batch: p.shape[0], lane: pieceLane(i, of: parts.count)) }
+        }
         return joined
     }
 
@@ -434,9 +446,9 @@ public final class Session {
                     pool.give(r.gradient.data, batch: batch)
                     return [(r.loss, r.logits)]
                 }
-                return try chunked(x) { t, range, threads -> ([Float], [Float]) in
+                return try chunked(x) { t, range, threads, lane -> ([Float], [Float]) in
                     let n = t.shape[0]
-                    let ctx = try context(domain: domain, batch: n, threads: threads)
+                    let ctx = try context(domain: domain, batch: n, threads: threads, lane: lane)
                     let pass = try model.plans[domain].forward(t, ctx, keep: true)
                     var values = pass.values
                     defer { model.plans[domain].release(&values, ctx) }
