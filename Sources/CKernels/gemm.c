@@ -242,6 +242,28 @@ size_t akn_conv_phased_scratch_size(const akn_conv_b *g, int c, int rows) {
     return floats + ints + 12 * 32 + 16;
 }
 
+/// Rows [0, m) of C by its columns [col0, col0 + cols) with the offset tile (B's row p at b + off[p],
+/// column col0 + j at b + j): rows outer, two panels of each where the ISA's tile takes them.
+static void offset_tiles(int k, const float *pa, int m, const float *b, const int *off, const akn_gemm_cols *io, long col0,
+                         int cols, float *tile) {
+    int level = abk_isa();
+    tile_off_fn fn = g_tiles[level].off;
+    int max_pa = g_tiles[level].max_pa, max_pb = g_tiles[level].max_pb;
+    int panels = (cols + 15) / 16;
+    for (int r = 0; r < m;) {
+        int npa = (max_pa == 2 && m - r > 6) ? 2 : 1;
+        int r1 = r + 6 * npa < m ? r + 6 * npa : m;
+        const float *a = pa + (size_t)(r / 6) * k * 6;
+        for (int q = 0; q < panels;) {
+            int npb = (max_pb == 2 && panels - q >= 2) ? 2 : 1;
+            long c0 = col0 + q * 16, c1 = c0 + 16 * npb < col0 + cols ? c0 + 16 * npb : col0 + cols;
+            fn(k, a, npa, b + q * 16, npb, off, io, r, r1, (int)c0, (int)c1, tile);
+            q += npb;
+        }
+        r = r1;
+    }
+}
+
 void akn_conv_phased(const akn_gemm_cols *io, int c, int m, const float *pa, int s, int oy0, int oy1, float *scratch) {
     const akn_conv_b *g = io->conv;
     if (oy1 <= oy0 || m <= 0) return;
@@ -275,26 +297,9 @@ void akn_conv_phased(const akn_gemm_cols *io, int c, int m, const float *pa, int
                 off[(ci * g->kh + ky) * g->kw + kx] =
                     (int)((((long)ci * span + (long)ky * g->dh) * sw + dx % sw) * wp + dx / sw);
             }
-    int level = abk_isa();
-    tile_off_fn fn = g_tiles[level].off;
-    int max_pa = g_tiles[level].max_pa, max_pb = g_tiles[level].max_pb;
-    int panels = (g->ow + 15) / 16;
-    for (int oy = oy0; oy < oy1; oy++) {
-        const float *b = xs + (size_t)(oy - oy0) * g->sh * rowf;
-        long col0 = (long)s * io->per + (long)oy * g->ow;
-        for (int r = 0; r < m;) {
-            int npa = (max_pa == 2 && m - r > 6) ? 2 : 1;
-            int r1 = r + 6 * npa < m ? r + 6 * npa : m;
-            const float *a = pa + (size_t)(r / 6) * k * 6;
-            for (int q = 0; q < panels;) {
-                int npb = (max_pb == 2 && panels - q >= 2) ? 2 : 1;
-                long c0 = col0 + q * 16, c1 = c0 + 16 * npb < col0 + g->ow ? c0 + 16 * npb : col0 + g->ow;
-                fn(k, a, npa, b + q * 16, npb, off, io, r, r1, (int)c0, (int)c1, tile);
-                q += npb;
-            }
-            r = r1;
-        }
-    }
+    for (int oy = oy0; oy < oy1; oy++)
+        offset_tiles(k, pa, m, xs + (size_t)(oy - oy0) * g->sh * rowf, off, io, (long)s * io->per + (long)oy * g->ow, g->ow,
+                     tile);
 }
 
 /// The range of dz row offsets d (oy = q + d) an input phase p (iy = s q + p) reads over the kernel
@@ -415,10 +420,6 @@ void akn_phased_adjoint(const akn_conv_b *g, int c, int m, int oh, const float *
     for (int co = 0; co < m; co++)
         for (int dy = 0; dy < ny; dy++)
             for (int dxo = 0; dxo < nx; dxo++) off[(co * ny + dy) * nx + dxo] = (int)(((long)co * span + dy) * wd + dxo);
-    int level = abk_isa();
-    tile_off_fn fn = g_tiles[level].off;
-    int max_pa = g_tiles[level].max_pa, max_pb = g_tiles[level].max_pb;
-    int panels = (int)(qwp / 16);
     akn_gemm_cols io;
     memset(&io, 0, sizeof io);
     io.per = (int)qwp;
@@ -426,18 +427,7 @@ void akn_phased_adjoint(const akn_conv_b *g, int c, int m, int oh, const float *
     io.ldc = qwp;
     io.c_sample = (long)rows * qwp;
     for (int qy = q0; qy < q1; qy++) {
-        const float *b = pd + (size_t)(qy - q0) * wd;
-        for (int r = 0; r < rows;) {
-            int npa = (max_pa == 2 && rows - r > 6) ? 2 : 1;
-            int r1 = r + 6 * npa < rows ? r + 6 * npa : rows;
-            const float *a = pa + (size_t)(r / 6) * depth * 6;
-            for (int q = 0; q < panels;) {
-                int npb = (max_pb == 2 && panels - q >= 2) ? 2 : 1;
-                fn(depth, a, npa, b + q * 16, npb, off, &io, r, r1, q * 16, q * 16 + 16 * npb, tile);
-                q += npb;
-            }
-            r = r1;
-        }
+        offset_tiles(depth, pa, rows, pd + (size_t)(qy - q0) * wd, off, &io, 0, (int)qwp, tile);
         // Row (ci, py, px) holds dx[ci][sh qy + py][sw qx + px] for qx = 0, 1, ...
         for (int ci = 0; ci < c; ci++)
             for (int py = 0; py < sh; py++) {
