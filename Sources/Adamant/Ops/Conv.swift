@@ -419,7 +419,7 @@ struct Conv: Op {
         let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
         let (oh, ow) = (g.shape[2], g.shape[3])
         let algo = algorithm(h, w)
-        let accumulates = algo == .im2col || (algo == .phased && !Conv.phasedAdjointEnabled)
+        let accumulates = algo == .im2col || (algo == .phased && !usesPhasedAdjoint(h: h, w: w, ow: ow))
         var dx = accumulates ? try ctx.zeros(x.shape) : try ctx.uninitialized(x.shape)
         try g.data.withUnsafeBufferPointer { gp in
             try dx.data.withUnsafeMutableBufferPointer { xp in
@@ -440,7 +440,7 @@ struct Conv: Op {
                             try winograd(weights.winograd2, form: .f2Adjoint, rows: c, cols: outChannels, x: gp.baseAddress!,
                                          inMask: mp, n: n, h: h, w: w, inScale: sp, ep: none, y: xp.baseAddress!,
                                          threads: ctx.threads, ctx)
-                        case .phased where Conv.phasedAdjointEnabled:
+                        case .phased where usesPhasedAdjoint(h: h, w: w, ow: ow):
                             phasedBackward(dz: gp.baseAddress!, mask: mp, scale: sp, n: n, c: c, h: h, w: w, oh: oh, ow: ow,
                                            dx: xp.baseAddress!, threads: ctx.threads)
                         case .pointwise, .im2col, .phased:
@@ -496,7 +496,7 @@ struct Conv: Op {
             return []
         case .strided1x1:
             return [n * c * oh * ow]  // the subsampled input (forward), or its gradient (backward)
-        case .phased where Conv.phasedAdjointEnabled:
+        case .phased where usesPhasedAdjoint(h: h, w: w, ow: ow):
             return []  // (both directions read their input in place, from a band in the thread's scratch)
         case .im2col, .phased:
             // The forward packs its implicit im2col (or reads it in place); only the input gradient
@@ -660,6 +660,15 @@ struct Conv: Op {
 
     /// Cleared by tests to run a ``ConvAlgorithm/phased`` layer's input gradient as im2col's.
     nonisolated(unsafe) static var phasedAdjointEnabled = true
+
+    /// Whether a ``ConvAlgorithm/phased`` layer's input gradient runs `akn_phased_adjoint`: its band
+    /// of the output gradient (every output channel) in at most 16M floats of thread scratch, which
+    /// also keeps its offsets in 32 bits; a wider layer keeps im2col's banded columns.
+    func usesPhasedAdjoint(h: Int, w: Int, ow: Int) -> Bool {
+        guard Conv.phasedAdjointEnabled else { return false }
+        var g = geometry(h: h, w: w, ow: ow, pads: resolvedPads(h, w))
+        return akn_phased_adjoint_scratch_size(&g, Int32(inPerGroup), Int32(outChannels), Int32(Conv.phasedRows)) <= 1 << 24
+    }
 
     /// Output rows per unit of ``ConvAlgorithm/phased``.
     static let phasedRows = 8
