@@ -120,7 +120,7 @@ public final class Session {
     /// piece's error.
     func forEachPiece(_ count: Int, _ body: (Int) throws -> Void) throws {
         var errors = [Error?](repeating: nil, count: count)
-        let workers = max(1, min(Parallel.threads, count))
+        let workers = pieceWorkers(count)
         errors.withUnsafeMutableBufferPointer { errs in
             let ep = errs.baseAddress!
             withoutActuallyEscaping(body) { body in
@@ -136,9 +136,12 @@ public final class Session {
         if let e = errors.compactMap({ $0 }).first { throw e }
     }
 
+    /// Workers ``forEachPiece(_:_:)`` runs `count` pieces on.
+    func pieceWorkers(_ count: Int) -> Int { max(1, min(Parallel.threads, count)) }
+
     /// The worker of ``forEachPiece(_:_:)`` that runs piece `i` of `count`: the pool lane its
     /// context draws buffers from (and its buffers go back to).
-    func pieceLane(_ i: Int, of count: Int) -> Int { i % max(1, min(Parallel.threads, count)) }
+    func pieceLane(_ i: Int, of count: Int) -> Int { i % pieceWorkers(count) }
 
     /// Samples `range` of a batch tensor (a copy).
     func slice(_ x: Tensor, _ range: Range<Int>) -> Tensor {
