@@ -69,6 +69,9 @@ final class KernelTests: XCTestCase {
         // panel, k = 0 and 1, a wide one, and narrow ones (split: a last block of 4 columns).
         let cases = [(1, 1, 1, 1), (5, 7, 3, 7), (6, 16, 8, 16), (12, 32, 9, 32), (13, 33, 17, 11), (25, 70, 40, 5),
                      (7, 130, 64, 65), (30, 100, 0, 50), (64, 196, 147, 49), (10, 40, 33, 1),
+                     // blocks of up to 256 columns (by k) packed 64 at a time: several blocks and a last
+                     // partial one, samples across sub-blocks, and a one-column tail after a block's tiles
+                     (20, 588, 300, 98), (13, 289, 1100, 289), (8, 514, 200, 257),
                      // at most 4 columns: one at a time, rows in the lanes (a dense layer at batch 1, a 2x2 map)
                      (100, 1, 1024, 1), (53, 4, 9, 4), (13, 3, 17, 1), (49, 36, 5, 2)]
         try forEachISA { isa in

@@ -64,7 +64,7 @@ typedef struct akn_gemm_cols {
     const akn_conv_b *conv;  /**< optional: B is the im2col of a convolution's input (akn_conv_b) */
 } akn_gemm_cols;
 
-/** Scratch floats akn_gemm needs for a call covering `cols` columns (packed B chunk + one tile). */
+/** Scratch floats akn_gemm needs for a call covering `cols` columns (packed B block + one tile). */
 size_t akn_gemm_scratch_size(int k, int cols);
 
 /**
