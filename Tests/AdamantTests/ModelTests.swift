@@ -58,6 +58,29 @@ final class ModelTests: XCTestCase {
         }
     }
 
+    /// Per-domain files are compared by digest as they are read (none is kept whole): a weight that
+    /// differs is still found and named down to its element, and identical files load as domains.
+    func testPerDomainFilesCompareTheirWeights() throws {
+        let dir = NSTemporaryDirectory() + "adamant_domains_\(getpid())"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let (a, b) = (dir + "/a.onnx", dir + "/b.onnx")
+        _ = try ResNetSpec.cifar(depth: 8, seed: 1).write(to: a)
+        _ = try ResNetSpec.cifar(depth: 8, seed: 2).write(to: b)
+        XCTAssertThrowsError(try Model.load(domains: [("clean", a), ("adv", b)])) {
+            let e = $0 as? AdamantError
+            XCTAssertEqual(e?.kind, .domain)
+            XCTAssertTrue(e?.message.contains("constant input 1 differs at element 0 (") ?? false, "\($0)")
+            XCTAssertTrue(e?.message.contains("only BatchNormalization parameters may differ") ?? false, "\($0)")
+        }
+        let m = try Model.load(domains: [("clean", a), ("adv", a)])
+        XCTAssertEqual(m.domains, ["clean", "adv"])
+        let x = randomTensor([2, 3, 32, 32], seed: 5).data.map { ($0 + 1) / 2 }
+        let s = Session(model: m)
+        XCTAssertEqual(try s.predict(x, batch: 2, domain: 0), try s.predict(x, batch: 2, domain: 1))
+        XCTAssertEqual(try s.predict(x, batch: 2, domain: 0), try Session(model: try Model.load(path: a)).predict(x, batch: 2, domain: 0))
+    }
+
     func testFixedBatchExportRunsBatched() throws {
         try XCTSkipUnless(FileManager.default.fileExists(atPath: externalDir), "needs ../shared")
         for f in ["cifar10_resnet_2b.onnx", "cifar10_sri_resnet_a.onnx"] {

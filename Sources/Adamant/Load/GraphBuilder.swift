@@ -3,9 +3,48 @@ enum InputSignature: Equatable {
     case empty
     case graphInput
     case node(position: Int, output: Int)
-    case constant(dims: [Int], data: [Float])
+    /// A constant, by its shape and a digest of its values' bits (``constantDigest(_:)``; 0 when the
+    /// build kept none), and its initializer's name (to find the first differing element on a mismatch).
+    case constant(dims: [Int], digest: UInt64, name: String)
     /// A BN parameter: allowed to differ between domains.
     case bnParameter
+}
+
+extension InputSignature {
+    /// Equal wiring: a constant by shape and digest (its name may differ between exports).
+    static func == (a: InputSignature, b: InputSignature) -> Bool {
+        switch (a, b) {
+        case (.empty, .empty), (.graphInput, .graphInput), (.bnParameter, .bnParameter): return true
+        case let (.node(p1, o1), .node(p2, o2)): return p1 == p2 && o1 == o2
+        case let (.constant(d1, h1, _), .constant(d2, h2, _)): return d1 == d2 && h1 == h2
+        default: return false
+        }
+    }
+}
+
+/// A 64-bit digest of the bit patterns of `values` (four interleaved FNV-1a-style lanes over 32-bit
+/// words, then mixed with the count): what per-domain files compare instead of keeping every
+/// file's weights until all are read.
+func constantDigest(_ values: [Float]) -> UInt64 {
+    let prime: UInt64 = 0x100_0000_01b3
+    var h: (UInt64, UInt64, UInt64, UInt64) = (0xcbf2_9ce4_8422_2325, 0x8422_2325_cbf2_9ce4, 0x9e37_79b9_7f4a_7c15, 0x7f4a_7c15_9e37_79b9)
+    values.withUnsafeBufferPointer { vp in
+        vp.withMemoryRebound(to: UInt32.self) { w in
+            var i = 0
+            while i + 4 <= w.count {
+                h.0 = (h.0 ^ UInt64(w[i])) &* prime
+                h.1 = (h.1 ^ UInt64(w[i + 1])) &* prime
+                h.2 = (h.2 ^ UInt64(w[i + 2])) &* prime
+                h.3 = (h.3 ^ UInt64(w[i + 3])) &* prime
+                i += 4
+            }
+            while i < w.count { h.0 = (h.0 ^ UInt64(w[i])) &* prime; i += 1 }
+        }
+    }
+    var x = h.0 ^ (h.1 &* 0x9e37_79b9_7f4a_7c15) ^ (h.2 &* 0xc2b2_ae3d_27d4_eb4f) ^ (h.3 &* 0x1656_67b1_9e37_79f9)
+    x ^= UInt64(values.count) &* 0xff51_afd7_ed55_8ccd
+    x ^= x >> 33; x = x &* 0xc4ce_b9fe_1a85_ec53; x ^= x >> 29
+    return x
 }
 
 /// A node reduced to what must agree between domain files.
@@ -32,12 +71,13 @@ struct BuiltGraph {
 /// Turns an ``ONNXFile`` into a ``Graph``: topological sort, constant binding, op construction,
 /// dead-code removal, validation.
 enum GraphBuilder {
-    /// With `releaseWeights` (a single-file load), each initializer a Conv, Gemm or MatMul packs into
-    /// its own layout is dropped, from `file` too, once its last reader is built, and the signature
-    /// keeps constants' shapes but not their values (only per-domain files compare them): the
-    /// file's floats and the packed weights then never coexist whole (ResNet-638's load peaked at
-    /// twice its weights).
-    static func build(_ file: inout ONNXFile, source: String, releaseWeights: Bool = false) throws -> BuiltGraph {
+    /// With `releaseWeights`, each initializer a Conv, Gemm or MatMul packs into its own layout is
+    /// dropped, from `file` too, once its last reader is built: the file's floats and the packed
+    /// weights then never coexist whole (ResNet-638's load peaked at twice its weights). With
+    /// `digests` (per-domain files, which must agree outside their BNs), the signature holds a digest
+    /// of every constant's values; without, 0.
+    static func build(_ file: inout ONNXFile, source: String, releaseWeights: Bool = true, digests: Bool = false) throws
+        -> BuiltGraph {
         func err(_ kind: ErrorKind, _ msg: String) -> AdamantError { fail(kind, "\(source): \(msg)") }
         var consts = file.initializers
 
@@ -182,7 +222,7 @@ enum GraphBuilder {
                 if name.isEmpty { sigInputs.append(.empty); continue }
                 if let c = consts[name] {
                     sigInputs.append(op is BatchNorm && k >= 1 ? .bnParameter
-                                     : .constant(dims: c.dims, data: releaseWeights ? [] : c.floats))
+                                     : .constant(dims: c.dims, digest: digests ? constantDigest(c.floats) : 0, name: name))
                 } else if name == inp.name {
                     sigInputs.append(.graphInput)
                 } else if let p = position[name] {
