@@ -31,7 +31,7 @@ static const struct {
 };
 
 /// Columns a call takes one at a time (akn_gemm_gemv_*) rather than in 16-column tiles.
-enum { NARROW = 4 };
+enum { NARROW = AKN_GEMM_NARROW };
 
 size_t akn_gemm_packed_a_size(int m, int k) { return (size_t)((m + 5) / 6) * (size_t)k * 6; }
 

@@ -54,12 +54,19 @@ enum Parallel {
 /// With `transposed`, `a` is the packed W [k x m] (with `AKN_GEMM_SLACK` floats after it) and
 /// C = epilogue(W^T . B), read straight from W's panels (`akn_gemm_transposed`).
 func gemm(m: Int, n: Int, k: Int, a: UnsafePointer<Float>, transposed: Bool = false, io: akn_gemm_cols, threads: Int) {
-    let t = 2 * m * n * k < 2_000_000 ? 1 : max(1, threads)
+    // Split when the FLOPs pay for waking the threads, or when a GEMM of a few columns (one column at a
+    // time, bound by reading A) streams at least 256 KB of A: a 3x3 layer of 128 channels on a 2x2 map
+    // (1.2 MFLOP, 590 KB of weights) took 38 µs on one thread, 24 µs on two (cifar10_sri_resnet_a).
+    let narrow = n <= Int(AKN_GEMM_NARROW)
+    let t = 2 * m * n * k < 2_000_000 && !(narrow && m * k >= 65_536) ? 1 : max(1, threads)
     gemm(m: m, n: n, k: k, packed: a, transposed: transposed, io: io, threads: t)
 }
 
 private func gemm(m: Int, n: Int, k: Int, packed a: UnsafePointer<Float>, transposed: Bool, io: akn_gemm_cols, threads t: Int) {
     let chunk = Int(akn_gemm_chunk_cols())
+    // A few columns run one at a time (akn_gemm's one-column kernel) in each thread's rows: a B
+    // packed whole and shared would go to 16-column tiles of padding instead.
+    let narrow = n <= Int(AKN_GEMM_NARROW) && !transposed
     let chunks = (n + chunk - 1) / chunk
     // Many columns and an A that stays in cache: column chunks only (each thread packs just its own
     // columns of B). Else enough rows: one block of rows per thread (balanced, each packs all of B);
@@ -74,7 +81,7 @@ private func gemm(m: Int, n: Int, k: Int, packed a: UnsafePointer<Float>, transp
     let scratchSize = akn_gemm_scratch_size(Int32(k), Int32(chunk))
     var io = io
     // Threads splitting C by rows would each pack all of B: pack it once, together, then share it.
-    if t > 1, rowBlocks > 1, colUnits == 1, k > 0, k * n <= 4 << 20 {
+    if t > 1, rowBlocks > 1, colUnits == 1, k > 0, k * n <= 4 << 20, !narrow {
         let (mm, nn, kk) = (Int32(m), Int32(n), Int32(k))
         withUnsafePointer(to: &io) { iop in
             withThreadScratch(slot: 2, akn_gemm_packed_b_size(kk, nn)) { pb in

@@ -85,6 +85,9 @@ void akn_gemm(int m, int n, int k, const float *pa, const akn_gemm_cols *io, int
 void akn_gemm_transposed(int m, int n, int k, const float *pw, const akn_gemm_cols *io, int m0, int m1, int n0, int n1,
                          float *scratch);
 
+/** Columns up to which akn_gemm (packed A) runs one column at a time, rows in the vector lanes. */
+#define AKN_GEMM_NARROW 4
+
 /** Floats of slack after a packed W read by akn_gemm_transposed. */
 enum { AKN_GEMM_SLACK = 64 };
 
