@@ -193,6 +193,29 @@ final class OpTests: XCTestCase {
                 XCTAssertEqual(only[0]!.data, both[0]!.data, "\(kind) by \(bShape)")
             }
         }
+        // A per-channel operand ([1, C, 1, 1] or [C, 1, 1], either side) runs a vector pass per plane,
+        // in place too: every element bit-identical to the formula.
+        for bShape in [[1, 3, 1, 1], [3, 1, 1]] {
+            let bc = randomTensor(bShape, seed: 9, scale: 2).withOffset(3)
+            for kind in [Binary.Kind.add, .sub, .mul, .div] {
+                let op = Binary(kind: kind)
+                XCTAssertEqual(op.perChannel(a.shape, bc.shape), 3)
+                func f(_ x: Float, _ y: Float) -> Float {
+                    kind == .add ? x + y : kind == .sub ? x - y : kind == .mul ? x * y : x / y
+                }
+                let y = try op.forward([a, bc], ctx(batch: 2))[0], yr = try op.forward([bc, a], ctx(batch: 2))[0]
+                var inPlace = a
+                XCTAssertTrue(try op.forwardInPlace(&inPlace, [bc], ctx(batch: 2)))
+                for i in 0..<a.count {
+                    let c = (i / 20) % 3
+                    XCTAssertEqual(y.data[i].bitPattern, f(a.data[i], bc.data[c]).bitPattern, "\(kind) \(bShape) at \(i)")
+                    XCTAssertEqual(yr.data[i].bitPattern, f(bc.data[c], a.data[i]).bitPattern, "\(kind) \(bShape) reversed at \(i)")
+                    XCTAssertEqual(inPlace.data[i].bitPattern, y.data[i].bitPattern, "\(kind) \(bShape) in place at \(i)")
+                }
+            }
+        }
+        XCTAssertNil(Binary(kind: .add).perChannel([2, 3, 4, 5], [1, 1, 4, 1]))
+        XCTAssertNil(Binary(kind: .add).perChannel([2, 3, 4, 5], [2, 3, 1, 1]))
         XCTAssertThrowsError(try broadcastShapes([2, 3], [4]))
     }
 

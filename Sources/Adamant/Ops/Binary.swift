@@ -55,8 +55,12 @@ struct Binary: InPlaceOp {
     var type: String { kind.rawValue }
 
     /// The kernel's op code for x op s (0-3), and for s op x (0, 4, 2, 5).
-    private var code: Int32 { [.add: 0, .sub: 1, .mul: 2, .div: 3][kind]! }
-    private var reversedCode: Int32 { [.add: 0, .sub: 4, .mul: 2, .div: 5][kind]! }
+    private var code: Int32 {
+        switch kind { case .add: 0; case .sub: 1; case .mul: 2; case .div: 3 }
+    }
+    private var reversedCode: Int32 {
+        switch kind { case .add: 0; case .sub: 4; case .mul: 2; case .div: 5 }
+    }
 
     func forwardInPlace(_ x: inout Tensor, _ others: [Tensor], _ ctx: ExecContext) throws -> Bool {
         guard let b = others.first else { return false }
@@ -68,7 +72,34 @@ struct Binary: InPlaceOp {
             scalarInPlace(&x.data, b.data[0], code, ctx)
             return true
         }
+        if perChannel(x.shape, b.shape) != nil {
+            let shape = x.shape
+            x.data.withUnsafeMutableBufferPointer { xp in
+                planes(UnsafePointer(xp.baseAddress!), b.data, shape: shape, code, into: xp.baseAddress!, ctx)
+            }
+            return true
+        }
         return false
+    }
+
+    /// The channel count when `b` is a per-channel operand of the [N, C, H, W] `a` (shape [C, 1, 1]
+    /// or [1, C, 1, 1], as a model's own normalization has it), else nil.
+    func perChannel(_ a: [Int], _ b: [Int]) -> Int? {
+        guard a.count == 4 else { return nil }
+        let s = b.count == 4 && b[0] == 1 ? Array(b.dropFirst()) : b
+        return s == [a[1], 1, 1] ? a[1] : nil
+    }
+
+    /// out = x op s[c] over each H x W plane of channel c (akn_scalar_op: the general loop's values,
+    /// plane by plane, vectorized; a batch's planes over the threads).
+    private func planes(_ x: UnsafePointer<Float>, _ s: [Float], shape: [Int], _ op: Int32,
+                        into out: UnsafeMutablePointer<Float>, _ ctx: ExecContext) {
+        let (c, hw) = (shape[1], shape[2] * shape[3]), count = shape[0] * shape[1]
+        s.withUnsafeBufferPointer { sp in
+            Parallel.forRanges(count, threads: count * hw >= 1 << 16 ? ctx.threads : 1) { r in
+                for p in r { akn_scalar_op(x + p * hw, sp[p % c], out + p * hw, hw, op) }
+            }
+        }
     }
 
     /// out = a op b elementwise (same shape), split over the threads (elementwise: no result depends on it).
@@ -128,6 +159,16 @@ struct Binary: InPlaceOp {
         if a.count == 1 && outShape == b.shape {
             var y = try ctx.uninitialized(outShape)
             scalar(b.data, a.data[0], reversedCode, into: &y.data, ctx)
+            return [y]
+        }
+        // A per-channel operand (a model's normalization, (x - mean) / std): a vector pass per plane.
+        for (x, s, op) in [(a, b, code), (b, a, reversedCode)] where x.shape == outShape && perChannel(x.shape, s.shape) != nil {
+            var y = try ctx.uninitialized(outShape)
+            x.data.withUnsafeBufferPointer { xp in
+                y.data.withUnsafeMutableBufferPointer { yp in
+                    planes(xp.baseAddress!, s.data, shape: outShape, op, into: yp.baseAddress!, ctx)
+                }
+            }
             return [y]
         }
         var y = try ctx.uninitialized(outShape)
