@@ -86,16 +86,17 @@ float *akn_thread_scratch(int slot, size_t floats) {
 /// Every row tile of A then streams from memory once per block instead of once per 64 columns: a
 /// single-threaded 14x14 layer's 1 MB of weights was read 4 times per sample.
 enum { WIDE = 256, WIDE_FLOATS = 256 * 1024 };
-static int block_cols(const akn_gemm_cols *io, int k) {
-    if (io->conv || k <= 0) return CHUNK;
-    int cols = WIDE_FLOATS / k / CHUNK * CHUNK;
+static int plain_block_cols(int k) {
+    int cols = k > 0 ? WIDE_FLOATS / k / CHUNK * CHUNK : CHUNK;
     return cols < CHUNK ? CHUNK : cols > WIDE ? WIDE : cols;
 }
 
+/// An implicit im2col's packing stays at CHUNK columns a block.
+static int block_cols(const akn_gemm_cols *io, int k) { return io->conv ? CHUNK : plain_block_cols(k); }
+
 size_t akn_gemm_scratch_size(int k, int cols) {
     (void)cols;
-    akn_gemm_cols plain = {0};
-    return (size_t)k * block_cols(&plain, k) + 12 * 32 + 16;  // B block, tile
+    return (size_t)k * plain_block_cols(k) + 12 * 32 + 16;  // B block (the widest), tile
 }
 
 void akn_gemm_gather_transposed(const float *pw, int m, int k, int r0, int r1, float *out) {
@@ -159,7 +160,7 @@ static void gemm_driver(int m, int n, int k, const float *pa, long astride, cons
     int max_pa = g_tiles[level].max_pa, max_pb = g_tiles[level].max_pb;
     float *bbuf = scratch;
     int nc = block_cols(io, k);
-    float *tile = pb ? scratch : scratch + (size_t)k * block_cols(&(akn_gemm_cols){0}, k);
+    float *tile = pb ? scratch : scratch + (size_t)k * plain_block_cols(k);
     if (k == 0) {
         // An empty sum: C = epilogue(0) (the tile reads nothing from A or B).
         for (int r = m0; r < m1; r += 6)
