@@ -54,7 +54,7 @@ extension Model {
     }
 
     static func load(file: inout ONNXFile, source: String, options: LoadOptions) throws -> Model {
-        let built = try GraphBuilder.build(&file, source: source, releaseWeights: true)
+        let built = try GraphBuilder.build(&file, source: source)
         var pre = Preprocessing()
         var names = [plainDomainName]
         var bn = [built.bn]

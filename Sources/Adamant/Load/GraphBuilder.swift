@@ -71,13 +71,12 @@ struct BuiltGraph {
 /// Turns an ``ONNXFile`` into a ``Graph``: topological sort, constant binding, op construction,
 /// dead-code removal, validation.
 enum GraphBuilder {
-    /// With `releaseWeights`, each initializer a Conv, Gemm or MatMul packs into its own layout is
-    /// dropped, from `file` too, once its last reader is built: the file's floats and the packed
-    /// weights then never coexist whole (ResNet-638's load peaked at twice its weights). With
-    /// `digests` (per-domain files, which must agree outside their BNs), the signature holds a digest
-    /// of every constant's values; without, 0.
-    static func build(_ file: inout ONNXFile, source: String, releaseWeights: Bool = true, digests: Bool = false) throws
-        -> BuiltGraph {
+    /// Each initializer a Conv, Gemm or MatMul packs into its own layout is dropped, from `file` too,
+    /// once its last reader is built: the file's floats and the packed weights then never coexist
+    /// whole (ResNet-638's load peaked at twice its weights). With `digests` (per-domain files, which
+    /// must agree outside their BNs), the signature holds a digest of every constant's values;
+    /// without, 0.
+    static func build(_ file: inout ONNXFile, source: String, digests: Bool = false) throws -> BuiltGraph {
         func err(_ kind: ErrorKind, _ msg: String) -> AdamantError { fail(kind, "\(source): \(msg)") }
         var consts = file.initializers
 
@@ -233,7 +232,7 @@ enum GraphBuilder {
                 if let c = consts[name], constants[vid] == nil { constants[vid] = Tensor(shape: c.dims, data: c.floats) }
                 inIds.append(vid)
             }
-            if releaseWeights && (op is Conv || op is Gemm || op is MatMul) {
+            if op is Conv || op is Gemm || op is MatMul {
                 for k in bound where k < raw.inputs.count && !raw.inputs[k].isEmpty {
                     let name = raw.inputs[k]
                     readers[name, default: 0] -= 1
