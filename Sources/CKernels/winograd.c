@@ -141,6 +141,37 @@ void akn_wino2_weights(const float *w, int m, int c, int r0, int r1, float *out)
     if (r1 == m) zero_padding_rows(out, per, 16, m, c);
 }
 
+void akn_wino2_weights_panels(const float *panels, int m, int c, int p0, int p1, float *out) {
+    size_t per = akn_gemm_packed_a_size(m, c);
+    int panelCount = (m + 5) / 6;
+    if (p1 > panelCount) p1 = panelCount;
+    for (int p = p0; p < p1; p++) {
+        for (int q = 0; q < c; q++) {
+            // Kernel (6p + j, q), tap e at k[e * 6 + j]: a panel's 6 rows side by side, as are its
+            // outputs in each matrix's panel (the same arithmetic as akn_wino2_weights, per element).
+            const float *k = panels + ((size_t)p * c + q) * 54;
+            float T[4][3][6];
+            for (int x = 0; x < 3; x++)
+                for (int j = 0; j < 6; j++) {
+                    float a = k[x * 6 + j], b = k[(3 + x) * 6 + j], d = k[(6 + x) * 6 + j];
+                    T[0][x][j] = a;
+                    T[1][x][j] = 0.5f * (a + b + d);
+                    T[2][x][j] = 0.5f * (a - b + d);
+                    T[3][x][j] = d;
+                }
+            float *dst = out + ((size_t)p * c + q) * 6;
+            for (int i = 0; i < 4; i++)
+                for (int j = 0; j < 6; j++) {
+                    float a = T[i][0][j], b = T[i][1][j], d = T[i][2][j];
+                    dst[(size_t)(i * 4 + 0) * per + j] = a;
+                    dst[(size_t)(i * 4 + 1) * per + j] = 0.5f * (a + b + d);
+                    dst[(size_t)(i * 4 + 2) * per + j] = 0.5f * (a - b + d);
+                    dst[(size_t)(i * 4 + 3) * per + j] = d;
+                }
+        }
+    }
+}
+
 void akn_wino2_input(const float *x, const float *mask, int h, int w, const float *chscale, int c0, int c1, float *v, size_t ldv,
                      size_t xi_stride, size_t col0) {
     g_input2[abk_isa()](x, mask, h, w, chscale, c0, c1, v, ldv, xi_stride, col0);

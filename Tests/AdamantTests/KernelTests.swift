@@ -441,18 +441,44 @@ final class KernelTests: XCTestCase {
             }
         }
         let fast = try Model.load(path: path)
-        XCTAssertEqual(try winograd2Layers(fast).count, 2)
+        let layers = try winograd2Layers(fast)
+        XCTAssertEqual(layers.count, 2)
+        // Their matrices are built at load and replace the GEMM panels.
+        XCTAssertTrue(layers.allSatisfy { $0.weights.winograd2Only && $0.weights.forward.isEmpty })
+        // What they add: their matrices less the GEMM panels they replace.
+        let bytes = layers.reduce(0) { $0 + 4 * ($1.weights.winograd2Floats - $1.weights.panelFloats) }
+        defer { Model.winograd2Budget = winograd2BudgetBytes }
+        Model.winograd2Budget = bytes
+        XCTAssertEqual(try winograd2Layers(Model.load(path: path)).count, 2, "within the budget")
+        Model.winograd2Budget = bytes - 1
         let lean = try Model.load(path: path)
-        let bytes = try winograd2Layers(lean).reduce(0) { $0 + 4 * $1.weights.winograd2Floats }
-        Model.limitWinograd2(graph: lean.graph, shapes: try lean.graph.inferShapes(batch: 1), budget: bytes)
-        XCTAssertEqual(try winograd2Layers(lean).count, 2, "within the budget")
-        Model.limitWinograd2(graph: lean.graph, shapes: try lean.graph.inferShapes(batch: 1), budget: bytes - 1)
         XCTAssertEqual(try winograd2Layers(lean).count, 0, "over the budget: none")
+        XCTAssertTrue(lean.graph.nodes.compactMap { $0.op as? Conv }.allSatisfy { !$0.weights.winograd2Only && !$0.weights.forward.isEmpty })
         let x = randomTensor([3, 3, 56, 56], seed: 5).data.map { abs($0).truncatingRemainder(dividingBy: 1) }
-        let a = try Session(model: fast).predict(x, batch: 3, domain: 0)
+        let fastSession = try Session(model: fast)
+        let a = try fastSession.predict(x, batch: 3, domain: 0)
         let b = try Session(model: lean).predict(x, batch: 3, domain: 0)
         let top = b.map { abs($0) }.max()!
         XCTAssertLessThan(zip(a, b).map { abs($0 - $1) }.max()! / top, 1e-4)
+        XCTAssertEqual(try fastSession.predict(x, batch: 3, domain: 0), a)
+        // The input gradient reads the same matrices, transposed.
+        let labels: [Int64] = [0, 1, 2]
+        let ga = try fastSession.gradient(x, batch: 3, labels: labels, loss: .crossEntropy, domain: 0)
+        let gb = try Session(model: lean).gradient(x, batch: 3, labels: labels, loss: .crossEntropy, domain: 0)
+        let gtop = gb.gradient.map { abs($0) }.max()!
+        XCTAssertLessThan(zip(ga.gradient, gb.gradient).map { abs($0 - $1) }.max()! / gtop, 1e-3)
+    }
+
+    /// The F(2x2, 3x3) matrices built from the GEMM panels are, bit for bit, those built from the
+    /// weights as ONNX stores them, for row counts that leave a partial panel.
+    func testWinograd2WeightsFromPanels() throws {
+        for (m, c) in [(20, 7), (6, 1), (13, 32)] {
+            let wt = randomTensor([m, c, 3, 3], seed: UInt64(300 + m))
+            let conv = try Conv(rawNode("Conv", ["pads": .ints([1, 1, 1, 1])]), weight: raw(wt), bias: nil)
+            var ref = [Float](repeating: 0, count: conv.weights.winograd2Floats)
+            akn_wino2_weights(wt.data, Int32(m), Int32(c), 0, Int32(m), &ref)
+            XCTAssertTrue(conv.weights.winograd2 == ref, "m \(m), c \(c)")
+        }
     }
 
     /// Winograd's rounding, measured against direct summation on the shapes of real layers.

@@ -87,11 +87,10 @@ let winograd2MinChannels: Int = {
     return 128
 }()
 
-/// The most bytes a model's F(2x2, 3x3) weight matrices may take (16/9 of its stage-3 and -4 3x3 weights in a
-/// ResNet) for it to use them: all of its eligible layers or none, chosen at load from the model
-/// alone. 256 MiB lets ResNet-50 to -200 run them (55 to 182 MB); ResNet-338 and -638 (376 and 799 MB)
-/// keep their direct kernels and their memory. `ADAMANT_WINOGRAD2_BUDGET_MB` overrides it (0: never).
-let winograd2BudgetBytes: Int = {
+/// The most bytes a model's F(2x2, 3x3) weight matrices may add to its weights for it to use them
+/// (``Model/limitWinograd2(graph:shapes:budget:)``), from `ADAMANT_WINOGRAD2_BUDGET_MB` (0: never);
+/// nil when unset: half the model's weight bytes.
+let winograd2BudgetBytes: Int? = {
     if let v = getenv("ADAMANT_WINOGRAD2_BUDGET_MB"), let n = Int(String(cString: v)), n >= 0, n <= 1 << 30 { return n << 20 }
-    return 256 << 20
+    return nil
 }()

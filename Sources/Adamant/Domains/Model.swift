@@ -1,3 +1,5 @@
+import CBackend
+
 /// The order of the color channels a model's input expects.
 public enum ChannelOrder: String, Sendable, Equatable {
     /// Red, green, blue (PIL, torchvision): adamant's default.
@@ -151,6 +153,7 @@ public final class Model: @unchecked Sendable {
         self.origin = origin
         let shapes = try graph.inferShapes(batch: graph.declaredBatch ?? 1)
         Model.limitWinograd2(graph: graph, shapes: shapes)
+        Model.buildWinograd2(graph: graph)
         numClasses = shapes[graph.output]![1]
         // Samples per execution piece: keep the largest activation of a piece around 512 KiB.
         let perSample = shapes.compactMap { $0 }.map { $0.dropFirst().reduce(1, *) }.max() ?? 1
@@ -179,20 +182,57 @@ public final class Model: @unchecked Sendable {
         }
     }
 
-    /// Turns Winograd F(2x2, 3x3) off for every layer of the model when their matrices would take
-    /// more than `budget` bytes together (all layers or none: a function of the model only).
-    static func limitWinograd2(graph: Graph, shapes: [[Int]?], budget: Int = winograd2BudgetBytes) {
-        var bytes = 0
-        var layers: [ConvWeights] = []
+    /// Turns Winograd F(2x2, 3x3) off for every layer of the model when their matrices would add
+    /// more than `budget` bytes to the weights (all layers or none: a function of the model only), and
+    /// otherwise lets each layer that runs it wherever the model uses it drop its GEMM panels once its
+    /// matrices are built (``ConvWeights/winograd2Only``): such a layer grows by 7/9, not 16/9. The
+    /// budget is `winograd2BudgetBytes` when set, else half the model's weight bytes: ResNets from 50
+    /// to 638 layers (their F(2x2) layers add 0.39 x the weights at most) run them all.
+    static func limitWinograd2(graph: Graph, shapes: [[Int]?], budget: Int? = nil) {
+        // (every call made before any layer dropped its panels: ``buildWinograd2(graph:)``)
+        var layers: [ObjectIdentifier: ConvWeights] = [:]
+        var elsewhere = Set<ObjectIdentifier>()  // weights some other node uses another way
+        var parameters = 0
+        for n in graph.nodes {
+            let (p, o) = parameters.addingReportingOverflow(n.op.parameterCount)
+            parameters = o ? Int.max : p
+            guard let c = n.op as? Conv else { continue }
+            let id = ObjectIdentifier(c.weights)
+            if let s = shapes[n.inputs[0]], s.count == 4, c.algorithm(s[2], s[3]) == .winograd2 {
+                layers[id] = c.weights
+            } else {
+                elsewhere.insert(id)
+            }
+        }
+        var extra = 0
+        for (id, w) in layers {
+            let floats = w.winograd2Floats - (elsewhere.contains(id) ? 0 : w.panelFloats)
+            let (e, o) = extra.addingReportingOverflow(4 &* max(0, floats))
+            extra = o ? Int.max : e
+        }
+        let limit = budget ?? winograd2Budget ?? parameters / 2 * MemoryLayout<Float>.size
+        for (id, w) in layers {
+            w.winograd2Allowed = extra <= limit
+            w.winograd2Only = extra <= limit && !elsewhere.contains(id)
+        }
+    }
+
+    /// The F(2x2, 3x3) budget of the models loaded from now on (``limitWinograd2(graph:shapes:budget:)``):
+    /// `ADAMANT_WINOGRAD2_BUDGET_MB` or nil (half the weights). Tests set it around a load.
+    nonisolated(unsafe) static var winograd2Budget: Int? = winograd2BudgetBytes
+
+    /// Builds the F(2x2, 3x3) matrices of the layers that replace their GEMM panels with them
+    /// (``ConvWeights/winograd2Only``), at load rather than in the first call, each layer's panels
+    /// handed back to the system as its matrices come (`abk_trim_heap`: glibc keeps a block freed in
+    /// the middle of the heap mapped), so the model never holds both forms.
+    static func buildWinograd2(graph: Graph) {
         var seen = Set<ObjectIdentifier>()
         for n in graph.nodes {
-            guard let c = n.op as? Conv, let s = shapes[n.inputs[0]], s.count == 4, c.algorithm(s[2], s[3]) == .winograd2,
-                  seen.insert(ObjectIdentifier(c.weights)).inserted else { continue }
-            let floats = c.weights.winograd2Floats
-            bytes = bytes.addingReportingOverflow(4 * floats).overflow ? Int.max : bytes + 4 * floats
-            layers.append(c.weights)
+            guard let c = n.op as? Conv, c.weights.winograd2Only, seen.insert(ObjectIdentifier(c.weights)).inserted,
+                  !c.weights.forward.isEmpty else { continue }
+            _ = c.weights.winograd2
+            abk_trim_heap()
         }
-        if bytes > budget { for w in layers { w.winograd2Allowed = false } }
     }
 
     /// Index of the domain called `name`.

@@ -9,13 +9,15 @@ import Glibc
 /// weights. The forward GEMM panels are the only copy of the weights: the GEMM and direct kernels
 /// read their transposes from them for input gradients. Only Winograd layers add their transformed
 /// matrices, built the first time they run: 28x28 and up their 36 F(4x4, 3x3) matrices and 36 of the
-/// adjoint, smaller images with many channels the 16 of F(2x2, 3x3), which serve the adjoint too.
+/// adjoint, smaller images with many channels the 16 of F(2x2, 3x3), which serve the adjoint too and,
+/// in a loaded model, replace the GEMM panels (``winograd2Only``).
 final class ConvWeights: @unchecked Sendable {
     let outChannels, inPerGroup, kh, kw, group: Int
     /// Rows (output channels) per group and the GEMM depth (inPerGroup * kh * kw).
     let mg, kdim: Int
-    /// Per group, the packed GEMM A of W_g [mg x kdim] (`gemm.h`), `groupStride` floats apart.
-    let forward: [Float]
+    /// Per group, the packed GEMM A of W_g [mg x kdim] (`gemm.h`), `groupStride` floats apart; empty
+    /// once ``winograd2`` has replaced them (``winograd2Only``).
+    private(set) var forward: [Float]
     let groupStride: Int
     private var mutex = pthread_mutex_t()
     private var winogradStore: [Float]?
@@ -25,6 +27,10 @@ final class ConvWeights: @unchecked Sendable {
     /// for every layer of a model whose F(2x2, 3x3) matrices would exceed `winograd2BudgetBytes`
     /// (``Model``), before any plan runs; such layers keep their direct kernel.
     var winograd2Allowed = true
+    /// Set at load (``Model``, before any plan runs) for a layer that runs F(2x2, 3x3) wherever the
+    /// model uses it: building ``winograd2`` then drops the GEMM panels, so its 16 matrices are the
+    /// layer's only copy (16/9 of its weights, not 25/9).
+    var winograd2Only = false
 
     init(weight: [Float], outChannels: Int, inPerGroup: Int, kh: Int, kw: Int, group: Int) {
         self.outChannels = outChannels; self.inPerGroup = inPerGroup; self.kh = kh; self.kw = kw; self.group = group
@@ -58,6 +64,9 @@ final class ConvWeights: @unchecked Sendable {
     }
 
     deinit { pthread_mutex_destroy(&mutex) }
+
+    /// Floats of the GEMM panels (``forward`` until ``winograd2`` replaces them).
+    var panelFloats: Int { groupStride * group + AKN_GEMM_SLACK }
 
     /// The weights as ONNX stores them, [M][C/group][kh][kw], read back from the packed panels.
     func unpacked() -> [Float] {
@@ -156,18 +165,23 @@ final class ConvWeights: @unchecked Sendable {
     /// transposed read needs): the forward's, and transposed the input gradient's (winograd.h).
     var winograd2: [Float] {
         cached(\.winograd2Store) {
-            let w = unpacked()
-            let count = winograd2Floats
-            var u = [Float](repeating: 0, count: count)
-            w.withUnsafeBufferPointer { wp in
+            // Straight from the GEMM panels (one group), whole panels per thread; only the slack
+            // needs zeros.
+            let (count, body) = (winograd2Floats, winograd2Floats - Int(AKN_GEMM_SLACK))
+            var u = [Float](unsafeUninitializedCapacity: count) { buf, k in
+                (buf.baseAddress! + body).initialize(repeating: 0, count: count - body)
+                k = count
+            }
+            forward.withUnsafeBufferPointer { wp in
                 u.withUnsafeMutableBufferPointer { up in
                     let (wb, ub) = (wp.baseAddress!, up.baseAddress!)
-                    Parallel.forRanges(outChannels, threads: Parallel.threads) { r in
-                        akn_wino2_weights(wb, Int32(outChannels), Int32(inPerGroup), Int32(r.lowerBound),
-                                          Int32(r.upperBound), ub)
+                    Parallel.forRanges((outChannels + 5) / 6, threads: Parallel.threads) { r in
+                        akn_wino2_weights_panels(wb, Int32(outChannels), Int32(inPerGroup), Int32(r.lowerBound),
+                                                 Int32(r.upperBound), ub)
                     }
                 }
             }
+            if winograd2Only { forward = [] }  // (nothing reads them again: see winograd2Only)
             return u
         }
     }
@@ -198,7 +212,7 @@ enum ConvAlgorithm: Equatable {
     /// Winograd F(4x4, 3x3) + 36 GEMMs: 3x3, stride 1, pad 1, one group, at least 49 tiles (28x28
     /// and up) and enough channels that the 36 GEMMs outweigh the transforms. Smaller images gain
     /// nothing measurable (the 36 weight matrices are streamed for few columns) and would hold 4x the
-    /// layer's weights; a ResNet-638 keeps its 182 stage-3 blocks direct.
+    /// layer's weights (14x14 runs ``winograd2``).
     case winograd
     /// Winograd F(2x2, 3x3) + 16 GEMMs: 3x3, stride 1, pad 1, one group, images too small for
     /// F(4x4, 3x3), from 7x7 up (ResNet stage 3's 14x14: 49 tiles exactly; stage 4's 7x7: 16 tiles

@@ -161,7 +161,8 @@ extension Model {
                 switch n.op {
                 case let c as Conv:
                     add((c.bias?.count ?? 0) + (c.scale?.count ?? 0))
-                    if seen.insert(ObjectIdentifier(c.weights)).inserted { add(c.weights.forward.count) }
+                    // (the GEMM panels of a layer whose F(2x2) matrices replace them: counted as those)
+                    if seen.insert(ObjectIdentifier(c.weights)).inserted, !c.weights.winograd2Only { add(c.weights.forward.count) }
                     // The forms built on first use, once per weight (the plans share the base graph's).
                     guard gi > 0, extras.insert(ObjectIdentifier(c.weights)).inserted else { continue }
                     if let s = shapes[n.inputs[0]], s.count == 4, c.algorithm(s[2], s[3]) == .winograd {

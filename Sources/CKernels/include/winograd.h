@@ -65,6 +65,13 @@ int akn_wino2_adjoint_xi(int xi);
  */
 void akn_wino2_weights(const float *w, int m, int c, int r0, int r1, float *out);
 
+/**
+ * The same matrices from the layer's GEMM-packed weights (akn_gemm_pack_a of w [m][c*9]: panels of 6
+ * rows, [ceil(m/6)][c][3][3][6], zero past m): panels [p0, p1) of each U_xi, bit for bit those of
+ * akn_wino2_weights (the padding rows come out zero), reading and writing whole panels.
+ */
+void akn_wino2_weights_panels(const float *panels, int m, int c, int p0, int p1, float *out);
+
 /** akn_wino_input for F(2x2, 3x3): writes V[xi][ch][col0 + t], xi < 16. */
 void akn_wino2_input(const float *x, const float *mask, int h, int w, const float *chscale, int c0, int c1, float *v, size_t ldv,
                      size_t xi_stride, size_t col0);
