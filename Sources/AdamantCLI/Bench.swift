@@ -209,7 +209,7 @@ struct Bench: ParsableCommand {
                     "GFLOP/s", "PGD step (fwd+grad)", "peak RSS load / fwd / PGD"], rows)
         print("load: file -> ready model; first inf: first forward after loading (batch \(jobs.first?.batches.first ?? 1)); "
               + "GFLOP/s of the forward pass; peak RSS (VmHWM of the measuring child): load + first inference, then "
-              + "this batch's forward passes, then its PGD steps (the peak is reset before each phase)")
+              + "this batch's forward passes, then its PGD steps (the peak is reset before each phase; each batch size starts with an empty buffer pool)")
         if let json {
             try writeJSON(["backend": backend, "threads": Int(threads), "seed": NSNumber(value: seed), "budget_s": budget, "iters": iters,
                            "peak_rss_method": "VmHWM of one child process per model: peak_rss_bytes over everything; load_peak_rss_bytes after load + first inference; forward_/pgd_peak_rss_bytes per batch, VmHWM reset (/proc/self/clear_refs) before each phase",
@@ -271,6 +271,9 @@ struct Bench: ParsableCommand {
                 }
                 return (t.sorted()[t.count / 2], runs)
             }
+            // Each batch size from the loaded model alone: the previous size's buffers (a batch-1
+            // gradient keeps every activation of a sample) are not counted in this one's peaks.
+            if i > 0 { s.releaseMemory() }
             if i == 0 {
                 // load + the first inference
                 let z = try s.predict(x, batch: b, domain: d)

@@ -3,6 +3,8 @@
 
 #include <string.h>
 
+#include "backend.h"
+
 typedef float vf __attribute__((vector_size(32), aligned(4)));
 typedef int vi __attribute__((vector_size(32), aligned(4)));
 
@@ -88,3 +90,48 @@ void akn_copy_scaled_planes(const float *src, float *dst, size_t planes, size_t 
         }
     }
 }
+
+// ---- A gradient pass's compact kept values: which elements are positive, one bit each ----
+
+// One body per instruction set (the loops vectorize to compares and shifts; the same bits on all).
+#define PACK_BODY                                                                                     \
+    {                                                                                                 \
+        size_t words = n / 64;                                                                        \
+        for (size_t w = 0; w < words; w++) {                                                          \
+            const float *s = x + w * 64;                                                              \
+            uint64_t b = 0;                                                                           \
+            for (int l = 0; l < 64; l++) b |= (uint64_t)(s[l] > 0.0f) << l;                           \
+            bits[w] = b;                                                                              \
+        }                                                                                             \
+        if (n % 64) {                                                                                 \
+            uint64_t b = 0;                                                                           \
+            for (size_t l = 0; l < n % 64; l++) b |= (uint64_t)(x[words * 64 + l] > 0.0f) << l;       \
+            bits[words] = b;                                                                          \
+        }                                                                                             \
+    }
+#define UNPACK_BODY                                                                                   \
+    {                                                                                                 \
+        for (size_t i = 0; i < n; i++) out[i] = (bits[i >> 6] >> (i & 63)) & 1 ? 1.0f : 0.0f;         \
+    }
+
+__attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,fma")))
+static void pack_avx512(const float *restrict x, size_t n, uint64_t *restrict bits) PACK_BODY
+__attribute__((target("avx2,fma")))
+static void pack_avx2(const float *restrict x, size_t n, uint64_t *restrict bits) PACK_BODY
+static void pack_portable(const float *restrict x, size_t n, uint64_t *restrict bits) PACK_BODY
+
+__attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,fma")))
+static void unpack_avx512(const uint64_t *restrict bits, size_t n, float *restrict out) UNPACK_BODY
+__attribute__((target("avx2,fma")))
+static void unpack_avx2(const uint64_t *restrict bits, size_t n, float *restrict out) UNPACK_BODY
+static void unpack_portable(const uint64_t *restrict bits, size_t n, float *restrict out) UNPACK_BODY
+
+typedef void (*pack_fn)(const float *, size_t, uint64_t *);
+typedef void (*unpack_fn)(const uint64_t *, size_t, float *);
+/// One entry per instruction-set level (ABK_ISA_SCALAR, ABK_ISA_AVX2, ABK_ISA_AVX512).
+static const pack_fn g_pack[3] = {pack_portable, pack_avx2, pack_avx512};
+static const unpack_fn g_unpack[3] = {unpack_portable, unpack_avx2, unpack_avx512};
+
+void akn_pack_positive(const float *x, size_t n, uint64_t *bits) { g_pack[abk_isa()](x, n, bits); }
+
+void akn_unpack_positive(const uint64_t *bits, size_t n, float *out) { g_unpack[abk_isa()](bits, n, out); }

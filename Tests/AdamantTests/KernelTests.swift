@@ -469,6 +469,37 @@ final class KernelTests: XCTestCase {
         XCTAssertLessThan(zip(ga.gradient, gb.gradient).map { abs($0 - $1) }.max()! / gtop, 1e-3)
     }
 
+    /// A compact tape's masks: bit i is x[i] > 0 (NaN, -0 and negatives clear), the unused bits of
+    /// the last word clear, and unpacking gives 1 and 0, on every ISA path and for lengths that end
+    /// mid-word, from slices at multiples of 64 as the executor splits them.
+    func testPositiveBitsOnEveryPath() throws {
+        for n in [1, 63, 64, 65, 1000, 4099] {
+            var x = randomTensor([n], seed: UInt64(n)).data
+            for i in stride(from: 3, to: n, by: 17) { x[i] = .nan }
+            for i in stride(from: 5, to: n, by: 23) { x[i] = -0.0 }
+            for i in stride(from: 7, to: n, by: 29) { x[i] = 0 }
+            let words = (n + 63) / 64
+            var ref = [UInt64](repeating: 0, count: words)
+            for i in 0..<n where x[i] > 0 { ref[i / 64] |= 1 << UInt64(i % 64) }
+            try forEachISA { isa in
+                var bits = [UInt64](repeating: .max, count: words)
+                let split = n > 128 ? 128 : 0  // two slices, the second from word 2
+                if split > 0 {
+                    akn_pack_positive(x, split, &bits)
+                    x.withUnsafeBufferPointer { xp in bits.withUnsafeMutableBufferPointer { bp in
+                        akn_pack_positive(xp.baseAddress! + split, n - split, bp.baseAddress! + split / 64)
+                    } }
+                } else {
+                    akn_pack_positive(x, n, &bits)
+                }
+                XCTAssertEqual(bits, ref, "\(isa.name), n \(n)")
+                var out = [Float](repeating: -1, count: n)
+                akn_unpack_positive(ref, n, &out)
+                XCTAssertTrue(out == x.map { $0 > 0 ? 1 : 0 }, "\(isa.name), n \(n)")
+            }
+        }
+    }
+
     /// The F(2x2, 3x3) matrices built from the GEMM panels are, bit for bit, those built from the
     /// weights as ONNX stores them, for row counts that leave a partial panel.
     func testWinograd2WeightsFromPanels() throws {

@@ -105,4 +105,56 @@ final class ScheduleTests: XCTestCase {
                            g.gradient)
         }
     }
+
+    /// A compact tape (``Executor/Tape``) keeps ReLU masks as bits and most other values by their
+    /// shape, a fraction of the bytes, and gives the gradient of the whole tape bit for bit: on the
+    /// fused plans and on the unfused graph (standalone BatchNorm, ReLU and Add), directly and
+    /// through a session's pieces and segments; the memory estimate covers what its pool held.
+    func testCompactTapeGivesTheSameGradient() throws {
+        let (compactBefore, heavy) = (Schedule.compactTapeBytes, Schedule.heavyWeightFloats)
+        defer { Schedule.compactTapeBytes = compactBefore; Schedule.heavyWeightFloats = heavy }
+        Schedule.heavyWeightFloats = 8192
+        let tiny = try Model.load(bytes: try ResNetSpec(block: .bottleneck, stages: [1, 2, 1, 1], stageWidths: [4, 8, 16, 32],
+                                                        stemWidth: 8, imagenetStem: true, inputSize: 32, classes: 7,
+                                                        seed: 3).serialized())
+        let mbn = try Model.load(domains: [("clean", examplesDir + "/mbn_resnet8.clean.onnx"),
+                                           ("adv", examplesDir + "/mbn_resnet8.adv.onnx")])
+        for (label, model, domain) in [("tiny bottleneck", tiny, 0), ("mbn_resnet8", mbn, 1)] {
+            let n = 3
+            let x = randomTensor([n] + model.inputShape, seed: 41)
+            for (name, exec, bn) in [("plan", model.plans[domain], [BNParams]()), ("graph", model.executor, model.bn[domain])] {
+                let what = "\(label), \(name)"
+                let ctx = ExecContext(bn: bn, declaredBatch: nil, batch: n, threads: 1)
+                let whole = try exec.forward(x, ctx, keep: true)
+                let compact = try exec.forward(x, ctx, keep: true, compact: true)
+                XCTAssertTrue(whole.output.data == compact.output.data, what)
+                // Kept whole: only what some backward reads the values of; masks as bits.
+                let computed = Array(Set(exec.graph.nodes.flatMap(\.outputs)))
+                let kept = computed.filter { compact.tape.values[$0] != nil }
+                XCTAssertTrue(kept.allSatisfy { exec.keptAs[$0] == .values }, what)
+                XCTAssertTrue(compact.tape.compact.values.contains { $0.bits != nil }, what)
+                XCTAssertEqual(kept.count + compact.tape.compact.count, computed.count, what)
+                let wholeBytes = computed.reduce(0) { $0 + 4 * (whole.tape.values[$1]?.count ?? 0) }
+                let compactBytes = kept.reduce(0) { $0 + 4 * compact.tape.values[$1]!.count }
+                    + compact.tape.compact.values.reduce(0) { $0 + 8 * ($1.bits?.count ?? 0) }
+                XCTAssertLessThan(compactBytes * 4, wholeBytes, what)
+                let gy = randomTensor(whole.output.shape, seed: 42)
+                let g1 = try exec.backward(whole.tape, gradOutput: gy, ctx)
+                let g2 = try exec.backward(compact.tape, gradOutput: gy, ctx)
+                XCTAssertTrue(g1.data == g2.data, what)
+            }
+            // Through a session (pieces, and segments where mbn_resnet8 has them): always compact
+            // against never, the same gradient.
+            let xs = images(n, seed: 43).prefix(n * model.inputShape.product).map { $0 }
+            let labels = (0..<n).map { Int64($0 % 7) }
+            Schedule.compactTapeBytes = Int.max
+            let plain = try Session(model: model).gradient(xs, batch: n, labels: labels, loss: .crossEntropy, domain: domain)
+            Schedule.compactTapeBytes = 0
+            XCTAssertTrue(model.compactsGradient(batch: n))
+            let fresh = Session(model: model)
+            let small = try fresh.gradient(xs, batch: n, labels: labels, loss: .crossEntropy, domain: domain)
+            XCTAssertTrue(plain.gradient == small.gradient && plain.logits == small.logits, label)
+            XCTAssertGreaterThanOrEqual(model.activationBytes(batch: n, kind: .gradient), fresh.peakPoolFootprint * 4, label)
+        }
+    }
 }

@@ -63,6 +63,11 @@ protocol Op {
     /// (e.g. mask in place and hand on as an input's gradient). Defaults to ``backward(_:_:_:needs:_:)``.
     func backward(_ inputs: [Tensor], _ outputs: [Tensor], consuming gradOutputs: inout [Tensor], needs: [Bool],
                   _ ctx: ExecContext) throws -> [Tensor?]
+    /// What ``backward(_:_:_:needs:_:)`` reads of forward input `i`: a gradient pass may keep no
+    /// more of it (``Executor/keptAs``). Default: its values.
+    func backwardRead(input i: Int) -> BackwardRead
+    /// The same for forward output `i`.
+    func backwardRead(output i: Int) -> BackwardRead
     /// Multiply-adds times two, per whole batch, for the given shapes.
     func flops(_ inputs: [[Int]], _ outputs: [[Int]]) -> Int
     /// Learned parameters held by the op (weights and biases).
@@ -71,6 +76,19 @@ protocol Op {
     /// forward and one backward pass, takes for these input shapes on `threads` threads, beyond the
     /// op's outputs and gradients: for the memory estimate (``MemoryPlan``). Default: none.
     func scratchCounts(_ inputs: [[Int]], backward: Bool, threads: Int) -> [Int]
+}
+
+/// What an op's backward pass reads of one of its forward inputs or outputs, from least to most.
+enum BackwardRead: Int, Comparable {
+    /// Its shape only: the op gets a tensor of that shape without elements (``Tensor/init(shapeOnly:)``).
+    case shape
+    /// Which of its elements are positive (a ReLU's mask): the op may get a tensor of 1 where the value
+    /// was positive and 0 elsewhere (NaN included) in place of the value.
+    case positive
+    /// Its values.
+    case values
+
+    static func < (a: BackwardRead, b: BackwardRead) -> Bool { a.rawValue < b.rawValue }
 }
 
 /// An op that can overwrite its first input with its output (elementwise, same shape), used when the
@@ -86,6 +104,8 @@ extension Op {
                   _ ctx: ExecContext) throws -> [Tensor?] {
         try backward(inputs, outputs, gradOutputs, needs: needs, ctx)
     }
+    func backwardRead(input i: Int) -> BackwardRead { .values }
+    func backwardRead(output i: Int) -> BackwardRead { .values }
     func flops(_ inputs: [[Int]], _ outputs: [[Int]]) -> Int { 0 }
     var parameterCount: Int { 0 }
     func scratchCounts(_ inputs: [[Int]], backward: Bool, threads: Int) -> [Int] { [] }

@@ -25,6 +25,13 @@ public struct Tensor: Sendable {
         self.data = data
     }
 
+    /// A value a gradient pass kept by its shape only (``BackwardRead/shape``), for the backward of
+    /// ops that read no more of it: no elements (`data` empty).
+    init(shapeOnly shape: [Int]) {
+        self.shape = shape
+        self.data = []
+    }
+
     /// Number of elements.
     public var count: Int { data.count }
     /// Number of dimensions.

@@ -125,11 +125,20 @@ public final class Model: @unchecked Sendable {
     /// per thread).
     func segmentsGradient(batch: Int) -> Bool {
         guard batch > 1, schedules[0].count > 1 else { return false }
-        let (floats, o) = batch.multipliedReportingOverflow(by: memoryPlan.gradientFloats)
+        let per = compactsGradient(batch: batch) ? memoryPlan.compactGradientFloats : memoryPlan.gradientFloats
+        let (floats, o) = batch.multipliedReportingOverflow(by: per)
         guard !o, floats <= Schedule.gradientBudgetBytes / MemoryLayout<Float>.size else { return false }
         // (nor when the kept values alone would pass the model's memory cap: pieces need less)
         if let cap = memoryLimit, weightBytes + floats * MemoryLayout<Float>.size > cap { return false }
         return true
+    }
+    /// Whether a gradient on `batch` samples keeps a compact tape (``Executor/Tape``: ReLU masks as
+    /// bits, most values by their shape): when every sample's whole values would pass
+    /// ``Schedule/gradientBudgetBytes`` (ResNet-200 and deeper at batch 8). Smaller tapes stay whole:
+    /// the same bits, without packing and unpacking the masks.
+    func compactsGradient(batch: Int) -> Bool {
+        let (floats, o) = batch.multipliedReportingOverflow(by: memoryPlan.gradientFloats)
+        return o || floats > (Schedule.compactTapeBytes ?? Schedule.gradientBudgetBytes) / MemoryLayout<Float>.size
     }
     /// Number of BatchNormalization nodes (0 for BN-folded exports).
     public var batchNormCount: Int { graph.bnNodes.count }
@@ -222,15 +231,24 @@ public final class Model: @unchecked Sendable {
     nonisolated(unsafe) static var winograd2Budget: Int? = winograd2BudgetBytes
 
     /// Builds the F(2x2, 3x3) matrices of the layers that replace their GEMM panels with them
-    /// (``ConvWeights/winograd2Only``), at load rather than in the first call, each layer's panels
-    /// handed back to the system as its matrices come (`abk_trim_heap`: glibc keeps a block freed in
-    /// the middle of the heap mapped), so the model never holds both forms.
+    /// (``ConvWeights/winograd2Only``), at load rather than in the first call. Layers go a few at a
+    /// time, one per thread (each transform single-threaded inside: most of the time is the new
+    /// pages' faults, which the cores then take side by side), each group's panels handed back to the
+    /// system as its matrices come (`abk_trim_heap`: glibc keeps a block freed in the middle of the
+    /// heap mapped), so the model never holds both forms.
     static func buildWinograd2(graph: Graph) {
         var seen = Set<ObjectIdentifier>()
-        for n in graph.nodes {
+        let layers = graph.nodes.compactMap { n -> ConvWeights? in
             guard let c = n.op as? Conv, c.weights.winograd2Only, seen.insert(ObjectIdentifier(c.weights)).inserted,
-                  !c.weights.forward.isEmpty else { continue }
-            _ = c.weights.winograd2
+                  !c.weights.forward.isEmpty else { return nil }
+            return c.weights
+        }
+        let group = 2 * Parallel.threads
+        for start in stride(from: 0, to: layers.count, by: group) {
+            let end = min(layers.count, start + group)
+            Parallel.forRanges(end - start, threads: Parallel.threads) { r in
+                for i in r { _ = layers[start + i].winograd2 }
+            }
             abk_trim_heap()
         }
     }

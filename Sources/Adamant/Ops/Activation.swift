@@ -46,6 +46,8 @@ struct Relu: InPlaceOp {
                   _ ctx: ExecContext) throws -> [Tensor?] {
         [reluMask(inputs[0], gradOutputs[0])]
     }
+    func backwardRead(input i: Int) -> BackwardRead { .positive }
+    func backwardRead(output i: Int) -> BackwardRead { .shape }
 }
 
 /// ONNX `Clip` (min/max as attributes before opset 11, as constant inputs after).

@@ -87,6 +87,10 @@ struct BatchNorm: Op {
         return [y]
     }
 
+    /// Inference mode: the input gradient is the output gradient scaled per channel (shapes alone).
+    func backwardRead(input i: Int) -> BackwardRead { .shape }
+    func backwardRead(output i: Int) -> BackwardRead { .shape }
+
     func backward(_ inputs: [Tensor], _ outputs: [Tensor], _ gradOutputs: [Tensor], needs: [Bool],
                   _ ctx: ExecContext) throws -> [Tensor?] {
         guard needs[0] else { return [nil] }

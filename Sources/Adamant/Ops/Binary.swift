@@ -198,6 +198,10 @@ struct Binary: InPlaceOp {
         return try backward(inputs, outputs, consuming: &g, needs: needs, ctx)
     }
 
+    /// Add and Sub read their operands' shapes only (Mul and Div read the values).
+    func backwardRead(input i: Int) -> BackwardRead { kind == .add || kind == .sub ? .shape : .values }
+    func backwardRead(output i: Int) -> BackwardRead { kind == .add || kind == .sub ? .shape : .values }
+
     func backward(_ inputs: [Tensor], _ outputs: [Tensor], consuming gradOutputs: inout [Tensor], needs: [Bool],
                   _ ctx: ExecContext) throws -> [Tensor?] {
         let a = inputs[0], b = inputs[1]

@@ -413,6 +413,11 @@ struct Conv: Op {
         return try backward(inputs, outputs, consuming: &g, needs: needs, ctx)
     }
 
+    /// The input gradient reads the input's shape (and the weights); a fused residual is only added.
+    func backwardRead(input i: Int) -> BackwardRead { .shape }
+    /// A fused ReLU's mask: where the output is positive.
+    func backwardRead(output i: Int) -> BackwardRead { fusedRelu ? .positive : .shape }
+
     func backward(_ inputs: [Tensor], _ outputs: [Tensor], consuming gradOutputs: inout [Tensor], needs: [Bool],
                   _ ctx: ExecContext) throws -> [Tensor?] {
         let x = inputs[0]

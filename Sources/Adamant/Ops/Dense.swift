@@ -128,6 +128,9 @@ struct Gemm: Op {
         let d = weights.backward(g.data, rows: m, alpha: alpha, threads: ctx.threads)
         return [Tensor(shape: a.shape, data: transA ? transposed(d, rows: m, cols: inFeatures) : d)]
     }
+    /// The input gradient reads the weights and the input's shape alone.
+    func backwardRead(input i: Int) -> BackwardRead { .shape }
+    func backwardRead(output i: Int) -> BackwardRead { .shape }
 }
 
 /// ONNX `MatMul` with a constant 2-D right-hand side: [..., K] x [K, N].
@@ -157,8 +160,11 @@ struct MatMul: Op {
     func backward(_ inputs: [Tensor], _ outputs: [Tensor], _ gradOutputs: [Tensor], needs: [Bool],
                   _ ctx: ExecContext) throws -> [Tensor?] {
         let a = inputs[0], g = gradOutputs[0]
-        return [Tensor(shape: a.shape, data: weights.backward(g.data, rows: a.count / k, alpha: 1, threads: ctx.threads))]
+        return [Tensor(shape: a.shape, data: weights.backward(g.data, rows: a.shape.product / k, alpha: 1, threads: ctx.threads))]
     }
+    /// The input gradient reads the weights and the input's shape alone.
+    func backwardRead(input i: Int) -> BackwardRead { .shape }
+    func backwardRead(output i: Int) -> BackwardRead { .shape }
 }
 
 /// The transpose of a row-major [rows x cols] matrix.

@@ -122,6 +122,10 @@ struct Pool: Op {
         return [y]
     }
 
+    /// Max pooling finds each window's largest input again; average pooling reads shapes alone.
+    func backwardRead(input i: Int) -> BackwardRead { kind == .max ? .values : .shape }
+    func backwardRead(output i: Int) -> BackwardRead { .shape }
+
     func backward(_ inputs: [Tensor], _ outputs: [Tensor], _ gradOutputs: [Tensor], needs: [Bool],
                   _ ctx: ExecContext) throws -> [Tensor?] {
         let x = inputs[0], g = gradOutputs[0]
@@ -187,8 +191,8 @@ struct GlobalAveragePool: Op {
     func backward(_ inputs: [Tensor], _ outputs: [Tensor], _ gradOutputs: [Tensor], needs: [Bool],
                   _ ctx: ExecContext) throws -> [Tensor?] {
         let x = inputs[0], g = gradOutputs[0]
-        let inner = Array(x.shape[2...]).product
-        var dx = Tensor(shape: x.shape, data: [Float](unsafeUninitializedCapacity: x.count) { _, k in k = x.count })
+        let inner = Array(x.shape[2...]).product, count = x.shape.product
+        var dx = Tensor(shape: x.shape, data: [Float](unsafeUninitializedCapacity: count) { _, k in k = count })
         g.data.withUnsafeBufferPointer { gp in
             dx.data.withUnsafeMutableBufferPointer { dp in
                 for p in 0..<(x.shape[0] * x.shape[1]) {
@@ -198,4 +202,7 @@ struct GlobalAveragePool: Op {
         }
         return [dx]
     }
+    /// Shapes alone: each input's gradient is its plane's output gradient over the plane.
+    func backwardRead(input i: Int) -> BackwardRead { .shape }
+    func backwardRead(output i: Int) -> BackwardRead { .shape }
 }

@@ -28,6 +28,8 @@ struct Flatten: Op {
         g.shape = inputs[0].shape
         return [g]
     }
+    func backwardRead(input i: Int) -> BackwardRead { .shape }
+    func backwardRead(output i: Int) -> BackwardRead { .shape }
 }
 
 /// ONNX `Reshape` with a constant target shape. When the graph was exported with a fixed batch
@@ -90,6 +92,8 @@ struct Reshape: Op {
         g.shape = inputs[0].shape
         return [g]
     }
+    func backwardRead(input i: Int) -> BackwardRead { .shape }
+    func backwardRead(output i: Int) -> BackwardRead { .shape }
 }
 
 /// ONNX `Concat` along one axis.

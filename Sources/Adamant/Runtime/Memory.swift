@@ -30,6 +30,9 @@ struct MemoryPlan {
     let forwardFloats: Int
     /// Floats per sample after a gradient (forward values kept + backward gradients).
     let gradientFloats: Int
+    /// The same with a compact tape (``Executor/Tape``): the forward pass's buffers (back in the
+    /// pool), the values kept whole, the masks' bits, and the backward gradients.
+    let compactGradientFloats: Int
     /// Floats per sample a segmented forward pass (``Schedule``) adds on the whole batch: the
     /// whole-batch segments' values, as ``forwardFloats`` counts them, and each joined piece output.
     let segmentFloats: Int
@@ -98,6 +101,16 @@ struct MemoryPlan {
             for i in needed where !grads.insert(i).inserted { held[sizes[i]]! -= 1 }
         }
         gradientFloats = add(kept, footprint(gmost))
+        let keptCompact = g.nodes.reduce(0) { acc, n in
+            n.outputs.reduce(acc) { a, v in
+                switch e.keptAs[v] {
+                case .values: return add(a, sizes[v])
+                case .positive: return add(a, (sizes[v] + 63) / 64 * 2)
+                case .shape: return a
+                }
+            }
+        }
+        compactGradientFloats = add(add(forwardFloats, keptCompact), footprint(gmost))
         convs = g.nodes.compactMap { n in
             guard let c = n.op as? Conv, let s = shapes[n.inputs[0]], s.count == 4 else { return nil }
             return (c, Array(s.dropFirst()))
@@ -111,8 +124,9 @@ struct MemoryPlan {
 
     /// Floats the pool holds after one pass of `kind` on a piece of `n` samples: values (per size)
     /// plus the scratch buffers of the ops, each size as many times as one op holds it at once.
-    func pieceFloats(_ n: Int, gradient: Bool, threads: Int = Parallel.threads) -> Int {
-        let (values, o) = n.multipliedReportingOverflow(by: gradient ? gradientFloats : forwardFloats)
+    func pieceFloats(_ n: Int, gradient: Bool, compact: Bool = false, threads: Int = Parallel.threads) -> Int {
+        let perSample = gradient ? (compact ? compactGradientFloats : gradientFloats) : forwardFloats
+        let (values, o) = n.multipliedReportingOverflow(by: perSample)
         guard !o else { return Int.max }
         var scratch: [Int: Int] = [:]  // size -> most buffers of that size one op holds
         func note(_ counts: [Int]) {
@@ -238,7 +252,10 @@ extension Model {
             total = s
             return !(o1 || o2)
         }
-        for (n, k) in sizes { guard add(plan.pieceFloats(n, gradient: gradient, threads: threads), k) else { return Int.max } }
+        let compact = gradient && compactsGradient(batch: batch)
+        for (n, k) in sizes {
+            guard add(plan.pieceFloats(n, gradient: gradient, compact: compact, threads: threads), k) else { return Int.max }
+        }
         // A segmented forward pass (Session.segmentedForward) also holds whole-batch values and the
         // whole-batch segments' kernel scratch.
         if segmented { guard add(plan.segmentFloats, batch) else { return Int.max } }

@@ -1,3 +1,7 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// How a forward pass over a batch is cut into segments of the plan, each run its own way: in
 /// pieces of a few samples spread over the threads (each piece single-threaded inside, its
 /// activations small enough to stay in cache), or on the whole batch at once with the threads
@@ -36,6 +40,14 @@ enum Schedule {
     /// run segmented, ResNet-200 and deeper in pieces (ResNet-638's PGD step at batch 8 stays within
     /// 1.5 x its weights + 512 MiB).
     nonisolated(unsafe) static var gradientBudgetBytes = 1 << 30
+
+    /// Bytes of whole kept values above which a gradient keeps a compact tape
+    /// (``Model/compactsGradient(batch:)``): `ADAMANT_COMPACT_TAPE_MB` (0: always), else nil,
+    /// ``gradientBudgetBytes``.
+    nonisolated(unsafe) static var compactTapeBytes: Int? = {
+        guard let v = getenv("ADAMANT_COMPACT_TAPE_MB"), let n = Int(String(cString: v)), n >= 0, n <= 1 << 30 else { return nil }
+        return n << 20
+    }()
 
     /// The segments of `e` for per-sample value shapes `shapes` (inferred at load): cut wherever a
     /// single value is live, each stretch classed as weight-heavy (whole batch) or not (pieces), and

@@ -36,8 +36,12 @@ public final class Session {
     /// calls with it (predict, gradient, attacks) reuse the pool's buffers and allocate none.
     public var bufferAllocations: Int { pool.allocations }
 
-    /// Frees the buffers kept for the next call (they are allocated again when needed).
-    public func releaseMemory() { pool.removeAll() }
+    /// Frees the buffers kept for the next call (they are allocated again when needed) and hands the
+    /// freed pages back to the system.
+    public func releaseMemory() {
+        pool.removeAll()
+        Model.returnFreedMemory()
+    }
 
     /// Asked between ops of every forward and backward pass (so within one op of any predict,
     /// gradient or attack step); answering true ends the call with an ``ErrorKind/cancelled`` error.
@@ -243,17 +247,17 @@ public final class Session {
     /// threads again, each from the values it kept): the logits, the per-sample values `seed` gives
     /// with the logit gradient, and the gradient with respect to the normalized input (from the pool
     /// of a batch-sized context). Holds every sample's kept values at once (``Model/segmentsGradient(batch:)``).
-    func segmentedGradient(_ x: Tensor, domain: Int, _ segments: [Schedule.Segment],
+    func segmentedGradient(_ x: Tensor, domain: Int, _ segments: [Schedule.Segment], compact: Bool,
                            _ seed: ([Float], Range<Int>) -> ([Float], [Float])) throws -> (loss: [Float], gradient: Tensor, logits: [Float]) {
         let batch = x.shape[0], threads = Parallel.threads
         let plan = model.plans[domain]
         let ctx = try context(domain: domain, batch: batch, threads: threads)
-        struct Tape { var values: [Tensor?]; let ctx: ExecContext; let range: Range<Int> }
+        struct Tape { var tape: Executor.Tape; let ctx: ExecContext; let range: Range<Int> }
         var taped: [(seg: Schedule.Segment, tapes: [Tape])] = []
         // A segment's input is the caller's, a piece's own copy, or a joined output (in `joined`):
         // never handed back with the segment's values.
         func release(_ seg: Schedule.Segment, _ tapes: [Tape]) {
-            for var t in tapes { plan.release(&t.values, t.ctx, except: [plan.graph.input, plan.graph.output, seg.input]) }
+            for var t in tapes { plan.release(&t.tape, t.ctx, except: [plan.graph.input, plan.graph.output, seg.input]) }
         }
         var joined: [Tensor] = []  // piece segments' outputs joined into a batch (a later segment's input)
         defer {
@@ -263,8 +267,8 @@ public final class Session {
         var cur = x
         for seg in runs(segments, batch: batch) {
             if seg.piece == nil {
-                let pass = try plan.forward(seg, cur, ctx, keep: true)
-                taped.append((seg, [Tape(values: pass.values, ctx: ctx, range: 0..<batch)]))
+                let pass = try plan.forward(seg, cur, ctx, keep: true, compact: compact)
+                taped.append((seg, [Tape(tape: pass.tape, ctx: ctx, range: 0..<batch)]))
                 cur = pass.output
             } else {
                 let ranges = pieceRanges(batch, piece: seg.piece)
@@ -275,12 +279,12 @@ public final class Session {
                     try forEachPiece(ranges.count) { i in
                         let pctx = try context(domain: domain, batch: ranges[i].count, threads: 1,
                                                lane: pieceLane(i, of: ranges.count))
-                        let pass = try plan.forward(seg, slice(input, ranges[i]), pctx, keep: true)
-                        t[i] = Tape(values: pass.values, ctx: pctx, range: ranges[i])
+                        let pass = try plan.forward(seg, slice(input, ranges[i]), pctx, keep: true, compact: compact)
+                        t[i] = Tape(tape: pass.tape, ctx: pctx, range: ranges[i])
                     }
                 }
                 taped.append((seg, tapes.map { $0! }))
-                cur = try join(tapes.map { $0!.values[seg.output]! }, ctx, handBack: false)  // (kept by the tapes)
+                cur = try join(tapes.map { $0!.tape.values[seg.output]! }, ctx, handBack: false)  // (kept by the tapes)
                 if seg.output != plan.graph.output { joined.append(cur) }
             }
         }
@@ -293,14 +297,14 @@ public final class Session {
             defer { release(seg, tapes) }
             let gIn: Tensor
             if seg.piece == nil {
-                gIn = try plan.backward(seg, tapes[0].values, gradOutput: g, ctx)  // which hands g back
+                gIn = try plan.backward(seg, tapes[0].tape, gradOutput: g, ctx)  // which hands g back
             } else {
                 var parts = [Tensor?](repeating: nil, count: tapes.count)
                 let gOut = g
                 try parts.withUnsafeMutableBufferPointer { pp in
                     let p = pp.baseAddress!
                     try forEachPiece(tapes.count) { i in
-                        p[i] = try plan.backward(seg, tapes[i].values, gradOutput: slice(gOut, tapes[i].range), tapes[i].ctx)
+                        p[i] = try plan.backward(seg, tapes[i].tape, gradOutput: slice(gOut, tapes[i].range), tapes[i].ctx)
                     }
                 }
                 gIn = try join(parts.map { $0! }, ctx, handBack: true)
@@ -435,6 +439,8 @@ public final class Session {
         try model.checkDomain(domain)
         let per = x.count / max(1, batch)
         let c = model.inputShape[0], hw = model.inputShape[1] * model.inputShape[2]
+        // (a compact tape where whole values would pass the budget: the same bits, far less memory)
+        let compact = model.compactsGradient(batch: batch)
         // Each piece writes its samples' gradient straight into the result, taken back through the
         // normalization on the way (d pixel = d normalized / std): no per-piece copy, no concatenation.
         var gradient = [Float](unsafeUninitializedCapacity: x.count) { _, k in k = x.count }
@@ -442,7 +448,7 @@ public final class Session {
             let out = gp.baseAddress!
             return try withOptionalBuffer(model.preprocessing.std) { std in
                 if model.segmentsGradient(batch: batch) {
-                    let r = try segmentedGradient(x, domain: domain, model.schedules[domain], seed)
+                    let r = try segmentedGradient(x, domain: domain, model.schedules[domain], compact: compact, seed)
                     r.gradient.data.withUnsafeBufferPointer { src in
                         akn_copy_scaled_planes(src.baseAddress!, out, batch * c, hw, std, c)
                     }
@@ -452,13 +458,13 @@ public final class Session {
                 return try chunked(x) { t, range, threads, lane -> ([Float], [Float]) in
                     let n = t.shape[0]
                     let ctx = try context(domain: domain, batch: n, threads: threads, lane: lane)
-                    let pass = try model.plans[domain].forward(t, ctx, keep: true)
-                    var values = pass.values
-                    defer { model.plans[domain].release(&values, ctx) }
+                    let pass = try model.plans[domain].forward(t, ctx, keep: true, compact: compact)
+                    var tape = pass.tape
+                    defer { model.plans[domain].release(&tape, ctx) }
                     let y = pass.output
                     try checkOutput(y, batch: n)
                     let (l, dz) = seed(y.data, range)
-                    let g = try model.plans[domain].backward(values, gradOutput: Tensor(shape: y.shape, data: dz), ctx)
+                    let g = try model.plans[domain].backward(tape, gradOutput: Tensor(shape: y.shape, data: dz), ctx)
                     g.data.withUnsafeBufferPointer { src in
                         akn_copy_scaled_planes(src.baseAddress!, out + range.lowerBound * per, n * c, hw, std, c)
                     }

@@ -8,6 +8,7 @@
 #ifndef ADAMANT_KERNELS_H
 #define ADAMANT_KERNELS_H
 #include <stddef.h>
+#include <stdint.h>
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -118,6 +119,15 @@ long akn_first_nonfinite(const float *x, size_t n);
  */
 void akn_copy_scaled_planes(const float *src, float *dst, size_t planes, size_t inner, const float *divisors,
                             size_t channels);
+
+/**
+ * Bit i % 64 of bits[i / 64] = (x[i] > 0) for i < n (NaN: 0), the last word's unused bits 0: a
+ * value a gradient pass keeps only as a ReLU mask. Callers may split x at multiples of 64.
+ */
+void akn_pack_positive(const float *x, size_t n, uint64_t *bits);
+
+/** out[i] = 1 where bit i % 64 of bits[i / 64] is set, else 0, for i < n (akn_pack_positive's inverse mask). */
+void akn_unpack_positive(const uint64_t *bits, size_t n, float *out);
 
 /** acc[i] += x[i] (gradient accumulation). */
 void akn_add_inplace(float *acc, const float *x, size_t n);
