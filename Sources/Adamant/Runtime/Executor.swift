@@ -138,6 +138,7 @@ struct Executor {
     /// The positive elements of `t` as bits (akn_pack_positive), in 64-element slices over the threads.
     private func packPositive(_ t: Tensor, _ ctx: ExecContext) -> [UInt64] {
         let n = t.count, words = (n + 63) / 64
+        guard n > 0 else { return [] }
         var bits = [UInt64](unsafeUninitializedCapacity: words) { _, k in k = words }
         t.data.withUnsafeBufferPointer { xp in
             bits.withUnsafeMutableBufferPointer { bp in
@@ -150,12 +151,14 @@ struct Executor {
         return bits
     }
 
-    /// A compactly kept value as node `k`'s backward reads it (``keptAs``): by its shape, or as 1
-    /// where it was positive and 0 elsewhere (from `pool`, handed back after the node).
+    /// A compactly kept value as a node's backward reads it (`read`): by its shape, or as 1 where it
+    /// was positive and 0 elsewhere (a buffer of `ctx`'s pool, which the caller hands back after the
+    /// node).
     private func restore(_ c: (shape: [Int], bits: [UInt64]?), as read: BackwardRead, _ ctx: ExecContext) throws -> Tensor {
         guard read == .positive, let bits = c.bits else { return Tensor(shapeOnly: c.shape) }
         var t = try ctx.uninitialized(c.shape)
         let n = t.count
+        guard n > 0 else { return t }
         bits.withUnsafeBufferPointer { bp in
             t.data.withUnsafeMutableBufferPointer { tp in
                 let (bb, tb) = (bp.baseAddress!, tp.baseAddress!)

@@ -35,10 +35,11 @@ enum Schedule {
     static let pieceFloats = 131_072
 
     /// Bytes of kept values (every sample's, for the backward pass) up to which a gradient runs
-    /// segment by segment; above, it runs in pieces over the whole graph, each piece's values kept
-    /// only while its backward pass runs. 1 GiB: at batch 8, ResNet-50 to -152 (59-105 MB a sample)
-    /// run segmented, ResNet-200 and deeper in pieces (ResNet-638's PGD step at batch 8 stays within
-    /// 1.5 x its weights + 512 MiB).
+    /// segment by segment; above, it keeps a compact tape (``Model/compactsGradient(batch:)``), and
+    /// if even that passes, it runs in pieces over the whole graph, each piece's values kept only
+    /// while its backward pass runs. 1 GiB: at batch 8, ResNet-50 to -152 (59-105 MB a sample) run
+    /// segmented with whole values, ResNet-200 to -638 segmented with compact tapes (ResNet-638's PGD
+    /// step at batch 8: 1.68 GB peak, within 1.5 x its weights + 512 MiB).
     nonisolated(unsafe) static var gradientBudgetBytes = 1 << 30
 
     /// Bytes of whole kept values above which a gradient keeps a compact tape
