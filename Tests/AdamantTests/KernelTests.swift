@@ -447,7 +447,8 @@ final class KernelTests: XCTestCase {
         XCTAssertTrue(layers.allSatisfy { $0.weights.winograd2Only && $0.weights.forward.isEmpty })
         // What they add: their matrices less the GEMM panels they replace.
         let bytes = layers.reduce(0) { $0 + 4 * ($1.weights.winograd2Floats - $1.weights.panelFloats) }
-        defer { Model.winograd2Budget = winograd2BudgetBytes }
+        let budgetBefore = Model.winograd2Budget
+        defer { Model.winograd2Budget = budgetBefore }
         Model.winograd2Budget = bytes
         XCTAssertEqual(try winograd2Layers(Model.load(path: path)).count, 2, "within the budget")
         Model.winograd2Budget = bytes - 1

@@ -86,11 +86,3 @@ let winograd2MinChannels: Int = {
     if let v = getenv("ADAMANT_WINOGRAD2_MIN_CHANNELS"), let n = Int(String(cString: v)), n >= 1 { return n }
     return 128
 }()
-
-/// The most bytes a model's F(2x2, 3x3) weight matrices may add to its weights for it to use them
-/// (``Model/limitWinograd2(graph:shapes:budget:)``), from `ADAMANT_WINOGRAD2_BUDGET_MB` (0: never);
-/// nil when unset: half the model's weight bytes.
-let winograd2BudgetBytes: Int? = {
-    if let v = getenv("ADAMANT_WINOGRAD2_BUDGET_MB"), let n = Int(String(cString: v)), n >= 0, n <= 1 << 30 { return n << 20 }
-    return nil
-}()

@@ -1,4 +1,7 @@
 import CBackend
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// The order of the color channels a model's input expects.
 public enum ChannelOrder: String, Sendable, Equatable {
@@ -195,9 +198,9 @@ public final class Model: @unchecked Sendable {
     /// more than `budget` bytes to the weights (all layers or none: a function of the model only), and
     /// otherwise lets each layer that runs it wherever the model uses it drop its GEMM panels once its
     /// matrices are built (``ConvWeights/winograd2Only``): such a layer grows by 7/9, not 16/9. The
-    /// budget is `winograd2BudgetBytes` when set, else half the model's weight bytes: ResNets from 50
+    /// budget is ``winograd2Budget`` when set, else half the model's weight bytes: ResNets from 50
     /// to 638 layers (their F(2x2) layers add 0.39 x the weights at most) run them all.
-    static func limitWinograd2(graph: Graph, shapes: [[Int]?], budget: Int? = nil) {
+    static func limitWinograd2(graph: Graph, shapes: [[Int]?]) {
         // (every call made before any layer dropped its panels: ``buildWinograd2(graph:)``)
         var layers: [ObjectIdentifier: ConvWeights] = [:]
         var elsewhere = Set<ObjectIdentifier>()  // weights some other node uses another way
@@ -219,16 +222,20 @@ public final class Model: @unchecked Sendable {
             let (e, o) = extra.addingReportingOverflow(4 &* max(0, floats))
             extra = o ? Int.max : e
         }
-        let limit = budget ?? winograd2Budget ?? parameters / 2 * MemoryLayout<Float>.size
+        let limit = winograd2Budget ?? parameters / 2 * MemoryLayout<Float>.size
         for (id, w) in layers {
             w.winograd2Allowed = extra <= limit
             w.winograd2Only = extra <= limit && !elsewhere.contains(id)
         }
     }
 
-    /// The F(2x2, 3x3) budget of the models loaded from now on (``limitWinograd2(graph:shapes:budget:)``):
-    /// `ADAMANT_WINOGRAD2_BUDGET_MB` or nil (half the weights). Tests set it around a load.
-    nonisolated(unsafe) static var winograd2Budget: Int? = winograd2BudgetBytes
+    /// The most bytes the F(2x2, 3x3) matrices of the models loaded from now on may add to their
+    /// weights (``limitWinograd2(graph:shapes:)``): `ADAMANT_WINOGRAD2_BUDGET_MB` (0: never), or nil,
+    /// half the model's weight bytes. Tests set it around a load.
+    nonisolated(unsafe) static var winograd2Budget: Int? = {
+        guard let v = getenv("ADAMANT_WINOGRAD2_BUDGET_MB"), let n = Int(String(cString: v)), n >= 0, n <= 1 << 30 else { return nil }
+        return n << 20
+    }()
 
     /// Builds the F(2x2, 3x3) matrices of the layers that replace their GEMM panels with them
     /// (``ConvWeights/winograd2Only``), at load rather than in the first call. Layers go a few at a

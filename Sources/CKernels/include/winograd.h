@@ -61,7 +61,8 @@ int akn_wino2_adjoint_xi(int xi);
 
 /**
  * Transforms 3x3 weights w [m][c][3][3] into 16 packed GEMM A matrices U_xi [m x c], each
- * akn_gemm_packed_a_size(m, c) floats, one after another: rows [r0, r1) of each.
+ * akn_gemm_packed_a_size(m, c) floats, one after another: rows [r0, r1) of each. The plain
+ * reference: models build the same bits from their GEMM panels (akn_wino2_weights_panels).
  */
 void akn_wino2_weights(const float *w, int m, int c, int r0, int r1, float *out);
 
