@@ -128,12 +128,13 @@ static inline const float *a_rows(const float *pa, long astride, int k, int r) {
 
 /// Rows [r, r1) of C by columns [c0, c1) (c0 a multiple of 16): the tiles over B's packed panels
 /// from `b` (the panel of column c0) on, two panels at a time where the ISA's tile takes them. A last
-/// panel of at most TAIL columns (a 7x7 layer's 49th at batch 1) goes to the one-column
-/// kernel (`gv`, rows in the lanes; A packed, `pa` whole) instead of a tile of mostly padding: the
-/// same values, bit for bit.
+/// panel of at most TAIL columns (a 7x7 layer's 49th at batch 1, an F(2x2) GEMM's 49th tile) is left
+/// to the one-column kernel (`gv`, rows in the lanes; A packed) instead of a tile of mostly padding,
+/// the same values bit for bit: tile_row returns its width (0 if none), and the caller runs it once
+/// per group of row tiles (`narrow_rows`).
 enum { TAIL = 2 };
-static void tile_row(tile_fn fn, gemv_fn gv, const float *pa, int k, const float *a, long astride, int npa,
-                     const float *b, int max_pb, const akn_gemm_cols *io, int r, int r1, int c0, int c1, float *tile) {
+static int tile_row(tile_fn fn, const float *a, int k, long astride, int npa, const float *b, int max_pb,
+                    const akn_gemm_cols *io, int r, int r1, int c0, int c1, float *tile) {
     int panels = (c1 - c0 + 15) / 16, tail = (c1 - c0) % 16;
     int narrow = !astride && tail > 0 && tail <= TAIL;
     if (narrow) panels--;
@@ -144,9 +145,21 @@ static void tile_row(tile_fn fn, gemv_fn gv, const float *pa, int k, const float
         fn(k, a, astride, npa, b + (size_t)q * k * 16, npb, io, r, r1, t0, t1, tile);
         q += npb;
     }
-    // After the tiles, which stream this row's A from memory at the pace of their FMAs: the one-column
-    // kernel reads it from cache (run first, it waited on memory for every load: 6 % of ResNet-50 time).
-    if (narrow) gv(k, pa, b + (size_t)panels * k * 16, io, r, r1, c0 + panels * 16, tail);
+    return narrow ? tail : 0;
+}
+
+/// Rows per call of the one-column kernel: 8 A panels, its 8 independent chains (one call per row
+/// tile ran 2, waiting on the FMA latency: 8 % of an F(2x2) 14x14 layer for 1 column in 49). Run
+/// after that group's tiles, which leave its 48 rows of A in cache.
+enum { NARROW_ROWS = 48 };
+
+/// After the row tile ending at r (of rows [m0, m1)): runs the one-column kernel on the pending rows
+/// [*g0, r) once they make a group or the rows end. `bt`: B's packed panel of the narrow columns.
+static inline void narrow_rows(gemv_fn gv, int tail, int k, const float *pa, const float *bt, const akn_gemm_cols *io,
+                               int *g0, int r, int m1, int col) {
+    if (!tail || (r - *g0 < NARROW_ROWS && r < m1)) return;
+    gv(k, pa, bt, io, *g0, r, col, tail);
+    *g0 = r;
 }
 
 /// With `pb`, B comes packed whole (akn_gemm_pack_b) and `scratch` needs only the tile.
@@ -177,11 +190,12 @@ static void gemm_driver(int m, int n, int k, const float *pa, long astride, cons
         // B packed whole: rows outer, so each A panel (k x 12) is read once, from L1, while B's panels
         // stream from L2 (chunk-outer order re-read the whole A once per 64 columns: 4 MB per call
         // for a 14x14 layer's 1 MB of weights, from L3 or memory).
-        for (int r = m0; r < m1;) {
+        const float *bp = pb + (size_t)(n0 / 16) * k * 16, *bt = bp + (size_t)((n1 - n0) / 16) * k * 16;
+        for (int r = m0, g0 = m0; r < m1;) {
             int npa = (max_pa == 2 && m1 - r > 6) ? 2 : 1;
             int r1 = r + 6 * npa < m1 ? r + 6 * npa : m1;
-            tile_row(fn, g_tiles[level].gemv, pa, k, a_rows(pa, astride, k, r), astride, npa, pb + (size_t)(n0 / 16) * k * 16, max_pb,
-                     io, r, r1, n0, n1, tile);
+            int tail = tile_row(fn, a_rows(pa, astride, k, r), k, astride, npa, bp, max_pb, io, r, r1, n0, n1, tile);
+            narrow_rows(g_tiles[level].gemv, tail, k, pa, bt, io, &g0, r1, m1, n0 + (n1 - n0) / 16 * 16);
             r = r1;
         }
         return;
@@ -190,7 +204,7 @@ static void gemm_driver(int m, int n, int k, const float *pa, long astride, cons
         int cols = n1 - jc < nc ? n1 - jc : nc;
         for (int j = 0; j < cols; j += CHUNK)
             g_tiles[level].pack(io, k, n, jc + j, cols - j < CHUNK ? cols - j : CHUNK, bbuf + (size_t)(j / 16) * k * 16);
-        for (int r = m0; r < m1;) {
+        for (int r = m0, g0 = m0; r < m1;) {
             int npa = (max_pa == 2 && m1 - r > 6) ? 2 : 1;
             int r1 = r + 6 * npa < m1 ? r + 6 * npa : m1;
             // The next row tile's lines of C (written) and of the residual (read) in this chunk, fetched
@@ -210,8 +224,8 @@ static void gemm_driver(int m, int n, int k, const float *pa, long astride, cons
                     }
                 }
             }
-            tile_row(fn, g_tiles[level].gemv, pa, k, a_rows(pa, astride, k, r), astride, npa, bbuf, max_pb, io, r, r1, jc,
-                     jc + cols, tile);
+            int tail = tile_row(fn, a_rows(pa, astride, k, r), k, astride, npa, bbuf, max_pb, io, r, r1, jc, jc + cols, tile);
+            narrow_rows(g_tiles[level].gemv, tail, k, pa, bbuf + (size_t)(cols / 16) * k * 16, io, &g0, r1, m1, jc + cols / 16 * 16);
             r = r1;
         }
     }

@@ -72,6 +72,8 @@ final class KernelTests: XCTestCase {
                      // blocks of up to 256 columns (by k) packed 64 at a time: several blocks and a last
                      // partial one, samples across sub-blocks, and a one-column tail after a block's tiles
                      (20, 588, 300, 98), (13, 289, 1100, 289), (8, 514, 200, 257),
+                     // one- and two-column tails over more rows than one group of the one-column kernel (48)
+                     (100, 49, 70, 49), (61, 98, 30, 49),
                      // at most 4 columns: one at a time, rows in the lanes (a dense layer at batch 1, a 2x2 map)
                      (100, 1, 1024, 1), (53, 4, 9, 4), (13, 3, 17, 1), (49, 36, 5, 2)]
         try forEachISA { isa in
