@@ -453,9 +453,18 @@ final class KernelTests: XCTestCase {
         defer { Model.winograd2Budget = budgetBefore }
         Model.winograd2Budget = bytes
         XCTAssertEqual(try winograd2Layers(Model.load(path: path)).count, 2, "within the budget")
+        // Over it by a byte: the layers that fit, largest images first, then in graph order (here the
+        // first; both are 14x14 and the same size).
         Model.winograd2Budget = bytes - 1
+        let partial = try Model.load(path: path)
+        let granted = try winograd2Layers(partial)
+        XCTAssertEqual(granted.count, 1, "over the budget by a byte: one layer")
+        let firstCandidate = partial.graph.nodes.compactMap({ $0.op as? Conv })
+            .first(where: { $0.kh == 3 && $0.strides == (1, 1) && $0.inPerGroup == 128 })
+        XCTAssertTrue(granted[0].weights === firstCandidate?.weights, "the first in graph order")
+        Model.winograd2Budget = bytes / 2 - 1
         let lean = try Model.load(path: path)
-        XCTAssertEqual(try winograd2Layers(lean).count, 0, "over the budget: none")
+        XCTAssertEqual(try winograd2Layers(lean).count, 0, "below one layer's matrices: none")
         XCTAssertTrue(lean.graph.nodes.compactMap { $0.op as? Conv }.allSatisfy { !$0.weights.winograd2Only && !$0.weights.forward.isEmpty })
         let x = randomTensor([3, 3, 56, 56], seed: 5).data.map { abs($0).truncatingRemainder(dividingBy: 1) }
         let fastSession = try Session(model: fast)

@@ -194,15 +194,18 @@ public final class Model: @unchecked Sendable {
         }
     }
 
-    /// Turns Winograd F(2x2, 3x3) off for every layer of the model when their matrices would add
-    /// more than `budget` bytes to the weights (all layers or none: a function of the model only), and
-    /// otherwise lets each layer that runs it wherever the model uses it drop its GEMM panels once its
-    /// matrices are built (``ConvWeights/winograd2Only``): such a layer grows by 7/9, not 16/9. The
-    /// budget is ``winograd2Budget`` when set, else half the model's weight bytes: ResNets from 50
-    /// to 638 layers (their F(2x2) layers add 0.39 x the weights at most) run them all.
+    /// Lets the model's F(2x2, 3x3) layers keep Winograd while their matrices add at most `budget`
+    /// bytes to the weights, the layers with the largest images first (the most multiply-adds saved
+    /// per byte: the same weights serve more tiles), then in graph order, skipping any that would pass
+    /// it (a function of the model only); the others run their direct kernel. A layer that runs it
+    /// wherever the model uses it drops its GEMM panels once its matrices are built
+    /// (``ConvWeights/winograd2Only``): it grows by 7/9, not 16/9. The budget is ``winograd2Budget``
+    /// when set, else half the model's weight bytes: ResNets from 50 to 638 layers (their F(2x2)
+    /// layers add 0.39 x the weights at most) run them all; ResNet-18 (0.59 x) its 14x14 layers and
+    /// two of its three 7x7 ones.
     static func limitWinograd2(graph: Graph, shapes: [[Int]?]) {
         // (every call made before any layer dropped its panels: ``buildWinograd2(graph:)``)
-        var layers: [ObjectIdentifier: ConvWeights] = [:]
+        var layers: [ObjectIdentifier: (w: ConvWeights, pixels: Int, order: Int)] = [:]
         var elsewhere = Set<ObjectIdentifier>()  // weights some other node uses another way
         var parameters = 0
         for n in graph.nodes {
@@ -211,21 +214,22 @@ public final class Model: @unchecked Sendable {
             guard let c = n.op as? Conv else { continue }
             let id = ObjectIdentifier(c.weights)
             if let s = shapes[n.inputs[0]], s.count == 4, c.algorithm(s[2], s[3]) == .winograd2 {
-                layers[id] = c.weights
+                let pixels = max(layers[id]?.pixels ?? 0, s[2] * s[3])
+                layers[id] = (c.weights, pixels, layers[id]?.order ?? layers.count)
             } else {
                 elsewhere.insert(id)
             }
         }
-        var extra = 0
-        for (id, w) in layers {
-            let floats = w.winograd2Floats - (elsewhere.contains(id) ? 0 : w.panelFloats)
-            let (e, o) = extra.addingReportingOverflow(4 &* max(0, floats))
-            extra = o ? Int.max : e
-        }
         let limit = winograd2Budget ?? parameters / 2 * MemoryLayout<Float>.size
-        for (id, w) in layers {
-            w.winograd2Allowed = extra <= limit
-            w.winograd2Only = extra <= limit && !elsewhere.contains(id)
+        var extra = 0
+        for (id, l) in layers.sorted(by: { ($0.value.pixels, -$0.value.order) > ($1.value.pixels, -$1.value.order) }) {
+            let floats = max(0, l.w.winograd2Floats - (elsewhere.contains(id) ? 0 : l.w.panelFloats))
+            let (bytes, o1) = floats.multipliedReportingOverflow(by: MemoryLayout<Float>.size)
+            let (total, o2) = extra.addingReportingOverflow(bytes)
+            let fits = !o1 && !o2 && total <= limit
+            if fits { extra = total }
+            l.w.winograd2Allowed = fits
+            l.w.winograd2Only = fits && !elsewhere.contains(id)
         }
     }
 

@@ -24,8 +24,9 @@ final class ConvWeights: @unchecked Sendable {
     private var winogradAdjointStore: [Float]?
     private var winograd2Store: [Float]?
     /// Whether the layer may run Winograd F(2x2, 3x3) (``ConvAlgorithm/winograd2``): cleared at load
-    /// for every layer of a model whose F(2x2, 3x3) matrices would exceed ``Model/winograd2Budget``
-    /// (``Model``), before any plan runs; such layers keep their direct kernel.
+    /// for the layers whose F(2x2, 3x3) matrices no longer fit in the model's budget
+    /// (``Model/limitWinograd2(graph:shapes:)``), before any plan runs; such layers keep their
+    /// direct kernel.
     var winograd2Allowed = true
     /// Set at load (``Model``, before any plan runs) for a layer that runs F(2x2, 3x3) wherever the
     /// model uses it: building ``winograd2`` then drops the GEMM panels, so its 16 matrices are the
