@@ -26,6 +26,16 @@ static inline void window(int o, int stride, int pad, int k, int size, int *star
 // portable path's; AVX2 and AVX-512 write the same steps out with intrinsics below.
 #define MAXV(v, m) ((v) > (m) ? (v) : (m))
 enum { MP_CHUNK = 256 };  // output columns per pass
+
+/// Fetches the two input rows the 3x3/2 window of the output row after this one (first input row h0)
+/// reads first, while this one computes: the stem's output comes from memory, and three rows read
+/// a few lines at a time leave the hardware prefetcher behind (ResNet-50 at batch 1, 2 threads:
+/// 127 -> 80 us a pool).
+static inline void mp_prefetch_next_rows(const float *x, int h, int w, int h0) {
+    for (int r = h0 + 3; r < h0 + 5 && r < h; r++)
+        if (r >= 0)
+            for (int c = 0; c < w; c += 16) __builtin_prefetch(x + (size_t)r * w + c);
+}
 #define MP33S2_BODY                                                                                   \
     {                                                                                                 \
         float rb[2 * MP_CHUNK + 2], e[MP_CHUNK + 1], o[MP_CHUNK + 1], acc[MP_CHUNK];                  \
@@ -33,6 +43,7 @@ enum { MP_CHUNK = 256 };  // output columns per pass
         for (int i = 0; i < oh; i++) {                                                                \
             int h0, ki0, ki1;                                                                         \
             window(i, 2, pt, 3, h, &h0, &ki0, &ki1);                                                  \
+            mp_prefetch_next_rows(x, h, w, h0);                                                       \
             for (int j0 = 0; j0 < ow; j0 += MP_CHUNK) {                                               \
                 int nj = ow - j0 < MP_CHUNK ? ow - j0 : MP_CHUNK;                                     \
                 int c0 = 2 * j0 - pl, len = 2 * nj + 2; /* rb[q] = column c0 + q */                   \
@@ -78,6 +89,7 @@ static void mp33s2_avx512(MP33S2_ARGS) {
     for (int i = 0; i < oh; i++) {
         int h0, ki0, ki1;
         window(i, 2, pt, 3, h, &h0, &ki0, &ki1);
+        mp_prefetch_next_rows(x, h, w, h0);
         for (int j0 = 0; j0 < ow; j0 += 16) {
             long c0 = 2L * j0 - pl;  // the column of lane 0's first tap
             // lanes of the three loads (columns c0 + l, c0 + 16 + l, c0 + 32) inside the row
@@ -119,6 +131,7 @@ static void mp33s2_avx2x(MP33S2_ARGS) {
     for (int i = 0; i < oh; i++) {
         int h0, ki0, ki1;
         window(i, 2, pt, 3, h, &h0, &ki0, &ki1);
+        mp_prefetch_next_rows(x, h, w, h0);
         for (int j0 = 0; j0 < ow; j0 += 8) {
             long c0 = 2L * j0 - pl;
             // lanes l of the three loads (columns c0 + 8v + l; the third, one lane) inside the row
@@ -306,11 +319,104 @@ static void mpb33s2_avx2(MPB33S2_ARGS) MPB33S2_BODY
 
 static void mpb33s2_portable(MPB33S2_ARGS) MPB33S2_BODY
 
+// The same on AVX-512, 16 outputs at a time with no scatter: each window's winning tap (0-8) as a
+// lane of indices, found with the forward's loads and permutes and the same strict > in the same
+// tap order; then, per window row, the gradient goes straight into that input row's even and odd
+// columns. Input column 2j - pl + kj gets output j's gradient when its tap kj won: the even column
+// (kj = 1) from output j only, an odd one from output j - 1 (kj = 2) then j (kj = 0), in that order,
+// as the generic loop adds them: (dx + A shifted one lane on) + B, lanes that did not win adding +0
+// (an exact no-op: dx starts at +0, and x + y is -0 only when both are, so dx is never -0). The
+// last output's kj = 2 term carries into the next 16 (lane 0 of the shift), and after the last
+// ones into its column. Windows reaching the padding (the first and last columns) keep the
+// one-output loop. The same bits as the generic loop. The next output row's first input and
+// gradient rows are prefetched (without, cold rows from memory made it slower than the AVX2 build
+// in a network; with, ResNet-50's pool at batch 1 on 2 threads: 374 -> 210 us).
+__attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,fma")))
+static void mpb33s2_avx512(MPB33S2_ARGS) {
+    int jlo = (pl + 1) / 2, jhi = ow;
+    while (jhi > jlo && (jhi - 1) * 2 - pl + 3 > w) jhi--;
+    if (jhi < jlo) jhi = jlo;
+    if (jlo > ow) jlo = jhi = ow;
+    const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+    const __m512i odd = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
+    const __m512i next = _mm512_set_epi32(16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1);
+    // (odd columns, even columns) back to column order: lanes 0-15, then 16-31
+    const __m512i lo = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    const __m512i hi = _mm512_set_epi32(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8);
+    const __m512 zero = _mm512_setzero_ps();
+    for (int i = 0; i < oh; i++) {
+        int h0, ki0, ki1;
+        window(i, 2, pt, 3, h, &h0, &ki0, &ki1);
+        if (ki0 >= ki1) continue;
+        mp_prefetch_next_rows(x, h, w, h0);
+        mp_prefetch_next_rows(dx, h, w, h0);
+        for (int j = 0; j < jlo; j++) mp_backward_one(x, g, h, w, 3, 3, 2, 2, pt, pl, ow, i, j, dx);
+        __m512 carry[3] = {zero, zero, zero};
+        long last_col = -1;  // the column the last kj = 2 terms go to
+        for (int j0 = jlo; j0 < jhi; j0 += 16) {
+            int nj = jhi - j0 < 16 ? jhi - j0 : 16, cols = 2 * nj + 1;
+            __mmask16 lm = (__mmask16)((1u << nj) - 1);
+            __mmask16 ma = (__mmask16)(cols >= 16 ? 0xFFFF : (1u << cols) - 1);
+            __mmask16 mb = (__mmask16)(cols >= 32 ? 0xFFFF : cols > 16 ? (1u << (cols - 16)) - 1 : 0);
+            __mmask16 mc = (__mmask16)(cols > 32 ? 1 : 0);
+            long c0 = 2L * j0 - pl;  // tap kj = 0 of output j0 (inside the row: j0 >= jlo)
+            __m512 m = zero;
+            __m512i best = _mm512_setzero_si512();
+            for (int ki = ki0; ki < ki1; ki++) {
+                const float *row = x + (size_t)(h0 + ki) * w + c0;
+                __m512 a = _mm512_maskz_loadu_ps(ma, row), b = _mm512_maskz_loadu_ps(mb, row + 16);
+                __m512 c = _mm512_maskz_loadu_ps(mc, row + 32);
+                __m512 e = _mm512_permutex2var_ps(a, even, b), o = _mm512_permutex2var_ps(a, odd, b);
+                __m512 e1 = _mm512_permutex2var_ps(e, next, c);
+                __m512 taps[3] = {e, o, e1};
+                for (int kj = 0; kj < 3; kj++) {
+                    __m512i t = _mm512_set1_epi32(3 * ki + kj);
+                    if (ki == ki0 && kj == 0) {
+                        m = e;
+                        best = t;
+                        continue;
+                    }
+                    __mmask16 gt = _mm512_cmp_ps_mask(taps[kj], m, _CMP_GT_OQ);
+                    m = _mm512_mask_mov_ps(m, gt, taps[kj]);
+                    best = _mm512_mask_mov_epi32(best, gt, t);
+                }
+            }
+            __m512 gv = _mm512_maskz_loadu_ps(lm, g + (size_t)i * ow + j0);
+            __mmask16 md0 = (__mmask16)(2 * nj >= 16 ? 0xFFFF : (1u << (2 * nj)) - 1);
+            __mmask16 md1 = (__mmask16)(2 * nj >= 32 ? 0xFFFF : 2 * nj > 16 ? (1u << (2 * nj - 16)) - 1 : 0);
+            for (int ki = ki0; ki < ki1; ki++) {
+                float *d = dx + (size_t)(h0 + ki) * w + c0;
+                __m512 b0 = _mm512_maskz_mov_ps(_mm512_cmpeq_epi32_mask(best, _mm512_set1_epi32(3 * ki)) & lm, gv);
+                __m512 e = _mm512_maskz_mov_ps(_mm512_cmpeq_epi32_mask(best, _mm512_set1_epi32(3 * ki + 1)) & lm, gv);
+                __m512 a2 = _mm512_maskz_mov_ps(_mm512_cmpeq_epi32_mask(best, _mm512_set1_epi32(3 * ki + 2)) & lm, gv);
+                __m512 ash = _mm512_castsi512_ps(
+                    _mm512_alignr_epi32(_mm512_castps_si512(a2), _mm512_castps_si512(carry[ki - ki0]), 15));
+                __m512 d0 = _mm512_maskz_loadu_ps(md0, d), d1 = _mm512_maskz_loadu_ps(md1, d + 16);
+                __m512 dodd = _mm512_permutex2var_ps(d0, even, d1), deven = _mm512_permutex2var_ps(d0, odd, d1);
+                dodd = _mm512_add_ps(_mm512_add_ps(dodd, ash), b0);
+                deven = _mm512_add_ps(deven, e);
+                _mm512_mask_storeu_ps(d, md0, _mm512_permutex2var_ps(dodd, lo, deven));
+                _mm512_mask_storeu_ps(d + 16, md1, _mm512_permutex2var_ps(dodd, hi, deven));
+                // lane 15 carries into the next 16 outputs; a last, shorter group's lane nj - 1 is flushed below
+                carry[ki - ki0] = nj == 16 ? a2 : _mm512_permutexvar_ps(_mm512_set1_epi32(nj - 1), a2);
+            }
+            last_col = c0 + 2L * nj;
+        }
+        if (last_col >= 0)
+            for (int ki = ki0; ki < ki1; ki++) {
+                float t[16];
+                _mm512_storeu_ps(t, carry[ki - ki0]);
+                dx[(size_t)(h0 + ki) * w + last_col] += t[15];
+            }
+        for (int j = jhi; j < ow; j++) mp_backward_one(x, g, h, w, 3, 3, 2, 2, pt, pl, ow, i, j, dx);
+    }
+}
+
 typedef void (*mpb33s2_fn)(MPB33S2_ARGS);
-/// One entry per instruction-set level (ABK_ISA_SCALAR, ABK_ISA_AVX2, ABK_ISA_AVX512). The AVX-512
-/// level runs the AVX2 build, as the forward does: a 512-bit build took 1110 us on the stem's
-/// 64 x 112 x 112 (one thread) against 670 us (and 1070 us for the one-output-at-a-time loop).
-static const mpb33s2_fn g_mpb33s2[3] = {mpb33s2_portable, mpb33s2_avx2, mpb33s2_avx2};
+/// One entry per instruction-set level (ABK_ISA_SCALAR, ABK_ISA_AVX2, ABK_ISA_AVX512). (A 512-bit
+/// compiler build of MPB33S2_BODY took 1110 us on the stem's 64 x 112 x 112, one thread, against
+/// the AVX2 build's 670 us: the AVX-512 level runs the written-out kernel above.)
+static const mpb33s2_fn g_mpb33s2[3] = {mpb33s2_portable, mpb33s2_avx2, mpb33s2_avx512};
 
 void akn_maxpool_plane_backward(const float *x, const float *g, int h, int w, int kh, int kw, int sh, int sw, int pt,
                                 int pl, int oh, int ow, float *dx) {
