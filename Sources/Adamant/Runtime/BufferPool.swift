@@ -54,8 +54,9 @@ final class BufferPool: @unchecked Sendable {
         let key = Key(batch: batch, lane: lane)
         pthread_mutex_lock(&mutex)
         touch(batch)
-        if var list = free[key]?[count], let a = list.popLast() {
-            free[key]![count] = list.isEmpty ? nil : list
+        // Popped in place (a copy of the list, then written back, allocated a new array on every take;
+        // an emptied list stays, for the buffer's return).
+        if let a = free[key]?[count]?.popLast() {
             heldFloats -= count
             lend(count, key)
             pthread_mutex_unlock(&mutex)
