@@ -76,6 +76,22 @@ static inline void mp_prefetch_next_rows(const float *x, int h, int w, int h0) {
 
 static void mp33s2_portable(MP33S2_ARGS) MP33S2_BODY
 
+/// The three taps of 16 outputs of a 3x3/2 window row: e[l] = row[2l], o[l] = row[2l + 1],
+/// e1[l] = row[2l + 2], from two masked loads of its 32 columns and one of the 33rd (lanes outside
+/// the masks m[0..2] take `fill`) and three two-source permutes.
+__attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,fma")))
+static inline void mp_taps16(const float *row, const __mmask16 *m, __m512 fill, __m512 *e, __m512 *o, __m512 *e1) {
+    const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+    const __m512i odd = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
+    const __m512i next = _mm512_set_epi32(16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1);
+    __m512 a = _mm512_mask_loadu_ps(fill, m[0], row);
+    __m512 b = _mm512_mask_loadu_ps(fill, m[1], row + 16);
+    __m512 c = _mm512_mask_loadu_ps(fill, m[2], row + 32);
+    *e = _mm512_permutex2var_ps(a, even, b);
+    *o = _mm512_permutex2var_ps(a, odd, b);
+    *e1 = _mm512_permutex2var_ps(*e, next, c);
+}
+
 // The same on AVX-512, written out: per window row, 16 outputs' three taps from two (masked)
 // loads of the row's 33 columns and three two-source permutes (the even columns, the odd ones, the
 // even ones one on), no staging copies; padding lanes load -inf. vmaxps(v, m) is MAXV(v, m). The
@@ -83,9 +99,6 @@ static void mp33s2_portable(MP33S2_ARGS) MP33S2_BODY
 __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,fma")))
 static void mp33s2_avx512(MP33S2_ARGS) {
     const __m512 ninf = _mm512_set1_ps(-__builtin_inff());
-    const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
-    const __m512i odd = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
-    const __m512i next = _mm512_set_epi32(16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1);
     for (int i = 0; i < oh; i++) {
         int h0, ki0, ki1;
         window(i, 2, pt, 3, h, &h0, &ki0, &ki1);
@@ -101,13 +114,8 @@ static void mp33s2_avx512(MP33S2_ARGS) {
             }
             __m512 acc = ninf;
             for (int ki = ki0; ki < ki1; ki++) {
-                const float *row = x + (size_t)(h0 + ki) * w + c0;
-                __m512 a = _mm512_mask_loadu_ps(ninf, m[0], row);
-                __m512 b = _mm512_mask_loadu_ps(ninf, m[1], row + 16);
-                __m512 c = _mm512_mask_loadu_ps(ninf, m[2], row + 32);
-                __m512 e = _mm512_permutex2var_ps(a, even, b);
-                __m512 o = _mm512_permutex2var_ps(a, odd, b);
-                __m512 e1 = _mm512_permutex2var_ps(e, next, c);
+                __m512 e, o, e1;
+                mp_taps16(x + (size_t)(h0 + ki) * w + c0, m, ninf, &e, &o, &e1);
                 __m512 mx = _mm512_max_ps(e, ninf);
                 mx = _mm512_max_ps(o, mx);
                 mx = _mm512_max_ps(e1, mx);
@@ -339,7 +347,6 @@ static void mpb33s2_avx512(MPB33S2_ARGS) {
     if (jlo > ow) jlo = jhi = ow;
     const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
     const __m512i odd = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
-    const __m512i next = _mm512_set_epi32(16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1);
     // (odd columns, even columns) back to column order: lanes 0-15, then 16-31
     const __m512i lo = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
     const __m512i hi = _mm512_set_epi32(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8);
@@ -356,23 +363,19 @@ static void mpb33s2_avx512(MPB33S2_ARGS) {
         for (int j0 = jlo; j0 < jhi; j0 += 16) {
             int nj = jhi - j0 < 16 ? jhi - j0 : 16, cols = 2 * nj + 1;
             __mmask16 lm = (__mmask16)((1u << nj) - 1);
-            __mmask16 ma = (__mmask16)(cols >= 16 ? 0xFFFF : (1u << cols) - 1);
-            __mmask16 mb = (__mmask16)(cols >= 32 ? 0xFFFF : cols > 16 ? (1u << (cols - 16)) - 1 : 0);
-            __mmask16 mc = (__mmask16)(cols > 32 ? 1 : 0);
+            const __mmask16 mt[3] = {(__mmask16)(cols >= 16 ? 0xFFFF : (1u << cols) - 1),
+                                     (__mmask16)(cols >= 32 ? 0xFFFF : cols > 16 ? (1u << (cols - 16)) - 1 : 0),
+                                     (__mmask16)(cols > 32 ? 1 : 0)};
             long c0 = 2L * j0 - pl;  // tap kj = 0 of output j0 (inside the row: j0 >= jlo)
             __m512 m = zero;
             __m512i best = _mm512_setzero_si512();
             for (int ki = ki0; ki < ki1; ki++) {
-                const float *row = x + (size_t)(h0 + ki) * w + c0;
-                __m512 a = _mm512_maskz_loadu_ps(ma, row), b = _mm512_maskz_loadu_ps(mb, row + 16);
-                __m512 c = _mm512_maskz_loadu_ps(mc, row + 32);
-                __m512 e = _mm512_permutex2var_ps(a, even, b), o = _mm512_permutex2var_ps(a, odd, b);
-                __m512 e1 = _mm512_permutex2var_ps(e, next, c);
-                __m512 taps[3] = {e, o, e1};
+                __m512 taps[3];
+                mp_taps16(x + (size_t)(h0 + ki) * w + c0, mt, zero, &taps[0], &taps[1], &taps[2]);
                 for (int kj = 0; kj < 3; kj++) {
                     __m512i t = _mm512_set1_epi32(3 * ki + kj);
                     if (ki == ki0 && kj == 0) {
-                        m = e;
+                        m = taps[0];
                         best = t;
                         continue;
                     }
