@@ -252,6 +252,20 @@ void akn_gemm_pack_b(const akn_gemm_cols *io, int k, int n, int j0, int j1, floa
     }
 }
 
+void akn_gemm_pack_b_rows(const akn_gemm_cols *io, int k, int n, int p0, int p1, float *out) {
+    if (p1 > k) p1 = k;
+    if (io->conv || p0 >= p1) return;
+    // Rows [p0, p1) of B are a B of p1 - p0 rows from row p0 on: each 16-column panel packed by
+    // itself into its rows of the whole panel ([k][16]).
+    akn_gemm_cols sub = *io;
+    sub.b = io->b + (size_t)p0 * io->ldb;
+    if (io->bmask) sub.bmask = io->bmask + (size_t)p0 * io->ldb;
+    if (io->bscale) sub.bscale = io->bscale + p0;
+    pack_fn pack = g_tiles[abk_isa()].pack;
+    for (int j = 0; j < n; j += 16)
+        pack(&sub, p1 - p0, n, j, n - j < 16 ? n - j : 16, out + (size_t)(j / 16) * k * 16 + (size_t)p0 * 16);
+}
+
 void akn_gemm_prepacked(int m, int n, int k, const float *pa, int transposed, const float *pb, const akn_gemm_cols *io,
                         int m0, int m1, int n0, int n1, float *tile) {
     gemm_driver(m, n, k, pa, transposed ? (long)m * 6 : 0, pb, io, m0, m1, n0, n1, tile);

@@ -111,9 +111,9 @@ final class KernelTests: XCTestCase {
                                         bias: epi ? bias : nil, res: epi ? res : nil, relu: relu, split: sp, transposedFrom: pw)
                         XCTAssertTrue(t == whole, "\(isa.name) m\(m) n\(n) k\(k): transposed read differs")
                     }
-                    // B packed whole, in column pieces of 64 (as threads would), then shared: bit-identical,
-                    // for A packed and A read transposed.
-                    for pw_ in [nil, pw] {
+                    // B packed whole, in column pieces of 64 or in row pieces of 6 (as threads would), then
+                    // shared: bit-identical, for A packed and A read transposed.
+                    for (pw_, byRows) in [(nil, false), (pw, false), (nil, true), (pw, true)] {
                         var pb = [Float](repeating: .nan, count: akn_gemm_packed_b_size(Int32(k), Int32(n)))
                         var c = [Float](repeating: .nan, count: m * n)
                         b.withUnsafeBufferPointer { bp in c.withUnsafeMutableBufferPointer { cp in
@@ -125,8 +125,14 @@ final class KernelTests: XCTestCase {
                                     io.c = cp.baseAddress; io.ldc = per; io.c_sample = m * per
                                     io.r = rp; io.ldr = per; io.r_sample = m * per
                                     io.bscale = bs; io.scale = sc; io.bias = bi; io.relu = relu ? 1 : 0
-                                    for j0 in stride(from: 0, to: n, by: 64).reversed() {
-                                        akn_gemm_pack_b(&io, Int32(k), Int32(n), Int32(j0), Int32(min(n, j0 + 64)), &pb)
+                                    if byRows {
+                                        for p0 in stride(from: 0, to: k, by: 6).reversed() {
+                                            akn_gemm_pack_b_rows(&io, Int32(k), Int32(n), Int32(p0), Int32(min(k, p0 + 6)), &pb)
+                                        }
+                                    } else {
+                                        for j0 in stride(from: 0, to: n, by: 64).reversed() {
+                                            akn_gemm_pack_b(&io, Int32(k), Int32(n), Int32(j0), Int32(min(n, j0 + 64)), &pb)
+                                        }
                                     }
                                     var tile = [Float](repeating: 0, count: 12 * 32 + 16)
                                     for (ri, r0) in rows.enumerated() {
@@ -137,7 +143,7 @@ final class KernelTests: XCTestCase {
                                 } }
                             } }
                         } }
-                        XCTAssertTrue(c == whole, "\(isa.name) m\(m) n\(n) k\(k): prepacked B differs (transposed \(pw_ != nil))")
+                        XCTAssertTrue(c == whole, "\(isa.name) m\(m) n\(n) k\(k): prepacked B differs (transposed \(pw_ != nil), by rows \(byRows))")
                     }
                     // And the gathered W^T panels are A's packed panels.
                     var gathered = [Float](repeating: -1, count: pa.count)

@@ -83,10 +83,22 @@ private func gemm(m: Int, n: Int, k: Int, packed a: UnsafePointer<Float>, transp
     // Threads splitting C by rows would each pack all of B: pack it once, together, then share it.
     if t > 1, rowBlocks > 1, colUnits == 1, k > 0, k * n <= 4 << 20, !narrow {
         let (mm, nn, kk) = (Int32(m), Int32(n), Int32(k))
+        let plain = io.conv == nil
         withUnsafePointer(to: &io) { iop in
             withThreadScratch(slot: 2, akn_gemm_packed_b_size(kk, nn)) { pb in
-                Parallel.forRanges(chunks, threads: t) { r in
-                    akn_gemm_pack_b(iop, kk, nn, Int32(r.lowerBound * chunk), Int32(min(n, r.upperBound * chunk)), pb)
+                if plain {
+                    // Split by rows of B as the previous layer split its rows of C (a layer's output
+                    // is the next one's B): each thread packs from its own cache.
+                    let kPer = ((k + t - 1) / t + 5) / 6 * 6
+                    Parallel.forRanges(t, threads: t) { r in
+                        for part in r where part * kPer < k {
+                            akn_gemm_pack_b_rows(iop, kk, nn, Int32(part * kPer), Int32(min(k, part * kPer + kPer)), pb)
+                        }
+                    }
+                } else {
+                    Parallel.forRanges(chunks, threads: t) { r in
+                        akn_gemm_pack_b(iop, kk, nn, Int32(r.lowerBound * chunk), Int32(min(n, r.upperBound * chunk)), pb)
+                    }
                 }
                 Parallel.forRanges(rowBlocks, threads: t) { r in
                     withThreadScratch(slot: 3, 12 * 32 + 16) { tile in

@@ -117,6 +117,14 @@ size_t akn_gemm_packed_b_size(int k, int n);
 void akn_gemm_pack_b(const akn_gemm_cols *io, int k, int n, int j0, int j1, float *out);
 
 /**
+ * The same packing split by rows of B: rows [p0, p1) of every column into `out` (B's whole packed
+ * panels, as akn_gemm_pack_b). For a plain B only (io->conv NULL). Threads that split C by rows
+ * then each pack the rows of B that they wrote as the previous layer's rows of C: read from their
+ * own cache instead of the other core's.
+ */
+void akn_gemm_pack_b_rows(const akn_gemm_cols *io, int k, int n, int p0, int p1, float *out);
+
+/**
  * akn_gemm (or, with `transposed`, akn_gemm_transposed) on a B packed whole by akn_gemm_pack_b:
  * bit-identical results. `tile` holds 12 * 32 + 16 floats.
  */
