@@ -71,9 +71,9 @@ private func gemm(m: Int, n: Int, k: Int, packed a: UnsafePointer<Float>, transp
     // Many columns and an A that stays in cache, or a B too large to stay in a core's cache (over
     // 768 KB packed): column chunks only (each thread packs just its own columns of B and re-reads A
     // per block, instead of every row tile streaming all of B from L3: ResNet-50's 3x3/2 layer on
-    // 56x56, B of 1152 x 784: 8 such layers on one input, 6.7 -> 5.1 ms). Else enough rows: one block of rows
-    // per thread (balanced, each packs all of B); else column chunks, with row blocks added when
-    // there are fewer chunks than threads.
+    // 56x56, B of 1152 x 784, 8 such layers on one input: 6.7 -> 5.1 ms). Else enough rows: one
+    // block of rows per thread (balanced, each packs all of B); else column chunks, with row blocks
+    // added when there are fewer chunks than threads.
     let columnsOnly = chunks >= 4 * t && (m * k <= 64 * 1024 || k * n > 192 * 1024)
     let rowBlocks = columnsOnly ? 1 : m >= 48 * t ? t
         : (chunks >= 2 * t ? 1 : max(1, min((m + 11) / 12, (2 * t + chunks - 1) / chunks)))
