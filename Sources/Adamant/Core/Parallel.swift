@@ -77,7 +77,7 @@ private func gemm(m: Int, n: Int, k: Int, packed a: UnsafePointer<Float>, transp
     let columnsOnly = chunks >= 4 * t && (m * k <= 64 * 1024 || k * n > 192 * 1024)
     let rowBlocks = columnsOnly ? 1 : m >= 48 * t ? t
         : (chunks >= 2 * t ? 1 : max(1, min((m + 11) / 12, (2 * t + chunks - 1) / chunks)))
-    let rowsPer = ((m + rowBlocks - 1) / rowBlocks + 5) / 6 * 6
+    let rowsPer = rowsPerBlock(m, blocks: rowBlocks)
     let colUnits = rowBlocks >= t ? 1 : chunks
     let colsPer = ((chunks + colUnits - 1) / colUnits) * chunk
     let units = colUnits * rowBlocks
@@ -92,7 +92,7 @@ private func gemm(m: Int, n: Int, k: Int, packed a: UnsafePointer<Float>, transp
                 if plain {
                     // Split by rows of B as the previous layer split its rows of C (a layer's output
                     // is the next one's B): each thread packs from its own cache.
-                    let kPer = ((k + t - 1) / t + 5) / 6 * 6
+                    let kPer = rowsPerBlock(k, blocks: t)
                     Parallel.forRanges(t, threads: t) { r in
                         for part in r where part * kPer < k {
                             akn_gemm_pack_b_rows(iop, kk, nn, Int32(part * kPer), Int32(min(k, part * kPer + kPer)), pb)
@@ -133,6 +133,10 @@ private func gemm(m: Int, n: Int, k: Int, packed a: UnsafePointer<Float>, transp
         }
     }
 }
+
+/// Rows per block when `rows` rows of a GEMM's C go to `blocks` blocks: the share rounded up to a
+/// multiple of 6 (A's panels). Also how B's rows are packed, as they were C's rows of the previous layer.
+private func rowsPerBlock(_ rows: Int, blocks: Int) -> Int { ((rows + blocks - 1) / blocks + 5) / 6 * 6 }
 
 /// Runs `body` with a pointer to `a`'s elements, or nil when `a` is nil.
 @inline(__always)
