@@ -45,6 +45,25 @@ final class MemoryTests: XCTestCase {
         XCTAssertEqual(model.activationBytes(batch: Int.max / 2, kind: .attack), Int.max, "overflow must saturate")
     }
 
+    /// The estimate is cached per model (one entry, every call checks its memory first): it follows
+    /// its arguments and the schedule's settable budget, never an earlier call's.
+    func testActivationEstimateFollowsItsInputs() throws {
+        let budget = Schedule.gradientBudgetBytes
+        defer { Schedule.gradientBudgetBytes = budget }
+        for (batch, kind, threads) in [(8, CallKind.gradient, 2), (8, .predict, 2), (8, .gradient, 1), (3, .gradient, 2)] {
+            Schedule.gradientBudgetBytes = budget
+            let before = model.activationBytes(batch: batch, kind: kind, threads: threads)
+            Schedule.gradientBudgetBytes = 0  // every gradient keeps a compact tape
+            let zero = model.activationBytes(batch: batch, kind: kind, threads: threads)
+            XCTAssertEqual(zero, try Model.load(path: clean).activationBytes(batch: batch, kind: kind, threads: threads))
+            if kind == .gradient { XCTAssertNotEqual(zero, before, "batch \(batch): a compact tape's estimate is another") }
+            Schedule.gradientBudgetBytes = budget
+            XCTAssertEqual(model.activationBytes(batch: batch, kind: kind, threads: threads), before)
+            XCTAssertEqual(model.activationBytes(batch: batch + 1, kind: kind, threads: threads),
+                           try Model.load(path: clean).activationBytes(batch: batch + 1, kind: kind, threads: threads))
+        }
+    }
+
     /// The same bound on other layer mixes: an ImageNet ResNet-50 (Winograd, im2col stem, pointwise
     /// bottlenecks, 224 x 224) and the external CIFAR exports of ../shared (when present).
     func testActivationEstimateOnOtherArchitectures() throws {

@@ -1022,6 +1022,7 @@ struct Conv: Op {
 func windowPads(_ autoPad: String, explicit: (Int, Int, Int, Int), h: Int, w: Int, kernel: (Int, Int),
                 strides: (Int, Int), dilations: (Int, Int)) -> (Int, Int, Int, Int) {
     switch autoPad {
+    case "NOTSET": return explicit  // (first: the common case, compared by its raw bits)
     case "VALID": return (0, 0, 0, 0)
     case "SAME_UPPER", "SAME_LOWER":
         func split(_ size: Int, _ k: Int, _ s: Int, _ d: Int) -> (Int, Int) {

@@ -19,9 +19,31 @@ final class BufferPool: @unchecked Sendable {
     /// gives on every call and needs no new buffer after the first (one shared list would need more
     /// whenever the threads' peaks happen to coincide, at any later call).
     private struct Key: Hashable { let batch: Int, lane: Int }
-    private var free: [Key: [Int: [[Float]]]] = [:]  // (batch, lane) -> count -> buffers
-    private var lent: [Key: [Int: Int]] = [:]         // (batch, lane) -> count -> buffers handed out, not yet back
+    /// One (batch, lane)'s buffers: per element count (`counts`, searched linearly: a plan uses a
+    /// few dozen sizes), the free buffers and how many are lent out. Taking and giving back look a
+    /// size up here instead of hashing it into nested dictionaries (a small model at batch 1 spent a
+    /// fifth of its time in the pool's dictionaries).
+    private final class Lane {
+        var counts: [Int] = []
+        var free: [[[Float]]] = []
+        var lent: [Int] = []
+        /// The index of `count`, appended when new.
+        func slot(_ count: Int) -> Int {
+            if let i = counts.firstIndex(of: count) { return i }
+            counts.append(count)
+            free.append([])
+            lent.append(0)
+            return counts.count - 1
+        }
+        func index(_ count: Int) -> Int? { counts.firstIndex(of: count) }
+    }
+    private var lanes: [Key: Lane] = [:]
+    /// The lane of the last take or give (a call draws from one lane again and again).
+    private var lastKey: Key?
+    private var lastLane: Lane?
     private var lastUse: [Int: Int] = [:]            // batch -> tick
+    /// The batch the last take or give touched (touching it again changes no order).
+    private var lastTouched: Int?
     private var tick = 0
     private var mutex = pthread_mutex_t()
     /// Buffers the pool had to allocate (none was free of that size): the allocation count a test
@@ -51,14 +73,15 @@ final class BufferPool: @unchecked Sendable {
     /// `lane`: a piece's worker). Fails with ``ErrorKind/resource`` when the system cannot give a
     /// new buffer that large.
     func take(_ count: Int, batch: Int, lane: Int = 0) throws -> [Float] {
-        let key = Key(batch: batch, lane: lane)
         pthread_mutex_lock(&mutex)
         touch(batch)
+        let l = self.lane(Key(batch: batch, lane: lane))
+        let i = l.slot(count)
         // Popped in place (a copy of the list, then written back, allocated a new array on every take;
         // an emptied list stays, for the buffer's return).
-        if let a = free[key]?[count]?.popLast() {
+        if let a = l.free[i].popLast() {
             heldFloats -= count
-            lend(count, key)
+            lend(count, l, i)
             pthread_mutex_unlock(&mutex)
             return a
         }
@@ -66,14 +89,31 @@ final class BufferPool: @unchecked Sendable {
         let a = try BufferPool.allocate(count)
         pthread_mutex_lock(&mutex)
         allocations += 1
-        lend(count, key)
+        // (the lane again: a take for another batch size may have dropped this one meanwhile)
+        let l2 = self.lane(Key(batch: batch, lane: lane))
+        lend(count, l2, l2.slot(count))
         pthread_mutex_unlock(&mutex)
         return a
     }
 
+    /// The buffers of `key`, created when new (called with the mutex held).
+    private func lane(_ key: Key) -> Lane {
+        if let l = lastLane, lastKey == key { return l }
+        let l: Lane
+        if let found = lanes[key] {
+            l = found
+        } else {
+            l = Lane()
+            lanes[key] = l
+        }
+        lastKey = key
+        lastLane = l
+        return l
+    }
+
     /// Records a buffer handed out (called with the mutex held).
-    private func lend(_ count: Int, _ key: Key) {
-        lent[key, default: [:]][count, default: 0] += 1
+    private func lend(_ count: Int, _ l: Lane, _ i: Int) {
+        l.lent[i] += 1
         lentFloats += count
         peakLentFloats = max(peakLentFloats, lentFloats)
         peakFootprintFloats = max(peakFootprintFloats, lentFloats + heldFloats)
@@ -110,29 +150,42 @@ final class BufferPool: @unchecked Sendable {
         defer { pthread_mutex_unlock(&mutex) }
         // Only as many buffers come back as went out: a tensor some op allocated itself is dropped
         // (else every call would add its buffers and the pool would grow without bound).
-        guard let out = lent[key]?[a.count], out > 0 else { return }
-        lent[key]![a.count] = out - 1
+        let l: Lane
+        if let last = lastLane, lastKey == key {
+            l = last
+        } else {
+            guard let found = lanes[key] else { return }
+            l = found
+            lastKey = key
+            lastLane = l
+        }
+        guard let i = l.index(a.count), l.lent[i] > 0 else { return }
+        l.lent[i] -= 1
         lentFloats -= a.count
         touch(batch)
-        free[key, default: [:]][a.count, default: []].append(a)
+        l.free[i].append(a)
         heldFloats += a.count
     }
 
     /// Marks `batch` as used now, dropping the buffers of the least recently used batch size when
     /// more than `maxBatchSizes` are kept (called with the mutex held).
     private func touch(_ batch: Int) {
+        // (already the most recent: its tick would rise, no order would change)
+        if lastTouched == batch { return }
+        lastTouched = batch
         tick += 1
         lastUse[batch] = tick
         while lastUse.count > BufferPool.maxBatchSizes, let (old, _) = lastUse.min(by: { $0.value < $1.value }) {
             lastUse[old] = nil
-            for (key, lists) in free where key.batch == old {
-                for (count, list) in lists { heldFloats -= count * list.count }
-                free[key] = nil
+            for (key, l) in lanes where key.batch == old {
+                for (i, count) in l.counts.enumerated() {
+                    heldFloats -= count * l.free[i].count
+                    lentFloats -= count * l.lent[i]
+                }
+                lanes[key] = nil
             }
-            for (key, counts) in lent where key.batch == old {
-                for (count, n) in counts { lentFloats -= count * n }
-                lent[key] = nil
-            }
+            lastKey = nil
+            lastLane = nil
         }
     }
 
@@ -140,15 +193,21 @@ final class BufferPool: @unchecked Sendable {
     func heldFloats(batch: Int) -> Int {
         pthread_mutex_lock(&mutex)
         defer { pthread_mutex_unlock(&mutex) }
-        return free.filter { $0.key.batch == batch }.values.reduce(0) { $0 + $1.reduce(0) { $0 + $1.key * $1.value.count } }
+        var n = 0
+        for (key, l) in lanes where key.batch == batch {
+            for (i, count) in l.counts.enumerated() { n += count * l.free[i].count }
+        }
+        return n
     }
 
     /// Drops every held buffer.
     func removeAll() {
         pthread_mutex_lock(&mutex)
-        free = [:]
-        lent = [:]
+        lanes = [:]
+        lastKey = nil
+        lastLane = nil
         lastUse = [:]
+        lastTouched = nil
         heldFloats = 0
         lentFloats = 0
         pthread_mutex_unlock(&mutex)

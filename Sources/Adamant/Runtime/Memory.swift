@@ -222,6 +222,16 @@ extension Model {
     public func activationBytes(batch: Int, kind: CallKind, threads: Int? = nil) -> Int {
         guard batch >= 1 else { return 0 }
         let threads = max(1, threads ?? Parallel.threads)
+        // (the schedule's budgets are settable: part of what the estimate depends on)
+        let key = EstimateCache.Key(batch: batch, kind: kind, threads: threads, budget: Schedule.gradientBudgetBytes,
+                                    compactTape: Schedule.compactTapeBytes)
+        if let bytes = lastEstimate.value(for: key) { return bytes }
+        let bytes = estimateActivationBytes(batch: batch, kind: kind, threads: threads)
+        lastEstimate.store(bytes, for: key)
+        return bytes
+    }
+
+    private func estimateActivationBytes(batch: Int, kind: CallKind, threads: Int) -> Int {
         let plan = memoryPlan
         let gradient = kind != .predict
         // Pieces as Session.chunked splits the batch: `count` pieces of floor(batch / count) or one
@@ -282,6 +292,32 @@ extension Model {
     }
 }
 
+/// One memory estimate (``Model/activationBytes(batch:kind:threads:)``) and its inputs, shared by
+/// a model's sessions.
+final class EstimateCache: @unchecked Sendable {
+    struct Key: Equatable {
+        let batch: Int, kind: CallKind, threads: Int, budget: Int, compactTape: Int?
+    }
+    private var entry: (key: Key, bytes: Int)?
+    private var mutex = pthread_mutex_t()
+
+    init() { pthread_mutex_init(&mutex, nil) }
+    deinit { pthread_mutex_destroy(&mutex) }
+
+    func value(for key: Key) -> Int? {
+        pthread_mutex_lock(&mutex)
+        defer { pthread_mutex_unlock(&mutex) }
+        guard let e = entry, e.key == key else { return nil }
+        return e.bytes
+    }
+
+    func store(_ bytes: Int, for key: Key) {
+        pthread_mutex_lock(&mutex)
+        entry = (key, bytes)
+        pthread_mutex_unlock(&mutex)
+    }
+}
+
 /// Bytes the system could give now: MemAvailable (/proc/meminfo), lowered to what the cgroup's
 /// memory.max leaves when that is smaller; nil when neither can be read.
 func availableMemory() -> Int? {
@@ -327,7 +363,7 @@ extension Session {
     /// when they would push past it) or than the system has available.
     public func checkMemory(batch: Int, kind: CallKind) throws {
         let need = model.activationBytes(batch: batch, kind: kind)
-        let what = "\(kind.name) on a batch of \(batch)"
+        var what: String { "\(kind.name) on a batch of \(batch)" }
         if let cap = model.memoryLimit {
             let (total, o) = model.weightBytes.addingReportingOverflow(need)
             if o || total > cap {
