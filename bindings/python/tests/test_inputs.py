@@ -100,6 +100,27 @@ def test_float64_and_strided_are_converted(mbn8, u8):
     assert a is x  # contiguous float32: no copy
 
 
+def test_read_only_and_view_arrays_are_passed_as_is(mbn8, u8):
+    # Call arguments go to C by reference to the first element where numpy lends a writable buffer,
+    # through the array's address otherwise (read-only arrays, e.g. from np.frombuffer): same results.
+    x = scaled(u8)
+    ref, (lref, gref) = mbn8.predict(x), mbn8.gradient(x, Y)
+    ro = x.copy()
+    ro.flags.writeable = False
+    yro = Y.astype(np.int64)
+    yro.flags.writeable = False
+    assert np.array_equal(mbn8.predict(ro), ref)
+    l, g = mbn8.gradient(ro, yro)
+    assert np.array_equal(l, lref) and np.array_equal(g, gref)
+    buf = np.frombuffer(x.tobytes(), np.float32).reshape(x.shape)  # read-only, over bytes
+    assert np.array_equal(mbn8.predict(buf), ref)
+    # a view starting inside a larger array: its own first element, not the base's
+    big = np.concatenate([np.zeros_like(x[:1]), x])
+    assert np.array_equal(mbn8.predict(big[1:]), ref)
+    l, g = mbn8.gradient(big[1:], Y)
+    assert np.array_equal(l, lref) and np.array_equal(g, gref)
+
+
 def test_py_typed_marker():
     assert os.path.isfile(os.path.join(BINDINGS, "adamant", "py.typed"))
 
