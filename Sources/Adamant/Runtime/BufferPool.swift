@@ -36,6 +36,9 @@ final class BufferPool: @unchecked Sendable {
             return counts.count - 1
         }
         func index(_ count: Int) -> Int? { counts.firstIndex(of: count) }
+        /// Floats held free, and lent out.
+        var heldFloats: Int { zip(counts, free).reduce(0) { $0 + $1.0 * $1.1.count } }
+        var lentFloats: Int { zip(counts, lent).reduce(0) { $0 + $1.0 * $1.1 } }
     }
     private var lanes: [Key: Lane] = [:]
     /// The lane of the last take or give (a call draws from one lane again and again).
@@ -96,16 +99,20 @@ final class BufferPool: @unchecked Sendable {
         return a
     }
 
+    /// The buffers of `key`, or nil when it has none (called with the mutex held).
+    private func existingLane(_ key: Key) -> Lane? {
+        if let l = lastLane, lastKey == key { return l }
+        guard let l = lanes[key] else { return nil }
+        lastKey = key
+        lastLane = l
+        return l
+    }
+
     /// The buffers of `key`, created when new (called with the mutex held).
     private func lane(_ key: Key) -> Lane {
-        if let l = lastLane, lastKey == key { return l }
-        let l: Lane
-        if let found = lanes[key] {
-            l = found
-        } else {
-            l = Lane()
-            lanes[key] = l
-        }
+        if let l = existingLane(key) { return l }
+        let l = Lane()
+        lanes[key] = l
         lastKey = key
         lastLane = l
         return l
@@ -150,16 +157,7 @@ final class BufferPool: @unchecked Sendable {
         defer { pthread_mutex_unlock(&mutex) }
         // Only as many buffers come back as went out: a tensor some op allocated itself is dropped
         // (else every call would add its buffers and the pool would grow without bound).
-        let l: Lane
-        if let last = lastLane, lastKey == key {
-            l = last
-        } else {
-            guard let found = lanes[key] else { return }
-            l = found
-            lastKey = key
-            lastLane = l
-        }
-        guard let i = l.index(a.count), l.lent[i] > 0 else { return }
+        guard let l = existingLane(key), let i = l.index(a.count), l.lent[i] > 0 else { return }
         l.lent[i] -= 1
         lentFloats -= a.count
         touch(batch)
@@ -178,10 +176,8 @@ final class BufferPool: @unchecked Sendable {
         while lastUse.count > BufferPool.maxBatchSizes, let (old, _) = lastUse.min(by: { $0.value < $1.value }) {
             lastUse[old] = nil
             for (key, l) in lanes where key.batch == old {
-                for (i, count) in l.counts.enumerated() {
-                    heldFloats -= count * l.free[i].count
-                    lentFloats -= count * l.lent[i]
-                }
+                heldFloats -= l.heldFloats
+                lentFloats -= l.lentFloats
                 lanes[key] = nil
             }
             lastKey = nil
@@ -193,11 +189,7 @@ final class BufferPool: @unchecked Sendable {
     func heldFloats(batch: Int) -> Int {
         pthread_mutex_lock(&mutex)
         defer { pthread_mutex_unlock(&mutex) }
-        var n = 0
-        for (key, l) in lanes where key.batch == batch {
-            for (i, count) in l.counts.enumerated() { n += count * l.free[i].count }
-        }
-        return n
+        return lanes.reduce(0) { $0 + ($1.key.batch == batch ? $1.value.heldFloats : 0) }
     }
 
     /// Drops every held buffer.

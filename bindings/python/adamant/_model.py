@@ -141,7 +141,7 @@ def _arg(a, ptype):
     try:
         return byref(ptype._type_.from_buffer(a))
     except (TypeError, ValueError, BufferError):
-        return a.ctypes.data_as(ptype)
+        return _ptr(a, ptype)
 
 
 def _labels(y, name="labels"):
