@@ -5,6 +5,7 @@
 #define AKN_PACK_DISPATCH akn_gemm_pack_b_avx512
 #define AKN_GEMV_DISPATCH akn_gemm_gemv_avx512
 #define AKN_TILE_OFF_DISPATCH akn_gemm_tile_off_avx512
+#define AKN_GEMV_REGS 28
 #include <immintrin.h>
 // 16 floats src[idx[j]] (0 where idx[j] < 0) into d: one masked gather.
 #define AKN_GATHER16(d, src, idx)                                                                  \

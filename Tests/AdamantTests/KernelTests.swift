@@ -77,8 +77,9 @@ final class KernelTests: XCTestCase {
                      // at most 4 columns: one at a time, rows in the lanes (a dense layer at batch 1, a 2x2 map)
                      (100, 1, 1024, 1), (53, 4, 9, 4), (13, 3, 17, 1), (49, 36, 5, 2),
                      // two to four columns over several groups of rows and a partial last one, k = 1
-                     // (only the last step) and a long k
-                     (100, 4, 1024, 4), (77, 3, 64, 1), (31, 2, 1, 2), (128, 4, 1152, 4), (19, 3, 2, 3)]
+                     // (only the last step) and a long k; an A of more than 1 MB (prefetched)
+                     (100, 4, 1024, 4), (77, 3, 64, 1), (31, 2, 1, 2), (128, 4, 1152, 4), (19, 3, 2, 3),
+                     (300, 2, 1024, 2)]
         try forEachISA { isa in
             for (ci, (m, n, k, per)) in cases.enumerated() {
                 let a = randomTensor([m, max(k, 1)], seed: UInt64(10 + ci)).data
