@@ -27,14 +27,14 @@ import tempfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
-from bench import cpu_model  # noqa: E402
+from bench import cpu_model, ort_ready_copy  # noqa: E402
 
 CHILD = r"""
 import sys, numpy as np, adamant
-path, threads, runs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+path, threads, runs, batch = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 adamant.set_num_threads(threads)
 m = adamant.load(path)
-x = np.random.default_rng(0).random([1] + list(m.info()["input"]["shape"]), dtype=np.float32)
+x = np.random.default_rng(0).random([batch] + list(m.info()["input"]["shape"]), dtype=np.float32)
 for _ in range(runs):
     m.predict(x)
 print(adamant.isa())
@@ -44,12 +44,12 @@ PROFILE_LINE = re.compile(r"^\s+(.+?)\s{2,}([\d.]+)\s+[\d.]+%\s+(\d+)\s*$")
 CONV_KEY = re.compile(r"^Conv (\d+)x(\d+)/(\d+) (\S+) (\d+)x(\d+)$")
 
 
-def adamant_profile(path, threads, runs):
+def adamant_profile(path, threads, runs, batch=1):
     """({key: (us per forward, algorithm)}, ISA path) from adamant's profile of `runs` batch-1 forward passes."""
     env = dict(os.environ, ADAMANT_PROFILE="1")
     env.setdefault("ADAMANT_LIBRARY", os.path.join(ROOT, "dist", "lib", "libadamant.so"))
     env["PYTHONPATH"] = os.path.join(ROOT, "bindings", "python") + os.pathsep + env.get("PYTHONPATH", "")
-    r = subprocess.run([sys.executable, "-c", CHILD, path, str(threads), str(runs)], env=env,
+    r = subprocess.run([sys.executable, "-c", CHILD, path, str(threads), str(runs), str(batch)], env=env,
                        capture_output=True, text=True)
     if r.returncode != 0:
         sys.exit("adamant failed on %s:\n%s" % (path, r.stderr[-2000:]))
@@ -67,7 +67,7 @@ def adamant_profile(path, threads, runs):
     return {k: (us, "/".join(sorted(a))) for k, (us, a) in out.items()}, r.stdout.strip()
 
 
-def ort_profile(path, threads, runs):
+def ort_profile(path, threads, runs, batch=1):
     """{key: us per forward} from ONNX Runtime's profile of `runs` batch-1 runs (after 10 untimed)."""
     import numpy as np
     import onnxruntime as ort
@@ -77,9 +77,11 @@ def ort_profile(path, threads, runs):
     with tempfile.TemporaryDirectory() as tmp:
         o.enable_profiling = True
         o.profile_file_prefix = os.path.join(tmp, "ort")
+        if batch > 1:  # a file with a fixed batch of 1 (Reshape to [1, ...]) made batch-dynamic
+            path = ort_ready_copy(path, None, None, os.path.join(tmp, "model.onnx"))
         s = ort.InferenceSession(path, o, providers=["CPUExecutionProvider"])
         i = s.get_inputs()[0]
-        x = np.random.default_rng(0).random([1] + list(i.shape[1:]), dtype=np.float32)
+        x = np.random.default_rng(0).random([batch] + list(i.shape[1:]), dtype=np.float32)
         for _ in range(10 + runs):  # 10 warm-up runs, whose events come first (each node keeps its last `runs`)
             s.run(None, {i.name: x})
         with open(s.end_profiling()) as f:
@@ -128,16 +130,19 @@ def main():
     p.add_argument("models", nargs="+", help="ONNX models (batch 1)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--runs", type=int, default=100, help="profiled forward passes per engine (default 100)")
+    p.add_argument("--batch", type=int, default=1,
+                   help="batch size (default 1); above 1 use --threads 1: adamant runs a batch's pieces on the "
+                        "threads at once and its profile then sums their times")
     p.add_argument("--md", help="also write the tables to this Markdown file")
     args = p.parse_args()
-    out = ["# Per layer kind, batch 1: adamant vs ONNX Runtime", "",
+    out = ["# Per layer kind, batch %d: adamant vs ONNX Runtime" % args.batch, "",
            "Written by `benchmarks/layers.py`: %d threads per engine, mean of %d profiled forward passes "
            "each (per-node profilers on: they add their own cost per node). Key: kernel/stride and input size "
            "of a convolution, else the op type. Largest loss first. CPU: %s." % (args.threads, args.runs, cpu_model()), ""]
     for path in args.models:
         print("profiling %s ..." % path, file=sys.stderr, flush=True)
-        ad, isa = adamant_profile(path, args.threads, args.runs)
-        ort = ort_profile(path, args.threads, args.runs)
+        ad, isa = adamant_profile(path, args.threads, args.runs, args.batch)
+        ort = ort_profile(path, args.threads, args.runs, args.batch)
         t = table("%s (adamant's %s path)" % (os.path.basename(path), isa), ad, ort)
         print(t)
         out.append(t)
