@@ -6,6 +6,7 @@
 #define AKN_GEMV_DISPATCH akn_gemm_gemv_avx512
 #define AKN_TILE_OFF_DISPATCH akn_gemm_tile_off_avx512
 #define AKN_GEMV_REGS 28
+#define AKN_GEMV_PAIRS 1
 #include <immintrin.h>
 // 16 floats src[idx[j]] (0 where idx[j] < 0) into d: one masked gather.
 #define AKN_GATHER16(d, src, idx)                                                                  \
