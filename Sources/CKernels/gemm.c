@@ -128,11 +128,12 @@ static inline const float *a_rows(const float *pa, long astride, int k, int r) {
 
 /// Rows [r, r1) of C by columns [c0, c1) (c0 a multiple of 16): the tiles over B's packed panels
 /// from `b` (the panel of column c0) on, two panels at a time where the ISA's tile takes them. A last
-/// panel of at most TAIL columns (a 7x7 layer's 49th at batch 1, an F(2x2) GEMM's 49th tile) is left
-/// to the one-column kernel (`gv`, rows in the lanes; A packed) instead of a tile of mostly padding,
-/// the same values bit for bit: tile_row returns its width (0 if none), and the caller runs it once
-/// per group of row tiles (`narrow_rows`).
-enum { TAIL = 2 };
+/// panel of at most TAIL columns (a 7x7 layer's 49th at batch 1, an F(2x2) GEMM's 49th tile, the last
+/// 4 of a 14x14 map's 196) is left to the few-column kernel (`gv`, rows in the lanes; A packed) instead
+/// of a tile of mostly padding, the same values bit for bit: tile_row returns its width (0 if none),
+/// and the caller runs it once per group of row tiles (`narrow_rows`). 4 columns since that kernel
+/// reads A once for them (1x1 layers on 14x14 maps at batch 1, one thread: 7.30 -> 7.00 ms).
+enum { TAIL = 4 };
 static int tile_row(tile_fn fn, const float *a, int k, long astride, int npa, const float *b, int max_pb,
                     const akn_gemm_cols *io, int r, int r1, int c0, int c1, float *tile) {
     int panels = (c1 - c0 + 15) / 16, tail = (c1 - c0) % 16;
@@ -148,12 +149,12 @@ static int tile_row(tile_fn fn, const float *a, int k, long astride, int npa, co
     return narrow ? tail : 0;
 }
 
-/// Rows per call of the one-column kernel: 8 A panels, its 8 independent chains (one call per row
+/// Rows per call of the few-column kernel: 8 A panels, at least 8 independent chains (one call per row
 /// tile ran 2, waiting on the FMA latency: 8 % of an F(2x2) 14x14 layer for 1 column in 49). Run
 /// after that group's tiles, which leave its 48 rows of A in cache.
 enum { NARROW_ROWS = 48 };
 
-/// After the row tile ending at r (of rows [m0, m1)): runs the one-column kernel on the pending rows
+/// After the row tile ending at r (of rows [m0, m1)): runs the few-column kernel on the pending rows
 /// [*g0, r) once they make a group or the rows end. `bt`: B's packed panel of the narrow columns.
 static inline void narrow_rows(gemv_fn gv, int tail, int k, const float *pa, const float *bt, const akn_gemm_cols *io,
                                int *g0, int r, int m1, int col) {

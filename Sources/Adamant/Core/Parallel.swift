@@ -64,7 +64,7 @@ func gemm(m: Int, n: Int, k: Int, a: UnsafePointer<Float>, transposed: Bool = fa
 
 private func gemm(m: Int, n: Int, k: Int, packed a: UnsafePointer<Float>, transposed: Bool, io: akn_gemm_cols, threads t: Int) {
     let chunk = Int(akn_gemm_chunk_cols())
-    // A few columns run one at a time (akn_gemm's one-column kernel) in each thread's rows: a B
+    // A few columns run in the few-column kernel (akn_gemm's, rows in the lanes) on each thread's rows: a B
     // packed whole and shared would go to 16-column tiles of padding instead.
     let narrow = n <= Int(AKN_GEMM_NARROW) && !transposed
     let chunks = (n + chunk - 1) / chunk
