@@ -6,9 +6,10 @@ import CKernels
 /// the GEMM (every tile shape, multi-sample columns, the epilogue), and every convolution algorithm
 /// (Winograd, direct 3x3, im2col, pointwise) with its input gradient.
 final class KernelTests: XCTestCase {
-    /// C = relu?((A . (bscale . B)) * scale + bias + R) in double precision.
+    /// C = relu?((A . (bscale . B)) * scale + bias + R) in double precision, B's elements counted only
+    /// where `bmask` (laid out like B) is > 0.
     func referenceGEMM(_ a: [Float], _ b: [Float], m: Int, n: Int, k: Int, per: Int, bscale: [Float]?, scale: [Float]?,
-                       bias: [Float]?, res: [Float]?, relu: Bool) -> [Float] {
+                       bias: [Float]?, res: [Float]?, relu: Bool, bmask: [Float]? = nil) -> [Float] {
         // B and C are stored per sample: [samples][k or m][per].
         var c = [Float](repeating: 0, count: m * n)
         for j in 0..<n {
@@ -16,7 +17,9 @@ final class KernelTests: XCTestCase {
             for i in 0..<m {
                 var acc = 0.0
                 for p in 0..<k {
-                    acc += Double(a[i * k + p]) * Double(b[(s * k + p) * per + pos]) * Double(bscale?[p] ?? 1)
+                    let at = (s * k + p) * per + pos
+                    if let bmask, !(bmask[at] > 0) { continue }
+                    acc += Double(a[i * k + p]) * Double(b[at]) * Double(bscale?[p] ?? 1)
                 }
                 var v = acc * Double(scale?[i] ?? 1) + Double(bias?[i] ?? 0)
                 let at = (s * m + i) * per + pos
@@ -31,9 +34,9 @@ final class KernelTests: XCTestCase {
     /// packed panels of W (k x m, A = W^T).
     func runGEMM(_ pa: [Float], _ b: [Float], m: Int, n: Int, k: Int, per: Int, bscale: [Float]?, scale: [Float]?,
                  bias: [Float]?, res: [Float]?, relu: Bool, split: (rows: [Int], cols: [Int]),
-                 transposedFrom pw: [Float]? = nil) -> [Float] {
+                 transposedFrom pw: [Float]? = nil, bmask: [Float]? = nil) -> [Float] {
         var c = [Float](repeating: .nan, count: m * n)
-        b.withUnsafeBufferPointer { bp in
+        withOptionalBuffer(bmask) { bm in b.withUnsafeBufferPointer { bp in
             c.withUnsafeMutableBufferPointer { cp in
                 withOptionalBuffer(bscale) { bs in withOptionalBuffer(scale) { sc in withOptionalBuffer(bias) { bi in
                     withOptionalBuffer(res) { rp in
@@ -43,6 +46,7 @@ final class KernelTests: XCTestCase {
                         io.c = cp.baseAddress; io.ldc = per; io.c_sample = m * per
                         io.r = rp; io.ldr = per; io.r_sample = m * per
                         io.bscale = bs; io.scale = sc; io.bias = bi; io.relu = relu ? 1 : 0
+                        io.bmask = bm
                         var scratch = [Float](repeating: 0, count: akn_gemm_scratch_size(Int32(k), Int32(n)))
                         // Rows and columns in the given pieces (as threads would), in any order.
                         for (ri, r0) in split.rows.enumerated().reversed() {
@@ -60,7 +64,7 @@ final class KernelTests: XCTestCase {
                     }
                 } } }
             }
-        }
+        } }
         return c
     }
 
@@ -81,7 +85,10 @@ final class KernelTests: XCTestCase {
                      // two to four columns over several groups of rows and a partial last one, k = 1
                      // (only the last step) and a long k; an A of more than 1 MB (prefetched)
                      (100, 4, 1024, 4), (77, 3, 64, 1), (31, 2, 1, 2), (128, 4, 1152, 4), (19, 3, 2, 3),
-                     (300, 2, 1024, 2)]
+                     (300, 2, 1024, 2),
+                     // one position a sample (a dense layer's batch): 16-sample panels packed by 8 x 8
+                     // transposes, k not a multiple of 8, a partial last panel
+                     (100, 128, 1024, 1), (10, 37, 21, 1)]
         try forEachISA { isa in
             for (ci, (m, n, k, per)) in cases.enumerated() {
                 let a = randomTensor([m, max(k, 1)], seed: UInt64(10 + ci)).data
@@ -91,20 +98,23 @@ final class KernelTests: XCTestCase {
                 let scale = randomTensor([m], seed: 40).data.map { $0 + 1.5 }
                 let bias = randomTensor([m], seed: 41).data
                 let bscale = randomTensor([max(k, 1)], seed: 42).data
+                // A ReLU's mask laid out like B (the gradient path): about half of it <= 0.
+                let bmask = randomTensor([max(1, n * k)], seed: 43).data
                 var pa = [Float](repeating: 0, count: max(1, akn_gemm_packed_a_size(Int32(m), Int32(k))))
                 akn_gemm_pack_a(aa, k, 0, Int32(m), Int32(k), &pa)
                 for (epi, relu) in [(false, false), (true, true)] {
+                    let bm = epi ? bmask : nil
                     let ref = referenceGEMM(aa, b, m: m, n: n, k: k, per: per, bscale: epi ? bscale : nil, scale: epi ? scale : nil,
-                                            bias: epi ? bias : nil, res: epi ? res : nil, relu: relu)
+                                            bias: epi ? bias : nil, res: epi ? res : nil, relu: relu, bmask: bm)
                     let whole = runGEMM(pa, b, m: m, n: n, k: k, per: per, bscale: epi ? bscale : nil, scale: epi ? scale : nil,
-                                        bias: epi ? bias : nil, res: epi ? res : nil, relu: relu, split: ([0], [0]))
+                                        bias: epi ? bias : nil, res: epi ? res : nil, relu: relu, split: ([0], [0]), bmask: bm)
                     let err = zip(whole, ref).map { abs($0 - $1) }.max() ?? 0
                     XCTAssertLessThan(err, 1e-4 * Float(max(1, k)), "\(isa.name) m\(m) n\(n) k\(k) per\(per)")
                     // Any split into row blocks (multiples of 6) and column blocks (multiples of 16) is
                     // bit-identical to one call.
                     let rows = stride(from: 0, to: m, by: 6).map { $0 }, cols = stride(from: 0, to: n, by: 16).map { $0 }
                     let split = runGEMM(pa, b, m: m, n: n, k: k, per: per, bscale: epi ? bscale : nil, scale: epi ? scale : nil,
-                                        bias: epi ? bias : nil, res: epi ? res : nil, relu: relu, split: (rows, cols))
+                                        bias: epi ? bias : nil, res: epi ? res : nil, relu: relu, split: (rows, cols), bmask: bm)
                     XCTAssertTrue(split == whole, "\(isa.name) m\(m) n\(n) k\(k): the split changed the result")
                     // The same A read as the transpose of W = A^T's packed panels (the input-gradient
                     // path): bit-identical, whole and split, with the panels followed by exactly the
@@ -114,7 +124,8 @@ final class KernelTests: XCTestCase {
                     pw += [Float](repeating: .nan, count: AKN_GEMM_SLACK)
                     for sp in [([0], [0]), (rows, cols)] {
                         let t = runGEMM(pa, b, m: m, n: n, k: k, per: per, bscale: epi ? bscale : nil, scale: epi ? scale : nil,
-                                        bias: epi ? bias : nil, res: epi ? res : nil, relu: relu, split: sp, transposedFrom: pw)
+                                        bias: epi ? bias : nil, res: epi ? res : nil, relu: relu, split: sp, transposedFrom: pw,
+                                        bmask: bm)
                         XCTAssertTrue(t == whole, "\(isa.name) m\(m) n\(n) k\(k): transposed read differs")
                     }
                     // B packed whole, in column pieces of 64 or in row pieces of 6 (as threads would), then
@@ -122,7 +133,7 @@ final class KernelTests: XCTestCase {
                     for (pw_, byRows) in [(nil, false), (pw, false), (nil, true), (pw, true)] {
                         var pb = [Float](repeating: .nan, count: akn_gemm_packed_b_size(Int32(k), Int32(n)))
                         var c = [Float](repeating: .nan, count: m * n)
-                        b.withUnsafeBufferPointer { bp in c.withUnsafeMutableBufferPointer { cp in
+                        withOptionalBuffer(bm) { bmp in b.withUnsafeBufferPointer { bp in c.withUnsafeMutableBufferPointer { cp in
                             withOptionalBuffer(epi ? bscale : nil) { bs in withOptionalBuffer(epi ? scale : nil) { sc in
                                 withOptionalBuffer(epi ? bias : nil) { bi in withOptionalBuffer(epi ? res : nil) { rp in
                                     var io = akn_gemm_cols()
@@ -131,6 +142,7 @@ final class KernelTests: XCTestCase {
                                     io.c = cp.baseAddress; io.ldc = per; io.c_sample = m * per
                                     io.r = rp; io.ldr = per; io.r_sample = m * per
                                     io.bscale = bs; io.scale = sc; io.bias = bi; io.relu = relu ? 1 : 0
+                                    io.bmask = bmp
                                     if byRows {
                                         for p0 in stride(from: 0, to: k, by: 6).reversed() {
                                             akn_gemm_pack_b_rows(&io, Int32(k), Int32(n), Int32(p0), Int32(min(k, p0 + 6)), &pb)
@@ -148,7 +160,7 @@ final class KernelTests: XCTestCase {
                                     }
                                 } }
                             } }
-                        } }
+                        } } }
                         XCTAssertTrue(c == whole, "\(isa.name) m\(m) n\(n) k\(k): prepacked B differs (transposed \(pw_ != nil), by rows \(byRows))")
                     }
                     // And the gathered W^T panels are A's packed panels.
