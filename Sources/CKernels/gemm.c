@@ -318,6 +318,16 @@ void akn_conv_phased(const akn_gemm_cols *io, int c, int m, const float *pa, int
     int *off = (int *)(xs + (size_t)c * span * rowf);
     float *tile = (float *)(off + k);
     // The phase split: xs[ci][r][ph][j] = x[ci][oy0 * sh - pt + r][j * sw + ph - pl] (0 in the padding).
+    // Columns j of phase ph read ix = j * sw + ph - pl: zeros left of lo[ph] and from hi[ph] on, the
+    // row in between copied without a test per element (found once: a CIFAR stem's rows are short).
+    enum { MAX_PHASES = 8 };
+    long lo[MAX_PHASES], hi[MAX_PHASES];
+    for (int ph = 0; ph < sw && ph < MAX_PHASES; ph++) {
+        long l = ph >= g->pl ? 0 : (g->pl - ph + sw - 1) / sw;
+        long h = g->w - 1 - ph + g->pl < 0 ? 0 : (g->w - 1 - ph + g->pl) / sw + 1;
+        lo[ph] = l > wp ? wp : l;
+        hi[ph] = h > wp ? wp : h < lo[ph] ? lo[ph] : h;
+    }
     const float *x = io->b + (size_t)s * io->b_sample;
     for (int ci = 0; ci < c; ci++)
         for (long r = 0; r < span; r++) {
@@ -328,11 +338,24 @@ void akn_conv_phased(const akn_gemm_cols *io, int c, int m, const float *pa, int
                 continue;
             }
             const float *src = x + (size_t)ci * io->ldb + (size_t)iy * g->w;
-            for (int ph = 0; ph < sw; ph++)
-                for (long j = 0; j < wp; j++) {
-                    long ix = j * sw + ph - g->pl;
-                    d[ph * wp + j] = ix >= 0 && ix < g->w ? src[ix] : 0.0f;
+            for (int ph = 0; ph < sw; ph++) {
+                float *dp = d + (size_t)ph * wp;
+                if (ph >= MAX_PHASES) {
+                    for (long j = 0; j < wp; j++) {
+                        long ix = j * sw + ph - g->pl;
+                        dp[j] = ix >= 0 && ix < g->w ? src[ix] : 0.0f;
+                    }
+                    continue;
                 }
+                long l = lo[ph], h = hi[ph];
+                const float *sp = src + ph - g->pl;
+                for (long j = 0; j < l; j++) dp[j] = 0.0f;
+                if (sw == 1)
+                    memcpy(dp + l, sp + l, (size_t)(h - l) * sizeof(float));
+                else
+                    for (long j = l; j < h; j++) dp[j] = sp[j * sw];
+                for (long j = h; j < wp; j++) dp[j] = 0.0f;
+            }
         }
     // Row p = (ci * kh + ky) * kw + kx of B for output row oy0 at columns ox...: xs + off[p] + ox.
     for (int ci = 0; ci < c; ci++)
