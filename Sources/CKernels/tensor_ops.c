@@ -4,6 +4,8 @@
 #include <math.h>
 #include <string.h>
 
+#include "backend.h"
+
 typedef float v8f __attribute__((vector_size(32), aligned(4)));
 typedef int v8i __attribute__((vector_size(32), aligned(4)));
 
@@ -107,25 +109,47 @@ void akn_transpose_block(const float *src, long lds, float *dst, long ldd, size_
     }
 }
 
-void akn_scalar_op(const float *x, float s, float *y, size_t n, int op) {
-    switch (op) {
-    case 0: for (size_t i = 0; i < n; i++) y[i] = x[i] + s; break;
-    case 1: for (size_t i = 0; i < n; i++) y[i] = x[i] - s; break;
-    case 2: for (size_t i = 0; i < n; i++) y[i] = x[i] * s; break;
-    case 3: for (size_t i = 0; i < n; i++) y[i] = x[i] / s; break;
-    case 4: for (size_t i = 0; i < n; i++) y[i] = s - x[i]; break;
-    default: for (size_t i = 0; i < n; i++) y[i] = s / x[i]; break;
+// x op s and a op b, elementwise: one variant per instruction-set level (the vector width only;
+// every element is the same single IEEE operation, so the level changes no result: KernelTests).
+// One thread, 128 CIFAR images divided by a per-channel std (393K floats): 61 -> 26 us on AVX-512.
+#define SCALAR_OP_BODY                                                                              \
+    {                                                                                               \
+        switch (op) {                                                                               \
+        case 0: for (size_t i = 0; i < n; i++) y[i] = x[i] + s; break;                              \
+        case 1: for (size_t i = 0; i < n; i++) y[i] = x[i] - s; break;                              \
+        case 2: for (size_t i = 0; i < n; i++) y[i] = x[i] * s; break;                              \
+        case 3: for (size_t i = 0; i < n; i++) y[i] = x[i] / s; break;                              \
+        case 4: for (size_t i = 0; i < n; i++) y[i] = s - x[i]; break;                              \
+        default: for (size_t i = 0; i < n; i++) y[i] = s / x[i]; break;                             \
+        }                                                                                           \
     }
-}
+#define BINARY_OP_BODY                                                                              \
+    {                                                                                               \
+        switch (op) {                                                                               \
+        case 0: for (size_t i = 0; i < n; i++) y[i] = a[i] + b[i]; break;                           \
+        case 1: for (size_t i = 0; i < n; i++) y[i] = a[i] - b[i]; break;                           \
+        case 2: for (size_t i = 0; i < n; i++) y[i] = a[i] * b[i]; break;                           \
+        default: for (size_t i = 0; i < n; i++) y[i] = a[i] / b[i]; break;                          \
+        }                                                                                           \
+    }
+#define AVX512_TARGET __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq")))
+#define AVX2_TARGET __attribute__((target("avx2")))
+AVX512_TARGET static void scalar_op_avx512(const float *x, float s, float *y, size_t n, int op) SCALAR_OP_BODY
+AVX2_TARGET static void scalar_op_avx2(const float *x, float s, float *y, size_t n, int op) SCALAR_OP_BODY
+static void scalar_op_portable(const float *x, float s, float *y, size_t n, int op) SCALAR_OP_BODY
+AVX512_TARGET static void binary_op_avx512(const float *a, const float *b, float *y, size_t n, int op) BINARY_OP_BODY
+AVX2_TARGET static void binary_op_avx2(const float *a, const float *b, float *y, size_t n, int op) BINARY_OP_BODY
+static void binary_op_portable(const float *a, const float *b, float *y, size_t n, int op) BINARY_OP_BODY
 
-void akn_binary_op(const float *a, const float *b, float *y, size_t n, int op) {
-    switch (op) {
-    case 0: for (size_t i = 0; i < n; i++) y[i] = a[i] + b[i]; break;
-    case 1: for (size_t i = 0; i < n; i++) y[i] = a[i] - b[i]; break;
-    case 2: for (size_t i = 0; i < n; i++) y[i] = a[i] * b[i]; break;
-    default: for (size_t i = 0; i < n; i++) y[i] = a[i] / b[i]; break;
-    }
-}
+typedef void (*scalar_op_fn)(const float *, float, float *, size_t, int);
+typedef void (*binary_op_fn)(const float *, const float *, float *, size_t, int);
+/// One entry per instruction-set level (ABK_ISA_SCALAR, ABK_ISA_AVX2, ABK_ISA_AVX512).
+static const scalar_op_fn g_scalar_op[3] = {scalar_op_portable, scalar_op_avx2, scalar_op_avx512};
+static const binary_op_fn g_binary_op[3] = {binary_op_portable, binary_op_avx2, binary_op_avx512};
+
+void akn_scalar_op(const float *x, float s, float *y, size_t n, int op) { g_scalar_op[abk_isa()](x, s, y, n, op); }
+
+void akn_binary_op(const float *a, const float *b, float *y, size_t n, int op) { g_binary_op[abk_isa()](a, b, y, n, op); }
 
 double akn_dot(const float *a, const float *b, size_t n) {
     double s = 0.0;

@@ -172,6 +172,34 @@ final class KernelTests: XCTestCase {
         }
     }
 
+    func testElementwiseOpsAreTheSameOnEveryPath() throws {
+        // x op s and a op b (akn_scalar_op, akn_binary_op: one variant per ISA path) give the bits of
+        // the plain scalar formula on every path, for lengths around the vector widths and for
+        // special values (signed zeros, infinities, NaN, subnormals).
+        let special: [Float] = [0, -0.0, .infinity, -.infinity, .nan, Float.leastNonzeroMagnitude, -1e-40, 3, -2.5, 1e30]
+        for n in [0, 1, 7, 8, 15, 16, 17, 33, 100] {
+            let a = (0..<n).map { i in i % 3 == 0 ? special[i % special.count] : Float(i) * 0.37 - 5 }
+            let b = (0..<n).map { i in i % 4 == 1 ? special[(i + 3) % special.count] : Float(i) * -0.11 + 0.5 }
+            for s in [Float(0.247), 0, -.infinity, .nan] {
+                let formulas: [(Float, Float) -> Float] = [{ $0 + $1 }, { $0 - $1 }, { $0 * $1 }, { $0 / $1 }, { $1 - $0 }, { $1 / $0 }]
+                try forEachISA { isa in
+                    for op in 0..<6 {
+                        var y = [Float](repeating: 1, count: n)
+                        akn_scalar_op(a, s, &y, n, Int32(op))
+                        let want = a.map { formulas[op]($0, s) }
+                        XCTAssertEqual(y.map(\.bitPattern), want.map(\.bitPattern), "\(isa.name) scalar op \(op) n \(n) s \(s)")
+                    }
+                    for op in 0..<4 {
+                        var y = [Float](repeating: 1, count: n)
+                        akn_binary_op(a, b, &y, n, Int32(op))
+                        let want = zip(a, b).map { formulas[op]($0, $1) }
+                        XCTAssertEqual(y.map(\.bitPattern), want.map(\.bitPattern), "\(isa.name) binary op \(op) n \(n)")
+                    }
+                }
+            }
+        }
+    }
+
     /// Direct (loop) convolution in double precision.
     func naiveConv(_ x: Tensor, _ w: Tensor, _ b: [Float]?, stride: Int, pad: Int) -> Tensor {
         let (n, c, h, wd) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
