@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""Where the time goes, layer kind by layer kind: adamant against ONNX Runtime at batch 1.
+"""Where the time goes, layer kind by layer kind: adamant against ONNX Runtime at batch 1 (or --batch).
 
-For each model, both engines run the same ONNX file at batch 1 with the same threads, each with
+For each model, both engines run the same ONNX file at the same batch (default 1; a file fixed at
+batch 1 goes to ONNX Runtime as a batch-dynamic copy) with the same threads, each with
 its own per-node profiler: adamant's `ADAMANT_PROFILE=1` (in a child process: it prints at exit)
 and ONNX Runtime's `enable_profiling`. Node times are grouped by a key both can name:
 `Conv KHxKW/S HxW` (kernel, stride, input size) for a convolution, the op type otherwise, and
@@ -45,7 +46,7 @@ CONV_KEY = re.compile(r"^Conv (\d+)x(\d+)/(\d+) (\S+) (\d+)x(\d+)$")
 
 
 def adamant_profile(path, threads, runs, batch=1):
-    """({key: (us per forward, algorithm)}, ISA path) from adamant's profile of `runs` batch-1 forward passes."""
+    """({key: (us per forward, algorithm)}, ISA path) from adamant's profile of `runs` forward passes."""
     env = dict(os.environ, ADAMANT_PROFILE="1")
     env.setdefault("ADAMANT_LIBRARY", os.path.join(ROOT, "dist", "lib", "libadamant.so"))
     env["PYTHONPATH"] = os.path.join(ROOT, "bindings", "python") + os.pathsep + env.get("PYTHONPATH", "")
@@ -68,7 +69,7 @@ def adamant_profile(path, threads, runs, batch=1):
 
 
 def ort_profile(path, threads, runs, batch=1):
-    """{key: us per forward} from ONNX Runtime's profile of `runs` batch-1 runs (after 10 untimed)."""
+    """{key: us per forward} from ONNX Runtime's profile of `runs` runs (after 10 untimed)."""
     import numpy as np
     import onnxruntime as ort
     o = ort.SessionOptions()
@@ -127,7 +128,7 @@ def table(name, ad, ort):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("models", nargs="+", help="ONNX models (batch 1)")
+    p.add_argument("models", nargs="+", help="ONNX models")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--runs", type=int, default=100, help="profiled forward passes per engine (default 100)")
     p.add_argument("--batch", type=int, default=1,

@@ -320,57 +320,45 @@ void akn_conv_phased(const akn_gemm_cols *io, int c, int m, const float *pa, int
     int *off = (int *)(xs + (size_t)c * span * rowf);
     float *tile = (float *)(off + k);
     // The phase split: xs[ci][r][ph][j] = x[ci][oy0 * sh - pt + r][j * sw + ph - pl] (0 in the padding).
-    // Columns j of phase ph read ix = j * sw + ph - pl: zeros left of lo[ph] and from hi[ph] on, the
-    // row in between copied without a test per element (found once: a CIFAR stem's rows are short).
-    enum { MAX_PHASES = 8 };
-    long lo[MAX_PHASES], hi[MAX_PHASES];
-    for (int ph = 0; ph < sw && ph < MAX_PHASES; ph++) {
-        long l = ph >= g->pl ? 0 : (g->pl - ph + sw - 1) / sw;
-        long h = g->w - 1 - ph + g->pl < 0 ? 0 : (g->w - 1 - ph + g->pl) / sw + 1;
-        lo[ph] = l > wp ? wp : l;
-        hi[ph] = h > wp ? wp : h < lo[ph] ? lo[ph] : h;
-    }
     const float *x = io->b + (size_t)s * io->b_sample;
-    for (int ci = 0; ci < c; ci++)
-        for (long r = 0; r < span; r++) {
-            float *d = xs + ((size_t)ci * span + r) * rowf;
-            long iy = (long)oy0 * g->sh - g->pt + r;
-            if (iy < 0 || iy >= g->h) {
-                memset(d, 0, (size_t)rowf * sizeof(float));
-                continue;
-            }
-            const float *src = x + (size_t)ci * io->ldb + (size_t)iy * g->w;
-            for (int ph = 0; ph < sw; ph++) {
-                float *dp = d + (size_t)ph * wp;
-                if (ph >= MAX_PHASES) {
-                    for (long j = 0; j < wp; j++) {
-                        long ix = j * sw + ph - g->pl;
-                        dp[j] = ix >= 0 && ix < g->w ? src[ix] : 0.0f;
-                    }
+    for (int ph = 0; ph < sw; ph++) {
+        // Columns j of this phase read ix = j * sw + ph - pl: zeros left of lo and from hi on, the row
+        // in between copied without a test per element (bounds found once a phase: a CIFAR stem's rows
+        // are short).
+        long lo = ph >= g->pl ? 0 : (g->pl - ph + sw - 1) / sw;
+        long hi = g->w - 1 - ph + g->pl < 0 ? 0 : (g->w - 1 - ph + g->pl) / sw + 1;
+        if (lo > wp) lo = wp;
+        if (hi > wp) hi = wp;
+        if (hi < lo) hi = lo;
+        for (int ci = 0; ci < c; ci++)
+            for (long r = 0; r < span; r++) {
+                float *dp = xs + ((size_t)ci * span + r) * rowf + (size_t)ph * wp;
+                long iy = (long)oy0 * g->sh - g->pt + r;
+                if (iy < 0 || iy >= g->h) {
+                    memset(dp, 0, (size_t)wp * sizeof(float));
                     continue;
                 }
-                long l = lo[ph], h = hi[ph];
-                const float *sp = src + ph - g->pl;
-                for (long j = 0; j < l; j++) dp[j] = 0.0f;
+                const float *sp = x + (size_t)ci * io->ldb + (size_t)iy * g->w + ph - g->pl;
+                for (long j = 0; j < lo; j++) dp[j] = 0.0f;
+                long j = lo;
                 if (sw == 1) {
-                    memcpy(dp + l, sp + l, (size_t)(h - l) * sizeof(float));
-                } else {
-                    long j = l;
-                    if (sw == 2)
-                        // Every other float, 8 at a time from 16 (reading no further than the row's
-                        // last column): a CIFAR stem's phase split was half its time as a scalar copy.
-                        for (; j + 8 <= h && 2 * j + 16 + ph - g->pl <= g->w; j += 8) {
-                            phase_v8 a, b, e;
-                            memcpy(&a, sp + 2 * j, sizeof a);
-                            memcpy(&b, sp + 2 * j + 8, sizeof b);
-                            e = __builtin_shufflevector(a, b, 0, 2, 4, 6, 8, 10, 12, 14);
-                            memcpy(dp + j, &e, sizeof e);
-                        }
-                    for (; j < h; j++) dp[j] = sp[j * sw];
+                    memcpy(dp + lo, sp + lo, (size_t)(hi - lo) * sizeof(float));
+                    j = hi;
+                } else if (sw == 2) {
+                    // Every other float, 8 at a time from 16 (reading no further than the row's last
+                    // column): a CIFAR stem's phase split was half its time as a scalar copy.
+                    for (; j + 8 <= hi && 2 * j + 16 + ph - g->pl <= g->w; j += 8) {
+                        phase_v8 a, b, e;
+                        memcpy(&a, sp + 2 * j, sizeof a);
+                        memcpy(&b, sp + 2 * j + 8, sizeof b);
+                        e = __builtin_shufflevector(a, b, 0, 2, 4, 6, 8, 10, 12, 14);
+                        memcpy(dp + j, &e, sizeof e);
+                    }
                 }
-                for (long j = h; j < wp; j++) dp[j] = 0.0f;
+                for (; j < hi; j++) dp[j] = sp[j * sw];
+                for (j = hi; j < wp; j++) dp[j] = 0.0f;
             }
-        }
+    }
     // Row p = (ci * kh + ky) * kw + kx of B for output row oy0 at columns ox...: xs + off[p] + ox.
     for (int ci = 0; ci < c; ci++)
         for (int ky = 0; ky < g->kh; ky++)
