@@ -224,6 +224,8 @@ final class KernelTests: XCTestCase {
         // (c, m, h, w, k, stride, pad, expected algorithm)
         let cases: [(Int, Int, Int, Int, Int, Int, Int, ConvAlgorithm)] = [
             (64, 70, 26, 29, 3, 1, 1, .winograd), (64, 64, 28, 28, 3, 1, 1, .winograd), (64, 64, 14, 14, 3, 1, 1, .direct3x3),
+            // Winograd F(4x4, 3x3) on a row of 133 tiles: the input transform's two width chunks (128 + 5)
+            (64, 64, 6, 530, 3, 1, 1, .winograd),
             (5, 13, 7, 5, 3, 1, 1, .direct3x3), (16, 16, 32, 32, 3, 1, 1, .direct3x3), (2, 9, 3, 33, 3, 1, 1, .direct3x3),
             (128, 20, 7, 7, 3, 1, 1, .im2col), (6, 10, 9, 11, 3, 2, 1, .im2col), (3, 8, 15, 15, 7, 2, 3, .im2col),
             (12, 20, 9, 9, 1, 1, 0, .pointwise), (12, 20, 9, 9, 1, 2, 0, .strided1x1),
