@@ -4,14 +4,11 @@
 #include <string.h>
 
 #include "backend.h"
+#include "simd.h"
 
 #define MB 6   /* output channels per register block: the GEMM's A panel (gemm.h), so the forward
                   weights are the convolution's GEMM-packed ones, [m/6][c][3][3][6] */
 #define VL 32  /* most positions per register block (2 vectors on AVX-512, 1 elsewhere) */
-
-typedef float vf __attribute__((vector_size(64), aligned(4)));
-typedef int vi __attribute__((vector_size(64), aligned(4)));
-
 size_t akn_scratch_size(int c, int h, int w) {
     // padded input [C][H+2][W+2] + slack for the last block's over-read + one output block
     return (size_t)c * (h + 2) * (w + 2) + 2 * VL + (size_t)MB * VL + 64;
@@ -40,11 +37,11 @@ size_t akn_scratch_size(int c, int h, int w) {
                     const float *mk = mask + ((size_t)i * h + r) * w;                                 \
                     int q = 0;                                                                        \
                     for (; q + 16 <= w; q += 16) { /* (mask > 0 ? x * s : 0), 16 at a time */         \
-                        vf xv, mv;                                                                    \
+                        akn_v16 xv, mv;                                                               \
                         memcpy(&xv, src + q, sizeof xv);                                              \
                         memcpy(&mv, mk + q, sizeof mv);                                               \
                         xv = xv * s;                                                                  \
-                        xv = (vf)((vi)xv & (vi)(mv > (vf){0}));                                       \
+                        xv = (akn_v16)((akn_vi16)xv & (akn_vi16)(mv > (akn_v16){0}));                 \
                         memcpy(dst + q, &xv, sizeof xv);                                              \
                     }                                                                                 \
                     for (; q < w; q++) dst[q] = mk[q] > 0 ? src[q] * s : 0.0f;                        \
@@ -84,9 +81,9 @@ static const pad_fn g_pad[3] = {pad_portable, pad_avx2, pad_avx512};
 // network's weights come from memory, and the hardware prefetcher alone lags.
 #define CONV_BLOCKS(NV, ADJ, WBASE, WEXPR)                                                                 \
     for (int p0 = y0 * wp; p0 < y1 * wp; p0 += 16 * (NV)) {                                           \
-        vf acc[MB][NV];                                                                               \
+        akn_v16 acc[MB][NV];                                                                          \
         for (int j = 0; j < MB; j++)                                                                  \
-            for (int u = 0; u < (NV); u++) acc[j][u] = (vf){0};                                       \
+            for (int u = 0; u < (NV); u++) acc[j][u] = (akn_v16){0};                                  \
         for (int i = 0; i < c; i++) {                                                                 \
             const float *xi = xp + i * plane + p0;                                                    \
             const float *wk = pk + (size_t)i * 9 * MB;                                                \
@@ -100,8 +97,8 @@ static const pad_fn g_pad[3] = {pad_portable, pad_avx2, pad_avx512};
             }                                                                                         \
             for (int ky = 0; ky < 3; ky++) {                                                          \
                 for (int kx = 0; kx < 3; kx++) {                                                      \
-                    vf v[NV];                                                                         \
-                    for (int u = 0; u < (NV); u++) memcpy(&v[u], xi + ky * wp + kx + 16 * u, sizeof(vf)); \
+                    akn_v16 v[NV];                                                                    \
+                    for (int u = 0; u < (NV); u++) memcpy(&v[u], xi + ky * wp + kx + 16 * u, sizeof(akn_v16)); \
                     const float *wv = wk + (ky * 3 + kx) * MB;                                        \
                     (void)wv;                                                                         \
                     for (int j = 0; j < MB; j++) {                                                    \
@@ -113,7 +110,7 @@ static const pad_fn g_pad[3] = {pad_portable, pad_avx2, pad_avx512};
         }                                                                                             \
         for (int j = 0; j < MB; j++)                                                                  \
             for (int u = 0; u < (NV); u++)                                                            \
-                memcpy(tmp + (size_t)j * stride + p0 + 16 * u, &acc[j][u], sizeof(vf));               \
+                memcpy(tmp + (size_t)j * stride + p0 + 16 * u, &acc[j][u], sizeof(akn_v16));          \
     }
 
 // The kernel body, compiled once per instruction set: NV vectors of 16 positions x 6 output

@@ -4,18 +4,16 @@
 #include <string.h>
 
 #include "backend.h"
-
-typedef float vf __attribute__((vector_size(32), aligned(4)));
-typedef int vi __attribute__((vector_size(32), aligned(4)));
+#include "simd.h"
 
 void akn_relu_mask(const float *y, const float *g, float *out, size_t n) {
     // 8 at a time with a bit mask (no branch on the data; out may be g).
     size_t i = 0;
     for (; i + 8 <= n; i += 8) {
-        vf yv, gv;
+        akn_v8 yv, gv;
         memcpy(&yv, y + i, sizeof yv);
         memcpy(&gv, g + i, sizeof gv);
-        gv = (vf)((vi)gv & (vi)(yv > (vf){0}));
+        gv = (akn_v8)((akn_vi8)gv & (akn_vi8)(yv > (akn_v8){0}));
         memcpy(out + i, &gv, sizeof gv);
     }
     for (; i < n; i++) out[i] = y[i] > 0.0f ? g[i] : 0.0f;

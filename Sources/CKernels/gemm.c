@@ -8,6 +8,7 @@
 
 #include "backend.h"
 #include "gemm_isa.h"
+#include "simd.h"
 
 enum { CHUNK = 64 };  // columns packed at once: 4 panels of 16
 
@@ -309,8 +310,6 @@ static void offset_tiles(int k, const float *pa, int m, const float *b, const in
     }
 }
 
-typedef float phase_v8 __attribute__((vector_size(32), aligned(4)));
-
 void akn_conv_phased(const akn_gemm_cols *io, int c, int m, const float *pa, int s, int oy0, int oy1, float *scratch) {
     const akn_conv_b *g = io->conv;
     if (oy1 <= oy0 || m <= 0) return;
@@ -348,7 +347,7 @@ void akn_conv_phased(const akn_gemm_cols *io, int c, int m, const float *pa, int
                     // Every other float, 8 at a time from 16 (reading no further than the row's last
                     // column): a CIFAR stem's phase split was half its time as a scalar copy.
                     for (; j + 8 <= hi && 2 * j + 16 + ph - g->pl <= g->w; j += 8) {
-                        phase_v8 a, b, e;
+                        akn_v8 a, b, e;
                         memcpy(&a, sp + 2 * j, sizeof a);
                         memcpy(&b, sp + 2 * j + 8, sizeof b);
                         e = __builtin_shufflevector(a, b, 0, 2, 4, 6, 8, 10, 12, 14);

@@ -5,10 +5,9 @@
 #include <string.h>
 
 #include "backend.h"
+#include "simd.h"
 
 enum { TABLE_MAX = 4096 };  // taps x positions of a small layer's offset table (16 KB on the stack)
-
-typedef float v16 __attribute__((vector_size(64), aligned(4)));
 
 /// One channel's columns added into its plane, rows [rlo, rhi) only: the loop over taps, output rows
 /// and the run of output columns whose input lies inside the row. Compiled once per instruction
@@ -40,12 +39,12 @@ typedef float v16 __attribute__((vector_size(64), aligned(4)));
                 } else if (g->sw == 2) {                                                                 \
                     int q = lo, iw = lo * 2 + joff;                                                      \
                     for (; q + 16 <= hi && iw + 32 <= g->w; q += 16, iw += 32) {                         \
-                        v16 sv, d0, d1;                                                                  \
+                        akn_v16 sv, d0, d1;                                                              \
                         memcpy(&sv, s + q, sizeof sv);                                                   \
                         memcpy(&d0, dst + iw, sizeof d0);                                                \
                         memcpy(&d1, dst + iw + 16, sizeof d1);                                           \
-                        v16 a0 = d0 + __builtin_shufflevector(sv, sv, 0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7); \
-                        v16 a1 = d1 + __builtin_shufflevector(sv, sv, 8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, \
+                        akn_v16 a0 = d0 + __builtin_shufflevector(sv, sv, 0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7); \
+                        akn_v16 a1 = d1 + __builtin_shufflevector(sv, sv, 8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, \
                                                               14, 14, 15, 15);                           \
                         d0 = __builtin_shufflevector(a0, d0, 0, 17, 2, 19, 4, 21, 6, 23, 8, 25, 10, 27, 12, 29, 14, 31); \
                         d1 = __builtin_shufflevector(a1, d1, 0, 17, 2, 19, 4, 21, 6, 23, 8, 25, 10, 27, 12, 29, 14, 31); \
@@ -133,10 +132,10 @@ void akn_col2im(const float *col, long ldc, long col_sample, const akn_conv_b *g
                 }                                                                                        \
                 if (sw == 2)                                                                             \
                     for (; j + 16 <= ow && 2 * j + 32 <= w; j += 16) {                                   \
-                        v16 a, b;                                                                        \
+                        akn_v16 a, b;                                                                    \
                         memcpy(&a, src + 2 * j, sizeof a);                                               \
                         memcpy(&b, src + 2 * j + 16, sizeof b);                                          \
-                        v16 e = __builtin_shufflevector(a, b, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30); \
+                        akn_v16 e = __builtin_shufflevector(a, b, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30); \
                         memcpy(dst + j, &e, sizeof e);                                                   \
                     }                                                                                    \
                 for (; j < ow; j++) dst[j] = src[(long)j * sw];                                          \
@@ -157,10 +156,10 @@ void akn_col2im(const float *col, long ldc, long col_sample, const akn_conv_b *g
                 int j = 0;                                                                               \
                 if (sw == 2)                                                                             \
                     for (; j + 16 <= ow && 2 * j + 32 <= w; j += 16) {                                   \
-                        v16 s, z = {0};                                                                  \
+                        akn_v16 s, z = {0};                                                              \
                         memcpy(&s, src + j, sizeof s);                                                   \
-                        v16 lo = __builtin_shufflevector(s, z, 0, 16, 1, 16, 2, 16, 3, 16, 4, 16, 5, 16, 6, 16, 7, 16); \
-                        v16 hi = __builtin_shufflevector(s, z, 8, 16, 9, 16, 10, 16, 11, 16, 12, 16, 13, 16, 14, 16, 15, 16); \
+                        akn_v16 lo = __builtin_shufflevector(s, z, 0, 16, 1, 16, 2, 16, 3, 16, 4, 16, 5, 16, 6, 16, 7, 16); \
+                        akn_v16 hi = __builtin_shufflevector(s, z, 8, 16, 9, 16, 10, 16, 11, 16, 12, 16, 13, 16, 14, 16, 15, 16); \
                         memcpy(dst + 2 * j, &lo, sizeof lo);                                             \
                         memcpy(dst + 2 * j + 16, &hi, sizeof hi);                                        \
                     }                                                                                    \

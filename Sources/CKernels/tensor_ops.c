@@ -5,33 +5,31 @@
 #include <string.h>
 
 #include "backend.h"
+#include "simd.h"
 
-typedef float v8f __attribute__((vector_size(32), aligned(4)));
-typedef int v8i __attribute__((vector_size(32), aligned(4)));
-
-static inline v8f load8(const float *p) { v8f v; memcpy(&v, p, sizeof v); return v; }
-static inline void store8(float *p, v8f v) { memcpy(p, &v, sizeof v); }
-static inline v8f splat(float s) { return (v8f){s, s, s, s, s, s, s, s}; }
-static inline v8f sel(v8i mask, v8f a, v8f b) { return (v8f)(((v8i)a & mask) | ((v8i)b & ~mask)); }
+static inline akn_v8 load8(const float *p) { akn_v8 v; memcpy(&v, p, sizeof v); return v; }
+static inline void store8(float *p, akn_v8 v) { memcpy(p, &v, sizeof v); }
+static inline akn_v8 splat(float s) { return (akn_v8){s, s, s, s, s, s, s, s}; }
+static inline akn_v8 sel(akn_vi8 mask, akn_v8 a, akn_v8 b) { return (akn_v8)(((akn_vi8)a & mask) | ((akn_vi8)b & ~mask)); }
 
 // exp(x) for x <= 0 and x > -inf mostly (softmax's shifted logits); Cephes expf's reduction and
 // polynomial, 2^n from the exponent bits. Inputs are clamped to [-87.3, 88.3] (NaN stays NaN).
-static inline v8f exp8(v8f x) {
-    const v8f hi = splat(88.3762626647949f), lo = splat(-87.3365478515625f);
+static inline akn_v8 exp8(akn_v8 x) {
+    const akn_v8 hi = splat(88.3762626647949f), lo = splat(-87.3365478515625f);
     x = sel(x > hi, hi, sel(x < lo, lo, x));  // NaN compares false: stays NaN
-    const v8f magic = splat(12582912.0f);  // 1.5 * 2^23: round to nearest
-    v8f t = x * splat(1.44269504088896341f) + magic;
-    v8f n = t - magic;
-    v8f r = x - n * splat(0.693359375f) - n * splat(-2.12194440e-4f);
-    v8f p = splat(1.9875691500E-4f);
+    const akn_v8 magic = splat(12582912.0f);  // 1.5 * 2^23: round to nearest
+    akn_v8 t = x * splat(1.44269504088896341f) + magic;
+    akn_v8 n = t - magic;
+    akn_v8 r = x - n * splat(0.693359375f) - n * splat(-2.12194440e-4f);
+    akn_v8 p = splat(1.9875691500E-4f);
     p = p * r + splat(1.3981999507E-3f);
     p = p * r + splat(8.3334519073E-3f);
     p = p * r + splat(4.1665795894E-2f);
     p = p * r + splat(1.6666665459E-1f);
     p = p * r + splat(5.0000001201E-1f);
-    v8f y = p * r * r + r + splat(1.0f);
-    v8i e = (__builtin_convertvector(n, v8i) + 127) << 23;
-    return y * (v8f)e;
+    akn_v8 y = p * r * r + r + splat(1.0f);
+    akn_vi8 e = (__builtin_convertvector(n, akn_vi8) + 127) << 23;
+    return y * (akn_v8)e;
 }
 
 static inline float exp1(float x) {
@@ -40,13 +38,13 @@ static inline float exp1(float x) {
     return out[0];
 }
 
-static inline float hmax8(v8f v) {
+static inline float hmax8(akn_v8 v) {
     float m = v[0];
     for (int l = 1; l < 8; l++) m = (v[l] > m || m != m) ? v[l] : m;
     return m;
 }
 
-static inline float hsum8(v8f v) {
+static inline float hsum8(akn_v8 v) {
     float s = 0.0f;
     for (int l = 0; l < 8; l++) s += v[l];
     return s;
@@ -59,25 +57,25 @@ void akn_softmax_rows(const float *x, float *y, size_t rows, size_t len) {
         size_t i = 0;
         float m = -INFINITY;
         if (len >= 8) {
-            v8f mv = load8(xr);
+            akn_v8 mv = load8(xr);
             for (i = 8; i + 8 <= len; i += 8) {
-                v8f v = load8(xr + i);
+                akn_v8 v = load8(xr + i);
                 mv = sel(v > mv, v, mv);
             }
             m = hmax8(mv);
         }
         for (; i < len; i++) m = (xr[i] > m || m != m) ? xr[i] : m;
         if (m == -INFINITY) m = 0.0f;  // a row of -inf: NaN as exp(-inf + inf) would give, via 0/0
-        v8f sv = splat(0.0f), mv = splat(m);
+        akn_v8 sv = splat(0.0f), mv = splat(m);
         for (i = 0; i + 8 <= len; i += 8) {
-            v8f e = exp8(load8(xr + i) - mv);
+            akn_v8 e = exp8(load8(xr + i) - mv);
             store8(yr + i, e);
             sv += e;
         }
         float s = hsum8(sv);
         for (; i < len; i++) { float e = exp1(xr[i] - m); yr[i] = e; s += e; }
         float inv = 1.0f / s;
-        v8f iv = splat(inv);
+        akn_v8 iv = splat(inv);
         for (i = 0; i + 8 <= len; i += 8) store8(yr + i, load8(yr + i) * iv);
         for (; i < len; i++) yr[i] *= inv;
     }
@@ -87,12 +85,12 @@ void akn_softmax_backward_rows(const float *y, const float *g, float *dx, size_t
     for (size_t r = 0; r < rows; r++) {
         const float *yr = y + r * len, *gr = g + r * len;
         float *dr = dx + r * len;
-        v8f dv = splat(0.0f);
+        akn_v8 dv = splat(0.0f);
         size_t i = 0;
         for (; i + 8 <= len; i += 8) dv += load8(yr + i) * load8(gr + i);
         float d = hsum8(dv);
         for (; i < len; i++) d += yr[i] * gr[i];
-        v8f d8 = splat(d);
+        akn_v8 d8 = splat(d);
         for (i = 0; i + 8 <= len; i += 8) store8(dr + i, load8(yr + i) * (load8(gr + i) - d8));
         for (; i < len; i++) dr[i] = yr[i] * (gr[i] - d);
     }
