@@ -221,6 +221,18 @@ void abk_sgemm(int trans_a, int trans_b, int m, int n, int k, float alpha, const
     }
 }
 
+/// The probe's block escapes through this volatile pointer: a malloc whose only use is free() may
+/// otherwise be folded away by the optimizer as if it had succeeded.
+static void *volatile g_probe;
+
+int abk_can_allocate(size_t bytes) {
+    g_probe = malloc(bytes);
+    if (g_probe == NULL) return 0;
+    free(g_probe);
+    g_probe = NULL;
+    return 1;
+}
+
 void abk_trim_heap(void) {
 #ifdef __GLIBC__
     malloc_trim(0);

@@ -1,3 +1,4 @@
+import CBackend
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -139,10 +140,10 @@ final class BufferPool: @unchecked Sendable {
     static func allocate(_ count: Int) throws -> [Float] {
         if count >= checkedAllocationFloats {
             let (bytes, o) = count.multipliedReportingOverflow(by: MemoryLayout<Float>.size)
-            guard !o, let p = malloc(bytes) else {
+            // (a probe in C: the optimizer folds a Swift malloc whose only use is free into success)
+            guard !o, abk_can_allocate(bytes) != 0 else {
                 throw fail(.resource, "cannot allocate a buffer of \(count) floats (\(o ? "too many" : byteCount(bytes))): out of memory")
             }
-            Glibc.free(p)
         }
         return [Float](unsafeUninitializedCapacity: count) { _, k in k = count }
     }

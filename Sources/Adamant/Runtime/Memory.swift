@@ -1,3 +1,4 @@
+import CBackend
 import CKernels
 #if canImport(Glibc)
 import Glibc
@@ -350,10 +351,9 @@ func checkAllocatable(_ bytes: Int, what: @autoclosure () -> String) throws {
     // Below glibc's largest mmap threshold (32 MiB) a trial would move that threshold (and cannot
     // plausibly fail): only larger requests are tried.
     guard bytes >= 64 << 20 else { return }
-    guard bytes < Int.max, let p = malloc(bytes) else {
+    guard bytes < Int.max, abk_can_allocate(bytes) != 0 else {  // (in C: see BufferPool.allocate)
         throw fail(.resource, "cannot allocate \(byteCount(bytes)) for \(what()): out of memory")
     }
-    free(p)
 }
 
 extension Session {

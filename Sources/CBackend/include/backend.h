@@ -75,6 +75,12 @@ typedef void (*abk_task_fn)(void *ctx, int part, int parts);
  */
 void abk_parallel(int parts, abk_task_fn fn, void *ctx);
 
+/**
+ * Whether malloc can hand out `bytes` now (the block is freed at once): a probe before an
+ * allocation whose failure would otherwise abort (Swift arrays trap when the heap refuses).
+ */
+int abk_can_allocate(size_t bytes);
+
 /** Returns the heap's free pages to the OS (after loading, whose transient copies glibc would keep). */
 void abk_trim_heap(void);
 
