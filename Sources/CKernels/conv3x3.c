@@ -241,49 +241,67 @@ size_t akn_tmp_size(int h, int w) { return (size_t)MB * ((size_t)h * (w + 2) + V
 /// tap t the forward's 8 - t. Rows past the layer's (a partial last block) are zero.
 /// Inlined into each caller, so that adjoint and block are constants there (a per-call gather on
 /// the backward path of large layers; the generic loop took twice as long).
-static inline __attribute__((always_inline)) void gather_blocks(const float *packed, int m, int c, int adjoint, int block,
-                                                                int b0, int b1, float *out) {
+static inline __attribute__((always_inline)) void gather_blocks(const float *packed, int m, int c, int taps, int adjoint,
+                                                                int block, int b0, int b1, float *out) {
     int rows = adjoint ? c : m, cols = adjoint ? m : c;
     for (int b = b0; b < b1; b++)
         for (int q = 0; q < cols; q++)
-            for (int t = 0; t < 9; t++)
+            for (int t = 0; t < taps; t++)
                 for (int j = 0; j < block; j++) {
                     int row = block * b + j;
-                    int o = adjoint ? q : row, ci = adjoint ? row : q, tap = adjoint ? 8 - t : t;
-                    out[(((size_t)b * cols + q) * 9 + t) * block + j] =
-                        row < rows ? packed[(((size_t)(o / MB) * c + ci) * 9 + tap) * MB + o % MB] : 0.0f;
+                    int o = adjoint ? q : row, ci = adjoint ? row : q, tap = adjoint ? taps - 1 - t : t;
+                    out[(((size_t)b * cols + q) * taps + t) * block + j] =
+                        row < rows ? packed[(((size_t)(o / MB) * c + ci) * taps + tap) * MB + o % MB] : 0.0f;
                 }
 }
 
 void akn_conv3x3_adjoint_weights(const float *packed, int cf, int mf, int b0, int b1, float *out) {
-    gather_blocks(packed, mf, cf, 1, MB, b0, b1, out);
+    gather_blocks(packed, mf, cf, 9, 1, MB, b0, b1, out);
 }
 
 // ---- The channel-blocked kernel (conv3x3_c16.inc): dispatch and its weight layout ----
 
 #include "conv3x3_isa.h"
 
-typedef void (*c16_fn)(AKN_C16_ARGS);
+typedef int (*c16_fn)(AKN_C16_ARGS);
 /// One entry per instruction-set level (ABK_ISA_SCALAR, ABK_ISA_AVX2, ABK_ISA_AVX512).
-static const c16_fn g_c16[3] = {akn_conv3x3_c16_scalar, akn_conv3x3_c16_avx2, akn_conv3x3_c16_avx512};
+static const c16_fn g_c16[3] = {akn_conv_c16_scalar, akn_conv_c16_avx2, akn_conv_c16_avx512};
+
+int akn_conv_c16(const float *xp, int c, int wp, size_t plane, int k, int s, int oh, int ow, const float *wb, int cb0,
+                 int cb1, int y0, int y1, const float *scale, const float *bias, const float *res, int relu, float *y) {
+    if (!((k == 3 && (s == 1 || s == 2)) || (k == 1 && s == 2))) return -1;
+    if (y0 < 0) y0 = 0;
+    if (y1 > oh) y1 = oh;
+    if (cb1 <= cb0 || y1 <= y0 || ow <= 0) return 0;
+    return g_c16[abk_isa()](xp, c, wp, plane, k, s, oh, ow, wb, cb0, cb1, y0, y1, scale, bias, res, relu, y);
+}
 
 void akn_conv3x3_c16(const float *xp, int c, int h, int w, const float *wb, int cb0, int cb1, int y0, int y1,
                      const float *scale, const float *bias, const float *res, int relu, float *y) {
-    if (y0 < 0) y0 = 0;
-    if (y1 > h) y1 = h;
-    if (cb1 <= cb0 || y1 <= y0) return;
-    g_c16[abk_isa()](xp, c, h, w, wb, cb0, cb1, y0, y1, scale, bias, res, relu, y);
+    (void)akn_conv_c16(xp, c, w + 2, (size_t)(h + 2) * (w + 2), 3, 1, h, w, wb, cb0, cb1, y0, y1, scale, bias, res, relu, y);
 }
 
 int akn_conv3x3_c16_preferred(int c, int m, int h, int w) {
     // Measured (single thread, avx512, against akn_conv3x3): +18 % at 16x16 and +24 % at 8x8 (rows of
-    // whole 16- and 8-wide tiles); behind it where rows split into narrow tiles (14x14: -30 %) and on
-    // AVX2 (4-wide tiles). Outputs must come in whole blocks of 16.
+    // whole 16- and 8-wide tiles), and at 32x32 (two 16-wide tiles) on a 16-channel CIFAR chain, one
+    // thread 410 -> 354 us, two 246 -> 210; behind it where rows split into narrow tiles (14x14:
+    // -30 %) and on AVX2 (4-wide tiles). Outputs must come in whole blocks of 16.
     (void)c;
     (void)h;
-    return abk_isa() == ABK_ISA_AVX512 && m % 16 == 0 && (w == 8 || w == 16);
+    return abk_isa() == ABK_ISA_AVX512 && m % 16 == 0 && (w == 8 || w == 16 || w == 32);
+}
+
+int akn_conv_c16_strided_preferred(int c, int m, int oh, int ow) {
+    (void)c;
+    (void)oh;
+    return abk_isa() == ABK_ISA_AVX512 && m % 16 == 0 && (ow == 8 || ow == 16 || ow == 32);
 }
 
 void akn_conv3x3_c16_weights(const float *packed, int m, int c, int adjoint, int b0, int b1, float *out) {
-    gather_blocks(packed, m, c, adjoint, 16, b0, b1, out);
+    gather_blocks(packed, m, c, 9, adjoint, 16, b0, b1, out);
+}
+
+void akn_conv_c16_weights(const float *packed, int m, int c, int taps, int b0, int b1, float *out) {
+    if (taps == 9) gather_blocks(packed, m, c, 9, 0, 16, b0, b1, out);
+    else if (taps == 1) gather_blocks(packed, m, c, 1, 0, 16, b0, b1, out);
 }

@@ -1,10 +1,12 @@
-// conv3x3_isa.h — the per-ISA entry points of the channel-blocked direct 3x3 kernel (internal).
+// conv3x3_isa.h — the per-ISA entry points of the channel-blocked direct kernel (internal).
 #ifndef ADAMANT_CONV3X3_ISA_H
 #define ADAMANT_CONV3X3_ISA_H
+#include <stddef.h>
+/// akn_conv_c16's arguments (kernels.h); each entry returns -1 for a window and stride it lacks.
 #define AKN_C16_ARGS                                                                                          \
-    const float *xp, int c, int h, int w, const float *wb, int cb0, int cb1, int y0, int y1, const float *scale, \
-        const float *bias, const float *res, int relu, float *y
-void akn_conv3x3_c16_avx512(AKN_C16_ARGS);
-void akn_conv3x3_c16_avx2(AKN_C16_ARGS);
-void akn_conv3x3_c16_scalar(AKN_C16_ARGS);
+    const float *xp, int c, int wp, size_t plane, int k, int s, int oh, int ow, const float *wb, int cb0, int cb1, \
+        int y0, int y1, const float *scale, const float *bias, const float *res, int relu, float *y
+int akn_conv_c16_avx512(AKN_C16_ARGS);
+int akn_conv_c16_avx2(AKN_C16_ARGS);
+int akn_conv_c16_scalar(AKN_C16_ARGS);
 #endif

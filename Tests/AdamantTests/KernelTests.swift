@@ -249,6 +249,10 @@ final class KernelTests: XCTestCase {
             (6, 8, 56, 56, 3, 2, 1, .im2col), (4, 6, 12, 12, 5, 1, 2, .im2col),
             // the channel-blocked direct kernel's shapes (on avx512), forward and input gradient
             (32, 32, 16, 16, 3, 1, 1, .direct3x3), (16, 32, 8, 8, 3, 1, 1, .direct3x3),
+            // its stride-2 forms (on avx512: usesStridedC16), a CIFAR ResNet's downsampling layers (and
+            // odd inputs); their input gradients stay im2col's and strided1x1's
+            (16, 32, 32, 32, 3, 2, 1, .im2col), (32, 64, 15, 15, 3, 2, 1, .im2col), (16, 32, 32, 32, 1, 2, 0, .strided1x1),
+            (16, 16, 63, 63, 1, 2, 0, .strided1x1),
             // Winograd F(2x2, 3x3): odd sizes (a partial last tile; 7x7, ResNet stage 4), channels not
             // a multiple of 6, and the input gradient through the forward's matrices transposed
             (130, 128, 9, 11, 3, 1, 1, .winograd2), (128, 134, 14, 13, 3, 1, 1, .winograd2),
@@ -267,6 +271,10 @@ final class KernelTests: XCTestCase {
                 let attrs: [String: Attribute] = ["pads": .ints([pad, pad, pad, pad]), "strides": .ints([stride, stride])]
                 let conv = try Conv(rawNode("Conv", attrs), weight: raw(wt), bias: raw(b))
                 XCTAssertEqual(conv.algorithm(h, w), expected, what)
+                let ow = (w + 2 * pad - k) / stride + 1
+                if stride == 2 && m % 16 == 0 && [8, 16, 32].contains(ow) && (k == 1 || (k == 3 && expected == .im2col)) {
+                    XCTAssertEqual(conv.usesStridedC16(h: h, w: w), isa == .avx512, what)
+                }
                 let cx = ExecContext(bn: [], declaredBatch: nil, batch: batch, threads: 2)
                 let y = try conv.forward([x], cx)[0]
                 let ref = naiveConv(x, wt, b.data, stride: stride, pad: pad)
@@ -670,6 +678,69 @@ final class KernelTests: XCTestCase {
                         XCTAssertEqual(a.map(\.bitPattern), b.map(\.bitPattern), "\(what)\(withEpilogue ? " epilogue" : "")")
                     }
                 }
+            }
+        }
+    }
+
+    /// The channel-blocked direct kernel with a stride of 2 (3x3 padded by 1, and 1x1 read in place)
+    /// against direct loops, on every ISA path (each has the kernel, though only avx512 picks it):
+    /// its weight layouts, the whole epilogue, row ranges and blocks (pairs on AVX-512), odd inputs and
+    /// widths that split into every tile size; other windows and strides are refused.
+    func testStridedChannelBlockedKernelAgainstDirectLoops() throws {
+        let cases: [(c: Int, m: Int, h: Int, w: Int, k: Int)] = [(16, 32, 32, 32, 3), (32, 64, 16, 16, 3), (7, 48, 13, 61, 3),
+                                                                 (5, 16, 3, 1, 3), (16, 32, 32, 32, 1), (16, 16, 63, 63, 1),
+                                                                 (3, 32, 9, 30, 1)]
+        try forEachISA { isa in
+            for (i, t) in cases.enumerated() {
+                let what = "\(isa.name) c\(t.c) m\(t.m) \(t.h)x\(t.w) k\(t.k)/2"
+                let pad = t.k / 2
+                let (oh, ow) = ((t.h + 2 * pad - t.k) / 2 + 1, (t.w + 2 * pad - t.k) / 2 + 1)
+                let kdim = t.c * t.k * t.k
+                let wt = randomTensor([t.m, t.c, t.k, t.k], seed: UInt64(130 + i), scale: 0.3)
+                var packed = [Float](repeating: 0, count: akn_gemm_packed_a_size(Int32(t.m), Int32(kdim)) + 64)
+                akn_gemm_pack_a(wt.data, kdim, 0, Int32(t.m), Int32(kdim), &packed)
+                var c16 = [Float](repeating: .nan, count: t.m * kdim)
+                if t.k == 3 {
+                    akn_conv3x3_c16_weights(packed, Int32(t.m), Int32(t.c), 0, 0, Int32(t.m / 16), &c16)
+                } else {
+                    akn_conv_c16_weights(packed, Int32(t.m), Int32(t.c), 1, 0, Int32(t.m / 16), &c16)
+                }
+                XCTAssertFalse(c16.contains { $0.isNaN }, "\(what): weights not all written")
+                let x = randomTensor([1, t.c, t.h, t.w], seed: UInt64(140 + i))
+                var input = x.data, (wp, plane) = (t.w, t.h * t.w)
+                if t.k == 3 {
+                    input = [Float](repeating: .nan, count: akn_scratch_size(Int32(t.c), Int32(t.h), Int32(t.w)))
+                    akn_conv3x3_pad(x.data, nil, nil, Int32(t.c), Int32(t.h), Int32(t.w), 0, Int32(t.c), &input)
+                    (wp, plane) = (t.w + 2, (t.h + 2) * (t.w + 2))
+                }
+                let scale = (0..<t.m).map { 0.5 + Float($0) / 32 }, bias = (0..<t.m).map { Float($0) / 16 - 1 }
+                let res = randomTensor([t.m, oh, ow], seed: UInt64(150 + i)).data
+                let conv = naiveConv(x, wt, nil, stride: 2, pad: pad).data
+                for withEpilogue in [false, true] {
+                    var y = [Float](repeating: .nan, count: t.m * oh * ow)
+                    let (y1, b1) = (oh / 2, t.m / 32)
+                    for (c0, c1, r0, r1) in [(0, b1, 0, oh), (b1, t.m / 16, 0, y1), (b1, t.m / 16, y1, oh)] {
+                        XCTAssertEqual(akn_conv_c16(input, Int32(t.c), Int32(wp), plane, Int32(t.k), 2, Int32(oh), Int32(ow), c16,
+                                                    Int32(c0), Int32(c1), Int32(r0), Int32(r1), withEpilogue ? scale : nil,
+                                                    withEpilogue ? bias : nil, withEpilogue ? res : nil, withEpilogue ? 1 : 0, &y), 0)
+                    }
+                    let expected = conv.indices.map { at -> Float in
+                        guard withEpilogue else { return conv[at] }
+                        let o = at / (oh * ow)
+                        return max(Float(Double(conv[at]) * Double(scale[o]) + Double(bias[o]) + Double(res[at])), 0)
+                    }
+                    let top = expected.map { abs($0) }.max()!
+                    XCTAssertGreaterThan(top, 0, what)
+                    XCTAssertFalse(y.contains { $0.isNaN }, "\(what): outputs not all written")
+                    XCTAssertLessThan(zip(y, expected).map { abs($0 - $1) }.max()! / top, 2e-6,
+                                      "\(what)\(withEpilogue ? " epilogue" : "")")
+                }
+            }
+            var y = [Float](repeating: 0, count: 16)
+            let x = [Float](repeating: 1, count: 64), w = [Float](repeating: 1, count: 16 * 25)
+            for (k, s) in [(5, 1), (1, 1), (3, 3)] {
+                XCTAssertEqual(akn_conv_c16(x, 1, 8, 64, Int32(k), Int32(s), 1, 1, w, 0, 1, 0, 1, nil, nil, nil, 0, &y), -1,
+                               "\(isa.name) k\(k)/\(s)")
             }
         }
     }

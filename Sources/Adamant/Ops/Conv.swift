@@ -138,16 +138,22 @@ final class ConvWeights: @unchecked Sendable {
     private var c16ForwardStore: [Float]?
     private var c16AdjointStore: [Float]?
 
-    /// The channel-blocked kernel's weights (akn_conv3x3_c16_weights), forward or adjoint, built on
-    /// first use and kept: small 3x3 layers only (`cachedAdjointMaxFloats`).
+    /// The channel-blocked kernel's weights (akn_conv3x3_c16_weights, akn_conv_c16_weights), forward
+    /// or (3x3 only) adjoint, built on first use and kept: small 3x3 and 1x1 layers only
+    /// (`cachedAdjointMaxFloats`).
     func c16(adjoint: Bool) -> [Float] {
         cached(adjoint ? \.c16AdjointStore : \.c16ForwardStore) {
-            let rows = adjoint ? inPerGroup : outChannels
-            var out = [Float](repeating: 0, count: rows * (adjoint ? outChannels : inPerGroup) * 9)
+            let rows = adjoint ? inPerGroup : outChannels, taps = kh * kw
+            var out = [Float](repeating: 0, count: rows * (adjoint ? outChannels : inPerGroup) * taps)
             forward.withUnsafeBufferPointer { pp in
                 out.withUnsafeMutableBufferPointer { op in
-                    akn_conv3x3_c16_weights(pp.baseAddress!, Int32(outChannels), Int32(inPerGroup), adjoint ? 1 : 0, 0,
-                                            Int32(rows / 16), op.baseAddress!)
+                    if taps == 9 {
+                        akn_conv3x3_c16_weights(pp.baseAddress!, Int32(outChannels), Int32(inPerGroup), adjoint ? 1 : 0, 0,
+                                                Int32(rows / 16), op.baseAddress!)
+                    } else {
+                        akn_conv_c16_weights(pp.baseAddress!, Int32(outChannels), Int32(inPerGroup), Int32(taps), 0,
+                                             Int32(rows / 16), op.baseAddress!)
+                    }
                 }
             }
             return out
@@ -383,6 +389,9 @@ struct Conv: Op {
                             } else if algo == .direct3x3 {
                                 try direct3x3(weights.forward, adjoint: false, channelsIn: c, channelsOut: outChannels, x: xp.baseAddress!, inMask: nil,
                                           inScale: nil, n: n, h: h, w: w, ep: ep, y: yp.baseAddress!, threads: ctx.threads, ctx)
+                            } else if usesStridedC16(h: h, w: w) {
+                                try stridedC16(x: xp.baseAddress!, n: n, c: c, h: h, w: w, oh: outShape[2], ow: outShape[3], ep: ep,
+                                               y: yp.baseAddress!, threads: ctx.threads, ctx)
                             } else if algo == .strided1x1 {
                                 let (oh, ow) = (outShape[2], outShape[3])
                                 var sub = try ctx.scratch(n * c * oh * ow)
@@ -862,7 +871,9 @@ struct Conv: Op {
         // pairs of 16-channel blocks, which it runs together: akn_conv3x3_c16).
         let blockSize = channelBlocked ? 32 : 6
         let blocks = (channelsOut + blockSize - 1) / blockSize
-        let t = (threads > 1 && channelsIn * channelsOut * h * w > 200_000) ? threads : 1
+        // (Threads from 360K multiply-adds: a CIFAR stem, 3 -> 16 channels at 32x32, and its input
+        // gradient gain from two; waking them costs well under a microsecond.)
+        let t = (threads > 1 && channelsIn * channelsOut * h * w > 40_000) ? threads : 1
         // Work units: blocks of output channels x bands of rows (bands only when there are too few
         // blocks to keep every thread busy).
         let bands = blocks >= 2 * t ? 1 : min(h, (2 * t + blocks - 1) / blocks)
@@ -910,6 +921,63 @@ struct Conv: Op {
                                                 ep.residual.map { $0 + off }, ep.relu ? 1 : 0, y + off, xp, 0, tp)
                                 }
                             }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether the forward of a stride-2 layer (3x3 padded by 1, or 1x1 unpadded: ``ConvAlgorithm/im2col``
+    /// and ``ConvAlgorithm/strided1x1``) runs the channel-blocked direct kernel (`akn_conv_c16`) instead
+    /// of a GEMM: where it is faster (akn_conv_c16_strided_preferred: a CIFAR ResNet's downsampling
+    /// layers) and the weights small enough to keep in its layout too. Its input gradient stays the
+    /// algorithm's. A function of the layer's shape only, like ``algorithm(_:_:)``.
+    func usesStridedC16(h: Int, w: Int) -> Bool {
+        guard Conv.stridedC16Enabled, group == 1, strides == (2, 2), dilations == (1, 1),
+              inPerGroup * outChannels * kh * kw <= ConvWeights.cachedAdjointMaxFloats else { return false }
+        let p = resolvedPads(h, w)
+        guard (kh == 3 && kw == 3 && p == (1, 1, 1, 1) && algorithm(h, w) == .im2col)
+                || (kh == 1 && kw == 1 && p == (0, 0, 0, 0)) else { return false }
+        let (oh, ow) = ((h + p.0 + p.2 - kh) / 2 + 1, (w + p.1 + p.3 - kw) / 2 + 1)
+        return akn_conv_c16_strided_preferred(Int32(inPerGroup), Int32(outChannels), Int32(oh), Int32(ow)) != 0
+    }
+
+    /// Cleared by tests to run those layers' forward by their GEMM (close results, not the same bits).
+    nonisolated(unsafe) static var stridedC16Enabled = true
+
+    /// The forward of a ``usesStridedC16(h:w:)`` layer, one sample at a time: units of 32 output
+    /// channels x bands of output rows over the threads, each thread padding the input rows its bands
+    /// read (3x3) into its own buffer; a 1x1 layer reads its input in place.
+    private func stridedC16(x: UnsafePointer<Float>, n: Int, c: Int, h: Int, w: Int, oh: Int, ow: Int, ep: Epilogue,
+                            y: UnsafeMutablePointer<Float>, threads: Int, _ ctx: ExecContext) throws {
+        let k = kh, padded = k == 3
+        let scratchSize = padded ? akn_scratch_size(Int32(c), Int32(h), Int32(w)) : 0
+        let blocks = (outChannels + 31) / 32
+        let t = (threads > 1 && c * outChannels * k * k * oh * ow >= 100_000) ? threads : 1
+        let bands = blocks >= 2 * t ? 1 : min(oh, (2 * t + blocks - 1) / blocks)
+        let (wp, plane) = padded ? (w + 2, (h + 2) * (w + 2)) : (w, h * w)
+        try weights.c16(adjoint: false).withUnsafeBufferPointer { wbp in
+            let wb = wbp.baseAddress!
+            for s in 0..<n {
+                let xs = x + s * c * h * w, off = s * outChannels * oh * ow
+                Parallel.forRanges(blocks * bands, threads: t) { r in
+                    withThreadScratch(slot: 4, scratchSize) { own in
+                        var padBand = -1
+                        for u in r {
+                            let (b, band) = (u % blocks, u / blocks)
+                            let (y0, y1) = (oh * band / bands, oh * (band + 1) / bands)
+                            if padded && band != padBand {
+                                // output rows [y0, y1) read padded rows [2 y0, 2 y1 + 1): input rows [2 y0, 2 y1 - 1)
+                                akn_conv3x3_pad_band(xs, nil, nil, Int32(c), Int32(h), Int32(w), Int32(2 * y0), Int32(2 * y1 - 1),
+                                                     own)
+                                padBand = band
+                            }
+                            let rc = akn_conv_c16(padded ? UnsafePointer(own) : xs, Int32(c), Int32(wp), plane, Int32(k), 2,
+                                                  Int32(oh), Int32(ow), wb, Int32(2 * b),
+                                                  Int32(min((outChannels + 15) / 16, 2 * b + 2)), Int32(y0), Int32(y1),
+                                                  ep.scale, ep.bias, ep.residual.map { $0 + off }, ep.relu ? 1 : 0, y + off)
+                            assert(rc == 0, "akn_conv_c16: no \(k)x\(k)/2 kernel")
                         }
                     }
                 }

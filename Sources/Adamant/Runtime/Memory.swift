@@ -185,6 +185,9 @@ extension Model {
                         let adjoint = akn_gemm_packed_a_size(Int32(c.inPerGroup), Int32(c.outChannels))
                         add(36 &* (packed &+ adjoint))
                     }
+                    if let s = shapes[n.inputs[0]], s.count == 4, c.usesStridedC16(h: s[2], w: s[3]) {
+                        add(c.outChannels &* c.inPerGroup &* c.kh &* c.kw)  // the channel-blocked kernel's copy
+                    }
                     if let s = shapes[n.inputs[0]], s.count == 4, c.algorithm(s[2], s[3]) == .winograd2 {
                         add(c.weights.winograd2Floats)
                     }

@@ -44,7 +44,10 @@ enum Profiler {
 func profileKey(_ op: any Op, _ inputs: [Tensor], backward: Bool) -> String {
     var key = op.type
     if let c = op as? Conv, let x = inputs.first, x.rank == 4 {
-        key += " \(c.kh)x\(c.kw)/\(c.strides.0) \(c.algorithm(x.shape[2], x.shape[3])) \(x.shape[2])x\(x.shape[3])"
+        let (h, w) = (x.shape[2], x.shape[3])
+        // (a stride-2 layer's forward may run the channel-blocked direct kernel, its gradient not)
+        let algorithm = !backward && c.usesStridedC16(h: h, w: w) ? "directC16" : "\(c.algorithm(h, w))"
+        key += " \(c.kh)x\(c.kw)/\(c.strides.0) \(algorithm) \(h)x\(w)"
     }
     return backward ? key + " (backward)" : key
 }

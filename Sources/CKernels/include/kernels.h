@@ -87,6 +87,29 @@ void akn_conv3x3_adjoint_weights(const float *packed, int cf, int mf, int b0, in
 void akn_conv3x3_c16(const float *xp, int c, int h, int w, const float *wb, int cb0, int cb1, int y0, int y1,
                      const float *scale, const float *bias, const float *res, int relu, float *y);
 
+/**
+ * The channel-blocked direct kernel for any window and stride it has (3x3 with stride 1 or 2, 1x1
+ * with stride 2; returns -1 for others): output (oy, ox) of the oh x ow output reads the k x k
+ * window at xp + s (oy wp + ox) of each of the c input planes (`plane` floats apart, rows `wp`
+ * apart), so xp is the padded input for a padded layer, the input itself for 1x1. `wb` holds
+ * akn_conv_c16_weights (k = 1) or akn_conv3x3_c16_weights (k = 3). Computes rows [y0, y1) of the
+ * blocks [cb0, cb1) of 16 output channels of y (one sample, [16 * blocks][oh][ow]), with the
+ * epilogue of akn_conv3x3_c16; every output the chain of multiply-adds over (input channel, ky, kx)
+ * in order from zero. akn_conv3x3_c16 is this kernel with k = 3, s = 1.
+ */
+int akn_conv_c16(const float *xp, int c, int wp, size_t plane, int k, int s, int oh, int ow, const float *wb, int cb0,
+                 int cb1, int y0, int y1, const float *scale, const float *bias, const float *res, int relu, float *y);
+
+/** Whether akn_conv_c16 with a stride of 2 beats im2col + GEMM for c inputs, m outputs, an oh x ow output. */
+int akn_conv_c16_strided_preferred(int c, int m, int oh, int ow);
+
+/**
+ * Blocks [b0, b1) of akn_conv_c16's forward weights, [m/16][c][taps][16], from the GEMM-packed
+ * panels of a convolution with `taps` = 9 (3x3) or 1 (1x1) taps, m outputs (a multiple of 16) and
+ * c inputs.
+ */
+void akn_conv_c16_weights(const float *packed, int m, int c, int taps, int b0, int b1, float *out);
+
 /** Whether akn_conv3x3_c16 beats akn_conv3x3 for c inputs, m outputs, h x w, on the ISA in force. */
 int akn_conv3x3_c16_preferred(int c, int m, int h, int w);
 
