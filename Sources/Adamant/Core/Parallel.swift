@@ -149,7 +149,8 @@ func withOptionalBuffer<R>(_ a: [Float]?, _ body: (UnsafePointer<Float>?) throws
 /// (`akn_thread_scratch`: kept from call to call), or a fresh one if it cannot grow.
 @inline(__always)
 func withThreadScratch<R>(slot: Int32, _ count: Int, _ body: (UnsafeMutablePointer<Float>) throws -> R) rethrows -> R {
-    if let p = akn_thread_scratch(slot, count) { return try body(p) }
+    // (at least one float: a slot never grown has no buffer, and a fresh one per call costs a malloc)
+    if let p = akn_thread_scratch(slot, max(1, count)) { return try body(p) }
     var a = [Float](unsafeUninitializedCapacity: max(1, count)) { _, k in k = max(1, count) }
     return try a.withUnsafeMutableBufferPointer { try body($0.baseAddress!) }
 }
