@@ -20,9 +20,8 @@ final class ConvWeights: @unchecked Sendable {
     private(set) var forward: [Float]
     let groupStride: Int
     private var mutex = pthread_mutex_t()
-    private var winogradStore: [Float]?
-    private var winogradAdjointStore: [Float]?
-    private var winograd2Store: [Float]?
+    /// The forms built on first use (``cached(_:_:)``), by ``Form``.
+    private var forms = [[Float]?](repeating: nil, count: Form.allCases.count)
     /// Whether the layer may run Winograd F(2x2, 3x3) (``ConvAlgorithm/winograd2``): cleared at load
     /// for the layers whose F(2x2, 3x3) matrices no longer fit in the model's budget
     /// (``Model/limitWinograd2(graph:shapes:)``), before any plan runs; such layers keep their
@@ -80,12 +79,19 @@ final class ConvWeights: @unchecked Sendable {
         return w
     }
 
-    private func cached(_ store: ReferenceWritableKeyPath<ConvWeights, [Float]?>, _ make: () -> [Float]) -> [Float] {
+    /// The weight layouts some kernels read besides the GEMM panels.
+    private enum Form: Int, CaseIterable {
+        case directAdjoint, c16Forward, c16Adjoint, winograd, winogradAdjoint, winograd2
+    }
+
+    /// Form `form`, built by `make` on first use and kept. (An array slot, not a key path: the
+    /// key-path read cost a CIFAR network at batch 1 about 1 % of its forward, once per layer.)
+    private func cached(_ form: Form, _ make: () -> [Float]) -> [Float] {
         pthread_mutex_lock(&mutex)
         defer { pthread_mutex_unlock(&mutex) }
-        if let v = self[keyPath: store] { return v }
+        if let v = forms[form.rawValue] { return v }
         let v = make()
-        self[keyPath: store] = v
+        forms[form.rawValue] = v
         return v
     }
 
@@ -93,12 +99,11 @@ final class ConvWeights: @unchecked Sendable {
     /// (`directAdjoint`): CIFAR-sized layers, whose per-call gather cost a fifth of their backward at
     /// batch 1. Larger layers gather per call (a resident copy would double their memory).
     static let cachedAdjointMaxFloats = 64 * 64 * 9
-    private var directAdjointStore: [Float]?
 
     /// The direct 3x3 kernel's adjoint panels (akn_conv3x3_adjoint_weights), built on the first
     /// input gradient and kept: small 3x3 layers only (`cachedAdjointMaxFloats`).
     var directAdjoint: [Float] {
-        cached(\.directAdjointStore) {
+        cached(.directAdjoint) {
             let (cf, mf) = (inPerGroup, outChannels)
             let blocks = (cf + 5) / 6
             var out = [Float](repeating: 0, count: blocks * mf * 54)
@@ -135,14 +140,12 @@ final class ConvWeights: @unchecked Sendable {
         return packed
     }
 
-    private var c16ForwardStore: [Float]?
-    private var c16AdjointStore: [Float]?
 
     /// The channel-blocked kernel's weights (akn_conv3x3_c16_weights, akn_conv_c16_weights), forward
     /// or (3x3 only) adjoint, built on first use and kept: small 3x3 and 1x1 layers only
     /// (`cachedAdjointMaxFloats`).
     func c16(adjoint: Bool) -> [Float] {
-        cached(adjoint ? \.c16AdjointStore : \.c16ForwardStore) {
+        cached(adjoint ? .c16Adjoint : .c16Forward) {
             let rows = adjoint ? inPerGroup : outChannels, taps = kh * kw
             var out = [Float](repeating: 0, count: rows * (adjoint ? outChannels : inPerGroup) * taps)
             forward.withUnsafeBufferPointer { pp in
@@ -171,7 +174,7 @@ final class ConvWeights: @unchecked Sendable {
     /// The 16 F(2x2, 3x3) weight matrices U_xi [M x C], packed, one after another (+ the slack a
     /// transposed read needs): the forward's, and transposed the input gradient's (winograd.h).
     var winograd2: [Float] {
-        cached(\.winograd2Store) {
+        cached(.winograd2) {
             // Straight from the GEMM panels (one group), whole panels per thread; only the slack
             // needs zeros.
             let (count, body) = (winograd2Floats, winograd2Floats - Int(AKN_GEMM_SLACK))
@@ -194,7 +197,7 @@ final class ConvWeights: @unchecked Sendable {
     }
 
     private func winogradForm(adjoint: Bool) -> [Float] {
-        cached(adjoint ? \.winogradAdjointStore : \.winogradStore) {
+        cached(adjoint ? .winogradAdjoint : .winograd) {
             let w = unpacked()
             let (rows, cols) = adjoint ? (inPerGroup, outChannels) : (outChannels, inPerGroup)
             let count = 36 * akn_gemm_packed_a_size(Int32(rows), Int32(cols))
