@@ -868,8 +868,6 @@ struct Conv: Op {
                            _ ctx: ExecContext) throws {
         let scratchSize = akn_scratch_size(Int32(channelsIn), Int32(h), Int32(w))
         let tmpSize = akn_tmp_size(Int32(h), Int32(w))
-        var scratch = try ctx.scratch(scratchSize)
-        defer { ctx.recycle(scratch) }
         // Units of output channels: 6 (the 6-channel kernel), or 32 (the channel-blocked kernel's
         // pairs of 16-channel blocks, which it runs together: akn_conv3x3_c16).
         let blockSize = channelBlocked ? 32 : 6
@@ -885,14 +883,18 @@ struct Conv: Op {
         // thread wrote as the previous layer's band (channels padded over the threads put half of
         // every plane on the other core). Units then go band-major, so a thread pads few bands.
         let ownPad = bands > 1 && t > 1
+        // (the shared padded input: not taken from the pool when each thread pads its own bands)
+        var scratch = ownPad ? [] : try ctx.scratch(scratchSize)
+        defer { if !ownPad { ctx.recycle(scratch) } }
         scratch.withUnsafeMutableBufferPointer { sp in
-            let sb = sp.baseAddress!
+            let shared = sp.baseAddress
             for s in 0..<n {
                 let xs = x + s * channelsIn * h * w, off = s * channelsOut * h * w
                 let ms = inMask.map { $0 + s * channelsIn * h * w }
                 if !ownPad {
                     // Pad once (with the mask and scale; channels over the threads), then split the
                     // units over the threads.
+                    guard let sb = shared else { return }
                     Parallel.forRanges(channelsIn, threads: t) { r in
                         akn_conv3x3_pad(xs, ms, inScale, Int32(channelsIn), Int32(h), Int32(w), Int32(r.lowerBound),
                                         Int32(r.upperBound), sb)
@@ -905,7 +907,7 @@ struct Conv: Op {
                             for u in r {
                                 let (b, band) = ownPad ? (u % blocks, u / blocks) : (u / bands, u % bands)
                                 let (y0, y1) = (Int32(h * band / bands), Int32(h * (band + 1) / bands))
-                                let xp = ownPad ? own : sb
+                                guard let xp = ownPad ? own : shared else { return }
                                 if ownPad && band != padded {
                                     akn_conv3x3_pad_band(xs, ms, inScale, Int32(channelsIn), Int32(h), Int32(w), y0, y1, own)
                                     padded = band
