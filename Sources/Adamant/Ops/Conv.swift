@@ -746,7 +746,7 @@ struct Conv: Op {
     private func addColumns(_ col: UnsafePointer<Float>, ldc: Int, geom: akn_conv_b, oh: Int, samples ns: Int,
                             rows r0: Int, _ r1: Int, into xg: UnsafeMutablePointer<Float>, xSample: Int, threads: Int) {
         let kdim = weights.kdim
-        let t = ns * kdim * ldc > 100_000 ? threads : 1
+        let t = ns * kdim * ldc > 16_384 ? threads : 1
         let units = ns * inPerGroup
         let bands = units >= 2 * t ? 1 : min(r1 - r0, (2 * t + units - 1) / units)
         var g = geom
