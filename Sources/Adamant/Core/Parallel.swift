@@ -42,6 +42,13 @@ enum Parallel {
         }
     }
 
+    /// Bands of rows to cut each of `units` work units into, so that `threads` threads get at least
+    /// two pieces each: 1 when the units alone do, else as many as that takes, at most `rows` (a band
+    /// holds a row at least). A function of its arguments only, never of which thread runs a piece.
+    static func bands(units: Int, rows: Int, threads: Int) -> Int {
+        units >= 2 * threads ? 1 : min(rows, (2 * threads + units - 1) / units)
+    }
+
     private struct Job {
         let count: Int
         let body: (Range<Int>) -> Void

@@ -748,7 +748,7 @@ struct Conv: Op {
         let kdim = weights.kdim
         let t = ns * kdim * ldc > 16_384 ? threads : 1
         let units = ns * inPerGroup
-        let bands = units >= 2 * t ? 1 : min(r1 - r0, (2 * t + units - 1) / units)
+        let bands = Parallel.bands(units: units, rows: r1 - r0, threads: t)
         var g = geom
         withUnsafePointer(to: &g) { gp in
             Parallel.forRanges(units * bands, threads: t) { r in
@@ -877,7 +877,7 @@ struct Conv: Op {
         let t = (threads > 1 && channelsIn * channelsOut * h * w > 40_000) ? threads : 1
         // Work units: blocks of output channels x bands of rows (bands only when there are too few
         // blocks to keep every thread busy).
-        let bands = blocks >= 2 * t ? 1 : min(h, (2 * t + blocks - 1) / blocks)
+        let bands = Parallel.bands(units: blocks, rows: h, threads: t)
         // With bands, each thread pads the rows its bands read into its own buffer, in the same
         // parallel region: no second barrier, and a band's input rows are mostly those the same
         // thread wrote as the previous layer's band (channels padded over the threads put half of
@@ -939,7 +939,7 @@ struct Conv: Op {
     /// layers) and the weights small enough to keep in its layout too. Its input gradient stays the
     /// algorithm's. A function of the layer's shape only, like ``algorithm(_:_:)``.
     func usesStridedC16(h: Int, w: Int) -> Bool {
-        guard Conv.stridedC16Enabled, group == 1, strides == (2, 2), dilations == (1, 1),
+        guard group == 1, strides == (2, 2), dilations == (1, 1),
               inPerGroup * outChannels * kh * kw <= ConvWeights.cachedAdjointMaxFloats else { return false }
         let p = resolvedPads(h, w)
         guard (kh == 3 && kw == 3 && p == (1, 1, 1, 1) && algorithm(h, w) == .im2col)
@@ -947,9 +947,6 @@ struct Conv: Op {
         let (oh, ow) = ((h + p.0 + p.2 - kh) / 2 + 1, (w + p.1 + p.3 - kw) / 2 + 1)
         return akn_conv_c16_strided_preferred(Int32(inPerGroup), Int32(outChannels), Int32(oh), Int32(ow)) != 0
     }
-
-    /// Cleared by tests to run those layers' forward by their GEMM (close results, not the same bits).
-    nonisolated(unsafe) static var stridedC16Enabled = true
 
     /// The forward of a ``usesStridedC16(h:w:)`` layer, one sample at a time: units of 32 output
     /// channels x bands of output rows over the threads, each thread padding the input rows its bands
@@ -960,7 +957,7 @@ struct Conv: Op {
         let scratchSize = padded ? akn_scratch_size(Int32(c), Int32(h), Int32(w)) : 0
         let blocks = (outChannels + 31) / 32
         let t = (threads > 1 && c * outChannels * k * k * oh * ow >= 100_000) ? threads : 1
-        let bands = blocks >= 2 * t ? 1 : min(oh, (2 * t + blocks - 1) / blocks)
+        let bands = Parallel.bands(units: blocks, rows: oh, threads: t)
         let (wp, plane) = padded ? (w + 2, (h + 2) * (w + 2)) : (w, h * w)
         try weights.c16(adjoint: false).withUnsafeBufferPointer { wbp in
             let wb = wbp.baseAddress!
