@@ -312,7 +312,7 @@ public func adm_context_get_limits(_ ctx: OpaquePointer?, _ out: UnsafeMutablePo
 public func adm_context_cancel(_ ctx: OpaquePointer?) -> adm_status {
     // Called from another thread than the context's: touches only the atomic flag, and does not
     // clear that thread's last error (it sets this thread's, as every call does).
-    guarded { try contextBox(ctx).cancelRequested.store(true, ordering: .sequentiallyConsistent) }
+    guarded { try contextBox(ctx).cancelRequested.store(true) }
 }
 
 @_cdecl("adm_predict")
