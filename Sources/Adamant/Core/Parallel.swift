@@ -42,6 +42,13 @@ enum Parallel {
         }
     }
 
+    /// FLOPs from which a GEMM or a ``ConvAlgorithm/phased`` layer (and its input gradient) runs on
+    /// more than one thread. Waking the pool's spinning workers costs well under a microsecond: at 2M
+    /// (the old limit) a CIFAR network's 4x4-map layers (64 channels, 1.2 MFLOP) and its stem ran on
+    /// one thread while the other waited; at 100K, cifar10_sri_resnet_a at batch 1, 2 threads, avx512
+    /// (interleaved): forward 53.4 -> 47.4 us, input gradient 148 -> 131 us; other models unchanged.
+    static let minFLOPs = 100_000
+
     /// Bands of rows to cut each of `units` work units into, so that `threads` threads get at least
     /// two pieces each: 1 when the units alone do, else as many as that takes, at most `rows` (a band
     /// holds a row at least). A function of its arguments only, never of which thread runs a piece.
@@ -61,11 +68,12 @@ enum Parallel {
 /// With `transposed`, `a` is the packed W [k x m] (with `AKN_GEMM_SLACK` floats after it) and
 /// C = epilogue(W^T . B), read straight from W's panels (`akn_gemm_transposed`).
 func gemm(m: Int, n: Int, k: Int, a: UnsafePointer<Float>, transposed: Bool = false, io: akn_gemm_cols, threads: Int) {
-    // Split when the FLOPs pay for waking the threads, or when a GEMM of a few columns (one column at a
-    // time, bound by reading A) streams at least 256 KB of A: a 3x3 layer of 128 channels on a 2x2 map
-    // (1.2 MFLOP, 590 KB of weights) took 38 µs on one thread, 24 µs on two (cifar10_sri_resnet_a).
+    // Split when the FLOPs pay for waking the threads (``Parallel/minFLOPs``), or when a GEMM of a few
+    // columns (one column at a time, bound by reading A) streams at least 256 KB of A: a 3x3 layer of
+    // 128 channels on a 2x2 map (1.2 MFLOP, 590 KB of weights) took 38 µs on one thread, 24 µs on two
+    // (cifar10_sri_resnet_a).
     let narrow = n <= Int(AKN_GEMM_NARROW)
-    let t = 2 * m * n * k < 2_000_000 && !(narrow && m * k >= 65_536) ? 1 : max(1, threads)
+    let t = 2 * m * n * k < Parallel.minFLOPs && !(narrow && m * k >= 65_536) ? 1 : max(1, threads)
     gemm(m: m, n: n, k: k, packed: a, transposed: transposed, io: io, threads: t)
 }
 

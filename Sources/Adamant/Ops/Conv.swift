@@ -347,7 +347,12 @@ struct Conv: Op {
     nonisolated(unsafe) static var phasedEnabled = true
 
     func shapes(_ inputs: [[Int]], _ env: ShapeEnv) throws -> [[Int]] {
-        let x = inputs[0]
+        [try outputShape(inputs[0], residual: inputs.count == 2 ? inputs[1] : nil)]
+    }
+
+    /// The output shape for input shape `x` (and, with a fused residual, its shape `residual`),
+    /// validating both: ``shapes(_:_:)`` without its arrays of shapes (once per layer per call).
+    private func outputShape(_ x: [Int], residual: [Int]?) throws -> [Int] {
         guard x.count == 4 else { throw fail(.shape, "Conv expects a 4-D NCHW input, got \(x)") }
         guard x[1] == inPerGroup * group else {
             throw fail(.shape, "Conv expects \(inPerGroup * group) input channels, got \(x[1])")
@@ -358,11 +363,11 @@ struct Conv: Op {
         guard oh >= 1, ow >= 1 else { throw fail(.shape, "Conv kernel \(kh)x\(kw) does not fit input \(x)") }
         let y = [x[0], outChannels, oh, ow]
         if fusedResidual {
-            guard inputs.count == 2, inputs[1] == y else {
-                throw fail(.shape, "Conv's fused residual has shape \(inputs.count == 2 ? inputs[1] : []), expected \(y)")
+            guard let residual, residual == y else {
+                throw fail(.shape, "Conv's fused residual has shape \(residual ?? []), expected \(y)")
             }
         }
-        return [y]
+        return y
     }
 
     func flops(_ inputs: [[Int]], _ outputs: [[Int]]) -> Int {
@@ -371,7 +376,7 @@ struct Conv: Op {
 
     func forward(_ inputs: [Tensor], _ ctx: ExecContext) throws -> [Tensor] {
         let x = inputs[0]
-        let outShape = try shapes(inputs.map(\.shape), ShapeEnv(declaredBatch: nil, batch: x.shape[0]))[0]
+        let outShape = try outputShape(x.shape, residual: inputs.count == 2 ? inputs[1].shape : nil)
         let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
         var y = try ctx.uninitialized(outShape)
         let residual: Tensor? = fusedResidual ? inputs[1] : nil
@@ -643,7 +648,7 @@ struct Conv: Op {
         io.c = y; io.ldc = oh * ow; io.c_sample = outChannels * oh * ow
         io.scale = ep.scale; io.bias = ep.bias; io.relu = ep.relu ? 1 : 0
         if let r = ep.residual { io.r = r; io.ldr = oh * ow; io.r_sample = outChannels * oh * ow }
-        let t = 2 * n * oh * ow * weights.kdim * outChannels < 2_000_000 ? 1 : threads
+        let t = 2 * n * oh * ow * weights.kdim * outChannels < Parallel.minFLOPs ? 1 : threads
         weights.forward.withUnsafeBufferPointer { wp in
             withUnsafePointer(to: &geom) { gp in
                 io.conv = gp
@@ -672,7 +677,7 @@ struct Conv: Op {
         let a = weights.phasedAdjoint(geom)
         let rows = Conv.phasedRows, qh = (h + strides.0 - 1) / strides.0, bands = (qh + rows - 1) / rows
         let (m, dzSample, dxSample) = (outChannels, outChannels * oh * ow, c * h * w)
-        let t = 2 * n * oh * ow * weights.kdim * outChannels < 2_000_000 ? 1 : threads
+        let t = 2 * n * oh * ow * weights.kdim * outChannels < Parallel.minFLOPs ? 1 : threads
         a.withUnsafeBufferPointer { ap in
             withUnsafePointer(to: &geom) { gp in
                 let size = akn_phased_adjoint_scratch_size(gp, Int32(c), Int32(m), Int32(rows))
