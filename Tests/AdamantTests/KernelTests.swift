@@ -245,8 +245,9 @@ final class KernelTests: XCTestCase {
             // even kernel without padding, and output channels past whole 12-row tiles
             (3, 8, 64, 64, 7, 2, 3, .phased), (4, 6, 20, 20, 5, 1, 2, .phased), (1, 16, 33, 33, 3, 2, 1, .phased),
             (2, 7, 18, 40, 4, 1, 0, .phased), (3, 70, 40, 37, 7, 2, 3, .phased),
-            // panels straddling two output rows (28- and 12-wide outputs), each row a masked run
-            (6, 8, 56, 56, 3, 2, 1, .im2col), (4, 6, 12, 12, 5, 1, 2, .im2col),
+            // panels straddling two output rows (28- and 12-wide outputs), each row a masked run, and
+            // at stride 2 up to four rows (7-, 5- and 4-wide outputs: AKN_RUNS on avx512)
+            (6, 8, 56, 56, 3, 2, 1, .im2col), (4, 6, 12, 12, 5, 1, 2, .im2col), (24, 16, 14, 14, 3, 2, 1, .im2col),
             // the channel-blocked direct kernel's shapes (on avx512), forward and input gradient
             (32, 32, 16, 16, 3, 1, 1, .direct3x3), (16, 32, 8, 8, 3, 1, 1, .direct3x3),
             // its stride-2 forms (on avx512: usesStridedC16), a CIFAR ResNet's downsampling layers (and
