@@ -92,8 +92,8 @@ final class ContextBox {
         session = Session(model: m.model)
         // Predict and gradient passes (and every attack step's) stop between two ops when cancelled.
         // The closure holds the flag, not the box: a weak reference to the box gave it a side table,
-        // which made every retain and release of it, and each check, go the slow way (a small model at
-        // batch 1 spent about 4 % of its time there).
+        // which made every retain and release of it, and each check, go the slow way (with the
+        // executor's cast once per node, a chain of 100 ReLUs at batch 1: 31.3 -> 22.2 us).
         let flag = cancelRequested
         session.shouldCancel = { flag.isSet }
     }

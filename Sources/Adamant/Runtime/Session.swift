@@ -89,14 +89,25 @@ public final class Session {
         }
     }
 
+    /// x = (x - mean[c]) / std[c] in place (the model's preprocessing, when it has one): per plane,
+    /// the subtraction then the division, vectorized (akn_scalar_op: the same two IEEE operations per
+    /// element as a plain loop), planes over the threads for a large batch. (An element-by-element
+    /// Swift loop cost cifar10_sri_resnet_a about 0.3 ms of a 2.6 ms forward at batch 128.)
     func normalize(_ t: inout Tensor) {
         guard let mean = model.preprocessing.mean, let std = model.preprocessing.std else { return }
         let c = model.inputShape[0], hw = model.inputShape[1] * model.inputShape[2]
-        for n in 0..<t.shape[0] {
-            for ch in 0..<c {
-                let base = (n * c + ch) * hw
-                let (m, s) = (mean[ch], std[ch])
-                for i in 0..<hw { t.data[base + i] = (t.data[base + i] - m) / s }
+        // (t is [batch] + inputShape, and the preprocessing has one mean and std per channel: both
+        // checked before any call gets here)
+        assert(c > 0 && hw > 0 && mean.count == c && std.count == c && t.count % (c * hw) == 0)
+        let planes = t.count / hw
+        t.data.withUnsafeMutableBufferPointer { p in
+            guard let base = p.baseAddress else { return }
+            Parallel.forRanges(planes, threads: planes * hw >= 1 << 16 ? Parallel.threads : 1) { r in
+                for q in r {
+                    let plane = base + q * hw
+                    akn_scalar_op(plane, mean[q % c], plane, hw, 1)  // x - mean
+                    akn_scalar_op(plane, std[q % c], plane, hw, 3)   // x / std
+                }
             }
         }
     }
