@@ -35,22 +35,14 @@
     {                                                                                              \
         if ((sw) == 1) {                                                                           \
             __m512 v_ = _mm512_maskz_loadu_ps((__mmask16)(tm)[0], (src) + (tb)[0]);               \
-            if ((nr) == 2)                                                                         \
-                v_ = _mm512_mask_loadu_ps(v_, (__mmask16)(tm)[1], (src) + (tb)[1]);                \
-            else                                                                                   \
-                for (int r_ = 1; r_ < (nr); r_++) v_ = _mm512_mask_loadu_ps(v_, (__mmask16)(tm)[r_], (src) + (tb)[r_]); \
+            for (int r_ = 1; r_ < (nr); r_++) v_ = _mm512_mask_loadu_ps(v_, (__mmask16)(tm)[r_], (src) + (tb)[r_]); \
             _mm512_storeu_ps((d), v_);                                                             \
         } else {                                                                                   \
             __m512 lo_ = _mm512_maskz_loadu_ps((__mmask16)(tm)[0], (src) + (tb)[0]);              \
             __m512 hi_ = _mm512_maskz_loadu_ps((__mmask16)((tm)[0] >> 16), (src) + (tb)[0] + 16);  \
-            if ((nr) == 2) {                                                                       \
-                lo_ = _mm512_mask_loadu_ps(lo_, (__mmask16)(tm)[1], (src) + (tb)[1]);              \
-                hi_ = _mm512_mask_loadu_ps(hi_, (__mmask16)((tm)[1] >> 16), (src) + (tb)[1] + 16); \
-            } else {                                                                               \
-                for (int r_ = 1; r_ < (nr); r_++) {                                                \
-                    lo_ = _mm512_mask_loadu_ps(lo_, (__mmask16)(tm)[r_], (src) + (tb)[r_]);        \
-                    hi_ = _mm512_mask_loadu_ps(hi_, (__mmask16)((tm)[r_] >> 16), (src) + (tb)[r_] + 16); \
-                }                                                                                  \
+            for (int r_ = 1; r_ < (nr); r_++) {                                                    \
+                lo_ = _mm512_mask_loadu_ps(lo_, (__mmask16)(tm)[r_], (src) + (tb)[r_]);            \
+                hi_ = _mm512_mask_loadu_ps(hi_, (__mmask16)((tm)[r_] >> 16), (src) + (tb)[r_] + 16); \
             }                                                                                      \
             __m512i ix_ = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0); \
             _mm512_storeu_ps((d), _mm512_permutex2var_ps(lo_, ix_, hi_));                          \

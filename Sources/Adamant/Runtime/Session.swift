@@ -92,7 +92,8 @@ public final class Session {
     /// x = (x - mean[c]) / std[c] in place (the model's preprocessing, when it has one): per plane,
     /// the subtraction then the division, vectorized (akn_scalar_op: the same two IEEE operations per
     /// element as a plain loop), planes over the threads for a large batch. (An element-by-element
-    /// Swift loop cost cifar10_sri_resnet_a about 0.3 ms of a 2.6 ms forward at batch 128.)
+    /// Swift loop before: cifar10_sri_resnet_a with its mean and std, batch 128, from Python,
+    /// 2656-2711 -> 2578-2655 us a call.)
     func normalize(_ t: inout Tensor) {
         guard let mean = model.preprocessing.mean, let std = model.preprocessing.std else { return }
         let c = model.inputShape[0], hw = model.inputShape[1] * model.inputShape[2]
