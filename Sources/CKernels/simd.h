@@ -5,6 +5,7 @@
 #ifndef ADAMANT_SIMD_H
 #define ADAMANT_SIMD_H
 
+typedef float akn_v4 __attribute__((vector_size(16), aligned(4)));
 typedef float akn_v8 __attribute__((vector_size(32), aligned(4)));
 typedef int akn_vi8 __attribute__((vector_size(32), aligned(4)));
 typedef float akn_v16 __attribute__((vector_size(64), aligned(4)));
