@@ -938,16 +938,20 @@ struct Conv: Op {
         }
     }
 
-    /// Whether the forward of a stride-2 layer (3x3 padded by 1, or 1x1 unpadded: ``ConvAlgorithm/im2col``
-    /// and ``ConvAlgorithm/strided1x1``) runs the channel-blocked direct kernel (`akn_conv_c16`) instead
-    /// of a GEMM: where it is faster (akn_conv_c16_strided_preferred: a CIFAR ResNet's downsampling
-    /// layers) and the weights small enough to keep in its layout too. Its input gradient stays the
+    /// Whether the forward of a stride-2 layer (3x3 padded by 1, or 1x1 unpadded: ``ConvAlgorithm/im2col``,
+    /// ``ConvAlgorithm/phased`` and ``ConvAlgorithm/strided1x1``) runs the channel-blocked direct kernel
+    /// (`akn_conv_c16`) instead of a GEMM: where it is faster (akn_conv_c16_strided_preferred: a CIFAR
+    /// ResNet's downsampling layers; on avx2 also a stem of at most 4 input channels that would run
+    /// phased) and the weights small enough to keep in its layout too. Its input gradient stays the
     /// algorithm's. A function of the layer's shape only, like ``algorithm(_:_:)``.
     func usesStridedC16(h: Int, w: Int) -> Bool {
         guard group == 1, strides == (2, 2), dilations == (1, 1),
               inPerGroup * outChannels * kh * kw <= ConvWeights.cachedAdjointMaxFloats else { return false }
         let p = resolvedPads(h, w)
-        guard (kh == 3 && kw == 3 && p == (1, 1, 1, 1) && algorithm(h, w) == .im2col)
+        // (A phased stem, on avx2 only, where it was measured: cifar10_sri_resnet_a's 3 -> 16 channels at
+        // batch 128, one thread, 226 -> 134 us a call.)
+        let algo = algorithm(h, w)
+        guard (kh == 3 && kw == 3 && p == (1, 1, 1, 1) && (algo == .im2col || (algo == .phased && Backend.isa == .avx2)))
                 || (kh == 1 && kw == 1 && p == (0, 0, 0, 0)) else { return false }
         let (oh, ow) = ((h + p.0 + p.2 - kh) / 2 + 1, (w + p.1 + p.3 - kw) / 2 + 1)
         return akn_conv_c16_strided_preferred(Int32(inPerGroup), Int32(outChannels), Int32(oh), Int32(ow)) != 0
