@@ -80,6 +80,8 @@ final class KernelTests: XCTestCase {
                      (100, 49, 70, 49), (61, 98, 30, 49),
                      // three- and four-column tails (a 14x14 map's 196 = 12 x 16 + 4)
                      (50, 196, 40, 196), (100, 52, 70, 52), (61, 35, 20, 35),
+                     // five- to eight-column tails, in half tiles (a 7x7 map at batch 8: 392 = 24 x 16 + 8)
+                     (61, 56, 30, 56), (100, 392, 70, 49), (25, 21, 33, 7),
                      // at most 4 columns: one at a time, rows in the lanes (a dense layer at batch 1, a 2x2 map)
                      (100, 1, 1024, 1), (53, 4, 9, 4), (13, 3, 17, 1), (49, 36, 5, 2),
                      // two to four columns over several groups of rows and a partial last one, k = 1
