@@ -121,3 +121,29 @@ void abk_parallel(int parts, abk_task_fn fn, void *ctx) {
     }
     pthread_mutex_unlock(&g_submit);
 }
+
+/// abk_parallel_units' job: its parts, claimed in order by the threads of one abk_parallel job.
+typedef struct {
+    _Atomic int next;
+    int parts;
+    abk_task_fn fn;
+    void *ctx;
+} units_job;
+
+static void run_units(void *ctx, int part, int parts) {
+    (void)part;
+    (void)parts;
+    units_job *j = ctx;
+    for (int u; (u = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed)) < j->parts;) j->fn(j->ctx, u, j->parts);
+}
+
+void abk_parallel_units(int threads, int parts, abk_task_fn fn, void *ctx) {
+    if (parts <= 0) return;
+    if (threads > parts) threads = parts;
+    if (threads <= 1) {
+        for (int i = 0; i < parts; i++) fn(ctx, i, parts);
+        return;
+    }
+    units_job j = {0, parts, fn, ctx};
+    abk_parallel(threads, run_units, &j);
+}

@@ -56,6 +56,24 @@ final class BackendTests: XCTestCase {
         XCTAssertNil(InstructionSet(name: "sse9"))
     }
 
+    /// abk_parallel_units runs every part exactly once, with its index and the part count, whatever
+    /// the threads (more or fewer than the parts) and from inside another job (serially).
+    func testParallelUnitsRunsEveryPartOnce() {
+        for threads in [1, 2, 3, 8] {
+            for parts in [0, 1, 2, 5, 64, 300] {
+                var counts = [Int32](repeating: 0, count: parts + 1)
+                counts[parts] = Int32(parts)  // the part count each part saw must equal this
+                counts.withUnsafeMutableBufferPointer { cp in
+                    abk_parallel_units(Int32(threads), Int32(parts), { ctx, part, parts in
+                        let c = ctx!.assumingMemoryBound(to: Int32.self)
+                        if parts == c[Int(parts)] { c[Int(part)] += 1 }
+                    }, cp.baseAddress)
+                }
+                XCTAssertEqual(Array(counts[0..<parts]), [Int32](repeating: 1, count: parts), "\(threads) threads, \(parts) parts")
+            }
+        }
+    }
+
     /// Logits and input gradients of every sample, bit for bit, whatever the thread count (1, 2, 3,
     /// 8), the batch size and the batch-mates — on every instruction-set path this machine has.
     func testResultsDoNotDependOnThreadsBatchOrBatchMates() throws {

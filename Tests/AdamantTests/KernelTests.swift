@@ -68,6 +68,49 @@ final class KernelTests: XCTestCase {
         return c
     }
 
+    /// Layers long enough to run their loops in several ranges per thread (Parallel.split): forward
+    /// and input gradient (fused BN scale, residual and ReLU) bit for bit the same for every number
+    /// of ranges and on one thread -- on every instruction-set path. The shapes: a 1x1 layer (GEMM,
+    /// B packed once and shared), an F(4x4) and an F(2x2) Winograd layer, a phased stem and a
+    /// 3x3/2 im2col layer (col2im).
+    func testRangesPerThreadNeverChangeAResult() throws {
+        let cases: [(Int, Int, Int, Int, Int, Int, ConvAlgorithm)] = [
+            (256, 256, 14, 14, 1, 1, .pointwise), (64, 64, 28, 28, 3, 1, .winograd), (128, 128, 14, 14, 3, 1, .winograd2),
+            (3, 64, 64, 64, 7, 2, .phased), (64, 128, 28, 28, 3, 2, .im2col),
+        ]
+        let before = Parallel.split
+        defer { Parallel.split = before }
+        try forEachISA { isa in
+            for (i, (c, m, h, w, k, stride, expected)) in cases.enumerated() {
+                let what = "\(isa.name) \(expected) c\(c) m\(m) \(h)x\(w) k\(k)/\(stride)"
+                let pad = k / 2
+                let x = randomTensor([1, c, h, w], seed: UInt64(150 + i))
+                let attrs: [String: Attribute] = ["pads": .ints([pad, pad, pad, pad]), "strides": .ints([stride, stride])]
+                var conv = try Conv(rawNode("Conv", attrs), weight: raw(randomTensor([m, c, k, k], seed: UInt64(160 + i), scale: 0.1)),
+                                    bias: raw(randomTensor([m], seed: UInt64(170 + i))))
+                XCTAssertEqual(conv.algorithm(h, w), expected, what)
+                conv.scale = randomTensor([m], seed: 180).data.map { $0 + 1.5 }
+                conv.fusedResidual = true
+                conv.fusedRelu = true
+                let (oh, ow) = ((h + 2 * pad - k) / stride + 1, (w + 2 * pad - k) / stride + 1)
+                let r = randomTensor([1, m, oh, ow], seed: 181), g = randomTensor([1, m, oh, ow], seed: 182)
+                func run(threads: Int, split: Int) throws -> ([Float], [Float]) {
+                    Parallel.split = split
+                    let cx = ExecContext(bn: [], declaredBatch: nil, batch: 1, threads: threads)
+                    let y = try conv.forward([x, r], cx)[0]
+                    return (y.data, try conv.backward([x, r], [y], [g], needs: [true, false], cx)[0]!.data)
+                }
+                let (y1, dx1) = try run(threads: 1, split: 1)
+                XCTAssertGreaterThan(dx1.map { abs($0) }.max()!, 0, what)
+                for split in [1, 2, 4, 7] {
+                    let (y, dx) = try run(threads: 2, split: split)
+                    XCTAssertTrue(y == y1, "\(what): forward with \(split) ranges a thread differs")
+                    XCTAssertTrue(dx == dx1, "\(what): input gradient with \(split) ranges a thread differs")
+                }
+            }
+        }
+    }
+
     func testGEMMMatchesReferenceAndNeverDependsOnTheSplit() throws {
         // (m, n, k, per): edges of the 6/12-row and 16/32-column tiles, samples narrower than a
         // panel, k = 0 and 1, a wide one, and narrow ones (split: a last block of 4 columns).

@@ -1,5 +1,6 @@
 import CBackend
 import CKernels
+import Glibc
 
 /// adamant's own parallelism: work is split into at most ``threads`` chunks run concurrently.
 /// OpenBLAS is kept single-threaded (see `CBackend`), so nothing is oversubscribed.
@@ -10,24 +11,46 @@ enum Parallel {
     /// Splits `0..<count` into at most `threads` contiguous ranges and runs `body` on each, on
     /// adamant's persistent worker threads (`abk_parallel`). The ranges depend only on `count` and
     /// the number of parts, and no result may depend on which thread runs a range.
-    static func forRanges(_ count: Int, threads: Int, _ body: (Range<Int>) -> Void) {
+    ///
+    /// With `split` above 1 (work whose ranges are independent units, each with output of its own),
+    /// `0..<count` goes to up to `split` ranges per thread, which the threads take in order as each
+    /// finishes its last (`abk_parallel_units`): on a host whose other processes slow one thread
+    /// down, the others take over its share instead of waiting for it at the end of every layer.
+    static func forRanges(_ count: Int, threads: Int, split: Int = 1, _ body: (Range<Int>) -> Void) {
         let t = max(1, min(threads, count))
         if t == 1 {
             if count > 0 { body(0..<count) }
             return
         }
+        let parts = split > 1 ? min(count, t * split) : t
         withoutActuallyEscaping(body) { body in
             var job = Job(count: count, body: body)
             withUnsafeMutablePointer(to: &job) { jp in
-                abk_parallel(Int32(t), { ctx, part, parts in
+                let run: abk_task_fn = { ctx, part, parts in
                     let job = ctx!.assumingMemoryBound(to: Job.self)
                     let (count, k, t) = (job.pointee.count, Int(part), Int(parts))
                     let lo = count * k / t, hi = count * (k + 1) / t
                     if hi > lo { job.pointee.body(lo..<hi) }
-                }, jp)
+                }
+                if parts > t { abk_parallel_units(Int32(t), Int32(parts), run, jp) } else { abk_parallel(Int32(t), run, jp) }
             }
         }
     }
+
+    /// Ranges per thread for ``forRanges(_:threads:split:_:)`` in the long parallel loops of the GEMMs,
+    /// Winograd, the phased kernel and col2im (`ADAMANT_SPLIT`, 1 to 64, sets it at start: 1 = one
+    /// range per thread, as before). AMD EPYC family 25 model 1 (Zen 3), avx2, 2 threads, against
+    /// ONNX Runtime in the same rounds: ResNet-50 batch 1, 1.05 -> 0.98x; batch 8, 1.09 -> 1.01x; with
+    /// a process busy half of each 10 ms on the machine, 1.00 -> 0.89x.
+    nonisolated(unsafe) static var split: Int = {
+        if let v = getenv("ADAMANT_SPLIT"), let n = Int(String(cString: v)), (1...64).contains(n) { return n }
+        return 4
+    }()
+
+    /// The ``split`` for a loop of `flops` floating-point operations: several ranges per thread from
+    /// 8 MFLOP (about 50 µs a thread), where a thread slowed by the host would hold the others up
+    /// for longer than the extra claims cost; one below (a CIFAR layer at batch 1).
+    static func split(flops: Int) -> Int { flops >= 8_000_000 ? split : 1 }
 
     /// Splits `0..<count` elements of a memory-bound pass into slices of at least 64K elements (one
     /// per thread at most) and runs `body` on each; elementwise work only (no result depends on it).
@@ -93,6 +116,7 @@ private func gemm(m: Int, n: Int, k: Int, packed a: UnsafePointer<Float>, transp
     let rowBlocks = columnsOnly ? 1 : m >= 48 * t ? t
         : (chunks >= 2 * t ? 1 : max(1, min((m + 11) / 12, (2 * t + chunks - 1) / chunks)))
     let rowsPer = rowsPerBlock(m, blocks: rowBlocks)
+    let split = Parallel.split(flops: 2 * m * n * k)
     let colUnits = rowBlocks >= t ? 1 : chunks
     let colsPer = ((chunks + colUnits - 1) / colUnits) * chunk
     let units = colUnits * rowBlocks
@@ -118,11 +142,14 @@ private func gemm(m: Int, n: Int, k: Int, packed a: UnsafePointer<Float>, transp
                         akn_gemm_pack_b(iop, kk, nn, Int32(r.lowerBound * chunk), Int32(min(n, r.upperBound * chunk)), pb)
                     }
                 }
-                Parallel.forRanges(rowBlocks, threads: t) { r in
+                // Rows in up to Parallel.split blocks per thread, taken as the threads come free.
+                let fine = max(1, min((m + 5) / 6, t * split))
+                let finePer = rowsPerBlock(m, blocks: fine)
+                Parallel.forRanges(fine, threads: t, split: split) { r in
                     withThreadScratch(slot: 3, 12 * 32 + 16) { tile in
-                        for rb in r where rb * rowsPer < m {
-                            akn_gemm_prepacked(mm, nn, kk, a, transposed ? 1 : 0, pb, iop, Int32(rb * rowsPer),
-                                               Int32(min(m, rb * rowsPer + rowsPer)), 0, nn, tile)
+                        for rb in r where rb * finePer < m {
+                            akn_gemm_prepacked(mm, nn, kk, a, transposed ? 1 : 0, pb, iop, Int32(rb * finePer),
+                                               Int32(min(m, rb * finePer + finePer)), 0, nn, tile)
                         }
                     }
                 }
@@ -131,7 +158,7 @@ private func gemm(m: Int, n: Int, k: Int, packed a: UnsafePointer<Float>, transp
         return
     }
     withUnsafePointer(to: &io) { iop in
-        Parallel.forRanges(units, threads: t) { r in
+        Parallel.forRanges(units, threads: t, split: split) { r in
             withThreadScratch(slot: 0, scratchSize) { sp in
                 for u in r {
                     let (ci, rb) = (u / rowBlocks, u % rowBlocks)

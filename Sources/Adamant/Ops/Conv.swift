@@ -648,13 +648,14 @@ struct Conv: Op {
         io.c = y; io.ldc = oh * ow; io.c_sample = outChannels * oh * ow
         io.scale = ep.scale; io.bias = ep.bias; io.relu = ep.relu ? 1 : 0
         if let r = ep.residual { io.r = r; io.ldr = oh * ow; io.r_sample = outChannels * oh * ow }
-        let t = 2 * n * oh * ow * weights.kdim * outChannels < Parallel.minFLOPs ? 1 : threads
+        let flops = 2 * n * oh * ow * weights.kdim * outChannels
+        let t = flops < Parallel.minFLOPs ? 1 : threads
         weights.forward.withUnsafeBufferPointer { wp in
             withUnsafePointer(to: &geom) { gp in
                 io.conv = gp
                 let size = akn_conv_phased_scratch_size(gp, Int32(c), Int32(rows))
                 withUnsafePointer(to: &io) { iop in
-                    Parallel.forRanges(n * bands, threads: t) { r in
+                    Parallel.forRanges(n * bands, threads: t, split: Parallel.split(flops: flops)) { r in
                         withThreadScratch(slot: 1, size) { sp in
                             for u in r {
                                 let (s, b) = (u / bands, u % bands)
@@ -677,11 +678,12 @@ struct Conv: Op {
         let a = weights.phasedAdjoint(geom)
         let rows = Conv.phasedRows, qh = (h + strides.0 - 1) / strides.0, bands = (qh + rows - 1) / rows
         let (m, dzSample, dxSample) = (outChannels, outChannels * oh * ow, c * h * w)
-        let t = 2 * n * oh * ow * weights.kdim * outChannels < Parallel.minFLOPs ? 1 : threads
+        let flops = 2 * n * oh * ow * weights.kdim * outChannels
+        let t = flops < Parallel.minFLOPs ? 1 : threads
         a.withUnsafeBufferPointer { ap in
             withUnsafePointer(to: &geom) { gp in
                 let size = akn_phased_adjoint_scratch_size(gp, Int32(c), Int32(m), Int32(rows))
-                Parallel.forRanges(n * bands, threads: t) { r in
+                Parallel.forRanges(n * bands, threads: t, split: Parallel.split(flops: flops)) { r in
                     withThreadScratch(slot: 1, size) { sp in
                         for u in r {
                             let (s, b) = (u / bands, u % bands)
@@ -756,7 +758,7 @@ struct Conv: Op {
         let bands = Parallel.bands(units: units, rows: r1 - r0, threads: t)
         var g = geom
         withUnsafePointer(to: &g) { gp in
-            Parallel.forRanges(units * bands, threads: t) { r in
+            Parallel.forRanges(units * bands, threads: t, split: Parallel.split(flops: 8 * ns * kdim * ldc)) { r in
                 akn_col2im(col, ldc, kdim * ldc, gp, Int32(oh), Int32(inPerGroup), Int32(bands), Int32(r0), Int32(r1),
                            r.lowerBound, r.upperBound, xg, xSample)
             }
@@ -1044,8 +1046,9 @@ struct Conv: Op {
                     while s0 < n {
                         let ns = min(piece, n - s0)
                         let cols_ = ns * tiles
+                        let split = Parallel.split(flops: 2 * xis * rows * cols * cols_)
                         // 1. input transform, over (sample, channel)
-                        Parallel.forRanges(ns * cols, threads: threads) { r in
+                        Parallel.forRanges(ns * cols, threads: threads, split: split) { r in
                             var u = r.lowerBound
                             while u < r.upperBound {
                                 let s = u / cols, c0 = u % cols, c1 = min(cols, c0 + (r.upperBound - u))
@@ -1057,7 +1060,7 @@ struct Conv: Op {
                         }
                         // 2. the GEMMs, one per xi
                         let gemmThreads = 2 * rows * cols * cols_ < 1_000_000 ? 1 : threads
-                        Parallel.forRanges(xis, threads: gemmThreads) { r in
+                        Parallel.forRanges(xis, threads: gemmThreads, split: split) { r in
                             withThreadScratch(slot: 0, akn_gemm_scratch_size(Int32(cols), Int32(cols_))) { sp in
                                 for xi in r {
                                     var io = akn_gemm_cols()
@@ -1078,7 +1081,7 @@ struct Conv: Op {
                             }
                         }
                         // 3. output transform + epilogue, over (sample, channel)
-                        Parallel.forRanges(ns * rows, threads: threads) { r in
+                        Parallel.forRanges(ns * rows, threads: threads, split: split) { r in
                             var u = r.lowerBound
                             while u < r.upperBound {
                                 let s = u / rows, m0 = u % rows, m1 = min(rows, m0 + (r.upperBound - u))

@@ -76,6 +76,13 @@ typedef void (*abk_task_fn)(void *ctx, int part, int parts);
 void abk_parallel(int parts, abk_task_fn fn, void *ctx);
 
 /**
+ * Runs fn(ctx, i, parts) for i in [0, parts) on up to `threads` threads (the caller and
+ * threads - 1 workers), each taking the next unclaimed part until none is left: a thread the host
+ * slows down (another process on its core) takes fewer parts instead of holding the others up.
+ */
+void abk_parallel_units(int threads, int parts, abk_task_fn fn, void *ctx);
+
+/**
  * Whether malloc can hand out `bytes` now (the block is freed at once): a probe before an
  * allocation whose failure would otherwise abort (Swift arrays trap when the heap refuses).
  */
