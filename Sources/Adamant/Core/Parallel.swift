@@ -130,7 +130,8 @@ private func gemm(m: Int, n: Int, k: Int, packed a: UnsafePointer<Float>, transp
             withThreadScratch(slot: 2, akn_gemm_packed_b_size(kk, nn)) { pb in
                 if plain {
                     // Split by rows of B as the previous layer split its rows of C (a layer's output
-                    // is the next one's B): each thread packs from its own cache.
+                    // is the next one's B) when it ran one range per thread: each thread packs from its
+                    // own cache. (After a GEMM cut finer, below, a thread's rows are wherever it ran.)
                     let kPer = rowsPerBlock(k, blocks: t)
                     Parallel.forRanges(t, threads: t) { r in
                         for part in r where part * kPer < k {
