@@ -143,9 +143,10 @@ private func gemm(m: Int, n: Int, k: Int, packed a: UnsafePointer<Float>, transp
                         akn_gemm_pack_b(iop, kk, nn, Int32(r.lowerBound * chunk), Int32(min(n, r.upperBound * chunk)), pb)
                     }
                 }
-                // Rows in up to Parallel.split blocks per thread, taken as the threads come free.
-                let fine = max(1, min((m + 5) / 6, t * split))
-                let finePer = rowsPerBlock(m, blocks: fine)
+                // Rows in up to `split` blocks per thread, taken as the threads come free (with one,
+                // the rowBlocks chosen above).
+                let fine = split > 1 ? max(rowBlocks, min((m + 5) / 6, t * split)) : rowBlocks
+                let finePer = split > 1 ? rowsPerBlock(m, blocks: fine) : rowsPer
                 Parallel.forRanges(fine, threads: t, split: split) { r in
                     withThreadScratch(slot: 3, 12 * 32 + 16) { tile in
                         for rb in r where rb * finePer < m {
