@@ -28,8 +28,10 @@ final class WorkerPool: @unchecked Sendable {
 
     enum Job {
         case predict(PredictJob)
-        /// Any other work on a session (attacks); the closure reports its own result.
-        case task((Session) -> Void)
+        /// Any other work on a session (attacks). The closure does the work and returns the call
+        /// that reports its result, which the worker makes only after it has counted the job as no
+        /// longer running (so a client that sees the answer never sees its job in the gauges).
+        case task((Session) -> () -> Void)
     }
 
     let model: Model
@@ -98,7 +100,10 @@ final class WorkerPool: @unchecked Sendable {
     func run<T>(_ body: @escaping (Session) throws -> T) async throws -> T {
         try await withCheckedThrowingContinuation { cont in
             do {
-                try submit(.task { session in cont.resume(with: Result { try body(session) }) })
+                try submit(.task { session in
+                    let result = Result { try body(session) }
+                    return { cont.resume(with: result) }
+                })
             } catch { cont.resume(throwing: error) }
         }
     }
@@ -153,8 +158,9 @@ final class WorkerPool: @unchecked Sendable {
     private func workerLoop() {
         let session = Session(model: model)
         while let jobs = next() {
-            execute(jobs, session)
+            let report = execute(jobs, session)
             cond.lock(); running -= 1; publish(); cond.unlock()
+            report()
         }
         cond.lock()
         exited += 1
@@ -162,20 +168,22 @@ final class WorkerPool: @unchecked Sendable {
         cond.unlock()
     }
 
-    private func execute(_ jobs: [Job], _ session: Session) {
+    /// Runs `jobs` and returns the call that hands their results to the waiting requests.
+    private func execute(_ jobs: [Job], _ session: Session) -> () -> Void {
         if jobs.count == 1, case .task(let body) = jobs[0] {
-            body(session)
-            return
+            return body(session)
         }
         var items: [PredictJob] = []
         for j in jobs { if case .predict(let p) = j { items.append(p) } }
+        var results: [(PredictJob, Result<(logits: [Float], batch: Int), Error>)] = []
+        let report = { for (p, r) in results { p.done(r) } }
         // Jobs whose client has gone are dropped before any work.
         var live: [PredictJob] = []
         for p in items {
-            if p.isCancelled() { p.done(.failure(AdamantError(.cancelled, "the client closed the connection before the request ran"))) }
+            if p.isCancelled() { results.append((p, .failure(AdamantError(.cancelled, "the client closed the connection before the request ran")))) }
             else { live.append(p) }
         }
-        guard !live.isEmpty else { return }
+        guard !live.isEmpty else { return report }
         let total = live.reduce(0) { $0 + $1.count }
         onBatch?(total)
         let k = model.numClasses
@@ -184,8 +192,8 @@ final class WorkerPool: @unchecked Sendable {
                 let p = live[0]
                 session.shouldCancel = p.isCancelled
                 defer { session.shouldCancel = nil }
-                p.done(.success((try session.predict(p.pixels, batch: p.count, domain: p.domain), total)))
-                return
+                results.append((p, .success((try session.predict(p.pixels, batch: p.count, domain: p.domain), total))))
+                return report
             }
             var x: [Float] = []
             x.reserveCapacity(live.reduce(0) { $0 + $1.pixels.count })
@@ -193,11 +201,12 @@ final class WorkerPool: @unchecked Sendable {
             let logits = try session.predict(x, batch: total, domain: live[0].domain)
             var row = 0
             for p in live {
-                p.done(.success((Array(logits[(row * k)..<((row + p.count) * k)]), total)))
+                results.append((p, .success((Array(logits[(row * k)..<((row + p.count) * k)]), total))))
                 row += p.count
             }
         } catch {
-            for p in live { p.done(.failure(error)) }
+            for p in live { results.append((p, .failure(error))) }
         }
+        return report
     }
 }
