@@ -264,11 +264,18 @@ void akn_gemm_pack_b(const akn_gemm_cols *io, int k, int n, int j0, int j1, floa
 
 void akn_gemm_pack_b_rows(const akn_gemm_cols *io, int k, int n, int p0, int p1, float *out) {
     if (p1 > k) p1 = k;
-    if (io->conv || p0 >= p1) return;
+    if (p0 >= p1) return;
     // Rows [p0, p1) of B are a B of p1 - p0 rows from row p0 on: each 16-column panel packed by
-    // itself into its rows of the whole panel ([k][16]).
+    // itself into its rows of the whole panel ([k][16]). An implicit im2col's rows from p0 are
+    // those of the input from channel p0 / taps on.
     akn_gemm_cols sub = *io;
-    sub.b = io->b + (size_t)p0 * io->ldb;
+    if (io->conv) {
+        int taps = io->conv->kh * io->conv->kw;
+        if (taps <= 0 || p0 % taps || p1 % taps) return;  // (whole channels only)
+        sub.b = io->b + (size_t)(p0 / taps) * io->ldb;
+    } else {
+        sub.b = io->b + (size_t)p0 * io->ldb;
+    }
     if (io->bmask) sub.bmask = io->bmask + (size_t)p0 * io->ldb;
     if (io->bscale) sub.bscale = io->bscale + p0;
     pack_fn pack = g_tiles[abk_isa()].pack;

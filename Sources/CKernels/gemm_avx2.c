@@ -13,5 +13,12 @@
         __m256 m_ = _mm256_castsi256_ps(_mm256_cmpgt_epi32(i_, _mm256_set1_epi32(-1)));            \
         _mm256_storeu_ps((d) + h_, _mm256_mask_i32gather_ps(_mm256_setzero_ps(), (src), i_, m_, 4)); \
     }
+// The same for 8 (AKN_GATHER8: lanes 8-15 of the panel are all padding or past n): one masked gather.
+#define AKN_GATHER8(d, src, idx)                                                                   \
+    {                                                                                              \
+        __m256i i_ = _mm256_loadu_si256((const __m256i *)(idx));                                   \
+        __m256 m_ = _mm256_castsi256_ps(_mm256_cmpgt_epi32(i_, _mm256_set1_epi32(-1)));            \
+        _mm256_storeu_ps((d), _mm256_mask_i32gather_ps(_mm256_setzero_ps(), (src), i_, m_, 4));    \
+    }
 #include "gemm_tile.inc"
 #pragma clang attribute pop

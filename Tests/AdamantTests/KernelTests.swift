@@ -77,6 +77,9 @@ final class KernelTests: XCTestCase {
         let cases: [(Int, Int, Int, Int, Int, Int, ConvAlgorithm)] = [
             (256, 256, 14, 14, 1, 1, .pointwise), (64, 64, 28, 28, 3, 1, .winograd), (128, 128, 14, 14, 3, 1, .winograd2),
             (3, 64, 64, 64, 7, 2, .phased), (64, 128, 28, 28, 3, 2, .im2col),
+            // one column chunk or less (B packed by input channels on each thread): a 3x3 layer on a
+            // 2x2 map (4 columns: the few-column kernel on B packed once) and on a 4x4 map
+            (128, 128, 2, 2, 3, 1, .im2col), (64, 96, 4, 4, 3, 1, .im2col),
         ]
         let before = Parallel.split
         defer { Parallel.split = before }
@@ -212,6 +215,66 @@ final class KernelTests: XCTestCase {
                     var gathered = [Float](repeating: -1, count: pa.count)
                     if k > 0 { akn_gemm_gather_transposed(pw, Int32(m), Int32(k), 0, Int32(m), &gathered) }
                     XCTAssertTrue(k == 0 || gathered == pa, "\(isa.name) m\(m) k\(k): gathered W^T panels differ")
+                }
+            }
+        }
+    }
+
+    /// A convolution's implicit im2col packed by whole input channels (akn_gemm_pack_b_rows, as the
+    /// threads of a GEMM whose columns make one chunk share it) is the packing by columns bit for bit,
+    /// on every path: 2x2, 4x4 and 7x7 outputs at batch 1 (on avx2 a 2x2 map's panels take one gather
+    /// of 8), two samples in one panel, stride 2, a 5x5 window, and pieces of one channel or uneven.
+    func testConvPackingByChannelsMatchesByColumns() throws {
+        // (c, h, w, k, stride, pad, samples)
+        let cases = [(128, 2, 2, 3, 1, 1, 1), (64, 4, 4, 3, 1, 1, 1), (40, 14, 14, 3, 2, 1, 1), (7, 2, 2, 3, 1, 1, 2),
+                     (9, 8, 8, 5, 1, 2, 1), (5, 4, 4, 3, 2, 1, 3)]
+        try forEachISA { isa in
+            for (i, (c, h, w, k, stride, pad, samples)) in cases.enumerated() {
+                let what = "\(isa.name) c\(c) \(h)x\(w) k\(k)/\(stride) n\(samples)"
+                let (oh, ow) = ((h + 2 * pad - k) / stride + 1, (w + 2 * pad - k) / stride + 1)
+                let (kdim, n, taps) = (c * k * k, samples * oh * ow, k * k)
+                let x = randomTensor([samples * c * h * w], seed: UInt64(90 + i)).data
+                var geom = akn_conv_b(h: Int32(h), w: Int32(w), ow: Int32(ow), kh: Int32(k), kw: Int32(k), sh: Int32(stride),
+                                      sw: Int32(stride), dh: 1, dw: 1, pt: Int32(pad), pl: Int32(pad))
+                var byColumns = [Float](repeating: .nan, count: akn_gemm_packed_b_size(Int32(kdim), Int32(n)))
+                var byChannels = byColumns
+                x.withUnsafeBufferPointer { xp in
+                    withUnsafePointer(to: &geom) { gp in
+                        var io = akn_gemm_cols()
+                        io.per = Int32(oh * ow)
+                        io.b = xp.baseAddress; io.ldb = h * w; io.b_sample = c * h * w
+                        io.conv = gp
+                        akn_gemm_pack_b(&io, Int32(kdim), Int32(n), 0, Int32(n), &byColumns)
+                        // pieces of 1, 2, ... channels, in reverse order (as threads finish), past k clamped
+                        var bounds = [0], step = 1
+                        while bounds.last! < c { bounds.append(min(c, bounds.last! + step)); step += 1 }
+                        for j in (0..<(bounds.count - 1)).reversed() {
+                            akn_gemm_pack_b_rows(&io, Int32(kdim), Int32(n), Int32(bounds[j] * taps),
+                                                 Int32(bounds[j + 1] * taps + (j == bounds.count - 2 ? taps : 0)), &byChannels)
+                        }
+                        // a piece that is not whole channels packs nothing
+                        if taps > 1 {
+                            var untouched = [Float](repeating: .nan, count: byColumns.count)
+                            akn_gemm_pack_b_rows(&io, Int32(kdim), Int32(n), 1, Int32(taps), &untouched)
+                            XCTAssertTrue(untouched.allSatisfy(\.isNaN), what)
+                        }
+                    }
+                }
+                XCTAssertTrue(byChannels.map(\.bitPattern) == byColumns.map(\.bitPattern), "\(what): packed by channels differs")
+                // zeros in the last panel's lanes past n
+                if n % 16 != 0 {
+                    let last = (n / 16) * kdim * 16
+                    for p in 0..<kdim { for l in (n % 16)..<16 { XCTAssertEqual(byColumns[last + p * 16 + l].bitPattern, 0, what) } }
+                }
+                // and the packing is the im2col: spot-check column 0 (sample 0, output (0, 0)) and the last
+                for j in [0, n - 1] {
+                    let (s, pos) = (j / (oh * ow), j % (oh * ow))
+                    for p in Swift.stride(from: 0, to: kdim, by: max(1, kdim / 23)) {
+                        let (ci, t) = (p / taps, p % taps)
+                        let iy = (pos / ow) * stride - pad + t / k, ix = (pos % ow) * stride - pad + t % k
+                        let want: Float = iy >= 0 && iy < h && ix >= 0 && ix < w ? x[((s * c + ci) * h + iy) * w + ix] : 0
+                        XCTAssertEqual(byColumns[(j / 16) * kdim * 16 + p * 16 + j % 16], want, "\(what) row \(p) column \(j)")
+                    }
                 }
             }
         }

@@ -102,9 +102,10 @@ func gemm(m: Int, n: Int, k: Int, a: UnsafePointer<Float>, transposed: Bool = fa
 
 private func gemm(m: Int, n: Int, k: Int, packed a: UnsafePointer<Float>, transposed: Bool, io: akn_gemm_cols, threads t: Int) {
     let chunk = Int(akn_gemm_chunk_cols())
-    // A few columns run in the few-column kernel (akn_gemm's, rows in the lanes) on each thread's rows: a B
-    // packed whole and shared would go to 16-column tiles of padding instead.
-    let narrow = n <= Int(AKN_GEMM_NARROW) && !transposed
+    // A few columns run in the few-column kernel (akn_gemm's, rows in the lanes) on each thread's rows.
+    // A plain B of one column is read in place there (a dense layer at batch 1: no packing at all),
+    // so only a convolution's implicit im2col, packed either way, goes to the shared packing below.
+    let narrow = n <= Int(AKN_GEMM_NARROW) && !transposed && io.conv == nil
     let chunks = (n + chunk - 1) / chunk
     // Many columns and an A that stays in cache, or a B too large to stay in a core's cache (over
     // 768 KB packed): column chunks only (each thread packs just its own columns of B and re-reads A
@@ -126,6 +127,7 @@ private func gemm(m: Int, n: Int, k: Int, packed a: UnsafePointer<Float>, transp
     if t > 1, rowBlocks > 1, colUnits == 1, k > 0, k * n <= 4 << 20, !narrow {
         let (mm, nn, kk) = (Int32(m), Int32(n), Int32(k))
         let plain = io.conv == nil
+        let taps = max(1, io.conv.map { Int($0.pointee.kh * $0.pointee.kw) } ?? 1)
         withUnsafePointer(to: &io) { iop in
             withThreadScratch(slot: 2, akn_gemm_packed_b_size(kk, nn)) { pb in
                 if plain {
@@ -138,9 +140,21 @@ private func gemm(m: Int, n: Int, k: Int, packed a: UnsafePointer<Float>, transp
                             akn_gemm_pack_b_rows(iop, kk, nn, Int32(part * kPer), Int32(min(k, part * kPer + kPer)), pb)
                         }
                     }
-                } else {
+                } else if chunks >= t {
                     Parallel.forRanges(chunks, threads: t) { r in
                         akn_gemm_pack_b(iop, kk, nn, Int32(r.lowerBound * chunk), Int32(min(n, r.upperBound * chunk)), pb)
+                    }
+                } else {
+                    // Fewer column chunks than threads (an output of 64 positions or fewer at batch 1):
+                    // each thread packs whole input channels of every column, not one thread all of
+                    // them while the others wait (cifar10_sri_resnet_a's 3x3 layers on 4x4 maps, and a
+                    // ResNet's 3x3/2 layer to 7x7 at batch 1).
+                    let channelsPer = (k / taps + t - 1) / t
+                    Parallel.forRanges(t, threads: t) { r in
+                        for part in r where part * channelsPer * taps < k {
+                            akn_gemm_pack_b_rows(iop, kk, nn, Int32(part * channelsPer * taps),
+                                                 Int32(min(k, (part + 1) * channelsPer * taps)), pb)
+                        }
                     }
                 }
                 // Rows in up to `split` blocks per thread, taken as the threads come free (with one,

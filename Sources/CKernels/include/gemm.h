@@ -118,9 +118,10 @@ void akn_gemm_pack_b(const akn_gemm_cols *io, int k, int n, int j0, int j1, floa
 
 /**
  * The same packing split by rows of B: rows [p0, p1) of every column into `out` (B's whole packed
- * panels, as akn_gemm_pack_b). For a plain B only (io->conv NULL). Threads that split C by rows
- * then each pack the rows of B that they wrote as the previous layer's rows of C: read from their
- * own cache instead of the other core's.
+ * panels, as akn_gemm_pack_b). Threads that split C by rows then each pack the rows of B that they
+ * wrote as the previous layer's rows of C: read from their own cache instead of the other core's.
+ * With io->conv (an implicit im2col), p0 and p1 must be whole input channels (multiples of
+ * kh * kw, or k): a layer whose columns make one chunk is then packed by all its threads.
  */
 void akn_gemm_pack_b_rows(const akn_gemm_cols *io, int k, int n, int p0, int p1, float *out);
 
