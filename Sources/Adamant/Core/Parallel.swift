@@ -126,35 +126,27 @@ private func gemm(m: Int, n: Int, k: Int, packed a: UnsafePointer<Float>, transp
     // Threads splitting C by rows would each pack all of B: pack it once, together, then share it.
     if t > 1, rowBlocks > 1, colUnits == 1, k > 0, k * n <= 4 << 20, !narrow {
         let (mm, nn, kk) = (Int32(m), Int32(n), Int32(k))
-        let plain = io.conv == nil
-        let taps = max(1, io.conv.map { Int($0.pointee.kh * $0.pointee.kw) } ?? 1)
+        // Each thread packs rows of B for every column: for a plain B, the rows the previous layer
+        // wrote as its rows of C (a layer's output is the next one's B) when it ran one range per
+        // thread, so each packs from its own cache (after a GEMM cut finer, below, a thread's rows are
+        // wherever it ran); for a convolution's implicit im2col of fewer column chunks than threads (64
+        // output positions or fewer at batch 1), whole input channels, not one thread all of them while
+        // the others wait (cifar10_sri_resnet_a's 3x3 layers on 4x4 maps, a ResNet's 3x3/2 layer to 7x7).
+        // Other convolutions pack by column chunks.
+        let taps = io.conv.map { max(1, Int($0.pointee.kh * $0.pointee.kw)) }
+        let byRows = taps == nil || chunks < t
+        let kPer = taps.map { (k / $0 + t - 1) / t * $0 } ?? rowsPerBlock(k, blocks: t)
         withUnsafePointer(to: &io) { iop in
             withThreadScratch(slot: 2, akn_gemm_packed_b_size(kk, nn)) { pb in
-                if plain {
-                    // Split by rows of B as the previous layer split its rows of C (a layer's output
-                    // is the next one's B) when it ran one range per thread: each thread packs from its
-                    // own cache. (After a GEMM cut finer, below, a thread's rows are wherever it ran.)
-                    let kPer = rowsPerBlock(k, blocks: t)
+                if byRows {
                     Parallel.forRanges(t, threads: t) { r in
                         for part in r where part * kPer < k {
                             akn_gemm_pack_b_rows(iop, kk, nn, Int32(part * kPer), Int32(min(k, part * kPer + kPer)), pb)
                         }
                     }
-                } else if chunks >= t {
+                } else {
                     Parallel.forRanges(chunks, threads: t) { r in
                         akn_gemm_pack_b(iop, kk, nn, Int32(r.lowerBound * chunk), Int32(min(n, r.upperBound * chunk)), pb)
-                    }
-                } else {
-                    // Fewer column chunks than threads (an output of 64 positions or fewer at batch 1):
-                    // each thread packs whole input channels of every column, not one thread all of
-                    // them while the others wait (cifar10_sri_resnet_a's 3x3 layers on 4x4 maps, and a
-                    // ResNet's 3x3/2 layer to 7x7 at batch 1).
-                    let channelsPer = (k / taps + t - 1) / t
-                    Parallel.forRanges(t, threads: t) { r in
-                        for part in r where part * channelsPer * taps < k {
-                            akn_gemm_pack_b_rows(iop, kk, nn, Int32(part * channelsPer * taps),
-                                                 Int32(min(k, (part + 1) * channelsPer * taps)), pb)
-                        }
                     }
                 }
                 // Rows in up to `split` blocks per thread, taken as the threads come free (with one,
