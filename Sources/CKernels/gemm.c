@@ -18,18 +18,21 @@ typedef void (*gemv_fn)(int k, const float *pa, const float *b, size_t bs, const
                         int cols);
 
 typedef void (*tile_off_fn)(AKN_GEMM_TILE_OFF_ARGS);
+typedef void (*gemv_t_fn)(int k, const float *pw, long astride, const float *b, const akn_gemm_cols *io, int m0, int m1,
+                          int c0, int cols, float *tile);
 
 /// One entry per instruction-set level: the tile function and the largest tile it takes, in panels.
 static const struct {
     tile_fn fn;
     pack_fn pack;
     gemv_fn gemv;
+    gemv_t_fn gemv_t;
     tile_off_fn off;
     int max_pa, max_pb;
 } g_tiles[3] = {
-    {akn_gemm_tile_scalar, akn_gemm_pack_b_scalar, akn_gemm_gemv_scalar, akn_gemm_tile_off_scalar, 1, 1},
-    {akn_gemm_tile_avx2, akn_gemm_pack_b_avx2, akn_gemm_gemv_avx2, akn_gemm_tile_off_avx2, 1, 1},
-    {akn_gemm_tile_avx512, akn_gemm_pack_b_avx512, akn_gemm_gemv_avx512, akn_gemm_tile_off_avx512, 2, 2},
+    {akn_gemm_tile_scalar, akn_gemm_pack_b_scalar, akn_gemm_gemv_scalar, akn_gemm_gemv_t_scalar, akn_gemm_tile_off_scalar, 1, 1},
+    {akn_gemm_tile_avx2, akn_gemm_pack_b_avx2, akn_gemm_gemv_avx2, akn_gemm_gemv_t_avx2, akn_gemm_tile_off_avx2, 1, 1},
+    {akn_gemm_tile_avx512, akn_gemm_pack_b_avx512, akn_gemm_gemv_avx512, akn_gemm_gemv_t_avx512, akn_gemm_tile_off_avx512, 2, 2},
 };
 
 /// Columns a call takes one at a time (akn_gemm_gemv_*) rather than in 16-column tiles.
@@ -134,12 +137,13 @@ static inline const float *a_rows(const float *pa, long astride, int k, int r) {
 /// 4 of a 14x14 map's 196) is left to the few-column kernel (`gv`, rows in the lanes; A packed) instead
 /// of a tile of mostly padding, the same values bit for bit: tile_row returns its width (0 if none),
 /// and the caller runs it once per group of row tiles (`narrow_rows`). 4 columns since that kernel
-/// reads A once for them (1x1 layers on 14x14 maps at batch 1, one thread: 7.30 -> 7.00 ms).
+/// reads A once for them (1x1 layers on 14x14 maps at batch 1, one thread: 7.30 -> 7.00 ms). A read
+/// transposed has its own (akn_gemm_gemv_t_*: rows of W's panels shuffled into the lanes).
 enum { TAIL = 4 };
 static int tile_row(tile_fn fn, const float *a, int k, long astride, int npa, const float *b, int max_pb,
                     const akn_gemm_cols *io, int r, int r1, int c0, int c1, float *tile) {
     int panels = (c1 - c0 + 15) / 16, tail = (c1 - c0) % 16;
-    int narrow = !astride && tail > 0 && tail <= TAIL;
+    int narrow = tail > 0 && tail <= TAIL;
     if (narrow) panels--;
     for (int q = 0; q < panels;) {
         int npb = (max_pb == 2 && panels - q >= 2) ? 2 : 1;
@@ -157,11 +161,13 @@ static int tile_row(tile_fn fn, const float *a, int k, long astride, int npa, co
 enum { NARROW_ROWS = 48 };
 
 /// After the row tile ending at r (of rows [m0, m1)): runs the few-column kernel on the pending rows
-/// [*g0, r) once they make a group or the rows end. `bt`: B's packed panel of the narrow columns.
-static inline void narrow_rows(gemv_fn gv, int tail, int k, const float *pa, const float *bt, const akn_gemm_cols *io,
-                               int *g0, int r, int m1, int col) {
+/// [*g0, r) once they make a group or the rows end. `bt`: B's packed panel of the narrow columns;
+/// `pa`: A's packed panels, or with astride W's (A = W^T); `tile`: the tiles' scratch.
+static inline void narrow_rows(int level, int tail, int k, const float *pa, long astride, const float *bt,
+                               const akn_gemm_cols *io, int *g0, int r, int m1, int col, float *tile) {
     if (!tail || (r - *g0 < NARROW_ROWS && r < m1)) return;
-    gv(k, pa, bt, 16, io, *g0, r, col, tail);
+    if (astride) g_tiles[level].gemv_t(k, pa, astride, bt, io, *g0, r, col, tail, tile);
+    else g_tiles[level].gemv(k, pa, bt, 16, io, *g0, r, col, tail);
     *g0 = r;
 }
 
@@ -205,7 +211,7 @@ static void gemm_driver(int m, int n, int k, const float *pa, long astride, cons
             int npa = (max_pa == 2 && m1 - r > 6) ? 2 : 1;
             int r1 = r + 6 * npa < m1 ? r + 6 * npa : m1;
             int tail = tile_row(fn, a_rows(pa, astride, k, r), k, astride, npa, bp, max_pb, io, r, r1, n0, n1, tile);
-            narrow_rows(g_tiles[level].gemv, tail, k, pa, bt, io, &g0, r1, m1, n0 + (n1 - n0) / 16 * 16);
+            narrow_rows(level, tail, k, pa, astride, bt, io, &g0, r1, m1, n0 + (n1 - n0) / 16 * 16, tile);
             r = r1;
         }
         return;
@@ -235,7 +241,8 @@ static void gemm_driver(int m, int n, int k, const float *pa, long astride, cons
                 }
             }
             int tail = tile_row(fn, a_rows(pa, astride, k, r), k, astride, npa, bbuf, max_pb, io, r, r1, jc, jc + cols, tile);
-            narrow_rows(g_tiles[level].gemv, tail, k, pa, bbuf + (size_t)(cols / 16) * k * 16, io, &g0, r1, m1, jc + cols / 16 * 16);
+            narrow_rows(level, tail, k, pa, astride, bbuf + (size_t)(cols / 16) * k * 16, io, &g0, r1, m1, jc + cols / 16 * 16,
+                        tile);
             r = r1;
         }
     }

@@ -4,6 +4,7 @@
 #define AKN_TILE_DISPATCH akn_gemm_tile_avx2
 #define AKN_PACK_DISPATCH akn_gemm_pack_b_avx2
 #define AKN_GEMV_DISPATCH akn_gemm_gemv_avx2
+#define AKN_GEMV_T_DISPATCH akn_gemm_gemv_t_avx2
 #define AKN_TILE_OFF_DISPATCH akn_gemm_tile_off_avx2
 // W^T's blocks prefetched 4 ahead, not 16: a 6 x 16 tile's pass over a block takes ~40 cycles, and with
 // W's blocks 12 or 48 KB apart (512 or 2048 channels) every block falls in the same few L1 sets, which

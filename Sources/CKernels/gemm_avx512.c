@@ -4,6 +4,7 @@
 #define AKN_TILE_DISPATCH akn_gemm_tile_avx512
 #define AKN_PACK_DISPATCH akn_gemm_pack_b_avx512
 #define AKN_GEMV_DISPATCH akn_gemm_gemv_avx512
+#define AKN_GEMV_T_DISPATCH akn_gemm_gemv_t_avx512
 #define AKN_TILE_OFF_DISPATCH akn_gemm_tile_off_avx512
 #define AKN_GEMV_REGS 28
 #define AKN_GEMV_PAIRS 1

@@ -19,6 +19,13 @@ void akn_gemm_gemv_avx2(int k, const float *pa, const float *b, size_t bs, const
                         int cols);
 void akn_gemm_gemv_scalar(int k, const float *pa, const float *b, size_t bs, const akn_gemm_cols *io, int m0, int m1, int c0,
                           int cols);
+/* The same for A = W^T read from W's packed panels (astride floats apart), 1 to 4 columns of a packed panel. */
+void akn_gemm_gemv_t_avx512(int k, const float *pw, long astride, const float *b, const akn_gemm_cols *io, int m0, int m1,
+                            int c0, int cols, float *tile);
+void akn_gemm_gemv_t_avx2(int k, const float *pw, long astride, const float *b, const akn_gemm_cols *io, int m0, int m1,
+                          int c0, int cols, float *tile);
+void akn_gemm_gemv_t_scalar(int k, const float *pw, long astride, const float *b, const akn_gemm_cols *io, int m0, int m1,
+                            int c0, int cols, float *tile);
 /* The tile with B's row p read in place at b + off[p] (akn_conv_phased). */
 #define AKN_GEMM_TILE_OFF_ARGS int k, const float *a, int npa, const float *b, int npb, const int *off, const akn_gemm_cols *io, \
                                int r0, int r1, int c0, int c1, float *tile

@@ -3,5 +3,6 @@
 #define AKN_TILE_DISPATCH akn_gemm_tile_scalar
 #define AKN_PACK_DISPATCH akn_gemm_pack_b_scalar
 #define AKN_GEMV_DISPATCH akn_gemm_gemv_scalar
+#define AKN_GEMV_T_DISPATCH akn_gemm_gemv_t_scalar
 #define AKN_TILE_OFF_DISPATCH akn_gemm_tile_off_scalar
 #include "gemm_tile.inc"
