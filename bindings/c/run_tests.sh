@@ -115,6 +115,25 @@ else
     fail "test_abi was not built"
 fi
 
+# ---- benchmarks/ab/ab_builds.c (two builds in one process; only the public ABI) ----------------
+check "benchmarks/ab/ab_builds.c compiles warning-free" \
+    sh -c "$CC -std=gnu11 -Wall -Wextra -Werror '$REPO/benchmarks/ab/ab_builds.c' -ldl -o '$WORK/ab_builds'"
+if [ -x "$WORK/ab_builds" ] && [ -f "$CLEAN" ]; then
+    # The installed library against a copy of itself (dlopen loads a path once): both load, both
+    # answer, and the predictions and input gradients are the same bits.
+    cp "$PREFIX/lib/libadamant.so" "$WORK/libadamant_copy.so"
+    for mode in p g; do
+        "$WORK/ab_builds" "$PREFIX/lib/libadamant.so" "$WORK/libadamant_copy.so" "$CLEAN" 2 3 4 $mode \
+            > "$WORK/ab_$mode.out" 2>&1
+        rc=$?
+        check "ab_builds ($mode): the library against its copy gives the same bits: $(cat "$WORK/ab_$mode.out")" \
+            sh -c "[ $rc -eq 0 ] && grep -q 'same bits' '$WORK/ab_$mode.out'"
+    done
+    "$WORK/ab_builds" "$PREFIX/lib/libadamant.so" "$WORK/missing.so" "$CLEAN" > /dev/null 2> "$WORK/ab_err.out"
+    rc=$?
+    check "ab_builds names a library it cannot open (exit 2)" sh -c "[ $rc -eq 2 ] && grep -q 'missing.so' '$WORK/ab_err.out'"
+fi
+
 # ---- exported symbols ---------------------------------------------------------------------
 LIB="$PREFIX/lib/libadamant.so"
 HEADER="$REPO/include/adamant.h"
