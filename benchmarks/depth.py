@@ -241,9 +241,41 @@ def bench_model(family, depth, name, path, args, tws, tmp):
         log(row_text(rec, c))
         if not c["agreement"]["ok"]:
             log("   OUTPUT MISMATCH: %s" % json.dumps(c["agreement"]))
+    # The step / forward ratio from pairs: a forward and a PGD step (same batch, same input) run back to
+    # back, the order swapped every pair, one ratio per pair (the machine's speed drifts between the
+    # measures above, minutes apart on the deep models; a pair's two calls are seconds apart).
+    del sess
+    rec["paired"] = {}
+    for batch in (small, large):
+        rng = np.random.RandomState(batch)
+        x = rng.uniform(0.0, 1.0, (batch,) + shape).astype(np.float32)
+        y = rng.randint(0, m.num_classes, batch).astype(np.int64)
+        t0 = time.perf_counter()
+        m.predict(x)
+        t1 = time.perf_counter()
+        m.gradient(x, y, loss="ce")
+        tf, tg = t1 - t0, time.perf_counter() - t1
+        # Short calls in runs of ~20 ms a side; pairs for ~3 s, at least --repeats (3 or more), at most 30.
+        inner = max(1, int(0.02 / max(tf, 1e-6)))
+        pairs = min(30, max(3, args.repeats, int(3.0 / max(inner * (tf + tg), 1e-6))))
+        ratios = []
+        for k in range(pairs):
+            t = {}
+            for what in (("fwd", "grad") if k % 2 == 0 else ("grad", "fwd")):
+                t0 = time.perf_counter()
+                for _ in range(inner):
+                    if what == "fwd":
+                        m.predict(x)
+                    else:
+                        m.gradient(x, y, loss="ce")
+                t[what] = time.perf_counter() - t0
+            ratios.append(t["grad"] / t["fwd"])
+        rec["paired"][str(batch)] = [round(v, 4) for v in ratios]
+        log("  %-16s PGD step / forward, b%d, %d pairs: median %.2f (%.2f-%.2f)"
+            % (name, batch, len(ratios), float(np.median(ratios)), min(ratios), max(ratios)))
     for w in tws.values():
         w.call(op="unload", key=name)
-    del m, sess
+    del m
     return rec
 
 
@@ -293,17 +325,22 @@ def write_md(path, meta, records):
          % (meta["date"], meta["cpu"], meta["threads"], meta["repeats"], meta["torch_mode"], "/".join(meta["torch_wait"])), "",
          "| " + " | ".join(MD_HEADER) + " |", "|" + "---|" * len(MD_HEADER)]
     L += ["| " + " | ".join(r) + " |" for r in table_rows(records)]
-    L += ["", "A PGD step against adamant's own forward pass (same batch), and against PyTorch's step:", "",
-          "| model | batch | adamant forward ms | adamant PGD step ms | step / forward | PyTorch step ms | adamant step / PyTorch step |",
-          "|---|---|---|---|---|---|---|"]
+    L += ["", "A PGD step against adamant's own forward pass (same batch), and against PyTorch's step. \"step / forward\" "
+          "divides the medians above; \"paired\" is the median (and range) of the ratios of forward and step calls run "
+          "back to back, order swapped every pair, which the machine's drift between measures does not reach:", "",
+          "| model | batch | adamant forward ms | adamant PGD step ms | step / forward | step / forward, paired "
+          "| PyTorch step ms | adamant step / PyTorch step |",
+          "|---|---|---|---|---|---|---|---|"]
     for r in records:
         by = {(c["what"], c["batch"]): c["median_ms"] for c in r["configs"]}
         for b in sorted({c["batch"] for c in r["configs"]}):
             f, g = by.get(("fwd", b), {}), by.get(("grad", b), {})
+            pr = r.get("paired", {}).get(str(b))
+            paired = "%.2f (%.2f-%.2f, %d pairs)" % (float(np.median(pr)), min(pr), max(pr), len(pr)) if pr else "n/a"
             if "adamant" in f and "adamant" in g:
-                L.append("| %s | %d | %s | %s | %s | %s | %s |" % (
+                L.append("| %s | %d | %s | %s | %s | %s | %s | %s |" % (
                     r["model"], b, fmt_ms(f["adamant"]), fmt_ms(g["adamant"]), fmt_ratio(g["adamant"], f["adamant"]),
-                    fmt_ms(g.get("torch")), fmt_ratio(g["adamant"], g.get("torch"))))
+                    paired, fmt_ms(g.get("torch")), fmt_ratio(g["adamant"], g.get("torch"))))
     L += ["", "Load time (file -> ready) and the first inference after it (batch 1), seconds; the last two"
           " columns are load + first run and its ratio adamant / ORT:", "",
           "| model | adamant load | ORT load | PyTorch load | adamant first run | ORT first run "
