@@ -42,7 +42,7 @@ Engines
 Protocol (the machine is shared and noisy)
     Every measurement is interleaved across engines: round r runs each engine
     once, the engine order rotated by r (A B C, B C A, C A B, ...). A sample
-    starts with --settle-ms (50) of untimed calls of its engine, so the previous
+    starts with --settle-ms (150) of untimed calls of its engine, so the previous
     engine's spinning pool threads have stopped. Warm-up
     rounds first (also used to size the work); a sample is one untimed priming
     call followed by `inner` timed back-to-back calls (inner > 1 only for calls
@@ -420,7 +420,8 @@ def measure(runners, warmup, rounds_min, rounds_max, budget_s, sample_s):
     per_call = {n: min(v) for n, v in est.items()}
     inner = {n: int(min(50, max(1, math.ceil(sample_s / max(per_call[n], 1e-6))))) if per_call[n] < sample_s
              else 1 for n in names}
-    round_s = sum(per_call[n] * (inner[n] + 1) for n in names)  # + the priming call
+    # a sample: the priming call and untimed calls for SETTLE_S, then the timed ones
+    round_s = sum(max(per_call[n], SETTLE_S) + per_call[n] * inner[n] for n in names)
     rounds = int(min(rounds_max, max(rounds_min, budget_s / max(round_s, 1e-9))))
     samples = {n: [] for n in names}
     for r in range(rounds):
@@ -443,13 +444,18 @@ def measure(runners, warmup, rounds_min, rounds_max, budget_s, sample_s):
     return out
 
 
-# Seconds of untimed calls before each sample (--settle-ms): ONNX Runtime's pool threads keep
-# spinning 10-30 ms after its last call (and PyTorch's OpenMP threads may), so an engine timed right
-# after another shares the cores with those spinners for that long (measured: adamant on
-# mbn_resnet20 at batch 1, 2 threads: 0.565 ms right after ONNX Runtime, 0.312 ms 30 ms later). The
-# engine under test keeps running meanwhile: a pause instead would let the (virtual) CPUs go idle
-# and slow every engine's first calls after it.
-SETTLE_S = 0.05
+# Seconds of untimed calls before each sample (--settle-ms): after every run ONNX Runtime's pool
+# thread spins on for 40-60 ms of CPU time (ONNX Runtime 1.32, 2 intra-op threads, read from
+# /proc/self/task: 40 ms after an mbn_resnet20 run, 60 ms after a ResNet-50 one), and sharing the
+# cores with the engine timed next it takes longer in wall time: on AMD EPYC family 25 model 1,
+# 2 threads each, a chain of eight 1x1 layers (28x28, batch 1) that adamant runs in 5-7 ms took it
+# 9-13 ms for the first 80 ms after ONNX Runtime had run the same model (adamant's own workers stop
+# spinning within a millisecond: no CPU time after a call; PyTorch's OpenMP threads may spin too). 50 ms, the old default,
+# left samples inside that window (bench.py on mbn_resnet20 and cifar10_resnet_2b at batch 1:
+# adamant / ORT 1.16x and 1.22x with 50 ms, 1.11x and 1.05x with 200 ms). The engine under test
+# keeps running meanwhile: a pause instead would let the (virtual) CPUs go idle and slow every
+# engine's first calls after it.
+SETTLE_S = 0.15
 
 
 def timed(f):
@@ -781,9 +787,9 @@ def main():
     ap.add_argument("--models", default=None,
                     help="comma-separated names or substrings (e.g. mbn,resnet18); default all "
                          "(with --quick: the CIFAR models)")
-    ap.add_argument("--settle-ms", type=float, default=50, metavar="MS",
+    ap.add_argument("--settle-ms", type=float, default=150, metavar="MS",
                     help="untimed calls of the engine under test before each sample, for at least MS ms, so the "
-                         "previous engine's spinning threads have stopped (default 50; 0 = one priming call)")
+                         "previous engine's spinning threads have stopped (default 150; 0 = one priming call)")
     ap.add_argument("--wait-quiet", type=float, default=0, metavar="S",
                     help="before each measurement wait up to S seconds for other processes to use < %.2f "
                          "cores, and repeat (up to %d times) a measurement they disturbed (shared machines); "

@@ -37,7 +37,7 @@ Protocol
     Then measurements are interleaved: each round runs every engine once, the
     order rotated per round; --repeats rounds after one warm-up round; a call
     shorter than 0.1 s is repeated back to back inside a sample (preceded by
-    untimed calls of the same engine for 50 ms, so the previous engine's spinning
+    untimed calls of the same engine for 150 ms, so the previous engine's spinning
     pool threads have stopped); the median over rounds is reported.
 
 Writes
@@ -116,10 +116,10 @@ def measure(runners, repeats, sample_s=0.1):
     return samples
 
 
-# Seconds of untimed calls before a primed sample: ONNX Runtime's pool threads keep spinning 10-30 ms
-# after its last call (PyTorch's OpenMP threads may too), so the next engine would share the cores
-# with them (bench.py's SETTLE_S, --settle-ms there).
-SETTLE_S = 0.05
+# Seconds of untimed calls before a primed sample: ONNX Runtime's pool thread spins on for 40-60 ms
+# of CPU time after each run, longer in wall time while it shares the cores with the engine timed
+# next (PyTorch's OpenMP threads may spin too); see bench.py's SETTLE_S (--settle-ms there).
+SETTLE_S = 0.15
 
 
 def timed(f):

@@ -83,7 +83,7 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--rounds", type=int, default=7)
-    ap.add_argument("--settle-ms", type=float, default=50)
+    ap.add_argument("--settle-ms", type=float, default=150)
     ap.add_argument("--no-gradient", action="store_true", help="skip timing adamant's input gradient")
     ap.add_argument("--json", help="write the figures here")
     args = ap.parse_args()
