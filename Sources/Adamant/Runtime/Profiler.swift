@@ -12,6 +12,13 @@ enum Profiler {
         return true
     }()
 
+    /// `ADAMANT_PROFILE=2`: a convolution's key also names its channels (`64->256`), so layers of one
+    /// kind and map size but different shapes are told apart.
+    static let byShape: Bool = {
+        guard let v = getenv("ADAMANT_PROFILE") else { return false }
+        return String(cString: v) == "2"
+    }()
+
     private static var mutex = pthread_mutex_t()
     private static var totals: [String: (seconds: Double, calls: Int)] = [:]
 
@@ -48,6 +55,7 @@ func profileKey(_ op: any Op, _ inputs: [Tensor], backward: Bool) -> String {
         // (a stride-2 layer's forward may run the channel-blocked direct kernel, its gradient not)
         let algorithm = !backward && c.usesStridedC16(h: h, w: w) ? "directC16" : "\(c.algorithm(h, w))"
         key += " \(c.kh)x\(c.kw)/\(c.strides.0) \(algorithm) \(h)x\(w)"
+        if Profiler.byShape { key += " \(c.inPerGroup * c.group)->\(c.outChannels)" + (c.fusedResidual ? " +res" : "") }
     }
     return backward ? key + " (backward)" : key
 }
