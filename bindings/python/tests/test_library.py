@@ -85,6 +85,23 @@ def test_missing_library_gives_clear_import_error(tmp_path):
     assert "ImportError" in r.stderr and "ADAMANT_LIBRARY" in r.stderr
 
 
+@pytest.mark.parametrize("level", ["1", "2"])
+def test_profile_keys(level):
+    """ADAMANT_PROFILE prints a table at exit, a convolution keyed by kernel, stride, algorithm and
+    input size; at 2 also by its channels and a fused residual (mbn_resnet8: 3->16 stem, 16->32 ...)."""
+    code = ("import adamant, numpy as np; m = adamant.load(%r); "
+            "m.predict(np.zeros([1] + list(m.input_shape), np.float32))" % example_or_shared_mbn8("clean"))
+    r = _run_python(code, {"ADAMANT_PROFILE": level})
+    assert r.returncode == 0, r.stderr
+    assert "adamant profile (ADAMANT_PROFILE)" in r.stderr
+    convs = [line.strip() for line in r.stderr.splitlines() if line.strip().startswith("Conv ")]
+    assert convs, r.stderr
+    key = re.compile(r"^Conv \d+x\d+/\d+ \w+ \d+x\d+" + (r" \d+->\d+( \+res)?" if level == "2" else "") + r"\s+[\d.]+\s")
+    assert all(key.match(c) for c in convs), convs
+    if level == "2":
+        assert any(" 3->16" in c for c in convs) and any("+res" in c for c in convs), convs
+
+
 def test_library_path_from_env():
     lib = os.environ.get("ADAMANT_LIBRARY")
     if not lib:
