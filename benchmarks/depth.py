@@ -319,10 +319,11 @@ def table_rows(records):
 def write_md(path, meta, records):
     L = ["# Cost against depth: adamant vs ONNX Runtime vs PyTorch", "",
          "Written by `benchmarks/depth.py` on %s (%s). %d threads per engine, median of %d interleaved rounds "
-         "(short calls: each sample after 50 ms of untimed calls of its engine); "
+         "(calls under 1 s: each sample after %g ms of untimed calls of its engine); "
          "ratios < 1 = adamant faster. PyTorch: %s, OpenMP wait policy %s. Synthesized ResNets (random seeded weights, `adamant synth`), "
          "the same ONNX file for every engine. PGD step = forward + input gradient (CE); ONNX Runtime has no gradients."
-         % (meta["date"], meta["cpu"], meta["threads"], meta["repeats"], meta["torch_mode"], "/".join(meta["torch_wait"])), "",
+         % (meta["date"], meta["cpu"], meta["threads"], meta["repeats"], meta.get("settle_ms", 50), meta["torch_mode"],
+            "/".join(meta["torch_wait"])), "",
          "| " + " | ".join(MD_HEADER) + " |", "|" + "---|" * len(MD_HEADER)]
     L += ["| " + " | ".join(r) + " |" for r in table_rows(records)]
     L += ["", "A PGD step against adamant's own forward pass (same batch), and against PyTorch's step. \"step / forward\" "
@@ -464,7 +465,8 @@ def main():
     log("onnxruntime %s | torch %s under %s (OpenMP wait policy %s) | %d threads each"
         % (ort.__version__, tw.info["torch"], sys.executable, " or ".join(policies), args.threads))
     meta = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "argv": sys.argv[1:], "quick": args.quick,
-            "threads": args.threads, "repeats": args.repeats, "torch_mode": args.torch_mode, "torch_wait": policies, "seed": args.seed,
+            "threads": args.threads, "repeats": args.repeats, "settle_ms": SETTLE_S * 1000, "torch_mode": args.torch_mode,
+            "torch_wait": policies, "seed": args.seed,
             "cpu": cpu_model(), "loadavg_start": loadavg(), "versions": versions}
     jobs = [("imagenet", d) for d in ints(args.depths)] + [("cifar", d) for d in ints(args.cifar_depths)]
     records = []
