@@ -449,12 +449,12 @@ def measure(runners, warmup, rounds_min, rounds_max, budget_s, sample_s):
 # /proc/self/task: 40 ms after an mbn_resnet20 run, 60 ms after a ResNet-50 one), and sharing the
 # cores with the engine timed next it takes longer in wall time: on AMD EPYC family 25 model 1,
 # 2 threads each, a chain of eight 1x1 layers (28x28, batch 1) that adamant runs in 5-7 ms took it
-# 9-13 ms for the first 80 ms after ONNX Runtime had run the same model (adamant's own workers stop
-# spinning within a millisecond: no CPU time after a call; PyTorch's OpenMP threads may spin too). 50 ms, the old default,
-# left samples inside that window (bench.py on mbn_resnet20 and cifar10_resnet_2b at batch 1:
-# adamant / ORT 1.16x and 1.22x with 50 ms, 1.11x and 1.05x with 200 ms). The engine under test
-# keeps running meanwhile: a pause instead would let the (virtual) CPUs go idle and slow every
-# engine's first calls after it.
+# 9-13 ms for the first 80 ms after ONNX Runtime had run the same model (adamant's own workers use
+# no CPU time after a call; PyTorch's OpenMP threads may spin too). 50 ms, the old default, left
+# samples inside that window (bench.py on mbn_resnet20 and cifar10_resnet_2b at batch 1: adamant /
+# ORT 1.16x and 1.22x with 50 ms, 1.11x and 1.05x with 200 ms). The engine under test keeps running
+# meanwhile: a pause instead would let the (virtual) CPUs go idle and slow every engine's first
+# calls after it.
 SETTLE_S = 0.15
 
 
