@@ -116,10 +116,9 @@ def measure(runners, repeats, sample_s=0.1):
     return samples
 
 
-# Seconds of untimed calls before a primed sample: ONNX Runtime's pool thread spins on for 40-60 ms
-# of CPU time after each run, longer in wall time while it shares the cores with the engine timed
-# next (PyTorch's OpenMP threads may spin too); see bench.py's SETTLE_S (--settle-ms there).
-SETTLE_S = 0.15
+# Seconds of untimed calls before a primed sample: bench.py's default (--settle-ms there; why 150 ms:
+# the comment at its SETTLE_S).
+SETTLE_S = bench.SETTLE_S
 
 
 def timed(f):

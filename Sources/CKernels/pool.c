@@ -135,6 +135,14 @@ __attribute__((target("avx2,fma"))) static inline __m256 mp_odd(__m256 a, __m256
     return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0xDD)), 0xD8));
 }
 
+/// The taps kj = 0, 1, 2 of 8 windows of one row (columns c0 + 2l + kj of lane l) from the row's
+/// columns c0 .. c0 + 15 (a, b) and c0 + 16 (`c16`, lane 7 used): the forward's and the gradient's.
+__attribute__((target("avx2,fma"))) static inline void mp_taps8(__m256 a, __m256 b, __m256 c16, __m256 *t) {
+    t[0] = mp_even(a, b);
+    t[1] = mp_odd(a, b);
+    t[2] = _mm256_blend_ps(_mm256_permutevar8x32_ps(t[0], _mm256_setr_epi32(1, 2, 3, 4, 5, 6, 7, 7)), c16, 0x80);
+}
+
 // The same for AVX2, 8 outputs at a time. Windows inside the row (most): plain loads, the even and
 // odd columns by a shuffle and a lane permute each (mp_even, mp_odd), the even ones one on by a
 // permute and a blend with column c0 + 16 (AMD EPYC family 25 model 1, one thread, the ResNet
@@ -159,12 +167,11 @@ static void mp33s2_avx2x(MP33S2_ARGS) {
                 __m256 acc = ninf;
                 for (int ki = ki0; ki < ki1; ki++) {
                     const float *row = x + (size_t)(h0 + ki) * w + c0;
-                    __m256 a = _mm256_loadu_ps(row), b = _mm256_loadu_ps(row + 8);
-                    __m256 e = mp_even(a, b), o = mp_odd(a, b);
-                    __m256 e1 = _mm256_blend_ps(_mm256_permutevar8x32_ps(e, nx), _mm256_broadcast_ss(row + 16), 0x80);
-                    __m256 mx = _mm256_max_ps(e, ninf);
-                    mx = _mm256_max_ps(o, mx);
-                    mx = _mm256_max_ps(e1, mx);
+                    __m256 t[3];
+                    mp_taps8(_mm256_loadu_ps(row), _mm256_loadu_ps(row + 8), _mm256_broadcast_ss(row + 16), t);
+                    __m256 mx = _mm256_max_ps(t[0], ninf);
+                    mx = _mm256_max_ps(t[1], mx);
+                    mx = _mm256_max_ps(t[2], mx);
                     acc = _mm256_max_ps(mx, acc);
                 }
                 _mm256_storeu_ps(y + (size_t)i * ow + j0, acc);
@@ -363,7 +370,7 @@ __attribute__((target("avx2,fma"))) static inline __m256i mp_lanes(int n) {
 __attribute__((target("avx2,fma"))) static inline __attribute__((always_inline)) void
 mpb_group(const float *restrict x, const float *restrict g, int w, int ow, int i, int h0, int ki0, int ki1, int pl, int j0,
           int n, __m256 *carry, float *restrict dx) {
-    const __m256i next = _mm256_setr_epi32(1, 2, 3, 4, 5, 6, 7, 7), prev = _mm256_setr_epi32(0, 0, 1, 2, 3, 4, 5, 6);
+    const __m256i prev = _mm256_setr_epi32(0, 0, 1, 2, 3, 4, 5, 6);
     long c0 = 2L * j0 - pl;  // tap kj = 0 of output j0 (inside the row: j0 >= jlo)
     // a partial group: masked loads and stores of its 2n + 1 input columns (2n of dx: the last goes
     // to the carry); the lanes of outputs past it add +0 where they are stored at all
@@ -374,9 +381,8 @@ mpb_group(const float *restrict x, const float *restrict g, int w, int ow, int i
         const float *r = x + (size_t)(h0 + ki) * w + c0;
         __m256 a = n == 8 ? _mm256_loadu_ps(r) : _mm256_maskload_ps(r, xm0);
         __m256 b = n == 8 ? _mm256_loadu_ps(r + 8) : _mm256_maskload_ps(r + 8, xm1);
-        __m256 ev = mp_even(a, b);
-        __m256 e16 = n == 8 ? _mm256_broadcast_ss(r + 16) : _mm256_setzero_ps();
-        __m256 taps[3] = {ev, mp_odd(a, b), _mm256_blend_ps(_mm256_permutevar8x32_ps(ev, next), e16, 0x80)};
+        __m256 taps[3];
+        mp_taps8(a, b, n == 8 ? _mm256_broadcast_ss(r + 16) : _mm256_setzero_ps(), taps);
         for (int kj = 0; kj < 3; kj++) {
             __m256i t = _mm256_set1_epi32(3 * ki + kj);
             if (ki == ki0 && kj == 0) {
