@@ -4,8 +4,8 @@
 #include <stddef.h>
 /// akn_conv_c16's arguments (kernels.h); each entry returns -1 for a window and stride it lacks.
 #define AKN_C16_ARGS                                                                                          \
-    const float *xp, int c, int wp, size_t plane, int k, int s, int oh, int ow, const float *wb, int cb0, int cb1, \
-        int y0, int y1, const float *scale, const float *bias, const float *res, int relu, float *y
+    const float *xp, int c, int wp, size_t plane, int k, int s, int oh, int ow, const float *wb, int m, int cb0,   \
+        int cb1, int y0, int y1, const float *scale, const float *bias, const float *res, int relu, float *y
 int akn_conv_c16_avx512(AKN_C16_ARGS);
 int akn_conv_c16_avx2(AKN_C16_ARGS);
 int akn_conv_c16_scalar(AKN_C16_ARGS);

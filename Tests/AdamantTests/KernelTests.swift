@@ -797,11 +797,13 @@ final class KernelTests: XCTestCase {
     /// The channel-blocked direct kernel with a stride of 2 (3x3 padded by 1, and 1x1 read in place)
     /// against direct loops, on every ISA path (each has the kernel, though only avx512 picks it):
     /// its weight layouts, the whole epilogue, row ranges and blocks (pairs on AVX-512), odd inputs and
-    /// widths that split into every tile size; other windows and strides are refused.
+    /// widths that split into every tile size, a partial last block of channels (nothing stored past
+    /// m); other windows and strides are refused.
     func testStridedChannelBlockedKernelAgainstDirectLoops() throws {
         let cases: [(c: Int, m: Int, h: Int, w: Int, k: Int)] = [(16, 32, 32, 32, 3), (32, 64, 16, 16, 3), (7, 48, 13, 61, 3),
                                                                  (5, 16, 3, 1, 3), (16, 32, 32, 32, 1), (16, 16, 63, 63, 1),
-                                                                 (3, 32, 9, 30, 1)]
+                                                                 (3, 32, 9, 30, 1), (3, 8, 32, 32, 3), (8, 24, 17, 33, 3),
+                                                                 (5, 40, 16, 16, 1), (4, 3, 9, 9, 3)]
         try forEachISA { isa in
             for (i, t) in cases.enumerated() {
                 let what = "\(isa.name) c\(t.c) m\(t.m) \(t.h)x\(t.w) k\(t.k)/2"
@@ -811,11 +813,12 @@ final class KernelTests: XCTestCase {
                 let wt = randomTensor([t.m, t.c, t.k, t.k], seed: UInt64(130 + i), scale: 0.3)
                 var packed = [Float](repeating: 0, count: akn_gemm_packed_a_size(Int32(t.m), Int32(kdim)) + 64)
                 akn_gemm_pack_a(wt.data, kdim, 0, Int32(t.m), Int32(kdim), &packed)
-                var c16 = [Float](repeating: .nan, count: t.m * kdim)
+                let blocks = (t.m + 15) / 16
+                var c16 = [Float](repeating: .nan, count: blocks * 16 * kdim)
                 if t.k == 3 {
-                    akn_conv3x3_c16_weights(packed, Int32(t.m), Int32(t.c), 0, 0, Int32(t.m / 16), &c16)
+                    akn_conv3x3_c16_weights(packed, Int32(t.m), Int32(t.c), 0, 0, Int32(blocks), &c16)
                 } else {
-                    akn_conv_c16_weights(packed, Int32(t.m), Int32(t.c), 1, 0, Int32(t.m / 16), &c16)
+                    akn_conv_c16_weights(packed, Int32(t.m), Int32(t.c), 1, 0, Int32(blocks), &c16)
                 }
                 XCTAssertFalse(c16.contains { $0.isNaN }, "\(what): weights not all written")
                 let x = randomTensor([1, t.c, t.h, t.w], seed: UInt64(140 + i))
@@ -829,13 +832,17 @@ final class KernelTests: XCTestCase {
                 let res = randomTensor([t.m, oh, ow], seed: UInt64(150 + i)).data
                 let conv = naiveConv(x, wt, nil, stride: 2, pad: pad).data
                 for withEpilogue in [false, true] {
-                    var y = [Float](repeating: .nan, count: t.m * oh * ow)
+                    // (16 planes of NaN past the m outputs: a partial last block must leave them)
+                    var y = [Float](repeating: .nan, count: (t.m + 16) * oh * ow)
                     let (y1, b1) = (oh / 2, t.m / 32)
-                    for (c0, c1, r0, r1) in [(0, b1, 0, oh), (b1, t.m / 16, 0, y1), (b1, t.m / 16, y1, oh)] {
+                    for (c0, c1, r0, r1) in [(0, b1, 0, oh), (b1, blocks, 0, y1), (b1, blocks, y1, oh)] {
                         XCTAssertEqual(akn_conv_c16(input, Int32(t.c), Int32(wp), plane, Int32(t.k), 2, Int32(oh), Int32(ow), c16,
-                                                    Int32(c0), Int32(c1), Int32(r0), Int32(r1), withEpilogue ? scale : nil,
-                                                    withEpilogue ? bias : nil, withEpilogue ? res : nil, withEpilogue ? 1 : 0, &y), 0)
+                                                    Int32(t.m), Int32(c0), Int32(c1), Int32(r0), Int32(r1),
+                                                    withEpilogue ? scale : nil, withEpilogue ? bias : nil,
+                                                    withEpilogue ? res : nil, withEpilogue ? 1 : 0, &y), 0)
                     }
+                    XCTAssertTrue(y[(t.m * oh * ow)...].allSatisfy { $0.isNaN }, "\(what): stored past channel \(t.m)")
+                    y.removeLast(16 * oh * ow)
                     let expected = conv.indices.map { at -> Float in
                         guard withEpilogue else { return conv[at] }
                         let o = at / (oh * ow)
@@ -851,7 +858,7 @@ final class KernelTests: XCTestCase {
             var y = [Float](repeating: 0, count: 16)
             let x = [Float](repeating: 1, count: 64), w = [Float](repeating: 1, count: 16 * 25)
             for (k, s) in [(5, 1), (1, 1), (3, 3)] {
-                XCTAssertEqual(akn_conv_c16(x, 1, 8, 64, Int32(k), Int32(s), 1, 1, w, 0, 1, 0, 1, nil, nil, nil, 0, &y), -1,
+                XCTAssertEqual(akn_conv_c16(x, 1, 8, 64, Int32(k), Int32(s), 1, 1, w, 16, 0, 1, 0, 1, nil, nil, nil, 0, &y), -1,
                                "\(isa.name) k\(k)/\(s)")
             }
         }

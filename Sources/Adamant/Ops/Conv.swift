@@ -146,16 +146,17 @@ final class ConvWeights: @unchecked Sendable {
     /// (`cachedAdjointMaxFloats`).
     func c16(adjoint: Bool) -> [Float] {
         cached(adjoint ? .c16Adjoint : .c16Forward) {
-            let rows = adjoint ? inPerGroup : outChannels, taps = kh * kw
-            var out = [Float](repeating: 0, count: rows * (adjoint ? outChannels : inPerGroup) * taps)
+            // (a last block of fewer than 16 rows is padded with zero rows)
+            let rows = adjoint ? inPerGroup : outChannels, taps = kh * kw, blocks = (rows + 15) / 16
+            var out = [Float](repeating: 0, count: blocks * 16 * (adjoint ? outChannels : inPerGroup) * taps)
             forward.withUnsafeBufferPointer { pp in
                 out.withUnsafeMutableBufferPointer { op in
                     if taps == 9 {
                         akn_conv3x3_c16_weights(pp.baseAddress!, Int32(outChannels), Int32(inPerGroup), adjoint ? 1 : 0, 0,
-                                                Int32(rows / 16), op.baseAddress!)
+                                                Int32(blocks), op.baseAddress!)
                     } else {
                         akn_conv_c16_weights(pp.baseAddress!, Int32(outChannels), Int32(inPerGroup), Int32(taps), 0,
-                                             Int32(rows / 16), op.baseAddress!)
+                                             Int32(blocks), op.baseAddress!)
                     }
                 }
             }
@@ -944,7 +945,8 @@ struct Conv: Op {
     /// ``ConvAlgorithm/phased`` and ``ConvAlgorithm/strided1x1``) runs the channel-blocked direct kernel
     /// (`akn_conv_c16`) instead of a GEMM: where it is faster (akn_conv_c16_strided_preferred: a CIFAR
     /// ResNet's downsampling layers; on avx2 also a stem of at most 4 input channels that would run
-    /// phased) and the weights small enough to keep in its layout too. Its input gradient stays the
+    /// phased, and 8 output channels in a block of 16) and the weights small enough to keep in its
+    /// layout too. Its input gradient stays the
     /// algorithm's. A function of the layer's shape only, like ``algorithm(_:_:)``.
     func usesStridedC16(h: Int, w: Int) -> Bool {
         guard group == 1, strides == (2, 2), dilations == (1, 1),
@@ -987,7 +989,7 @@ struct Conv: Op {
                                 padBand = band
                             }
                             let rc = akn_conv_c16(padded ? UnsafePointer(own) : xs, Int32(c), Int32(wp), plane, Int32(k), 2,
-                                                  Int32(oh), Int32(ow), wb, Int32(2 * b),
+                                                  Int32(oh), Int32(ow), wb, Int32(outChannels), Int32(2 * b),
                                                   Int32(min((outChannels + 15) / 16, 2 * b + 2)), Int32(y0), Int32(y1),
                                                   ep.scale, ep.bias, ep.residual.map { $0 + off }, ep.relu ? 1 : 0, y + off)
                             assert(rc == 0, "akn_conv_c16: no \(k)x\(k)/2 kernel")

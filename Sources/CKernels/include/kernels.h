@@ -93,20 +93,22 @@ void akn_conv3x3_c16(const float *xp, int c, int h, int w, const float *wb, int 
  * window at xp + s (oy wp + ox) of each of the c input planes (`plane` floats apart, rows `wp`
  * apart), so xp is the padded input for a padded layer, the input itself for 1x1. `wb` holds
  * akn_conv_c16_weights (k = 1) or akn_conv3x3_c16_weights (k = 3). Computes rows [y0, y1) of the
- * blocks [cb0, cb1) of 16 output channels of y (one sample, [16 * blocks][oh][ow]), with the
- * epilogue of akn_conv3x3_c16; every output the chain of multiply-adds over (input channel, ky, kx)
- * in order from zero. akn_conv3x3_c16 is this kernel with k = 3, s = 1.
+ * blocks [cb0, cb1) of 16 output channels of y (one sample, [m][oh][ow]; a last block past m has its
+ * first m % 16 channels stored, and only their scale, bias and residual read), with the epilogue of
+ * akn_conv3x3_c16; every output the chain of multiply-adds over (input channel, ky, kx) in order
+ * from zero. akn_conv3x3_c16 is this kernel with k = 3, s = 1 and m = 16 * cb1.
  */
-int akn_conv_c16(const float *xp, int c, int wp, size_t plane, int k, int s, int oh, int ow, const float *wb, int cb0,
-                 int cb1, int y0, int y1, const float *scale, const float *bias, const float *res, int relu, float *y);
+int akn_conv_c16(const float *xp, int c, int wp, size_t plane, int k, int s, int oh, int ow, const float *wb, int m,
+                 int cb0, int cb1, int y0, int y1, const float *scale, const float *bias, const float *res, int relu,
+                 float *y);
 
 /** Whether akn_conv_c16 with a stride of 2 beats im2col + GEMM for c inputs, m outputs, an oh x ow output. */
 int akn_conv_c16_strided_preferred(int c, int m, int oh, int ow);
 
 /**
- * Blocks [b0, b1) of akn_conv_c16's forward weights, [m/16][c][taps][16], from the GEMM-packed
- * panels of a convolution with `taps` = 9 (3x3) or 1 (1x1) taps, m outputs (a multiple of 16) and
- * c inputs.
+ * Blocks [b0, b1) of akn_conv_c16's forward weights, [ceil(m/16)][c][taps][16], from the GEMM-packed
+ * panels of a convolution with `taps` = 9 (3x3) or 1 (1x1) taps, m outputs and c inputs (a last
+ * block's rows past m are zeros).
  */
 void akn_conv_c16_weights(const float *packed, int m, int c, int taps, int b0, int b1, float *out);
 
@@ -115,9 +117,9 @@ int akn_conv3x3_c16_preferred(int c, int m, int h, int w);
 
 /**
  * Blocks [b0, b1) of the channel-blocked weights, [rows/16][cols][3][3][16], gathered from a 3x3
- * convolution's GEMM-packed forward panels (m outputs, c inputs). Forward (adjoint = 0): rows = m
- * (a multiple of 16), cols = c. Adjoint (the input gradient): rows = c (a multiple of 16), cols = m,
- * the kernel transposed and flipped. Whole: rows * cols * 9 floats.
+ * convolution's GEMM-packed forward panels (m outputs, c inputs). Forward (adjoint = 0): rows = m,
+ * cols = c. Adjoint (the input gradient): rows = c, cols = m, the kernel transposed and flipped.
+ * Rows past `rows` in a last block are zeros. Whole: ceil(rows/16) * 16 * cols * 9 floats.
  */
 void akn_conv3x3_c16_weights(const float *packed, int m, int c, int adjoint, int b0, int b1, float *out);
 
