@@ -68,23 +68,17 @@ public final class Session {
     }
 
     /// Samples `range` of a checked pixel batch as a batch tensor after normalization, in one pass
-    /// where the model has a preprocessing (each plane's x - mean written from the caller's pixels,
-    /// then divided by std in place: the same two operations as ``normalize(_:)``).
+    /// where the model has a preprocessing (``normalizePlanes(_:into:count:threads:)`` from the
+    /// caller's pixels into the new tensor).
     func normalizedCopy(_ x: UnsafeBufferPointer<Float>, _ range: Range<Int>, threads: Int) -> Tensor {
         let per = model.inputShape.product
         let src = UnsafeBufferPointer(rebasing: x[(range.lowerBound * per)..<(range.upperBound * per)])
-        guard let mean = model.preprocessing.mean, let std = model.preprocessing.std else {
+        guard model.preprocessing.mean != nil, model.preprocessing.std != nil else {
             return Tensor(shape: [range.count] + model.inputShape, data: Array(src))
         }
-        let c = model.inputShape[0], hw = model.inputShape[1] * model.inputShape[2], planes = range.count * c
         let data = [Float](unsafeUninitializedCapacity: src.count) { buf, n in
             if let s = src.baseAddress, let d = buf.baseAddress {
-                Parallel.forRanges(planes, threads: planes * hw >= 1 << 16 ? threads : 1) { r in
-                    for q in r {
-                        akn_scalar_op(s + q * hw, mean[q % c], d + q * hw, hw, 1)  // x - mean
-                        akn_scalar_op(d + q * hw, std[q % c], d + q * hw, hw, 3)   // / std
-                    }
-                }
+                normalizePlanes(s, into: d, count: src.count, threads: threads)
             }
             n = src.count
         }
@@ -122,20 +116,29 @@ public final class Session {
     /// Swift loop before: cifar10_sri_resnet_a with its mean and std, batch 128, from Python,
     /// 2656-2711 -> 2578-2655 us a call.)
     func normalize(_ t: inout Tensor) {
-        guard let mean = model.preprocessing.mean, let std = model.preprocessing.std else { return }
-        let c = model.inputShape[0], hw = model.inputShape[1] * model.inputShape[2]
-        // (t is [batch] + inputShape, and the preprocessing has one mean and std per channel: both
-        // checked before any call gets here)
-        assert(c > 0 && hw > 0 && mean.count == c && std.count == c && t.count % (c * hw) == 0)
-        let planes = t.count / hw
+        guard model.preprocessing.mean != nil, model.preprocessing.std != nil else { return }
+        let count = t.count
         t.data.withUnsafeMutableBufferPointer { p in
             guard let base = p.baseAddress else { return }
-            Parallel.forRanges(planes, threads: planes * hw >= 1 << 16 ? Parallel.threads : 1) { r in
-                for q in r {
-                    let plane = base + q * hw
-                    akn_scalar_op(plane, mean[q % c], plane, hw, 1)  // x - mean
-                    akn_scalar_op(plane, std[q % c], plane, hw, 3)   // x / std
-                }
+            normalizePlanes(base, into: base, count: count, threads: Parallel.threads)
+        }
+    }
+
+    /// dst = (src - mean[c]) / std[c] over `count` floats of whole samples (dst may be src): per
+    /// plane, the subtraction written to dst, then the division in place; planes over `threads` from
+    /// 64K floats. The model has a preprocessing.
+    private func normalizePlanes(_ src: UnsafePointer<Float>, into dst: UnsafeMutablePointer<Float>, count: Int,
+                                 threads: Int) {
+        guard let mean = model.preprocessing.mean, let std = model.preprocessing.std else { return }
+        let c = model.inputShape[0], hw = model.inputShape[1] * model.inputShape[2]
+        // (whole samples of [batch] + inputShape, and the preprocessing has one mean and std per
+        // channel: both checked before any call gets here)
+        assert(c > 0 && hw > 0 && mean.count == c && std.count == c && count % (c * hw) == 0)
+        let planes = count / hw
+        Parallel.forRanges(planes, threads: count >= 1 << 16 ? threads : 1) { r in
+            for q in r {
+                akn_scalar_op(src + q * hw, mean[q % c], dst + q * hw, hw, 1)  // x - mean
+                akn_scalar_op(dst + q * hw, std[q % c], dst + q * hw, hw, 3)   // x / std
             }
         }
     }
@@ -199,20 +202,20 @@ public final class Session {
     /// interact (BN runs in inference mode), so the split changes no result.
     /// `body(piece, range, threads, lane)`: the pool lane its contexts use (``pieceLane(_:of:)``).
     func chunked<R>(_ x: Tensor, piece: Int? = nil, _ body: (Tensor, Range<Int>, Int, Int) throws -> R) throws -> [R] {
-        try chunked(batch: x.shape[0], piece: piece, input: { r in r.count == x.shape[0] ? x : slice(x, r) }, body)
+        try chunked(batch: x.shape[0], piece: piece, input: { r, _ in r.count == x.shape[0] ? x : slice(x, r) }, body)
     }
 
-    /// The same for a batch of `batch` samples whose pieces `input` makes (from the samples' range;
-    /// a piece's by the worker that runs it).
-    func chunked<R>(batch: Int, piece: Int? = nil, input: (Range<Int>) throws -> Tensor,
+    /// The same for a batch of `batch` samples whose pieces `input` makes (from the samples' range and
+    /// the threads the piece runs on; a piece's by the worker that runs it).
+    func chunked<R>(batch: Int, piece: Int? = nil, input: (Range<Int>, Int) throws -> Tensor,
                     _ body: (Tensor, Range<Int>, Int, Int) throws -> R) throws -> [R] {
         let ranges = pieceRanges(batch, piece: piece)
-        if ranges.count == 1 { return [try body(input(ranges[0]), ranges[0], Parallel.threads, 0)] }
+        if ranges.count == 1 { return [try body(input(ranges[0], Parallel.threads), ranges[0], Parallel.threads, 0)] }
         var results = [R?](repeating: nil, count: ranges.count)
         try results.withUnsafeMutableBufferPointer { res in
             let rp = res.baseAddress!
             try forEachPiece(ranges.count) { i in
-                rp[i] = try body(input(ranges[i]), ranges[i], 1, pieceLane(i, of: ranges.count))
+                rp[i] = try body(input(ranges[i], 1), ranges[i], 1, pieceLane(i, of: ranges.count))
             }
         }
         return results.map { $0! }
@@ -229,9 +232,7 @@ public final class Session {
         // Each piece normalized straight from the caller's pixels by the worker that runs it: no copy
         // of the whole batch to slice from (two passes over the input before: cifar10_resnet_2b at
         // batch 128, 2 threads, spent 6 % of a call copying).
-        return try chunked(batch: batch, input: { r in
-            normalizedCopy(x, r, threads: r.count == batch ? Parallel.threads : 1)
-        }) { t, _, threads, lane in
+        return try chunked(batch: batch, input: { r, threads in normalizedCopy(x, r, threads: threads) }) { t, _, threads, lane in
             try pieceLogits(t, domain: domain, threads: threads, lane: lane)
         }.flatMap { $0 }
     }
