@@ -9,4 +9,11 @@
 int akn_conv_c16_avx512(AKN_C16_ARGS);
 int akn_conv_c16_avx2(AKN_C16_ARGS);
 int akn_conv_c16_scalar(AKN_C16_ARGS);
+/// akn_conv3x3_c16_unpadded's arguments (kernels.h); each entry returns -1 where it lacks the kernel.
+#define AKN_C16_UNPADDED_ARGS                                                                                 \
+    const float *x, int c, int h, int w, const float *wb, int m, int cb0, int cb1, int y0, int y1,            \
+        const float *scale, const float *bias, const float *res, int relu, float *y
+int akn_conv3x3_c16_unpadded_avx512(AKN_C16_UNPADDED_ARGS);
+int akn_conv3x3_c16_unpadded_avx2(AKN_C16_UNPADDED_ARGS);
+int akn_conv3x3_c16_unpadded_scalar(AKN_C16_UNPADDED_ARGS);
 #endif

@@ -796,6 +796,61 @@ final class KernelTests: XCTestCase {
         }
     }
 
+    /// The channel-blocked 3x3 kernel read from the unpadded input (akn_conv3x3_c16_unpadded) against
+    /// the padded one, bit for bit, on every ISA path that has it (AVX-512 refuses it: -1): the whole
+    /// epilogue (NaNs in the residual), row ranges and blocks, a partial last block (nothing stored
+    /// past m), images of one and two rows (every row next to the padding), and an infinite weight
+    /// on a tap that reads the padding, which must still give the padded kernel's NaN (0 * inf).
+    func testUnpaddedChannelBlockedKernelMatchesPaddedKernel() throws {
+        let cases: [(c: Int, m: Int, h: Int, w: Int)] = [(16, 16, 32, 32), (32, 32, 16, 16), (3, 16, 8, 8), (5, 24, 1, 12),
+                                                         (7, 40, 2, 20), (64, 64, 8, 8), (1, 16, 5, 36)]
+        try forEachISA { isa in
+            for (i, t) in cases.enumerated() {
+                let blocks = (t.m + 15) / 16
+                let available = akn_conv3x3_c16_unpadded_available(Int32(t.w)) != 0
+                XCTAssertEqual(available, isa != .avx512, "\(isa.name) \(t.w)")
+                for infinite in [false, true] {
+                    let what = "\(isa.name) c\(t.c) m\(t.m) \(t.h)x\(t.w)\(infinite ? " inf weight" : "")"
+                    var wt = randomTensor([t.m, t.c, 3, 3], seed: UInt64(160 + i), scale: 0.3).data
+                    // (output 1's tap (0, 0) of input channel 0: it reads the padding on row 0 and column 0)
+                    if infinite { wt[t.c * 9] = .infinity }
+                    var packed = [Float](repeating: 0, count: akn_gemm_packed_a_size(Int32(t.m), Int32(t.c * 9)) + 64)
+                    akn_gemm_pack_a(wt, t.c * 9, 0, Int32(t.m), Int32(t.c * 9), &packed)
+                    var c16 = [Float](repeating: .nan, count: blocks * 16 * t.c * 9)
+                    akn_conv3x3_c16_weights(packed, Int32(t.m), Int32(t.c), 0, 0, Int32(blocks), &c16)
+                    let x = randomTensor([t.c, t.h, t.w], seed: UInt64(170 + i)).data
+                    var padded = [Float](repeating: .nan, count: akn_scratch_size(Int32(t.c), Int32(t.h), Int32(t.w)))
+                    akn_conv3x3_pad(x, nil, nil, Int32(t.c), Int32(t.h), Int32(t.w), 0, Int32(t.c), &padded)
+                    let scale = (0..<t.m).map { 0.5 + Float($0) / 32 }, bias = (0..<t.m).map { Float($0) / 16 - 1 }
+                    var res = randomTensor([t.m, t.h, t.w], seed: UInt64(180 + i)).data
+                    for j in stride(from: 3, to: res.count, by: 29) { res[j] = .nan }
+                    for withEpilogue in [false, true] {
+                        // (16 planes of NaN past the m outputs: a partial last block must leave them)
+                        var a = [Float](repeating: .nan, count: (t.m + 16) * t.h * t.w), b = a
+                        let (y1, b1) = (t.h / 2, blocks / 2)
+                        for (c0, c1, r0, r1) in [(0, b1, 0, t.h), (b1, blocks, 0, y1), (b1, blocks, y1, t.h)] {
+                            XCTAssertEqual(akn_conv_c16(padded, Int32(t.c), Int32(t.w + 2), (t.h + 2) * (t.w + 2), 3, 1, Int32(t.h),
+                                                        Int32(t.w), c16, Int32(t.m), Int32(c0), Int32(c1), Int32(r0), Int32(r1),
+                                                        withEpilogue ? scale : nil, withEpilogue ? bias : nil,
+                                                        withEpilogue ? res : nil, withEpilogue ? 1 : 0, &a), 0, what)
+                            XCTAssertEqual(akn_conv3x3_c16_unpadded(x, Int32(t.c), Int32(t.h), Int32(t.w), c16, Int32(t.m),
+                                                                    Int32(c0), Int32(c1), Int32(r0), Int32(r1),
+                                                                    withEpilogue ? scale : nil, withEpilogue ? bias : nil,
+                                                                    withEpilogue ? res : nil, withEpilogue ? 1 : 0, &b),
+                                           available ? 0 : -1, what)
+                        }
+                        guard available else { continue }
+                        XCTAssertTrue(b[(t.m * t.h * t.w)...].allSatisfy { $0.isNaN }, "\(what): stored past channel \(t.m)")
+                        XCTAssertFalse(b[..<(t.m * t.h * t.w)].allSatisfy { $0.isNaN }, what)
+                        if infinite { XCTAssertTrue(a[t.h * t.w].isNaN, "\(what): the padding's 0 * inf") }
+                        let differs = a.indices.first { a[$0].bitPattern != b[$0].bitPattern }
+                        XCTAssertNil(differs, "\(what)\(withEpilogue ? " epilogue" : ""): output \(differs ?? 0) of [m][h][w] differs")
+                    }
+                }
+            }
+        }
+    }
+
     /// The channel-blocked direct kernel with a stride of 2 (3x3 padded by 1, and 1x1 read in place)
     /// against direct loops, on every ISA path (each has the kernel, though only avx512 picks it):
     /// its weight layouts, the whole epilogue, row ranges and blocks (pairs on AVX-512), odd inputs and

@@ -890,16 +890,21 @@ struct Conv: Op {
         // parallel region: no second barrier, and a band's input rows are mostly those the same
         // thread wrote as the previous layer's band (channels padded over the threads put half of
         // every plane on the other core). Units then go band-major, so a thread pads few bands.
-        let ownPad = bands > 1 && t > 1
+        // A forward pass of the channel-blocked kernel reads the input itself where it can (no mask or
+        // scale to apply): no padded copy at all.
+        let unpadded = channelBlocked && !adjointInPlace && inMask == nil && inScale == nil
+            && akn_conv3x3_c16_unpadded_available(Int32(w)) != 0
+        let ownPad = !unpadded && bands > 1 && t > 1
         // (the shared padded input: not taken from the pool when each thread pads its own bands)
-        var scratch = ownPad ? [] : try ctx.scratch(scratchSize)
-        defer { if !ownPad { ctx.recycle(scratch) } }
+        let sharedPad = !unpadded && !ownPad
+        var scratch = sharedPad ? try ctx.scratch(scratchSize) : []
+        defer { if sharedPad { ctx.recycle(scratch) } }
         scratch.withUnsafeMutableBufferPointer { sp in
             let shared = sp.baseAddress
             for s in 0..<n {
                 let xs = x + s * channelsIn * h * w, off = s * channelsOut * h * w
                 let ms = inMask.map { $0 + s * channelsIn * h * w }
-                if !ownPad {
+                if sharedPad {
                     // Pad once (with the mask and scale; channels over the threads), then split the
                     // units over the threads.
                     guard let sb = shared else { return }
@@ -915,6 +920,14 @@ struct Conv: Op {
                             for u in r {
                                 let (b, band) = ownPad ? (u % blocks, u / blocks) : (u / bands, u % bands)
                                 let (y0, y1) = (Int32(h * band / bands), Int32(h * (band + 1) / bands))
+                                if unpadded {
+                                    _ = akn_conv3x3_c16_unpadded(xs, Int32(channelsIn), Int32(h), Int32(w), pb,
+                                                                 Int32(channelsOut), Int32(2 * b),
+                                                                 Int32(min((channelsOut + 15) / 16, 2 * b + 2)), y0, y1,
+                                                                 ep.scale, ep.bias, ep.residual.map { $0 + off },
+                                                                 ep.relu ? 1 : 0, y + off)
+                                    continue
+                                }
                                 guard let xp = ownPad ? own : shared else { return }
                                 if ownPad && band != padded {
                                     akn_conv3x3_pad_band(xs, ms, inScale, Int32(channelsIn), Int32(h), Int32(w), y0, y1, own)

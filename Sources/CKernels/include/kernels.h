@@ -88,6 +88,22 @@ void akn_conv3x3_c16(const float *xp, int c, int h, int w, const float *wb, int 
                      const float *scale, const float *bias, const float *res, int relu, float *y);
 
 /**
+ * akn_conv3x3_c16 (3x3, stride 1, padded by 1) read from the unpadded input x ([c][h][w], one sample):
+ * no padded copy. The zeros of the padding are multiplied and added where the padded kernel reads
+ * them, so the results are its bits. m outputs (a last block past m as akn_conv_c16's). Returns -1
+ * where it lacks the kernel (akn_conv3x3_c16_unpadded_available false): then pad and run
+ * akn_conv3x3_c16.
+ */
+int akn_conv3x3_c16_unpadded(const float *x, int c, int h, int w, const float *wb, int m, int cb0, int cb1, int y0,
+                             int y1, const float *scale, const float *bias, const float *res, int relu, float *y);
+
+/**
+ * Whether akn_conv3x3_c16_unpadded runs a width of w on the ISA in force: on the 4-wide paths (AVX2,
+ * scalar), widths from 8 in multiples of 4. (AVX-512's 16-wide tiles keep the padded input.)
+ */
+int akn_conv3x3_c16_unpadded_available(int w);
+
+/**
  * The channel-blocked direct kernel for any window and stride it has (3x3 with stride 1 or 2, 1x1
  * with stride 2; returns -1 for others): output (oy, ox) of the oh x ow output reads the k x k
  * window at xp + s (oy wp + ox) of each of the c input planes (`plane` floats apart, rows `wp`
