@@ -869,6 +869,8 @@ struct Conv: Op {
 
     /// One sample at a time: pad once (with the mask and scale), then blocks of output channels (6,
     /// or 16 for the channel-blocked kernel, `pb` in its layout) x bands of rows over the threads.
+    /// A forward pass of the channel-blocked kernel skips the padding where it can read the input
+    /// itself (`akn_conv3x3_c16_unpadded`).
     private func direct3x3(_ pb: UnsafePointer<Float>, channelBlocked: Bool = false, adjointInPlace: Bool = false,
                            channelsIn: Int, channelsOut: Int,
                            x: UnsafePointer<Float>, inMask: UnsafePointer<Float>?, inScale: UnsafePointer<Float>?, n: Int,
