@@ -298,6 +298,30 @@ void akn_conv3x3_c16(const float *xp, int c, int h, int w, const float *wb, int 
                        res, relu, y);
 }
 
+typedef int (*c16s2a_fn)(AKN_C16_S2A_ARGS);
+static const c16s2a_fn g_c16s2a[3] = {akn_conv_c16_s2_adjoint_scalar, akn_conv_c16_s2_adjoint_avx2,
+                                      akn_conv_c16_s2_adjoint_avx512};
+
+int akn_conv_c16_s2_adjoint(const float *dzp, int m, int oh, int ow, const float *wb, int c, int h, int w, int cb0,
+                            int cb1, int y0, int y1, float *dx) {
+    if (m <= 0 || c <= 0 || h <= 0 || w % 4 || w < 4 || ow != w / 2 || oh != (h + 1) / 2) return -1;
+    if (y0 < 0) y0 = 0;
+    if (y1 > h) y1 = h;
+    if (cb1 > (c + 15) / 16) cb1 = (c + 15) / 16;
+    if (cb1 <= cb0 || y1 <= y0) return 0;
+    return g_c16s2a[abk_isa()](dzp, m, oh, ow, wb, c, h, w, cb0, cb1, y0, y1, dx);
+}
+
+int akn_conv_c16_s2_adjoint_preferred(int c, int m, int h, int w) {
+    // AMD family 25 (avx2), against the im2col input gradient (GEMM of the columns, col2im): see
+    // Conv.usesStridedC16Adjoint for the measurements; a last block of 8 channels (its other 8 lanes
+    // zero weights, not stored) as the forward's (cifar10_resnet_2b's 8 -> 16 layer). AVX-512 runs
+    // the same tiles 8 positions wide (not measured there).
+    (void)m;
+    (void)h;
+    return abk_isa() >= ABK_ISA_AVX2 && (c % 16 == 0 || (c % 16 == 8 && abk_isa() == ABK_ISA_AVX2)) && w % 4 == 0 && w >= 8;
+}
+
 typedef int (*c16u_fn)(AKN_C16_UNPADDED_ARGS);
 static const c16u_fn g_c16u[3] = {akn_conv3x3_c16_unpadded_scalar, akn_conv3x3_c16_unpadded_avx2,
                                   akn_conv3x3_c16_unpadded_avx512};

@@ -16,4 +16,11 @@ int akn_conv_c16_scalar(AKN_C16_ARGS);
 int akn_conv3x3_c16_unpadded_avx512(AKN_C16_UNPADDED_ARGS);
 int akn_conv3x3_c16_unpadded_avx2(AKN_C16_UNPADDED_ARGS);
 int akn_conv3x3_c16_unpadded_scalar(AKN_C16_UNPADDED_ARGS);
+/// akn_conv_c16_s2_adjoint's arguments (kernels.h); each entry returns -1 for a geometry it lacks.
+#define AKN_C16_S2A_ARGS                                                                                      \
+    const float *dzp, int m, int oh, int ow, const float *wb, int c, int h, int w, int cb0, int cb1, int y0, int y1, \
+        float *dx
+int akn_conv_c16_s2_adjoint_avx512(AKN_C16_S2A_ARGS);
+int akn_conv_c16_s2_adjoint_avx2(AKN_C16_S2A_ARGS);
+int akn_conv_c16_s2_adjoint_scalar(AKN_C16_S2A_ARGS);
 #endif

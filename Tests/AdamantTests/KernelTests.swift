@@ -359,8 +359,10 @@ final class KernelTests: XCTestCase {
             // the channel-blocked direct kernel's shapes (on avx512 and avx2), forward and input gradient
             (32, 32, 16, 16, 3, 1, 1, .direct3x3), (16, 32, 8, 8, 3, 1, 1, .direct3x3),
             // its stride-2 forms (on avx512 and avx2: usesStridedC16), a CIFAR ResNet's downsampling layers (and
-            // odd inputs); their input gradients stay im2col's and strided1x1's
+            // odd inputs); the 3x3/2 input gradient channel-blocked too where usesStridedC16Adjoint (widths in
+            // multiples of 4), else im2col's; the 1x1/2 one strided1x1's
             (16, 32, 32, 32, 3, 2, 1, .im2col), (32, 64, 15, 15, 3, 2, 1, .im2col), (16, 32, 32, 32, 1, 2, 0, .strided1x1),
+            (8, 16, 15, 16, 3, 2, 1, .im2col), (48, 16, 8, 12, 3, 2, 1, .im2col),
             (16, 16, 63, 63, 1, 2, 0, .strided1x1),
             // a few-channel stem whose outputs come in blocks of 16 (cifar10_sri_resnet_a's): on avx2
             // its forward channel-blocked too, its input gradient phased
@@ -410,6 +412,23 @@ final class KernelTests: XCTestCase {
                 fused.fusedRelu = true
                 let r = randomTensor(y.shape, seed: 81)
                 let yf = try fused.forward([x, r], cx)[0]
+                let stridedAdjoint = k == 3 && stride == 2 && isa != .scalar && c * m * 9 <= ConvWeights.cachedAdjointMaxFloats
+                    && w % 4 == 0 && w >= 8 && (c % 16 == 0 || (c % 16 == 8 && isa == .avx2))
+                XCTAssertEqual(conv.usesStridedC16Adjoint(h: h, w: w), stridedAdjoint, what)
+                if stridedAdjoint {
+                    // The channel-blocked input gradient (with the ReLU's mask and the BN scale) against
+                    // im2col + col2im's, another order of the same sums, and the same bits on 1 and 2 threads.
+                    let blocked = try fused.backward([x, r], [yf], [g], needs: [true, false], cx)[0]!
+                    let oneThread = ExecContext(bn: [], declaredBatch: nil, batch: batch, threads: 1)
+                    XCTAssertEqual(try fused.backward([x, r], [yf], [g], needs: [true, false], oneThread)[0]!.data, blocked.data, what)
+                    Conv.stridedAdjointEnabled = false
+                    XCTAssertFalse(conv.usesStridedC16Adjoint(h: h, w: w), what)
+                    let viaColumns = try fused.backward([x, r], [yf], [g], needs: [true, false], cx)[0]!
+                    Conv.stridedAdjointEnabled = true
+                    let gTop = viaColumns.data.map { abs($0) }.max()!
+                    XCTAssertGreaterThan(gTop, 0, what)
+                    XCTAssertLessThan(zip(blocked.data, viaColumns.data).map { abs($0 - $1) }.max()! / gTop, 1e-5, what)
+                }
                 if expected == .phased {
                     // The input gradient over the input's phase grid (with the ReLU's mask and the BN
                     // scale) against im2col + col2im's, another order of the same sums, and the same
@@ -917,6 +936,73 @@ final class KernelTests: XCTestCase {
             for (k, s) in [(5, 1), (1, 1), (3, 3)] {
                 XCTAssertEqual(akn_conv_c16(x, 1, 8, 64, Int32(k), Int32(s), 1, 1, w, 16, 0, 1, 0, 1, nil, nil, nil, 0, &y), -1,
                                "\(isa.name) k\(k)/\(s)")
+            }
+        }
+    }
+
+    /// The channel-blocked input gradient of a 3x3/2 convolution padded by 1 (akn_conv_c16_s2_adjoint)
+    /// against the forward's transpose in double (each term scattered from its output position), on
+    /// every ISA path: dz padded by bands with a ReLU mask and a BN scale, ranges of rows and blocks,
+    /// even and odd heights, widths of one to eight 4-wide tiles, a partial last block of channels
+    /// (nothing stored past c); geometries it lacks are refused.
+    func testStridedAdjointKernelAgainstScatterLoops() throws {
+        let cases: [(c: Int, m: Int, h: Int, w: Int)] = [(16, 32, 32, 32), (32, 64, 16, 16), (20, 24, 15, 12), (8, 16, 16, 16),
+                                                         (64, 16, 8, 8), (3, 5, 1, 4), (16, 8, 7, 28)]
+        try forEachISA { isa in
+            for (i, t) in cases.enumerated() {
+                let what = "\(isa.name) c\(t.c) m\(t.m) \(t.h)x\(t.w)"
+                let (oh, ow) = ((t.h + 1) / 2, t.w / 2)
+                let wt = randomTensor([t.m, t.c, 3, 3], seed: UInt64(190 + i), scale: 0.3).data
+                var packed = [Float](repeating: 0, count: akn_gemm_packed_a_size(Int32(t.m), Int32(t.c * 9)) + 64)
+                akn_gemm_pack_a(wt, t.c * 9, 0, Int32(t.m), Int32(t.c * 9), &packed)
+                let blocks = (t.c + 15) / 16
+                var c16 = [Float](repeating: .nan, count: blocks * 16 * t.m * 9)
+                akn_conv3x3_c16_weights(packed, Int32(t.m), Int32(t.c), 1, 0, Int32(blocks), &c16)
+                let dz = randomTensor([t.m, oh, ow], seed: UInt64(200 + i)).data
+                let mask = randomTensor([t.m, oh, ow], seed: UInt64(210 + i)).data.map { $0 > 0 ? Float(1) : 0 }
+                let scale = (0..<t.m).map { 0.5 + Float($0) / 16 }
+                // dz' = (mask > 0 ? dz : 0) * scale, in double, scattered through the forward's taps
+                var expected = [Double](repeating: 0, count: t.c * t.h * t.w)
+                for o in 0..<t.m {
+                    for oy in 0..<oh {
+                        for ox in 0..<ow {
+                            let d = mask[(o * oh + oy) * ow + ox] > 0 ? Double(dz[(o * oh + oy) * ow + ox]) * Double(scale[o]) : 0
+                            for ci in 0..<t.c {
+                                for ky in 0..<3 {
+                                    for kx in 0..<3 {
+                                        let (y, x) = (2 * oy - 1 + ky, 2 * ox - 1 + kx)
+                                        guard y >= 0, y < t.h, x >= 0, x < t.w else { continue }
+                                        expected[(ci * t.h + y) * t.w + x] += Double(wt[((o * t.c + ci) * 3 + ky) * 3 + kx]) * d
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                // (16 planes of NaN past the c outputs: a partial last block must leave them)
+                var dx = [Float](repeating: .nan, count: (t.c + 16) * t.h * t.w)
+                let (yh, bh) = (t.h / 2, blocks / 2)
+                for (c0, c1, r0, r1) in [(0, bh, 0, t.h), (bh, blocks, 0, yh), (bh, blocks, yh, t.h)] where r1 > r0 {
+                    // each range from its own band of dz, padded as the layer pads it (the rest NaN)
+                    var band = [Float](repeating: .nan, count: akn_scratch_size(Int32(t.m), Int32(oh), Int32(ow)))
+                    akn_conv3x3_pad_band(dz, mask, scale, Int32(t.m), Int32(oh), Int32(ow), Int32(r0 / 2), Int32((r1 - 1) / 2 + 1),
+                                         &band)
+                    XCTAssertEqual(akn_conv_c16_s2_adjoint(band, Int32(t.m), Int32(oh), Int32(ow), c16, Int32(t.c), Int32(t.h),
+                                                           Int32(t.w), Int32(c0), Int32(c1), Int32(r0), Int32(r1), &dx), 0, what)
+                }
+                XCTAssertTrue(dx[(t.c * t.h * t.w)...].allSatisfy { $0.isNaN }, "\(what): stored past channel \(t.c)")
+                dx.removeLast(16 * t.h * t.w)
+                XCTAssertFalse(dx.contains { $0.isNaN }, "\(what): outputs not all written (or a NaN read)")
+                let top = expected.map { abs($0) }.max()!
+                XCTAssertGreaterThan(top, 0, what)
+                let err = zip(dx, expected).map { abs(Double($0) - $1) }.max()!
+                XCTAssertLessThan(err / top, 2e-6, what)
+            }
+            // Geometries it lacks: a width not a multiple of 4, and an output not the forward's.
+            var dx = [Float](repeating: 0, count: 64), any = [Float](repeating: 0, count: 1024)
+            for (oh, ow, h, w) in [(3, 3, 6, 6), (4, 2, 8, 4 + 1), (3, 2, 8, 4), (4, 3, 8, 4)] {
+                XCTAssertEqual(akn_conv_c16_s2_adjoint(any, 1, Int32(oh), Int32(ow), any, 1, Int32(h), Int32(w), 0, 1, 0, Int32(h), &dx),
+                               -1, "\(isa.name) \(h)x\(w) from \(oh)x\(ow)")
             }
         }
     }

@@ -457,13 +457,19 @@ struct Conv: Op {
         let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
         let (oh, ow) = (g.shape[2], g.shape[3])
         let algo = algorithm(h, w)
-        let accumulates = algo == .im2col || (algo == .phased && !usesPhasedAdjoint(h: h, w: w, ow: ow))
+        let stridedAdjoint = usesStridedC16Adjoint(h: h, w: w)
+        let accumulates = !stridedAdjoint && (algo == .im2col || (algo == .phased && !usesPhasedAdjoint(h: h, w: w, ow: ow)))
         var dx = accumulates ? try ctx.zeros(x.shape) : try ctx.uninitialized(x.shape)
         try g.data.withUnsafeBufferPointer { gp in
             try dx.data.withUnsafeMutableBufferPointer { xp in
                 try withOptionalBuffer(mask?.data) { mp in
                     try withOptionalBuffer(scale) { sp in
                         let none = Epilogue(scale: nil, bias: nil, residual: nil, relu: false)
+                        if stridedAdjoint {
+                            stridedC16Backward(dz: gp.baseAddress!, mask: mp, scale: sp, n: n, c: c, h: h, w: w, oh: oh, ow: ow,
+                                               dx: xp.baseAddress!, threads: ctx.threads)
+                            return
+                        }
                         switch algo {
                         case .direct3x3:
                             // The adjoint of a 3x3/s1/p1 convolution is the same convolution with transposed,
@@ -536,6 +542,8 @@ struct Conv: Op {
             return [n * c * oh * ow]  // the subsampled input (forward), or its gradient (backward)
         case .phased where usesPhasedAdjoint(h: h, w: w, ow: ow):
             return []  // (both directions read their input in place, from a band in the thread's scratch)
+        case .im2col where usesStridedC16Adjoint(h: h, w: w), .phased where usesStridedC16Adjoint(h: h, w: w):
+            return []  // (the input gradient pads its bands of dz in the thread's scratch)
         case .im2col, .phased:
             // The forward packs its implicit im2col (or reads it in place); only the input gradient
             // has a column buffer.
@@ -1009,6 +1017,63 @@ struct Conv: Op {
                                                   ep.scale, ep.bias, ep.residual.map { $0 + off }, ep.relu ? 1 : 0, y + off)
                             assert(rc == 0, "akn_conv_c16: no \(k)x\(k)/2 kernel")
                         }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Cleared by tests to run a 3x3/2 layer's input gradient as im2col's (or phased's).
+    nonisolated(unsafe) static var stridedAdjointEnabled = true
+
+    /// Whether the input gradient of a 3x3, stride-2 layer padded by 1 runs `akn_conv_c16_s2_adjoint`
+    /// (channel-blocked, the forward's multiply-adds and no more) instead of im2col's columns and
+    /// col2im: input channels in blocks of 16 (on AVX2 also 8 past them), a width in multiples of 4
+    /// from 8 and weights small enough to keep in its layout (the CIFAR ResNets' 3x3/2 layers).
+    /// AMD EPYC family 25 model 1 (Zen 3), avx2: one thread, one sample, 16 -> 32 channels on 32x32
+    /// 28.9 us (82 GFLOP/s), 32 -> 64 on 16x16 29.0 us, about the forward's time (im2col's gradient:
+    /// 2.1x it in the profile of a batch-128 gradient); whole gradients, 2 threads, ab_builds pairs:
+    /// mbn_resnet8 0.927x, mbn_resnet14 0.959x, mbn_resnet20 0.977-0.985x at batch 128,
+    /// cifar10_resnet_2b (8 -> 16 channels) 0.966-0.990x at 128 and 0.95-0.99x at 1.
+    func usesStridedC16Adjoint(h: Int, w: Int) -> Bool {
+        guard Conv.stridedAdjointEnabled, group == 1, kh == 3, kw == 3, strides == (2, 2), dilations == (1, 1),
+              inPerGroup * outChannels * 9 <= ConvWeights.cachedAdjointMaxFloats, resolvedPads(h, w) == (1, 1, 1, 1)
+        else { return false }
+        return akn_conv_c16_s2_adjoint_preferred(Int32(inPerGroup), Int32(outChannels), Int32(h), Int32(w)) != 0
+    }
+
+    /// The input gradient of a ``usesStridedC16Adjoint(h:w:)`` layer: units of (sample, 16 input
+    /// channels, band of input rows) over the threads, each thread padding the rows of dz its band
+    /// reads (with the mask and the BN scale) into its own buffer, once per (sample, band). Every
+    /// element of dx is written by one unit, its chain fixed by the kernel: the split never changes it.
+    private func stridedC16Backward(dz: UnsafePointer<Float>, mask: UnsafePointer<Float>?, scale: UnsafePointer<Float>?,
+                                    n: Int, c: Int, h: Int, w: Int, oh: Int, ow: Int, dx: UnsafeMutablePointer<Float>,
+                                    threads: Int) {
+        let m = outChannels
+        let scratchSize = akn_scratch_size(Int32(m), Int32(oh), Int32(ow))
+        let blocks = (c + 15) / 16
+        let t = (threads > 1 && n * c * m * 9 * oh * ow >= 100_000) ? threads : 1
+        let bands = Parallel.bands(units: n * blocks, rows: h, threads: t)
+        let (dzSample, dxSample) = (m * oh * ow, c * h * w)
+        weights.c16(adjoint: true).withUnsafeBufferPointer { wbp in
+            let wb = wbp.baseAddress!
+            Parallel.forRanges(n * bands * blocks, threads: t) { r in
+                withThreadScratch(slot: 4, scratchSize) { own in
+                    var padded = -1
+                    for u in r {
+                        let (b, sb) = (u % blocks, u / blocks)
+                        let (s, band) = (sb / bands, sb % bands)
+                        let (y0, y1) = (h * band / bands, h * (band + 1) / bands)
+                        if sb != padded {
+                            // dx rows [y0, y1) read dz's padded rows [y0 / 2, (y1 - 1) / 2 + 3): its rows
+                            // [y0 / 2, (y1 - 1) / 2 + 1) as akn_conv3x3_pad_band counts them
+                            akn_conv3x3_pad_band(dz + s * dzSample, mask.map { $0 + s * dzSample }, scale, Int32(m),
+                                                 Int32(oh), Int32(ow), Int32(y0 / 2), Int32((y1 - 1) / 2 + 1), own)
+                            padded = sb
+                        }
+                        let rc = akn_conv_c16_s2_adjoint(own, Int32(m), Int32(oh), Int32(ow), wb, Int32(c), Int32(h), Int32(w),
+                                                         Int32(b), Int32(b + 1), Int32(y0), Int32(y1), dx + s * dxSample)
+                        assert(rc == 0, "akn_conv_c16_s2_adjoint: geometry \(c)x\(h)x\(w) -> \(m)x\(oh)x\(ow)")
                     }
                 }
             }

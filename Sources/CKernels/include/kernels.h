@@ -118,6 +118,27 @@ int akn_conv_c16(const float *xp, int c, int wp, size_t plane, int k, int s, int
                  int cb0, int cb1, int y0, int y1, const float *scale, const float *bias, const float *res, int relu,
                  float *y);
 
+/**
+ * The input gradient of a 3x3, stride-2 convolution padded by 1 on every side (akn_conv_c16's k = 3,
+ * s = 2), channel-blocked, written (not added) into dx: dx[ci][y][x] = the sum of W[o][ci][ky][kx] *
+ * dz'[o][(y + 1 - ky) / 2][(x + 1 - kx) / 2] over the forward's outputs o and the taps with y + 1 - ky
+ * and x + 1 - kx even: a quarter of the positions take one tap, half two and a quarter four, so it
+ * does the forward's multiply-adds and no more (im2col + col2im writes and adds 9 columns per output
+ * position). Each element is one chain over (o, ky, kx) in order from zero, except that an odd x
+ * sums its kx = 0 and kx = 2 terms in two such chains, added last: fixed by the element alone, so
+ * no split of rows or blocks over threads changes a result. `dzp`: dz' = dz with the mask and
+ * scale applied, padded by 1 as akn_conv3x3_pad_band lays it out ([m][oh + 2][ow + 2]; dx rows
+ * [y0, y1) read its padded rows [y0 / 2, (y1 - 1) / 2 + 3)); `wb`: akn_conv3x3_c16_weights with
+ * adjoint = 1 (c rows in blocks of 16, m columns). Computes rows [y0, y1) of blocks [cb0, cb1) of 16
+ * channels of dx (one sample, [c][h][w]; a last block past c stores its first c % 16). Needs w a
+ * multiple of 4, ow = w / 2 and oh = (h + 1) / 2 (the forward's output); returns -1 otherwise.
+ */
+int akn_conv_c16_s2_adjoint(const float *dzp, int m, int oh, int ow, const float *wb, int c, int h, int w, int cb0,
+                            int cb1, int y0, int y1, float *dx);
+
+/** Whether akn_conv_c16_s2_adjoint beats im2col's input gradient for c inputs and m outputs of an h x w input. */
+int akn_conv_c16_s2_adjoint_preferred(int c, int m, int h, int w);
+
 /** Whether akn_conv_c16 with a stride of 2 beats im2col + GEMM for c inputs, m outputs, an oh x ow output. */
 int akn_conv_c16_strided_preferred(int c, int m, int oh, int ow);
 
