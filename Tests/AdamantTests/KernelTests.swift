@@ -342,7 +342,9 @@ final class KernelTests: XCTestCase {
             // implicit im2col: positions of several samples in one 16-column panel (2x2, 4x4), panels of
             // two 8-wide output rows (stride 1 and 2, padding lanes zeroed), and a kernel of 81 taps (the
             // packing's taps in two blocks)
+            // (3x3/1 im2col layers: the input gradient with the flipped weights, but above flippedAdjointMaxFloats)
             (130, 12, 2, 2, 3, 1, 1, .im2col), (32, 40, 8, 8, 3, 2, 1, .im2col), (64, 24, 4, 4, 3, 1, 1, .im2col),
+            (128, 129, 2, 2, 3, 1, 1, .im2col), (20, 22, 3, 5, 3, 1, 1, .im2col),
             (16, 16, 16, 16, 3, 2, 1, .im2col), (4, 6, 12, 12, 9, 1, 4, .im2col),
             // panels of 16 columns in one output row (found per panel, not per lane), including both
             // ends of the row and padding rows: a stem's 7x7/2 and a 5x5/1 (5 channels: with fewer,
@@ -428,6 +430,23 @@ final class KernelTests: XCTestCase {
                     let gTop = viaColumns.data.map { abs($0) }.max()!
                     XCTAssertGreaterThan(gTop, 0, what)
                     XCTAssertLessThan(zip(blocked.data, viaColumns.data).map { abs($0 - $1) }.max()! / gTop, 1e-5, what)
+                }
+                let flipped = k == 3 && stride == 1 && expected == .im2col && c * m * 9 <= ConvWeights.flippedAdjointMaxFloats
+                XCTAssertEqual(conv.usesFlippedAdjoint(h: h, w: w), flipped, what)
+                if flipped {
+                    // The input gradient as a convolution of the padded output gradient with the flipped
+                    // weights (mask and BN scale applied in the padding) against im2col + col2im's, and the
+                    // same bits on 1 and 2 threads.
+                    let viaFlipped = try fused.backward([x, r], [yf], [g], needs: [true, false], cx)[0]!
+                    let oneThread = ExecContext(bn: [], declaredBatch: nil, batch: batch, threads: 1)
+                    XCTAssertEqual(try fused.backward([x, r], [yf], [g], needs: [true, false], oneThread)[0]!.data, viaFlipped.data, what)
+                    Conv.flippedAdjointEnabled = false
+                    XCTAssertFalse(conv.usesFlippedAdjoint(h: h, w: w), what)
+                    let viaColumns = try fused.backward([x, r], [yf], [g], needs: [true, false], cx)[0]!
+                    Conv.flippedAdjointEnabled = true
+                    let gTop = viaColumns.data.map { abs($0) }.max()!
+                    XCTAssertGreaterThan(gTop, 0, what)
+                    XCTAssertLessThan(zip(viaFlipped.data, viaColumns.data).map { abs($0 - $1) }.max()! / gTop, 1e-5, what)
                 }
                 if expected == .phased {
                     // The input gradient over the input's phase grid (with the ReLU's mask and the BN

@@ -81,7 +81,7 @@ final class ConvWeights: @unchecked Sendable {
 
     /// The weight layouts some kernels read besides the GEMM panels.
     private enum Form: Int, CaseIterable {
-        case directAdjoint, c16Forward, c16Adjoint, winograd, winogradAdjoint, winograd2
+        case directAdjoint, c16Forward, c16Adjoint, winograd, winogradAdjoint, winograd2, flippedAdjoint
     }
 
     /// Form `form`, built by `make` on first use and kept. (An array slot, not a key path: the
@@ -115,6 +115,29 @@ final class ConvWeights: @unchecked Sendable {
             return out
         }
     }
+
+    /// The GEMM panels of a 3x3 convolution's adjoint (its input gradient as a convolution of the
+    /// padded output gradient): rows the forward's inputs ci, depth (co, ky, kx) holding
+    /// W[co][ci][2 - ky][2 - kx]; built on the first input gradient and kept (layers of at most
+    /// `flippedAdjointMaxFloats` weights).
+    var flippedAdjoint: [Float] {
+        cached(.flippedAdjoint) {
+            let (c, m) = (inPerGroup, outChannels)
+            let w = unpacked()
+            var plain = [Float](repeating: 0, count: c * m * 9)
+            for co in 0..<m {
+                for ci in 0..<c {
+                    for t in 0..<9 { plain[(ci * m + co) * 9 + t] = w[(co * c + ci) * 9 + 8 - t] }
+                }
+            }
+            var packed = [Float](repeating: 0, count: akn_gemm_packed_a_size(Int32(c), Int32(m * 9)) + Int(AKN_GEMM_SLACK))
+            akn_gemm_pack_a(plain, m * 9, 0, Int32(c), Int32(m * 9), &packed)
+            return packed
+        }
+    }
+
+    /// Weights up to which a 3x3/1 im2col layer keeps ``flippedAdjoint`` (a 128 -> 128 layer: 590 KB).
+    static let flippedAdjointMaxFloats = 128 * 128 * 9
 
     private var phasedAdjointStore: [Float]?
     private var phasedAdjointGeometry: [Int32] = []
@@ -457,8 +480,9 @@ struct Conv: Op {
         let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
         let (oh, ow) = (g.shape[2], g.shape[3])
         let algo = algorithm(h, w)
-        let stridedAdjoint = usesStridedC16Adjoint(h: h, w: w)
-        let accumulates = !stridedAdjoint && (algo == .im2col || (algo == .phased && !usesPhasedAdjoint(h: h, w: w, ow: ow)))
+        let stridedAdjoint = usesStridedC16Adjoint(h: h, w: w), flipped = usesFlippedAdjoint(h: h, w: w)
+        let accumulates = !stridedAdjoint && !flipped
+            && (algo == .im2col || (algo == .phased && !usesPhasedAdjoint(h: h, w: w, ow: ow)))
         var dx = accumulates ? try ctx.zeros(x.shape) : try ctx.uninitialized(x.shape)
         try g.data.withUnsafeBufferPointer { gp in
             try dx.data.withUnsafeMutableBufferPointer { xp in
@@ -468,6 +492,11 @@ struct Conv: Op {
                         if stridedAdjoint {
                             stridedC16Backward(dz: gp.baseAddress!, mask: mp, scale: sp, n: n, c: c, h: h, w: w, oh: oh, ow: ow,
                                                dx: xp.baseAddress!, threads: ctx.threads)
+                            return
+                        }
+                        if flipped {
+                            try flippedBackward(dz: gp.baseAddress!, mask: mp, scale: sp, n: n, c: c, h: h, w: w,
+                                                dx: xp.baseAddress!, threads: ctx.threads, ctx)
                             return
                         }
                         switch algo {
@@ -544,6 +573,11 @@ struct Conv: Op {
             return []  // (both directions read their input in place, from a band in the thread's scratch)
         case .im2col where usesStridedC16Adjoint(h: h, w: w), .phased where usesStridedC16Adjoint(h: h, w: w):
             return []  // (the input gradient pads its bands of dz in the thread's scratch)
+        case .im2col where usesFlippedAdjoint(h: h, w: w):
+            // the input gradient's padded output gradient, a piece of samples at a time
+            guard backward else { return [] }
+            let per = outChannels * (h + 2) * (w + 2)
+            return [samplesPerPiece(n, floatsPerSample: per) * per + akn_scratch_size(0, Int32(h), Int32(w))]
         case .im2col, .phased:
             // The forward packs its implicit im2col (or reads it in place); only the input gradient
             // has a column buffer.
@@ -1075,6 +1109,61 @@ struct Conv: Op {
                                                          Int32(b), Int32(b + 1), Int32(y0), Int32(y1), dx + s * dxSample)
                         assert(rc == 0, "akn_conv_c16_s2_adjoint: geometry \(c)x\(h)x\(w) -> \(m)x\(oh)x\(ow)")
                     }
+                }
+            }
+        }
+    }
+
+    /// Cleared by tests to run a 3x3/1 im2col layer's input gradient as im2col's (columns, col2im).
+    nonisolated(unsafe) static var flippedAdjointEnabled = true
+
+    /// Whether the input gradient of a 3x3, stride-1 im2col layer padded by 1 (maps of 4x4 and under,
+    /// e.g. cifar10_sri_resnet_a's 128-channel layers) runs as that layer's forward does, an implicit
+    /// im2col GEMM, on the output gradient padded by 1 (with the mask and the BN scale) and the
+    /// transposed, flipped weights (``ConvWeights/flippedAdjoint``): the forward's multiply-adds, no
+    /// column buffer, no col2im (which took 1.5-1.9x the forward's time on 4x4 and 2x2 maps).
+    func usesFlippedAdjoint(h: Int, w: Int) -> Bool {
+        Conv.flippedAdjointEnabled && group == 1 && kh == 3 && kw == 3 && strides == (1, 1) && dilations == (1, 1)
+            && inPerGroup * outChannels * 9 <= ConvWeights.flippedAdjointMaxFloats && algorithm(h, w) == .im2col
+            && resolvedPads(h, w) == (1, 1, 1, 1)
+    }
+
+    /// The input gradient of a ``usesFlippedAdjoint(h:w:)`` layer: per piece of samples, dz padded
+    /// by 1 (akn_conv3x3_pad: mask and scale applied; channels over the threads), then one GEMM of
+    /// the flipped weights on its implicit im2col (3x3, stride 1, no padding), written into dx.
+    private func flippedBackward(dz: UnsafePointer<Float>, mask: UnsafePointer<Float>?, scale: UnsafePointer<Float>?, n: Int,
+                                 c: Int, h: Int, w: Int, dx: UnsafeMutablePointer<Float>, threads: Int,
+                                 _ ctx: ExecContext) throws {
+        let m = outChannels, (ph, pw) = (h + 2, w + 2), per = m * ph * pw
+        let piece = samplesPerPiece(n, floatsPerSample: per)
+        var padded = try ctx.scratch(piece * per + akn_scratch_size(0, Int32(h), Int32(w)))
+        defer { ctx.recycle(padded) }
+        var geom = akn_conv_b(h: Int32(ph), w: Int32(pw), ow: Int32(w), kh: 3, kw: 3, sh: 1, sw: 1, dh: 1, dw: 1, pt: 0, pl: 0)
+        let a = weights.flippedAdjoint
+        try a.withUnsafeBufferPointer { ap in
+            try padded.withUnsafeMutableBufferPointer { pp in
+                let pb = pp.baseAddress!
+                var s0 = 0
+                while s0 < n {
+                    let ns = min(piece, n - s0)
+                    // (samples in order: each one's padding zeroes the slack after it, which the next overwrites)
+                    for s in 0..<ns {
+                        let at = (s0 + s) * m * h * w
+                        Parallel.forRanges(m, threads: m * h * w >= 1 << 14 ? threads : 1) { r in
+                            akn_conv3x3_pad(dz + at, mask.map { $0 + at }, scale, Int32(m), Int32(h), Int32(w),
+                                            Int32(r.lowerBound), Int32(r.upperBound), pb + s * per)
+                        }
+                    }
+                    var io = akn_gemm_cols()
+                    io.per = Int32(h * w)
+                    io.b = UnsafePointer(pb); io.ldb = ph * pw; io.b_sample = per
+                    io.c = dx + s0 * c * h * w; io.ldc = h * w; io.c_sample = c * h * w
+                    try withUnsafePointer(to: &geom) { gp in
+                        io.conv = gp
+                        guard let base = ap.baseAddress else { throw fail(.internal, "no adjoint weights") }
+                        gemm(m: c, n: ns * h * w, k: m * 9, a: base, io: io, threads: threads)
+                    }
+                    s0 += ns
                 }
             }
         }
