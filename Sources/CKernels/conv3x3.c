@@ -319,7 +319,8 @@ int akn_conv_c16_s2_adjoint_preferred(int c, int m, int h, int w) {
     // the same tiles 8 positions wide (not measured there).
     (void)m;
     (void)h;
-    return abk_isa() >= ABK_ISA_AVX2 && (c % 16 == 0 || (c % 16 == 8 && abk_isa() == ABK_ISA_AVX2)) && w % 4 == 0 && w >= 8;
+    int blocks = c % 16 == 0 || (c % 16 == 8 && abk_isa() == ABK_ISA_AVX2);
+    return abk_isa() >= ABK_ISA_AVX2 && blocks && w % 4 == 0 && w >= 8;
 }
 
 typedef int (*c16u_fn)(AKN_C16_UNPADDED_ARGS);
