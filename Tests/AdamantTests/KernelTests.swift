@@ -414,39 +414,34 @@ final class KernelTests: XCTestCase {
                 fused.fusedRelu = true
                 let r = randomTensor(y.shape, seed: 81)
                 let yf = try fused.forward([x, r], cx)[0]
+                // A layer's own input-gradient kernel (with the ReLU's mask and the BN scale) against im2col +
+                // col2im's, another order of the same sums (`enable(false)` runs the latter), and the same
+                // bits on 1 and 2 threads.
+                func againstColumns(_ enable: (Bool) -> Void, _ uses: () -> Bool, _ kind: String) throws {
+                    let own = try fused.backward([x, r], [yf], [g], needs: [true, false], cx)[0]!
+                    let oneThread = ExecContext(bn: [], declaredBatch: nil, batch: batch, threads: 1)
+                    XCTAssertEqual(try fused.backward([x, r], [yf], [g], needs: [true, false], oneThread)[0]!.data, own.data,
+                                   "\(what) \(kind)")
+                    enable(false)
+                    defer { enable(true) }
+                    XCTAssertFalse(uses(), "\(what) \(kind)")
+                    let viaColumns = try fused.backward([x, r], [yf], [g], needs: [true, false], cx)[0]!
+                    let gTop = viaColumns.data.map { abs($0) }.max()!
+                    XCTAssertGreaterThan(gTop, 0, "\(what) \(kind)")
+                    XCTAssertLessThan(zip(own.data, viaColumns.data).map { abs($0 - $1) }.max()! / gTop, 1e-5, "\(what) \(kind)")
+                }
+                // the channel-blocked 3x3/2 adjoint
                 let stridedAdjoint = k == 3 && stride == 2 && isa != .scalar && c * m * 9 <= ConvWeights.cachedAdjointMaxFloats
                     && w % 4 == 0 && w >= 8 && (c % 16 == 0 || (c % 16 == 8 && isa == .avx2))
                 XCTAssertEqual(conv.usesStridedC16Adjoint(h: h, w: w), stridedAdjoint, what)
                 if stridedAdjoint {
-                    // The channel-blocked input gradient (with the ReLU's mask and the BN scale) against
-                    // im2col + col2im's, another order of the same sums, and the same bits on 1 and 2 threads.
-                    let blocked = try fused.backward([x, r], [yf], [g], needs: [true, false], cx)[0]!
-                    let oneThread = ExecContext(bn: [], declaredBatch: nil, batch: batch, threads: 1)
-                    XCTAssertEqual(try fused.backward([x, r], [yf], [g], needs: [true, false], oneThread)[0]!.data, blocked.data, what)
-                    Conv.stridedAdjointEnabled = false
-                    XCTAssertFalse(conv.usesStridedC16Adjoint(h: h, w: w), what)
-                    let viaColumns = try fused.backward([x, r], [yf], [g], needs: [true, false], cx)[0]!
-                    Conv.stridedAdjointEnabled = true
-                    let gTop = viaColumns.data.map { abs($0) }.max()!
-                    XCTAssertGreaterThan(gTop, 0, what)
-                    XCTAssertLessThan(zip(blocked.data, viaColumns.data).map { abs($0 - $1) }.max()! / gTop, 1e-5, what)
+                    try againstColumns({ Conv.stridedAdjointEnabled = $0 }, { conv.usesStridedC16Adjoint(h: h, w: w) }, "strided")
                 }
+                // the 3x3/1 layer's forward GEMM on the padded output gradient with the flipped weights
                 let flipped = k == 3 && stride == 1 && expected == .im2col && c * m * 9 <= ConvWeights.flippedAdjointMaxFloats
                 XCTAssertEqual(conv.usesFlippedAdjoint(h: h, w: w), flipped, what)
                 if flipped {
-                    // The input gradient as a convolution of the padded output gradient with the flipped
-                    // weights (mask and BN scale applied in the padding) against im2col + col2im's, and the
-                    // same bits on 1 and 2 threads.
-                    let viaFlipped = try fused.backward([x, r], [yf], [g], needs: [true, false], cx)[0]!
-                    let oneThread = ExecContext(bn: [], declaredBatch: nil, batch: batch, threads: 1)
-                    XCTAssertEqual(try fused.backward([x, r], [yf], [g], needs: [true, false], oneThread)[0]!.data, viaFlipped.data, what)
-                    Conv.flippedAdjointEnabled = false
-                    XCTAssertFalse(conv.usesFlippedAdjoint(h: h, w: w), what)
-                    let viaColumns = try fused.backward([x, r], [yf], [g], needs: [true, false], cx)[0]!
-                    Conv.flippedAdjointEnabled = true
-                    let gTop = viaColumns.data.map { abs($0) }.max()!
-                    XCTAssertGreaterThan(gTop, 0, what)
-                    XCTAssertLessThan(zip(viaFlipped.data, viaColumns.data).map { abs($0 - $1) }.max()! / gTop, 1e-5, what)
+                    try againstColumns({ Conv.flippedAdjointEnabled = $0 }, { conv.usesFlippedAdjoint(h: h, w: w) }, "flipped")
                 }
                 if expected == .phased {
                     // The input gradient over the input's phase grid (with the ReLU's mask and the BN
