@@ -401,16 +401,22 @@ private func gradientCall(_ ctx: OpaquePointer?, _ domain: Int, _ loss: Int32, l
         try box.limits.check(model: s.model, batch: b, xLen: xs.count)
         try s.checkMemory(batch: b, kind: .gradient)
         let ls = Array(try buffer(labels, ln, "labels"))
-        let r: (loss: [Float], gradient: [Float], logits: [Float])
-        if let targets, let tn {
-            var ts: [Int64]? = nil
-            if targets.pointer != nil || tn > 0 { ts = Array(try buffer(targets.pointer, tn, "targets")) }
-            r = try s.gradient(Array(xs), batch: b, labels: ls, targets: ts, loss: l, domain: d)
+        var ts: [Int64]? = nil
+        if let targets, let tn, targets.pointer != nil || tn > 0 { ts = Array(try buffer(targets.pointer, tn, "targets")) }
+        let r: (loss: [Float], logits: [Float])
+        if let grad {
+            // Computed into a pooled buffer, copied to the caller's only once the call has succeeded
+            // (an error or a cancellation writes nothing).
+            try s.checkInputLength(xs.count, batch: b)
+            r = try s.withPooledFloats(xs.count, batch: b) { g in
+                let r = try s.gradient(pixels: xs, batch: b, labels: ls, targets: ts, loss: l, domain: d, into: g)
+                grad.update(from: g, count: xs.count)
+                return r
+            }
         } else {
-            r = try s.gradient(xs, batch: b, labels: ls, loss: l, domain: d)
+            r = try s.gradient(pixels: xs, batch: b, labels: ls, targets: ts, loss: l, domain: d, into: nil)
         }
         lossOut?.update(from: r.loss, count: b)
-        grad?.update(from: r.gradient, count: r.gradient.count)
     }
 }
 

@@ -164,42 +164,49 @@ extension Session {
                 }
                 let idx = (0..<batch).filter { active[$0] }
                 if idx.isEmpty { break }
-                let sub = gather(adv, idx, per)
-                var t = Tensor(shape: [idx.count] + model.inputShape, data: sub)
+                // The active samples' images and their gradient in pooled buffers (a fresh batch-sized
+                // array or two every step cost page faults every step).
+                let n = idx.count
+                var t = Tensor(shape: [n] + model.inputShape, data: try pool.take(n * per, batch: n))
+                t.data.withUnsafeMutableBufferPointer { d in
+                    adv.withUnsafeBufferPointer { a in
+                        for (m, i) in idx.enumerated() { (d.baseAddress! + m * per).update(from: a.baseAddress! + i * per, count: per) }
+                    }
+                }
                 normalize(&t)
-                let g = try gradient(normalized: t, labels: idx.map { lossLabels[$0] }, loss: c.loss,
-                                     domain: c.attackDomain).gradient
-                for (m, i) in idx.enumerated() {
-                    let base = i * per, gb = m * per
-                    switch c.norm {
-                    case .linf:
-                        // Sign step, projection onto the eps-ball and clipping to the pixel range in
-                        // one pass (akn_pgd_linf_step).
-                        adv.withUnsafeMutableBufferPointer { ap in
-                            x0.withUnsafeBufferPointer { xp in
-                                g.withUnsafeBufferPointer { gp in
-                                    akn_pgd_linf_step(ap.baseAddress! + base, xp.baseAddress! + base, gp.baseAddress! + gb, per,
+                defer { pool.give(t.data, batch: n) }
+                try withPooledFloats(n * per, batch: n) { g in
+                    _ = try gradient(normalized: t, labels: idx.map { lossLabels[$0] }, loss: c.loss, domain: c.attackDomain, into: g)
+                    for (m, i) in idx.enumerated() {
+                        let base = i * per, gb = m * per
+                        switch c.norm {
+                        case .linf:
+                            // Sign step, projection onto the eps-ball and clipping to the pixel range in
+                            // one pass (akn_pgd_linf_step).
+                            adv.withUnsafeMutableBufferPointer { ap in
+                                x0.withUnsafeBufferPointer { xp in
+                                    akn_pgd_linf_step(ap.baseAddress! + base, xp.baseAddress! + base, g + gb, per,
                                                       sign * c.alpha, c.eps, lo, hi)
                                 }
                             }
+                        case .l2:
+                            var gn: Float = 0
+                            for j in 0..<per { gn += g[gb + j] * g[gb + j] }
+                            let scale = sign * c.alpha / (gn.squareRoot() + 1e-10)
+                            var dn: Float = 0
+                            for j in 0..<per {
+                                adv[base + j] += scale * g[gb + j]
+                                let d = adv[base + j] - x0[base + j]
+                                dn += d * d
+                            }
+                            let f = min(1, c.eps / max(dn.squareRoot(), 1e-12))
+                            for j in 0..<per {
+                                let v = x0[base + j] + (adv[base + j] - x0[base + j]) * f
+                                adv[base + j] = min(max(v, lo), hi)
+                            }
                         }
-                    case .l2:
-                        var gn: Float = 0
-                        for j in 0..<per { gn += g[gb + j] * g[gb + j] }
-                        let scale = sign * c.alpha / (gn.squareRoot() + 1e-10)
-                        var dn: Float = 0
-                        for j in 0..<per {
-                            adv[base + j] += scale * g[gb + j]
-                            let d = adv[base + j] - x0[base + j]
-                            dn += d * d
-                        }
-                        let f = min(1, c.eps / max(dn.squareRoot(), 1e-12))
-                        for j in 0..<per {
-                            let v = x0[base + j] + (adv[base + j] - x0[base + j]) * f
-                            adv[base + j] = min(max(v, lo), hi)
-                        }
+                        steps[i] += 1
                     }
-                    steps[i] += 1
                 }
                 if c.earlyStop {
                     let sub = gather(adv, idx, per)

@@ -85,8 +85,55 @@ public final class Session {
         return Tensor(shape: [range.count] + model.inputShape, data: data)
     }
 
+    /// Where a call's samples come from: the caller's pixels, normalized piece by piece, or a batch
+    /// already normalized (an attack's gathered images).
+    enum Samples {
+        case pixels(UnsafeBufferPointer<Float>)
+        case normalized(Tensor)
+    }
+
+    /// Samples `range` of `samples` as a tensor of `ctx`'s batch, in a buffer of `ctx`'s pool (hand
+    /// it back with `ctx.recycle` once the pass is done) — normalized straight from the caller's
+    /// pixels, or copied from the normalized batch — or, when `range` is a normalized batch whole,
+    /// that batch itself (`pooled` false). A fresh array per call and piece cost page faults every
+    /// call (cifar10_resnet_2b's gradient at batch 128: 16 % of its time in the kernel's page faults).
+    func piece(_ samples: Samples, _ range: Range<Int>, _ ctx: ExecContext) throws -> (tensor: Tensor, pooled: Bool) {
+        let per = model.inputShape.product, shape = [range.count] + model.inputShape
+        switch samples {
+        case .normalized(let x):
+            if range.count == x.shape[0] { return (x, false) }
+            var t = try ctx.uninitialized(shape)
+            t.data.withUnsafeMutableBufferPointer { d in
+                x.data.withUnsafeBufferPointer { src in
+                    d.baseAddress!.update(from: src.baseAddress! + range.lowerBound * per, count: range.count * per)
+                }
+            }
+            return (t, true)
+        case .pixels(let x):
+            var t = try ctx.uninitialized(shape)
+            t.data.withUnsafeMutableBufferPointer { d in
+                let src = x.baseAddress! + range.lowerBound * per
+                if model.preprocessing.mean != nil, model.preprocessing.std != nil {
+                    normalizePlanes(src, into: d.baseAddress!, count: range.count * per, threads: ctx.threads)
+                } else {
+                    d.baseAddress!.update(from: src, count: range.count * per)
+                }
+            }
+            return (t, true)
+        }
+    }
+
+    /// Runs `body` with `count` floats (contents undefined) from the pool of batch size `batch`,
+    /// handed back after: a call's staging buffer (the C ABI's gradient, written to the caller's
+    /// buffer only once the call has succeeded) without a fresh allocation every call.
+    package func withPooledFloats<R>(_ count: Int, batch: Int, _ body: (UnsafeMutablePointer<Float>) throws -> R) throws -> R {
+        var a = try pool.take(max(1, count), batch: batch)
+        defer { pool.give(a, batch: batch) }
+        return try a.withUnsafeMutableBufferPointer { try body($0.baseAddress!) }
+    }
+
     /// Fails unless `count` floats are exactly `batch` (>= 1) input images.
-    func checkInputLength(_ count: Int, batch: Int) throws {
+    package func checkInputLength(_ count: Int, batch: Int) throws {
         guard batch >= 1 else { throw fail(.shape, "batch must be at least 1") }
         let (need, o) = batch.multipliedReportingOverflow(by: model.inputShape.product)
         guard !o, count == need else {
@@ -209,13 +256,18 @@ public final class Session {
     /// the threads the piece runs on; a piece's by the worker that runs it).
     func chunked<R>(batch: Int, piece: Int? = nil, input: (Range<Int>, Int) throws -> Tensor,
                     _ body: (Tensor, Range<Int>, Int, Int) throws -> R) throws -> [R] {
+        try chunked(batch: batch, piece: piece) { range, threads, lane in try body(input(range, threads), range, threads, lane) }
+    }
+
+    /// The same, `body(range, threads, lane)` making its piece itself (``piece(_:_:_:)``).
+    func chunked<R>(batch: Int, piece: Int? = nil, _ body: (Range<Int>, Int, Int) throws -> R) throws -> [R] {
         let ranges = pieceRanges(batch, piece: piece)
-        if ranges.count == 1 { return [try body(input(ranges[0], Parallel.threads), ranges[0], Parallel.threads, 0)] }
+        if ranges.count == 1 { return [try body(ranges[0], Parallel.threads, 0)] }
         var results = [R?](repeating: nil, count: ranges.count)
         try results.withUnsafeMutableBufferPointer { res in
             let rp = res.baseAddress!
             try forEachPiece(ranges.count) { i in
-                rp[i] = try body(input(ranges[i], 1), ranges[i], 1, pieceLane(i, of: ranges.count))
+                rp[i] = try body(ranges[i], 1, pieceLane(i, of: ranges.count))
             }
         }
         return results.map { $0! }
@@ -232,8 +284,8 @@ public final class Session {
         // Each piece normalized straight from the caller's pixels by the worker that runs it: no copy
         // of the whole batch to slice from (two passes over the input before: cifar10_resnet_2b at
         // batch 128, 2 threads, spent 6 % of a call copying).
-        return try chunked(batch: batch, input: { r, threads in normalizedCopy(x, r, threads: threads) }) { t, _, threads, lane in
-            try pieceLogits(t, domain: domain, threads: threads, lane: lane)
+        return try chunked(batch: batch) { r, threads, lane in
+            try pieceLogits(.pixels(x), r, domain: domain, threads: threads, lane: lane)
         }.flatMap { $0 }
     }
 
@@ -250,16 +302,19 @@ public final class Session {
             try checkOutput(y, batch: normalized.shape[0])
             return y.data
         }
-        return try chunked(normalized) { t, _, threads, lane in
-            try pieceLogits(t, domain: domain, threads: threads, lane: lane)
+        return try chunked(batch: normalized.shape[0]) { r, threads, lane in
+            try pieceLogits(.normalized(normalized), r, domain: domain, threads: threads, lane: lane)
         }.flatMap { $0 }
     }
 
-    /// The logits of one piece of a batch (``chunked(_:piece:_:)``).
-    private func pieceLogits(_ t: Tensor, domain: Int, threads: Int, lane: Int) throws -> [Float] {
-        let ctx = try context(domain: domain, batch: t.shape[0], threads: threads, lane: lane)
+    /// The logits of samples `range` (one piece of a batch: ``chunked(batch:piece:_:)``), their
+    /// input in a pooled buffer (``piece(_:_:_:)``).
+    private func pieceLogits(_ samples: Samples, _ range: Range<Int>, domain: Int, threads: Int, lane: Int) throws -> [Float] {
+        let ctx = try context(domain: domain, batch: range.count, threads: threads, lane: lane)
+        let (t, pooled) = try piece(samples, range, ctx)
         let y = try model.plans[domain].forward(t, ctx, keep: false).output
-        try checkOutput(y, batch: t.shape[0])
+        if pooled { ctx.recycle(t) }
+        try checkOutput(y, batch: range.count)
         return y.data
     }
 
@@ -409,9 +464,34 @@ public final class Session {
     /// Per-sample losses and their gradients with respect to the pixel-space input.
     public func gradient(_ x: UnsafeBufferPointer<Float>, batch: Int, labels: [Int64], loss: Loss, domain: Int) throws
         -> (loss: [Float], gradient: [Float], logits: [Float]) {
+        try gradient(pixels: x, batch: batch, labels: labels, targets: nil, loss: loss, domain: domain)
+    }
+
+    /// ``gradient(_:batch:labels:targets:loss:domain:)`` on the caller's pixels, the gradient in a new array.
+    func gradient(pixels x: UnsafeBufferPointer<Float>, batch: Int, labels: [Int64], targets: [Int64]?, loss: Loss,
+                  domain: Int) throws -> (loss: [Float], gradient: [Float], logits: [Float]) {
+        try checkInputLength(x.count, batch: batch)
+        var g = [Float](unsafeUninitializedCapacity: x.count) { _, k in k = x.count }
+        let r = try g.withUnsafeMutableBufferPointer { gp in
+            try gradient(pixels: x, batch: batch, labels: labels, targets: targets, loss: loss, domain: domain, into: gp.baseAddress)
+        }
+        return (r.loss, g, r.logits)
+    }
+
+    /// Per-sample losses (and logits), the gradient with respect to the pixels written to `grad`
+    /// (x.count floats; nil: not wanted), every argument checked first. On an error (cancellation
+    /// included) `grad` may hold part of the result.
+    package func gradient(pixels x: UnsafeBufferPointer<Float>, batch: Int, labels: [Int64], targets: [Int64]?, loss: Loss,
+                          domain: Int, into grad: UnsafeMutablePointer<Float>?) throws -> (loss: [Float], logits: [Float]) {
+        try checkLossTargets(loss, targets, batch: batch)
         try checkMemory(batch: batch, kind: .gradient)
-        let t = try normalizedInput(x, batch: batch)
-        return try gradient(normalized: t, labels: labels, loss: loss, domain: domain)
+        try checkInput(x, batch: batch)
+        try checkLabels(labels, batch: batch)
+        try model.checkDomain(domain)
+        return try differentiate(.pixels(x), batch: batch, domain: domain, into: grad) { y, range in
+            Losses.evaluate(logits: y, classes: model.numClasses, labels: Array(labels[range]), loss: loss,
+                            targets: targets.map { Array($0[range]) })
+        }
     }
 
     /// Convenience overload for arrays.
@@ -425,11 +505,8 @@ public final class Session {
     /// `.dlrTargeted` (one per sample, in [0, classes)).
     public func gradient(_ x: [Float], batch: Int, labels: [Int64], targets: [Int64]?, loss: Loss, domain: Int) throws
         -> (loss: [Float], gradient: [Float], logits: [Float]) {
-        try checkLossTargets(loss, targets, batch: batch)
-        try checkMemory(batch: batch, kind: .gradient)
-        return try x.withUnsafeBufferPointer { p in
-            let t = try normalizedInput(p, batch: batch)
-            return try gradient(normalized: t, labels: labels, loss: loss, domain: domain, targets: targets)
+        try x.withUnsafeBufferPointer { p in
+            try gradient(pixels: p, batch: batch, labels: labels, targets: targets, loss: loss, domain: domain)
         }
     }
 
@@ -455,10 +532,20 @@ public final class Session {
 
     func gradient(normalized x: Tensor, labels: [Int64], loss: Loss, domain: Int, targets: [Int64]? = nil) throws
         -> (loss: [Float], gradient: [Float], logits: [Float]) {
+        var g = [Float](unsafeUninitializedCapacity: x.count) { _, k in k = x.count }
+        let r = try g.withUnsafeMutableBufferPointer { gp in
+            try gradient(normalized: x, labels: labels, loss: loss, domain: domain, targets: targets, into: gp.baseAddress!)
+        }
+        return (r.loss, g, r.logits)
+    }
+
+    /// The same, the gradient with respect to the pixels written to `grad` (x.count floats).
+    func gradient(normalized x: Tensor, labels: [Int64], loss: Loss, domain: Int, targets: [Int64]? = nil,
+                  into grad: UnsafeMutablePointer<Float>) throws -> (loss: [Float], logits: [Float]) {
         let batch = x.shape[0]
         try checkLabels(labels, batch: batch)
         try checkLossTargets(loss, targets, batch: batch)
-        return try differentiate(normalized: x, domain: domain) { y, range in
+        return try differentiate(.normalized(x), batch: batch, domain: domain, into: grad) { y, range in
             Losses.evaluate(logits: y, classes: model.numClasses, labels: Array(labels[range]), loss: loss,
                             targets: targets.map { Array($0[range]) })
         }
@@ -471,7 +558,7 @@ public final class Session {
     public func vjp(_ x: UnsafeBufferPointer<Float>, batch: Int, gradLogits: UnsafeBufferPointer<Float>, domain: Int) throws
         -> (gradient: [Float], logits: [Float]) {
         try checkMemory(batch: batch, kind: .gradient)
-        let t = try normalizedInput(x, batch: batch)
+        try checkInput(x, batch: batch)
         let k = model.numClasses
         guard gradLogits.count == batch * k else {
             throw fail(.shape, "expected \(batch) x \(k) = \(batch * k) upstream logit gradients, got \(gradLogits.count)")
@@ -480,10 +567,13 @@ public final class Session {
             throw fail(.invalidArgument, "upstream logit gradients must be finite: found \(v) at sample \(i / k), class \(i % k)")
         }
         let dz = Array(gradLogits)
-        let r = try differentiate(normalized: t, domain: domain) { _, range in
-            ([Float](repeating: 0, count: range.count), Array(dz[(range.lowerBound * k)..<(range.upperBound * k)]))
+        var gradient = [Float](unsafeUninitializedCapacity: x.count) { _, n in n = x.count }
+        let r = try gradient.withUnsafeMutableBufferPointer { g in
+            try differentiate(.pixels(x), batch: batch, domain: domain, into: g.baseAddress) { _, range in
+                ([Float](repeating: 0, count: range.count), Array(dz[(range.lowerBound * k)..<(range.upperBound * k)]))
+            }
         }
-        return (r.gradient, r.logits)
+        return (gradient, r.logits)
     }
 
     /// Convenience overload for arrays.
@@ -493,50 +583,59 @@ public final class Session {
         }
     }
 
-    /// Forward with kept activations, then backward from the logit gradient that `seed` returns for
-    /// a piece's logits and sample range (with a per-sample value passed through), back through the
-    /// input normalization: (per-sample values, d/d pixels, logits).
-    func differentiate(normalized x: Tensor, domain: Int, _ seed: ([Float], Range<Int>) -> ([Float], [Float])) throws
-        -> (loss: [Float], gradient: [Float], logits: [Float]) {
-        let batch = x.shape[0]
+    /// Forward with kept activations for `batch` samples from `samples`, then backward from the logit
+    /// gradient that `seed` returns for a piece's logits and sample range (with a per-sample value
+    /// passed through), back through the input normalization, the gradient with respect to the
+    /// pixels written to `out` (batch x C x H x W floats; nil: not wanted): (per-sample values,
+    /// logits). Each piece
+    /// takes its input from the pool (normalized straight from the caller's pixels) and writes its
+    /// samples' gradient straight into `out`, taken back through the normalization on the way
+    /// (d pixel = d normalized / std): no per-call array, no per-piece copy, no concatenation.
+    func differentiate(_ samples: Samples, batch: Int, domain: Int, into out: UnsafeMutablePointer<Float>?,
+                       _ seed: ([Float], Range<Int>) -> ([Float], [Float])) throws -> (loss: [Float], logits: [Float]) {
         try model.checkDomain(domain)
-        let per = x.count / max(1, batch)
+        let per = model.inputShape.product
         let c = model.inputShape[0], hw = model.inputShape[1] * model.inputShape[2]
         // (a compact tape where whole values would pass the budget: the same bits, far less memory)
         let compact = model.compactsGradient(batch: batch)
-        // Each piece writes its samples' gradient straight into the result, taken back through the
-        // normalization on the way (d pixel = d normalized / std): no per-piece copy, no concatenation.
-        var gradient = [Float](unsafeUninitializedCapacity: x.count) { _, k in k = x.count }
-        let parts = try gradient.withUnsafeMutableBufferPointer { gp in
-            let out = gp.baseAddress!
-            return try withOptionalBuffer(model.preprocessing.std) { std in
-                if model.segmentsGradient(batch: batch) {
-                    let r = try segmentedGradient(x, domain: domain, model.schedules[domain], compact: compact, seed)
+        let parts = try withOptionalBuffer(model.preprocessing.std) { std in
+            if model.segmentsGradient(batch: batch) {
+                let x: Tensor
+                switch samples {
+                case .normalized(let t): x = t
+                case .pixels(let p): x = normalizedCopy(p, 0..<batch, threads: Parallel.threads)
+                }
+                let r = try segmentedGradient(x, domain: domain, model.schedules[domain], compact: compact, seed)
+                if let out {
                     r.gradient.data.withUnsafeBufferPointer { src in
                         akn_copy_scaled_planes(src.baseAddress!, out, batch * c, hw, std, c)
                     }
-                    pool.give(r.gradient.data, batch: batch)
-                    return [(r.loss, r.logits)]
                 }
-                return try chunked(x) { t, range, threads, lane -> ([Float], [Float]) in
-                    let n = t.shape[0]
-                    let ctx = try context(domain: domain, batch: n, threads: threads, lane: lane)
-                    let pass = try model.plans[domain].forward(t, ctx, keep: true, compact: compact)
-                    var tape = pass.tape
-                    defer { model.plans[domain].release(&tape, ctx) }
-                    let y = pass.output
-                    try checkOutput(y, batch: n)
-                    let (l, dz) = seed(y.data, range)
-                    let g = try model.plans[domain].backward(tape, gradOutput: Tensor(shape: y.shape, data: dz), ctx)
+                pool.give(r.gradient.data, batch: batch)
+                return [(r.loss, r.logits)]
+            }
+            return try chunked(batch: batch) { range, threads, lane -> ([Float], [Float]) in
+                let n = range.count
+                let ctx = try context(domain: domain, batch: n, threads: threads, lane: lane)
+                let (t, pooled) = try piece(samples, range, ctx)
+                defer { if pooled { ctx.recycle(t) } }  // (after the tape's values, below)
+                let pass = try model.plans[domain].forward(t, ctx, keep: true, compact: compact)
+                var tape = pass.tape
+                defer { model.plans[domain].release(&tape, ctx) }
+                let y = pass.output
+                try checkOutput(y, batch: n)
+                let (l, dz) = seed(y.data, range)
+                let g = try model.plans[domain].backward(tape, gradOutput: Tensor(shape: y.shape, data: dz), ctx)
+                if let out {
                     g.data.withUnsafeBufferPointer { src in
                         akn_copy_scaled_planes(src.baseAddress!, out + range.lowerBound * per, n * c, hw, std, c)
                     }
-                    ctx.recycle(g)  // the pooled buffer is reused
-                    return (l, y.data)
                 }
+                ctx.recycle(g)  // the pooled buffer is reused
+                return (l, y.data)
             }
         }
-        return (parts.flatMap { $0.0 }, gradient, parts.flatMap { $0.1 })
+        return (parts.flatMap { $0.0 }, parts.flatMap { $0.1 })
     }
 }
 
