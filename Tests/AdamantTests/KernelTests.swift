@@ -337,6 +337,8 @@ final class KernelTests: XCTestCase {
             (5, 13, 7, 5, 3, 1, 1, .direct3x3), (16, 16, 32, 32, 3, 1, 1, .direct3x3), (2, 9, 3, 33, 3, 1, 1, .direct3x3),
             (128, 20, 7, 7, 3, 1, 1, .im2col), (6, 10, 9, 11, 3, 2, 1, .im2col), (3, 8, 15, 15, 7, 2, 3, .im2col),
             (12, 20, 9, 9, 1, 1, 0, .pointwise), (12, 20, 9, 9, 1, 2, 0, .strided1x1),
+            // 1x1 layers on maps of 7x7 (output): the input gradient on W^T's own panels
+            (40, 30, 7, 7, 1, 1, 0, .pointwise), (24, 36, 13, 14, 1, 2, 0, .strided1x1),
             // strided 1x1: rows subsampled 16 at a time (and the scalar rest), stride 3
             (20, 24, 64, 64, 1, 2, 0, .strided1x1), (8, 12, 57, 57, 1, 2, 0, .strided1x1), (6, 10, 10, 11, 1, 3, 0, .strided1x1),
             // implicit im2col: positions of several samples in one 16-column panel (2x2, 4x4), panels of
@@ -414,9 +416,9 @@ final class KernelTests: XCTestCase {
                 fused.fusedRelu = true
                 let r = randomTensor(y.shape, seed: 81)
                 let yf = try fused.forward([x, r], cx)[0]
-                // A layer's own input-gradient kernel (with the ReLU's mask and the BN scale) against im2col +
-                // col2im's, another order of the same sums (`enable(false)` runs the latter), and the same
-                // bits on 1 and 2 threads.
+                // A layer's own input-gradient kernel (with the ReLU's mask and the BN scale) against the one
+                // it replaces (im2col + col2im's, or the GEMM reading W transposed in place: `enable(false)`
+                // runs it), another order of the same sums, and the same bits on 1 and 2 threads.
                 func againstColumns(_ enable: (Bool) -> Void, _ uses: () -> Bool, _ kind: String) throws {
                     let own = try fused.backward([x, r], [yf], [g], needs: [true, false], cx)[0]!
                     let oneThread = ExecContext(bn: [], declaredBatch: nil, batch: batch, threads: 1)
@@ -442,6 +444,14 @@ final class KernelTests: XCTestCase {
                 XCTAssertEqual(conv.usesFlippedAdjoint(h: h, w: w), flipped, what)
                 if flipped {
                     try againstColumns({ Conv.flippedAdjointEnabled = $0 }, { conv.usesFlippedAdjoint(h: h, w: w) }, "flipped")
+                }
+                // W^T's own panels (1x1 and F(2x2) layers on small maps) against W's read transposed
+                let oh = (h + 2 * pad - k) / stride + 1
+                let ownPanels = [.pointwise, .strided1x1].contains(expected) ? oh * ow <= Conv.transposedPanelsMaxPositions
+                    : expected == .winograd2 && ((h + 1) / 2) * ((w + 1) / 2) <= Conv.transposedPanelsMaxTiles
+                XCTAssertEqual(conv.usesTransposedPanels(h: h, w: w), ownPanels, what)
+                if ownPanels {
+                    try againstColumns({ Conv.transposedPanelsEnabled = $0 }, { conv.usesTransposedPanels(h: h, w: w) }, "transposed")
                 }
                 if expected == .phased {
                     // The input gradient over the input's phase grid (with the ReLU's mask and the BN

@@ -81,7 +81,8 @@ final class ConvWeights: @unchecked Sendable {
 
     /// The weight layouts some kernels read besides the GEMM panels.
     private enum Form: Int, CaseIterable {
-        case directAdjoint, c16Forward, c16Adjoint, winograd, winogradAdjoint, winograd2, flippedAdjoint
+        case directAdjoint, c16Forward, c16Adjoint, winograd, winogradAdjoint, winograd2, flippedAdjoint, transposed,
+             winograd2Adjoint
     }
 
     /// Form `form`, built by `make` on first use and kept. (An array slot, not a key path: the
@@ -135,6 +136,56 @@ final class ConvWeights: @unchecked Sendable {
             return packed
         }
     }
+
+    /// The GEMM panels of W^T [kdim x M] (one group), for the input gradient of a layer on a small
+    /// map (``Conv/usesTransposedPanels(h:w:)``), built on the first input gradient and kept: read in
+    /// place as W^T, W's panels are 6 floats per row of W^T at a stride of the layer's whole depth,
+    /// which the hardware prefetcher does not follow, and a 7x7 map's 49 columns per sample leave
+    /// the GEMM waiting on memory (1.2-1.3x the forward's time at batch 1).
+    var transposed: [Float] {
+        cached(.transposed) {
+            var out = [Float](repeating: 0, count: akn_gemm_packed_a_size(Int32(kdim), Int32(mg)) + Int(AKN_GEMM_SLACK))
+            forward.withUnsafeBufferPointer { wp in
+                out.withUnsafeMutableBufferPointer { op in
+                    let (wb, ob) = (wp.baseAddress!, op.baseAddress!)
+                    // (whole panels of 6 rows per thread)
+                    Parallel.forRanges((kdim + 5) / 6, threads: Parallel.threads) { r in
+                        akn_gemm_gather_transposed(wb, Int32(kdim), Int32(mg), Int32(r.lowerBound * 6), Int32(r.upperBound * 6), ob)
+                    }
+                }
+            }
+            return out
+        }
+    }
+
+    /// The 16 F(2x2, 3x3) matrices of the input gradient, packed [C x M] each: matrix xi is the
+    /// forward's matrix `akn_wino2_adjoint_xi(xi)` transposed (what the input gradient otherwise
+    /// reads in place from ``winograd2``), built on the first input gradient of a layer on a small
+    /// map (``Conv/usesTransposedPanels(h:w:)``) and kept.
+    var winograd2Adjoint: [Float] {
+        let u = winograd2
+        return cached(.winograd2Adjoint) {
+            let perF = akn_gemm_packed_a_size(Int32(outChannels), Int32(inPerGroup))
+            let perA = akn_gemm_packed_a_size(Int32(inPerGroup), Int32(outChannels))
+            var out = [Float](repeating: 0, count: 16 * perA + Int(AKN_GEMM_SLACK))
+            u.withUnsafeBufferPointer { up in
+                out.withUnsafeMutableBufferPointer { op in
+                    let (ub, ob) = (up.baseAddress!, op.baseAddress!)
+                    Parallel.forRanges(16, threads: Parallel.threads) { r in
+                        for xi in r {
+                            akn_gemm_gather_transposed(ub + Int(akn_wino2_adjoint_xi(Int32(xi))) * perF, Int32(inPerGroup),
+                                                       Int32(outChannels), 0, Int32(inPerGroup), ob + xi * perA)
+                        }
+                    }
+                }
+            }
+            return out
+        }
+    }
+
+    /// Floats of ``transposed`` (or of ``winograd2Adjoint`` for an F(2x2) layer).
+    var transposedFloats: Int { akn_gemm_packed_a_size(Int32(kdim), Int32(mg)) + Int(AKN_GEMM_SLACK) }
+    var winograd2AdjointFloats: Int { 16 * akn_gemm_packed_a_size(Int32(inPerGroup), Int32(outChannels)) + Int(AKN_GEMM_SLACK) }
 
     /// Weights up to which a 3x3/1 im2col layer keeps ``flippedAdjoint`` (a 128 -> 128 layer: 590 KB).
     static let flippedAdjointMaxFloats = 128 * 128 * 9
@@ -508,6 +559,10 @@ struct Conv: Op {
                         case .winograd:
                             try winograd(weights.winogradAdjoint, rows: c, cols: outChannels, x: gp.baseAddress!, inMask: mp,
                                      n: n, h: h, w: w, inScale: sp, ep: none, y: xp.baseAddress!, threads: ctx.threads, ctx)
+                        case .winograd2 where usesTransposedPanels(h: h, w: w):
+                            try winograd(weights.winograd2Adjoint, form: .f2, rows: c, cols: outChannels, x: gp.baseAddress!,
+                                         inMask: mp, n: n, h: h, w: w, inScale: sp, ep: none, y: xp.baseAddress!,
+                                         threads: ctx.threads, ctx)
                         case .winograd2:
                             // The forward's matrices, transposed (and permuted: winograd.h).
                             try winograd(weights.winograd2, form: .f2Adjoint, rows: c, cols: outChannels, x: gp.baseAddress!,
@@ -518,14 +573,16 @@ struct Conv: Op {
                                            dx: xp.baseAddress!, threads: ctx.threads)
                         case .pointwise, .im2col, .phased:
                             try gemmBackward(dz: gp.baseAddress!, mask: mp, n: n, c: c, h: h, w: w, oh: oh, ow: ow,
-                                         pointwise: algo == .pointwise, scale: sp, dx: xp.baseAddress!, threads: ctx.threads, ctx)
+                                         pointwise: algo == .pointwise, ownPanels: usesTransposedPanels(h: h, w: w), scale: sp,
+                                         dx: xp.baseAddress!, threads: ctx.threads, ctx)
                         case .strided1x1:
                             // The pointwise input gradient at the subsampled positions, then scattered.
                             var sub = try ctx.scratch(n * c * oh * ow)
                             defer { ctx.recycle(sub) }
                             try sub.withUnsafeMutableBufferPointer { sb in
                                 try gemmBackward(dz: gp.baseAddress!, mask: mp, n: n, c: c, h: oh, w: ow, oh: oh, ow: ow,
-                                                 pointwise: true, scale: sp, dx: sb.baseAddress!, threads: ctx.threads, ctx)
+                                                 pointwise: true, ownPanels: usesTransposedPanels(h: h, w: w), scale: sp,
+                                                 dx: sb.baseAddress!, threads: ctx.threads, ctx)
                                 subsampleAdjoint(UnsafePointer(sb.baseAddress!), planes: n * c, h: h, w: w, oh: oh, ow: ow,
                                                  into: xp.baseAddress!, threads: ctx.threads)
                             }
@@ -756,14 +813,16 @@ struct Conv: Op {
     static let phasedRows = 8
 
     private func gemmBackward(dz: UnsafePointer<Float>, mask: UnsafePointer<Float>?, n: Int, c: Int, h: Int, w: Int, oh: Int, ow: Int, pointwise: Bool,
-                              scale: UnsafePointer<Float>?, dx: UnsafeMutablePointer<Float>, threads: Int, _ ctx: ExecContext) throws {
+                              ownPanels: Bool = false, scale: UnsafePointer<Float>?, dx: UnsafeMutablePointer<Float>, threads: Int, _ ctx: ExecContext) throws {
         let (mg, kdim, ohw) = (weights.mg, weights.kdim, oh * ow)
         let geom = geometry(h: h, w: w, ow: ow, pads: resolvedPads(h, w))
         if !pointwise, let rows = Conv.bandRows(kdim: kdim, oh: oh, ow: ow) {
             return try bandedBackward(dz: dz, mask: mask, n: n, c: c, h: h, w: w, oh: oh, ow: ow, rows: rows, geom: geom,
                                       scale: scale, dx: dx, threads: threads, ctx)
         }
-        try forEachPiece(n: n, columnFloats: pointwise ? 0 : kdim * ohw, ctx) { ap, cp, s0, ns in
+        // (W^T's own panels where the layer keeps them, else W's read transposed)
+        let kept = ownPanels ? weights.transposed : nil
+        try forEachPiece(n: n, columnFloats: pointwise ? 0 : kdim * ohw, ctx) { wp, cp, s0, ns in
             for g in 0..<group {
                 // columns of W_g^T (scale . dz): one sample's oh*ow positions per sample
                 var io = akn_gemm_cols()
@@ -779,8 +838,14 @@ struct Conv: Op {
                     io.c = cp.baseAddress!
                     io.ldc = ohw; io.c_sample = kdim * ohw
                 }
-                gemm(m: kdim, n: ns * ohw, k: mg, a: ap.baseAddress! + g * weights.groupStride, transposed: true,
-                     io: io, threads: threads)
+                if let kept {
+                    kept.withUnsafeBufferPointer { kp in
+                        gemm(m: kdim, n: ns * ohw, k: mg, a: kp.baseAddress!, io: io, threads: threads)
+                    }
+                } else {
+                    gemm(m: kdim, n: ns * ohw, k: mg, a: wp.baseAddress! + g * weights.groupStride, transposed: true,
+                         io: io, threads: threads)
+                }
                 if !pointwise {
                     addColumns(UnsafePointer(cp.baseAddress!), ldc: ohw, geom: geom, oh: oh, samples: ns, rows: 0, h,
                                into: dx + (s0 * c + g * inPerGroup) * h * w, xSample: c * h * w, threads: threads)
@@ -1111,6 +1176,36 @@ struct Conv: Op {
                     }
                 }
             }
+        }
+    }
+
+    /// Cleared by tests to read W^T in place from the forward's panels in every layer.
+    nonisolated(unsafe) static var transposedPanelsEnabled = true
+
+    /// Output positions per sample up to which a layer's input gradient reads W^T from panels of
+    /// its own (``ConvWeights/transposed``, ``ConvWeights/winograd2Adjoint``) instead of in place
+    /// from the forward's: maps of 7x7 and under (a ResNet's last stage), whose few columns per
+    /// weight make reading the weights the cost. AMD EPYC family 25 model 1 (Zen 3), avx2, 2 threads,
+    /// ResNet-50 at batch 1: the input gradients of its 7x7 layers took 1.2-1.8x their forward's
+    /// time. The copy costs these layers' weights once more (ResNet-50: 84 MB; the same at any depth).
+    static let transposedPanelsMaxPositions = 49
+    static let transposedPanelsMaxTiles = 16
+
+    /// Whether this layer's input gradient runs on kept transposed panels: one group, a 1x1 layer
+    /// (``ConvAlgorithm/pointwise`` or ``ConvAlgorithm/strided1x1``) with at most
+    /// ``transposedPanelsMaxPositions`` output positions, or an F(2x2, 3x3) layer
+    /// (``ConvAlgorithm/winograd2``) of at most ``transposedPanelsMaxTiles`` tiles (7x7 and 8x8 maps).
+    func usesTransposedPanels(h: Int, w: Int) -> Bool {
+        guard Conv.transposedPanelsEnabled, group == 1 else { return false }
+        switch algorithm(h, w) {
+        case .pointwise:
+            return h * w <= Conv.transposedPanelsMaxPositions
+        case .strided1x1:
+            return ((h - 1) / strides.0 + 1) * ((w - 1) / strides.1 + 1) <= Conv.transposedPanelsMaxPositions
+        case .winograd2:
+            return Int(akn_wino2_tiles(Int32(h), Int32(w))) <= Conv.transposedPanelsMaxTiles
+        default:
+            return false
         }
     }
 

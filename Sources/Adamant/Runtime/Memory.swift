@@ -191,6 +191,10 @@ extension Model {
                     if let s = shapes[n.inputs[0]], s.count == 4, c.algorithm(s[2], s[3]) == .winograd2 {
                         add(c.weights.winograd2Floats)
                     }
+                    // W^T's own panels (the input gradient of a layer on a small map)
+                    if let s = shapes[n.inputs[0]], s.count == 4, c.usesTransposedPanels(h: s[2], w: s[3]) {
+                        add(c.algorithm(s[2], s[3]) == .winograd2 ? c.weights.winograd2AdjointFloats : c.weights.transposedFloats)
+                    }
                     if let s = shapes[n.inputs[0]], s.count == 4, c.algorithm(s[2], s[3]) == .direct3x3,
                        c.outChannels &* c.inPerGroup &* 9 <= ConvWeights.cachedAdjointMaxFloats {
                         add((c.inPerGroup + 5) / 6 * c.outChannels * 54)  // the kept adjoint panels (small layers)
