@@ -323,6 +323,26 @@ int akn_conv_c16_s2_adjoint_preferred(int c, int m, int h, int w) {
     return abk_isa() >= ABK_ISA_AVX2 && blocks && w % 4 == 0 && w >= 8;
 }
 
+typedef int (*s2f_fn)(AKN_S2F_ARGS);
+static const s2f_fn g_s2f[3] = {akn_conv_s2_adjoint_few_scalar, akn_conv_s2_adjoint_few_avx2, akn_conv_s2_adjoint_few_avx512};
+
+int akn_conv_s2_adjoint_few(const float *dzp, int m, int oh, int ow, const float *wt, int c, int h, int w, int y0, int y1,
+                            float *dx) {
+    if (m <= 0 || c < 1 || c > 4 || h <= 0 || ow <= 0 || ow % 8 || w != 2 * ow || oh != (h + 1) / 2) return -1;
+    if (y0 < 0) y0 = 0;
+    if (y1 > h) y1 = h;
+    if (y1 <= y0) return 0;
+    return g_s2f[abk_isa()](dzp, m, oh, ow, wt, c, h, w, y0, y1, dx);
+}
+
+int akn_conv_s2_adjoint_few_preferred(int c, int m, int h, int w) {
+    // AMD family 25 (avx2), against the phased input gradient (a GEMM of c x 4 phase rows: 12 of
+    // a 3-channel stem's, most of its row tiles empty): see Conv.usesStridedFewAdjoint.
+    (void)m;
+    (void)h;
+    return abk_isa() >= ABK_ISA_AVX2 && c >= 1 && c <= 4 && w % 16 == 0 && w > 0;
+}
+
 typedef int (*c16u_fn)(AKN_C16_UNPADDED_ARGS);
 static const c16u_fn g_c16u[3] = {akn_conv3x3_c16_unpadded_scalar, akn_conv3x3_c16_unpadded_avx2,
                                   akn_conv3x3_c16_unpadded_avx512};

@@ -23,4 +23,10 @@ int akn_conv3x3_c16_unpadded_scalar(AKN_C16_UNPADDED_ARGS);
 int akn_conv_c16_s2_adjoint_avx512(AKN_C16_S2A_ARGS);
 int akn_conv_c16_s2_adjoint_avx2(AKN_C16_S2A_ARGS);
 int akn_conv_c16_s2_adjoint_scalar(AKN_C16_S2A_ARGS);
+/// akn_conv_s2_adjoint_few's arguments (kernels.h); each entry returns -1 for a geometry it lacks.
+#define AKN_S2F_ARGS                                                                                          \
+    const float *dzp, int m, int oh, int ow, const float *wt, int c, int h, int w, int y0, int y1, float *dx
+int akn_conv_s2_adjoint_few_avx512(AKN_S2F_ARGS);
+int akn_conv_s2_adjoint_few_avx2(AKN_S2F_ARGS);
+int akn_conv_s2_adjoint_few_scalar(AKN_S2F_ARGS);
 #endif

@@ -445,6 +445,12 @@ final class KernelTests: XCTestCase {
                 if flipped {
                     try againstColumns({ Conv.flippedAdjointEnabled = $0 }, { conv.usesFlippedAdjoint(h: h, w: w) }, "flipped")
                 }
+                // the few-channel 3x3/2 adjoint (positions in the lanes)
+                let few = k == 3 && stride == 2 && pad == 1 && c <= 4 && w % 16 == 0 && isa != .scalar
+                XCTAssertEqual(conv.usesStridedFewAdjoint(h: h, w: w), few, what)
+                if few {
+                    try againstColumns({ Conv.stridedFewAdjointEnabled = $0 }, { conv.usesStridedFewAdjoint(h: h, w: w) }, "few")
+                }
                 // W^T's own panels (1x1 and F(2x2) layers on small maps) against W's read transposed
                 let oh = (h + 2 * pad - k) / stride + 1
                 let ownPanels = [.pointwise, .strided1x1].contains(expected) ? oh * ow <= Conv.transposedPanelsMaxPositions
@@ -982,27 +988,7 @@ final class KernelTests: XCTestCase {
                 let blocks = (t.c + 15) / 16
                 var c16 = [Float](repeating: .nan, count: blocks * 16 * t.m * 9)
                 akn_conv3x3_c16_weights(packed, Int32(t.m), Int32(t.c), 1, 0, Int32(blocks), &c16)
-                let dz = randomTensor([t.m, oh, ow], seed: UInt64(200 + i)).data
-                let mask = randomTensor([t.m, oh, ow], seed: UInt64(210 + i)).data.map { $0 > 0 ? Float(1) : 0 }
-                let scale = (0..<t.m).map { 0.5 + Float($0) / 16 }
-                // dz' = (mask > 0 ? dz : 0) * scale, in double, scattered through the forward's taps
-                var expected = [Double](repeating: 0, count: t.c * t.h * t.w)
-                for o in 0..<t.m {
-                    for oy in 0..<oh {
-                        for ox in 0..<ow {
-                            let d = mask[(o * oh + oy) * ow + ox] > 0 ? Double(dz[(o * oh + oy) * ow + ox]) * Double(scale[o]) : 0
-                            for ci in 0..<t.c {
-                                for ky in 0..<3 {
-                                    for kx in 0..<3 {
-                                        let (y, x) = (2 * oy - 1 + ky, 2 * ox - 1 + kx)
-                                        guard y >= 0, y < t.h, x >= 0, x < t.w else { continue }
-                                        expected[(ci * t.h + y) * t.w + x] += Double(wt[((o * t.c + ci) * 3 + ky) * 3 + kx]) * d
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
+                let (dz, mask, scale, expected) = stridedAdjointReference(wt, c: t.c, m: t.m, h: t.h, w: t.w, seed: UInt64(200 + i))
                 // (16 planes of NaN past the c outputs: a partial last block must leave them)
                 var dx = [Float](repeating: .nan, count: (t.c + 16) * t.h * t.w)
                 let (yh, bh) = (t.h / 2, blocks / 2)
@@ -1027,6 +1013,69 @@ final class KernelTests: XCTestCase {
             for (oh, ow, h, w) in [(3, 3, 6, 6), (4, 2, 8, 4 + 1), (3, 2, 8, 4), (4, 3, 8, 4)] {
                 XCTAssertEqual(akn_conv_c16_s2_adjoint(any, 1, Int32(oh), Int32(ow), any, 1, Int32(h), Int32(w), 0, 1, 0, Int32(h), &dx),
                                -1, "\(isa.name) \(h)x\(w) from \(oh)x\(ow)")
+            }
+        }
+    }
+
+    /// A 3x3/2 layer's input gradient in double, scattered through the forward's taps from random
+    /// dz, mask and BN scale (dz' = (mask > 0 ? dz : 0) * scale): (dz, mask, scale, dx).
+    private func stridedAdjointReference(_ wt: [Float], c: Int, m: Int, h: Int, w: Int, seed: UInt64)
+        -> ([Float], [Float], [Float], [Double]) {
+        let (oh, ow) = ((h + 1) / 2, w / 2)
+        let dz = randomTensor([m, oh, ow], seed: seed).data
+        let mask = randomTensor([m, oh, ow], seed: seed + 10).data.map { $0 > 0 ? Float(1) : 0 }
+        let scale = (0..<m).map { 0.5 + Float($0) / 16 }
+        var expected = [Double](repeating: 0, count: c * h * w)
+        for o in 0..<m {
+            for oy in 0..<oh {
+                for ox in 0..<ow {
+                    let d = mask[(o * oh + oy) * ow + ox] > 0 ? Double(dz[(o * oh + oy) * ow + ox]) * Double(scale[o]) : 0
+                    for ci in 0..<c {
+                        for ky in 0..<3 {
+                            for kx in 0..<3 {
+                                let (y, x) = (2 * oy - 1 + ky, 2 * ox - 1 + kx)
+                                guard y >= 0, y < h, x >= 0, x < w else { continue }
+                                expected[(ci * h + y) * w + x] += Double(wt[((o * c + ci) * 3 + ky) * 3 + kx]) * d
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        return (dz, mask, scale, expected)
+    }
+
+    /// akn_conv_s2_adjoint_few (a few-channel stem's 3x3/2 input gradient, positions in the lanes) on
+    /// every ISA path against the scatter in double: 1 to 4 channels, odd and even heights, rows in
+    /// two ranges each from its own padded band (NaN past it), and the geometries it refuses.
+    func testFewChannelStridedAdjointKernel() throws {
+        let cases: [(c: Int, m: Int, h: Int, w: Int)] = [(3, 16, 32, 32), (3, 8, 32, 32), (1, 5, 15, 16), (2, 16, 9, 48),
+                                                         (4, 64, 16, 16), (3, 3, 2, 16)]
+        try forEachISA { isa in
+            for (i, t) in cases.enumerated() {
+                let what = "\(isa.name) c\(t.c) m\(t.m) \(t.h)x\(t.w)"
+                let (oh, ow) = ((t.h + 1) / 2, t.w / 2)
+                let wt = randomTensor([t.m, t.c, 3, 3], seed: UInt64(230 + i), scale: 0.3).data
+                let (dz, mask, scale, expected) = stridedAdjointReference(wt, c: t.c, m: t.m, h: t.h, w: t.w, seed: UInt64(240 + i))
+                var dx = [Float](repeating: .nan, count: t.c * t.h * t.w)
+                let half = t.h / 2 + 1
+                for (r0, r1) in [(0, half), (half, t.h)] where r1 > r0 {
+                    var band = [Float](repeating: .nan, count: akn_scratch_size(Int32(t.m), Int32(oh), Int32(ow)))
+                    akn_conv3x3_pad_band(dz, mask, scale, Int32(t.m), Int32(oh), Int32(ow), Int32(r0 / 2), Int32((r1 - 1) / 2 + 1),
+                                         &band)
+                    XCTAssertEqual(akn_conv_s2_adjoint_few(band, Int32(t.m), Int32(oh), Int32(ow), wt, Int32(t.c), Int32(t.h),
+                                                           Int32(t.w), Int32(r0), Int32(r1), &dx), 0, what)
+                }
+                XCTAssertFalse(dx.contains { $0.isNaN }, "\(what): outputs not all written (or a NaN read)")
+                let top = expected.map { abs($0) }.max()!
+                XCTAssertGreaterThan(top, 0, what)
+                XCTAssertLessThan(zip(dx, expected).map { abs(Double($0) - $1) }.max()! / top, 2e-6, what)
+            }
+            // Geometries it lacks: 5 channels, a width not a multiple of 16, an output not the forward's.
+            var dx = [Float](repeating: 0, count: 4096), any = [Float](repeating: 0, count: 4096)
+            for (c, oh, ow, h, w) in [(5, 8, 8, 16, 16), (3, 4, 4, 8, 8), (3, 8, 8, 16, 17), (3, 7, 8, 16, 16), (0, 8, 8, 16, 16)] {
+                XCTAssertEqual(akn_conv_s2_adjoint_few(any, 4, Int32(oh), Int32(ow), any, Int32(c), Int32(h), Int32(w), 0, Int32(h),
+                                                       &dx), -1, "\(isa.name) c\(c) \(h)x\(w) from \(oh)x\(ow)")
             }
         }
     }

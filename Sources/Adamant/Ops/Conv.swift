@@ -82,7 +82,7 @@ final class ConvWeights: @unchecked Sendable {
     /// The weight layouts some kernels read besides the GEMM panels.
     private enum Form: Int, CaseIterable {
         case directAdjoint, c16Forward, c16Adjoint, winograd, winogradAdjoint, winograd2, flippedAdjoint, transposed,
-             winograd2Adjoint
+             winograd2Adjoint, plain
     }
 
     /// Form `form`, built by `make` on first use and kept. (An array slot, not a key path: the
@@ -100,6 +100,10 @@ final class ConvWeights: @unchecked Sendable {
     /// (`directAdjoint`): CIFAR-sized layers, whose per-call gather cost a fifth of their backward at
     /// batch 1. Larger layers gather per call (a resident copy would double their memory).
     static let cachedAdjointMaxFloats = 64 * 64 * 9
+
+    /// ``unpacked()``, built on first use and kept (a few-channel stem's input gradient reads them:
+    /// ``Conv/usesStridedFewAdjoint(h:w:)``).
+    var plain: [Float] { cached(.plain) { unpacked() } }
 
     /// The direct 3x3 kernel's adjoint panels (akn_conv3x3_adjoint_weights), built on the first
     /// input gradient and kept: small 3x3 layers only (`cachedAdjointMaxFloats`).
@@ -532,7 +536,8 @@ struct Conv: Op {
         let (oh, ow) = (g.shape[2], g.shape[3])
         let algo = algorithm(h, w)
         let stridedAdjoint = usesStridedC16Adjoint(h: h, w: w), flipped = usesFlippedAdjoint(h: h, w: w)
-        let accumulates = !stridedAdjoint && !flipped
+        let fewAdjoint = usesStridedFewAdjoint(h: h, w: w)
+        let accumulates = !stridedAdjoint && !flipped && !fewAdjoint
             && (algo == .im2col || (algo == .phased && !usesPhasedAdjoint(h: h, w: w, ow: ow)))
         var dx = accumulates ? try ctx.zeros(x.shape) : try ctx.uninitialized(x.shape)
         try g.data.withUnsafeBufferPointer { gp in
@@ -540,6 +545,11 @@ struct Conv: Op {
                 try withOptionalBuffer(mask?.data) { mp in
                     try withOptionalBuffer(scale) { sp in
                         let none = Epilogue(scale: nil, bias: nil, residual: nil, relu: false)
+                        if fewAdjoint {
+                            stridedFewBackward(dz: gp.baseAddress!, mask: mp, scale: sp, n: n, c: c, h: h, w: w, oh: oh, ow: ow,
+                                               dx: xp.baseAddress!, threads: ctx.threads)
+                            return
+                        }
                         if stridedAdjoint {
                             stridedC16Backward(dz: gp.baseAddress!, mask: mp, scale: sp, n: n, c: c, h: h, w: w, oh: oh, ow: ow,
                                                dx: xp.baseAddress!, threads: ctx.threads)
@@ -1206,6 +1216,52 @@ struct Conv: Op {
             return Int(akn_wino2_tiles(Int32(h), Int32(w))) <= Conv.transposedPanelsMaxTiles
         default:
             return false
+        }
+    }
+
+    /// Cleared by tests to run a few-channel 3x3/2 layer's input gradient as before (phased or im2col's).
+    nonisolated(unsafe) static var stridedFewAdjointEnabled = true
+
+    /// Whether the input gradient of a 3x3, stride-2 layer padded by 1 with at most 4 input channels
+    /// (a CIFAR ResNet's stem) runs `akn_conv_s2_adjoint_few` (positions in the lanes, the forward's
+    /// multiply-adds) instead of the phased one, whose GEMM has only c x 4 rows (12 for RGB: most of
+    /// its row tiles empty; 1.8-2.1x the forward's time in the profile of a batch-128 gradient): widths
+    /// in multiples of 16, on AVX2 and AVX-512.
+    func usesStridedFewAdjoint(h: Int, w: Int) -> Bool {
+        guard Conv.stridedFewAdjointEnabled, group == 1, kh == 3, kw == 3, strides == (2, 2), dilations == (1, 1),
+              resolvedPads(h, w) == (1, 1, 1, 1)
+        else { return false }
+        return akn_conv_s2_adjoint_few_preferred(Int32(inPerGroup), Int32(outChannels), Int32(h), Int32(w)) != 0
+    }
+
+    /// The input gradient of a ``usesStridedFewAdjoint(h:w:)`` layer: units of (sample, band of
+    /// input rows) over the threads, each padding the rows of dz its band reads (with the mask and
+    /// the BN scale) into its own buffer. Every element of dx is written by one unit, its chain fixed
+    /// by the kernel: the split never changes it.
+    private func stridedFewBackward(dz: UnsafePointer<Float>, mask: UnsafePointer<Float>?, scale: UnsafePointer<Float>?,
+                                    n: Int, c: Int, h: Int, w: Int, oh: Int, ow: Int, dx: UnsafeMutablePointer<Float>,
+                                    threads: Int) {
+        let m = outChannels
+        let scratchSize = akn_scratch_size(Int32(m), Int32(oh), Int32(ow))
+        let t = (threads > 1 && n * c * m * 9 * oh * ow >= 100_000) ? threads : 1
+        let bands = Parallel.bands(units: n, rows: h, threads: t)
+        let (dzSample, dxSample) = (m * oh * ow, c * h * w)
+        weights.plain.withUnsafeBufferPointer { wp in
+            let wt = wp.baseAddress!
+            Parallel.forRanges(n * bands, threads: t) { r in
+                withThreadScratch(slot: 4, scratchSize) { own in
+                    for u in r {
+                        let (s, band) = (u / bands, u % bands)
+                        let (y0, y1) = (h * band / bands, h * (band + 1) / bands)
+                        // dx rows [y0, y1) read dz's padded rows [y0 / 2, (y1 - 1) / 2 + 3)
+                        akn_conv3x3_pad_band(dz + s * dzSample, mask.map { $0 + s * dzSample }, scale, Int32(m),
+                                             Int32(oh), Int32(ow), Int32(y0 / 2), Int32((y1 - 1) / 2 + 1), own)
+                        let rc = akn_conv_s2_adjoint_few(own, Int32(m), Int32(oh), Int32(ow), wt, Int32(c), Int32(h), Int32(w),
+                                                         Int32(y0), Int32(y1), dx + s * dxSample)
+                        assert(rc == 0, "akn_conv_s2_adjoint_few: geometry \(c)x\(h)x\(w) -> \(m)x\(oh)x\(ow)")
+                    }
+                }
+            }
         }
     }
 

@@ -191,6 +191,9 @@ extension Model {
                     if let s = shapes[n.inputs[0]], s.count == 4, c.algorithm(s[2], s[3]) == .winograd2 {
                         add(c.weights.winograd2Floats)
                     }
+                    if let s = shapes[n.inputs[0]], s.count == 4, c.usesStridedFewAdjoint(h: s[2], w: s[3]) {
+                        add(c.outChannels &* c.inPerGroup &* 9)  // the plain weights a few-channel stem's gradient reads
+                    }
                     // W^T's own panels (the input gradient of a layer on a small map)
                     if let s = shapes[n.inputs[0]], s.count == 4, c.usesTransposedPanels(h: s[2], w: s[3]) {
                         add(c.algorithm(s[2], s[3]) == .winograd2 ? c.weights.winograd2AdjointFloats : c.weights.transposedFloats)

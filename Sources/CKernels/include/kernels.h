@@ -139,6 +139,21 @@ int akn_conv_c16_s2_adjoint(const float *dzp, int m, int oh, int ow, const float
 /** Whether akn_conv_c16_s2_adjoint beats im2col's input gradient for c inputs and m outputs of an h x w input. */
 int akn_conv_c16_s2_adjoint_preferred(int c, int m, int h, int w);
 
+/**
+ * The input gradient of a 3x3, stride-2 convolution padded by 1 with few input channels (c <= 4: a
+ * CIFAR ResNet's stem), positions in the lanes: the same dx as akn_conv_c16_s2_adjoint (written, not
+ * added), from the same padded band of dz' (akn_conv3x3_pad_band), with the plain weights `wt`
+ * [m][c][3][3]. Each element is one chain over (o, ky) in order from zero (an odd column: two, its
+ * kx = 0 and kx = 2 terms, added last), whatever the rows asked. Computes rows [y0, y1) of every
+ * channel of dx (one sample, [c][h][w]). Needs c in 1...4, ow a multiple of 8, w = 2 ow and
+ * oh = (h + 1) / 2; returns -1 otherwise.
+ */
+int akn_conv_s2_adjoint_few(const float *dzp, int m, int oh, int ow, const float *wt, int c, int h, int w, int y0, int y1,
+                            float *dx);
+
+/** Whether akn_conv_s2_adjoint_few beats the phased input gradient for c inputs and m outputs of an h x w input. */
+int akn_conv_s2_adjoint_few_preferred(int c, int m, int h, int w);
+
 /** Whether akn_conv_c16 with a stride of 2 beats im2col + GEMM for c inputs, m outputs, an oh x ow output. */
 int akn_conv_c16_strided_preferred(int c, int m, int oh, int ow);
 
