@@ -587,10 +587,10 @@ public final class Session {
     /// gradient that `seed` returns for a piece's logits and sample range (with a per-sample value
     /// passed through), back through the input normalization, the gradient with respect to the
     /// pixels written to `out` (batch x C x H x W floats; nil: not wanted): (per-sample values,
-    /// logits). Each piece
-    /// takes its input from the pool (normalized straight from the caller's pixels) and writes its
-    /// samples' gradient straight into `out`, taken back through the normalization on the way
-    /// (d pixel = d normalized / std): no per-call array, no per-piece copy, no concatenation.
+    /// logits). Each piece takes its input from the pool (normalized straight from the caller's
+    /// pixels) and writes its samples' gradient straight into `out`, taken back through the
+    /// normalization on the way (d pixel = d normalized / std): no per-call array, no per-piece
+    /// copy, no concatenation.
     func differentiate(_ samples: Samples, batch: Int, domain: Int, into out: UnsafeMutablePointer<Float>?,
                        _ seed: ([Float], Range<Int>) -> ([Float], [Float])) throws -> (loss: [Float], logits: [Float]) {
         try model.checkDomain(domain)
