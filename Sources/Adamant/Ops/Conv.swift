@@ -1145,26 +1145,46 @@ struct Conv: Op {
     /// mbn_resnet8 0.927x, mbn_resnet14 0.959x, mbn_resnet20 0.977-0.985x at batch 128,
     /// cifar10_resnet_2b (8 -> 16 channels) 0.966-0.990x at 128 and 0.95-0.99x at 1.
     func usesStridedC16Adjoint(h: Int, w: Int) -> Bool {
-        guard Conv.stridedAdjointEnabled, group == 1, kh == 3, kw == 3, strides == (2, 2), dilations == (1, 1),
-              inPerGroup * outChannels * 9 <= ConvWeights.cachedAdjointMaxFloats, resolvedPads(h, w) == (1, 1, 1, 1)
+        guard Conv.stridedAdjointEnabled, isPadded3x3Stride2(h: h, w: w),
+              inPerGroup * outChannels * 9 <= ConvWeights.cachedAdjointMaxFloats
         else { return false }
         return akn_conv_c16_s2_adjoint_preferred(Int32(inPerGroup), Int32(outChannels), Int32(h), Int32(w)) != 0
     }
 
-    /// The input gradient of a ``usesStridedC16Adjoint(h:w:)`` layer: units of (sample, 16 input
-    /// channels, band of input rows) over the threads, each thread padding the rows of dz its band
-    /// reads (with the mask and the BN scale) into its own buffer, once per (sample, band). Every
-    /// element of dx is written by one unit, its chain fixed by the kernel: the split never changes it.
+    /// One group, a 3x3 window, stride 2, no dilation, padded by 1 on every side: the layers the
+    /// 3x3/2 adjoint kernels take.
+    private func isPadded3x3Stride2(h: Int, w: Int) -> Bool {
+        group == 1 && kh == 3 && kw == 3 && strides == (2, 2) && dilations == (1, 1) && resolvedPads(h, w) == (1, 1, 1, 1)
+    }
+
+    /// The input gradient of a ``usesStridedC16Adjoint(h:w:)`` layer, 16 input channels a unit
+    /// (``stridedAdjointBands(dz:mask:scale:n:c:h:w:oh:ow:dx:blocks:threads:weights:_:)``).
     private func stridedC16Backward(dz: UnsafePointer<Float>, mask: UnsafePointer<Float>?, scale: UnsafePointer<Float>?,
                                     n: Int, c: Int, h: Int, w: Int, oh: Int, ow: Int, dx: UnsafeMutablePointer<Float>,
                                     threads: Int) {
+        stridedAdjointBands(dz: dz, mask: mask, scale: scale, n: n, c: c, h: h, w: w, oh: oh, ow: ow, dx: dx,
+                            blocks: (c + 15) / 16, threads: threads, weights: weights.c16(adjoint: true)) { own, wb, b, y0, y1, dxs in
+            akn_conv_c16_s2_adjoint(own, Int32(outChannels), Int32(oh), Int32(ow), wb, Int32(c), Int32(h), Int32(w),
+                                    Int32(b), Int32(b + 1), Int32(y0), Int32(y1), dxs)
+        }
+    }
+
+    /// The driver of the 3x3/2 adjoint kernels: units of (sample, block of input channels, band of
+    /// input rows) over the threads, each thread padding the rows of dz its band reads (with the
+    /// mask and the BN scale) into its own buffer, once per (sample, band), then running `kernel`
+    /// (padded dz, `weights`, block, rows [y0, y1), the sample's dx). Every element of dx is written
+    /// by one unit, its chain fixed by the kernel: the split never changes it.
+    private func stridedAdjointBands(dz: UnsafePointer<Float>, mask: UnsafePointer<Float>?, scale: UnsafePointer<Float>?,
+                                     n: Int, c: Int, h: Int, w: Int, oh: Int, ow: Int, dx: UnsafeMutablePointer<Float>,
+                                     blocks: Int, threads: Int, weights wts: [Float],
+                                     _ kernel: (UnsafePointer<Float>, UnsafePointer<Float>, Int, Int, Int,
+                                                UnsafeMutablePointer<Float>) -> Int32) {
         let m = outChannels
         let scratchSize = akn_scratch_size(Int32(m), Int32(oh), Int32(ow))
-        let blocks = (c + 15) / 16
         let t = (threads > 1 && n * c * m * 9 * oh * ow >= 100_000) ? threads : 1
         let bands = Parallel.bands(units: n * blocks, rows: h, threads: t)
         let (dzSample, dxSample) = (m * oh * ow, c * h * w)
-        weights.c16(adjoint: true).withUnsafeBufferPointer { wbp in
+        wts.withUnsafeBufferPointer { wbp in
             let wb = wbp.baseAddress!
             Parallel.forRanges(n * bands * blocks, threads: t) { r in
                 withThreadScratch(slot: 4, scratchSize) { own in
@@ -1180,9 +1200,8 @@ struct Conv: Op {
                                                  Int32(oh), Int32(ow), Int32(y0 / 2), Int32((y1 - 1) / 2 + 1), own)
                             padded = sb
                         }
-                        let rc = akn_conv_c16_s2_adjoint(own, Int32(m), Int32(oh), Int32(ow), wb, Int32(c), Int32(h), Int32(w),
-                                                         Int32(b), Int32(b + 1), Int32(y0), Int32(y1), dx + s * dxSample)
-                        assert(rc == 0, "akn_conv_c16_s2_adjoint: geometry \(c)x\(h)x\(w) -> \(m)x\(oh)x\(ow)")
+                        let rc = kernel(UnsafePointer(own), wb, b, y0, y1, dx + s * dxSample)
+                        assert(rc == 0, "3x3/2 adjoint: geometry \(c)x\(h)x\(w) -> \(m)x\(oh)x\(ow)")
                     }
                 }
             }
@@ -1228,40 +1247,19 @@ struct Conv: Op {
     /// its row tiles empty; 1.8-2.1x the forward's time in the profile of a batch-128 gradient): widths
     /// in multiples of 16, on AVX2 and AVX-512.
     func usesStridedFewAdjoint(h: Int, w: Int) -> Bool {
-        guard Conv.stridedFewAdjointEnabled, group == 1, kh == 3, kw == 3, strides == (2, 2), dilations == (1, 1),
-              resolvedPads(h, w) == (1, 1, 1, 1)
-        else { return false }
+        guard Conv.stridedFewAdjointEnabled, isPadded3x3Stride2(h: h, w: w) else { return false }
         return akn_conv_s2_adjoint_few_preferred(Int32(inPerGroup), Int32(outChannels), Int32(h), Int32(w)) != 0
     }
 
-    /// The input gradient of a ``usesStridedFewAdjoint(h:w:)`` layer: units of (sample, band of
-    /// input rows) over the threads, each padding the rows of dz its band reads (with the mask and
-    /// the BN scale) into its own buffer. Every element of dx is written by one unit, its chain fixed
-    /// by the kernel: the split never changes it.
+    /// The input gradient of a ``usesStridedFewAdjoint(h:w:)`` layer, every input channel in one
+    /// unit (``stridedAdjointBands(dz:mask:scale:n:c:h:w:oh:ow:dx:blocks:threads:weights:_:)``).
     private func stridedFewBackward(dz: UnsafePointer<Float>, mask: UnsafePointer<Float>?, scale: UnsafePointer<Float>?,
                                     n: Int, c: Int, h: Int, w: Int, oh: Int, ow: Int, dx: UnsafeMutablePointer<Float>,
                                     threads: Int) {
-        let m = outChannels
-        let scratchSize = akn_scratch_size(Int32(m), Int32(oh), Int32(ow))
-        let t = (threads > 1 && n * c * m * 9 * oh * ow >= 100_000) ? threads : 1
-        let bands = Parallel.bands(units: n, rows: h, threads: t)
-        let (dzSample, dxSample) = (m * oh * ow, c * h * w)
-        weights.plain.withUnsafeBufferPointer { wp in
-            let wt = wp.baseAddress!
-            Parallel.forRanges(n * bands, threads: t) { r in
-                withThreadScratch(slot: 4, scratchSize) { own in
-                    for u in r {
-                        let (s, band) = (u / bands, u % bands)
-                        let (y0, y1) = (h * band / bands, h * (band + 1) / bands)
-                        // dx rows [y0, y1) read dz's padded rows [y0 / 2, (y1 - 1) / 2 + 3)
-                        akn_conv3x3_pad_band(dz + s * dzSample, mask.map { $0 + s * dzSample }, scale, Int32(m),
-                                             Int32(oh), Int32(ow), Int32(y0 / 2), Int32((y1 - 1) / 2 + 1), own)
-                        let rc = akn_conv_s2_adjoint_few(own, Int32(m), Int32(oh), Int32(ow), wt, Int32(c), Int32(h), Int32(w),
-                                                         Int32(y0), Int32(y1), dx + s * dxSample)
-                        assert(rc == 0, "akn_conv_s2_adjoint_few: geometry \(c)x\(h)x\(w) -> \(m)x\(oh)x\(ow)")
-                    }
-                }
-            }
+        stridedAdjointBands(dz: dz, mask: mask, scale: scale, n: n, c: c, h: h, w: w, oh: oh, ow: ow, dx: dx,
+                            blocks: 1, threads: threads, weights: weights.plain) { own, wt, _, y0, y1, dxs in
+            akn_conv_s2_adjoint_few(own, Int32(outChannels), Int32(oh), Int32(ow), wt, Int32(c), Int32(h), Int32(w),
+                                    Int32(y0), Int32(y1), dxs)
         }
     }
 
