@@ -704,6 +704,54 @@ final class KernelTests: XCTestCase {
         XCTAssertLessThan(zip(ga.gradient, gb.gradient).map { abs($0 - $1) }.max()! / gtop, 1e-3)
     }
 
+    /// The input gradients of 1x1 layers on maps larger than 7x7 keep W^T's own panels only within
+    /// the model's budget, the layers with the most positions first, counted in the weight bytes;
+    /// with or without them, the same gradient bit for bit.
+    func testTransposedPanelsBudget() throws {
+        // Maps of 28x28, 14x14, 7x7 and 4x4: 1x1 layers with 784 and 196 output positions (and
+        // smaller ones, which keep their panels whatever the budget).
+        let spec = ResNetSpec(block: .bottleneck, stages: [1, 1, 1, 1], stageWidths: [8, 16, 32, 16], stemWidth: 8,
+                              imagenetStem: false, inputSize: 28, classes: 5, seed: 6)
+        let path = NSTemporaryDirectory() + "adamant_transposed_budget_\(getpid()).onnx"
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        _ = try spec.write(to: path)
+        /// The model's 1x1 layers on maps above 49 positions, with their output positions and input shape.
+        func candidates(_ m: Model) throws -> [(conv: Conv, positions: Int, h: Int, w: Int)] {
+            let shapes = try m.graph.inferShapes(batch: 1)
+            return m.graph.nodes.compactMap { n in
+                guard let c = n.op as? Conv, let s = shapes[n.inputs[0]],
+                      [.pointwise, .strided1x1].contains(c.algorithm(s[2], s[3])) else { return nil }
+                let p = c.pointwisePositions(h: s[2], w: s[3])
+                return p > Conv.transposedPanelsMaxPositions ? (c, p, s[2], s[3]) : nil
+            }
+        }
+        let budgetBefore = Model.transposedBudget
+        defer { Model.transposedBudget = budgetBefore }
+        Model.transposedBudget = 0
+        let none = try Model.load(path: path)
+        let layers = try candidates(none)
+        XCTAssertEqual(Set(layers.map(\.positions)), [784, 196])
+        XCTAssertTrue(layers.allSatisfy { !$0.conv.weights.transposedAllowed && !$0.conv.usesTransposedPanels(h: $0.h, w: $0.w) })
+        let bytes = layers.reduce(0) { $0 + 4 * $1.conv.weights.transposedFloats }
+        Model.transposedBudget = bytes
+        let all = try Model.load(path: path)
+        XCTAssertTrue(try candidates(all).allSatisfy { $0.conv.weights.transposedAllowed && $0.conv.usesTransposedPanels(h: $0.h, w: $0.w) })
+        XCTAssertEqual(all.weightBytes - none.weightBytes, bytes, "counted in the weight bytes")
+        // Over it by a byte: not all of them, but every layer on the 28x28 map (most positions first).
+        Model.transposedBudget = bytes - 1
+        let partial = try candidates(Model.load(path: path))
+        XCTAssertLessThan(partial.filter { $0.conv.weights.transposedAllowed }.count, partial.count)
+        XCTAssertTrue(partial.filter { $0.positions == 784 }.allSatisfy { $0.conv.weights.transposedAllowed })
+        // The same gradient bits with and without the panels, and the same predictions.
+        let x = randomTensor([3, 3, 28, 28], seed: 8).data.map { abs($0).truncatingRemainder(dividingBy: 1) }
+        let labels: [Int64] = [0, 1, 4]
+        let withPanels = try Session(model: all).gradient(x, batch: 3, labels: labels, loss: .crossEntropy, domain: 0)
+        let without = try Session(model: none).gradient(x, batch: 3, labels: labels, loss: .crossEntropy, domain: 0)
+        XCTAssertGreaterThan(without.gradient.map { abs($0) }.max()!, 0)
+        XCTAssertEqual(withPanels.gradient.map(\.bitPattern), without.gradient.map(\.bitPattern))
+        XCTAssertEqual(withPanels.loss, without.loss)
+    }
+
     /// A compact tape's masks: bit i is x[i] > 0 (NaN, -0 and negatives clear), the unused bits of
     /// the last word clear, and unpacking gives 1 and 0, on every ISA path and for lengths that end
     /// mid-word, from slices at multiples of 64 as the executor splits them.

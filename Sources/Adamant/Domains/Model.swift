@@ -169,6 +169,7 @@ public final class Model: @unchecked Sendable {
         self.origin = origin
         let shapes = try graph.inferShapes(batch: graph.declaredBatch ?? 1)
         Model.limitWinograd2(graph: graph, shapes: shapes)
+        Model.limitTransposedPanels(graph: graph, shapes: shapes)
         Model.buildWinograd2(graph: graph)
         numClasses = shapes[graph.output]![1]
         // Samples per execution piece: keep the largest activation of a piece around 512 KiB.
@@ -236,6 +237,50 @@ public final class Model: @unchecked Sendable {
             l.w.winograd2Only = fits && !elsewhere.contains(id)
         }
     }
+
+    /// Lets the input gradients of the model's 1x1 layers on maps larger than
+    /// ``Conv/transposedPanelsMaxPositions`` keep W^T's own panels (``ConvWeights/transposedAllowed``)
+    /// while those add at most the budget's bytes: the layers with the most output positions first
+    /// (the most multiply-adds per byte of panels), then in graph order, skipping any that would pass
+    /// it (a function of the model only). Read in place from W's panels, W^T's rows are 6 floats at
+    /// a stride of the layer's depth, and the blocks of a deep layer all fall in a few L1 sets: with
+    /// its own panels ResNet-50's gradient took 0.96-0.97x the time (AMD EPYC family 25 model 1,
+    /// avx2, 2 threads, batch 1 and 8) for 18 MB. The budget is ``transposedBudget`` when set, else
+    /// half the model's weight bytes and at most 96 MiB: ResNet-50, -101 and -152 keep them all (18,
+    /// 53 and 81 MB), ResNet-638 (382 MB of them) those on 56x56 and 28x28 maps and 82 MB of its
+    /// 14x14 ones, within its PGD memory target. They are built on a layer's first input gradient.
+    static func limitTransposedPanels(graph: Graph, shapes: [[Int]?]) {
+        var layers: [ObjectIdentifier: (w: ConvWeights, positions: Int, order: Int)] = [:]
+        var parameters = 0
+        for n in graph.nodes {
+            let (p, o) = parameters.addingReportingOverflow(n.op.parameterCount)
+            parameters = o ? Int.max : p
+            guard let c = n.op as? Conv, c.group == 1, let s = shapes[n.inputs[0]], s.count == 4,
+                  [.pointwise, .strided1x1].contains(c.algorithm(s[2], s[3])) else { continue }
+            let positions = c.pointwisePositions(h: s[2], w: s[3])
+            guard positions > Conv.transposedPanelsMaxPositions else { continue }
+            let id = ObjectIdentifier(c.weights)
+            layers[id] = (c.weights, max(layers[id]?.positions ?? 0, positions), layers[id]?.order ?? layers.count)
+        }
+        let limit = transposedBudget ?? min(parameters / 2 * MemoryLayout<Float>.size, 96 << 20)
+        var extra = 0
+        for l in layers.values.sorted(by: { ($0.positions, -$0.order) > ($1.positions, -$1.order) }) {
+            let (bytes, o1) = l.w.transposedFloats.multipliedReportingOverflow(by: MemoryLayout<Float>.size)
+            let (total, o2) = extra.addingReportingOverflow(bytes)
+            let fits = !o1 && !o2 && total <= limit
+            if fits { extra = total }
+            l.w.transposedAllowed = fits
+        }
+    }
+
+    /// The most bytes W^T's panels of the 1x1 layers on larger maps of the models loaded from now on
+    /// may add to their weights (``limitTransposedPanels(graph:shapes:)``):
+    /// `ADAMANT_TRANSPOSED_BUDGET_MB` (0: none), or nil, half the model's weight bytes and at most
+    /// 96 MiB. Tests set it around a load.
+    nonisolated(unsafe) static var transposedBudget: Int? = {
+        guard let v = getenv("ADAMANT_TRANSPOSED_BUDGET_MB"), let n = Int(String(cString: v)), n >= 0, n <= 1 << 30 else { return nil }
+        return n << 20
+    }()
 
     /// The most bytes the F(2x2, 3x3) matrices of the models loaded from now on may add to their
     /// weights (``limitWinograd2(graph:shapes:)``): `ADAMANT_WINOGRAD2_BUDGET_MB` (0: never), or nil,

@@ -31,6 +31,10 @@ final class ConvWeights: @unchecked Sendable {
     /// model uses it: building ``winograd2`` then drops the GEMM panels, so its 16 matrices are the
     /// layer's only copy (16/9 of its weights, not 25/9).
     var winograd2Only = false
+    /// Whether the input gradient of this 1x1 layer keeps W^T's own panels (``transposed``) on maps
+    /// larger than ``Conv/transposedPanelsMaxPositions`` as well: set at load for the layers that fit
+    /// the model's budget (``Model/limitTransposedPanels(graph:shapes:)``), before any plan runs.
+    var transposedAllowed = false
 
     init(weight: [Float], outChannels: Int, inPerGroup: Int, kh: Int, kw: Int, group: Int) {
         self.outChannels = outChannels; self.inPerGroup = inPerGroup; self.kh = kh; self.kw = kw; self.group = group
@@ -1217,20 +1221,25 @@ struct Conv: Op {
     /// weight make reading the weights the cost. AMD EPYC family 25 model 1 (Zen 3), avx2, 2 threads,
     /// ResNet-50 at batch 1: the input gradients of its 7x7 layers took 1.2-1.8x their forward's
     /// time. The copy costs these layers' weights once more (ResNet-50: 84 MB; the same at any depth).
+    /// 1x1 layers on larger maps keep them too where the model's budget allows
+    /// (``ConvWeights/transposedAllowed``).
     static let transposedPanelsMaxPositions = 49
     static let transposedPanelsMaxTiles = 16
 
+    /// Output positions per sample of a 1x1 layer on an h x w input (``ConvAlgorithm/pointwise`` or
+    /// ``ConvAlgorithm/strided1x1``).
+    func pointwisePositions(h: Int, w: Int) -> Int { ((h - 1) / strides.0 + 1) * ((w - 1) / strides.1 + 1) }
+
     /// Whether this layer's input gradient runs on kept transposed panels: one group, a 1x1 layer
     /// (``ConvAlgorithm/pointwise`` or ``ConvAlgorithm/strided1x1``) with at most
-    /// ``transposedPanelsMaxPositions`` output positions, or an F(2x2, 3x3) layer
-    /// (``ConvAlgorithm/winograd2``) of at most ``transposedPanelsMaxTiles`` tiles (7x7 and 8x8 maps).
+    /// ``transposedPanelsMaxPositions`` output positions or within the model's budget
+    /// (``ConvWeights/transposedAllowed``), or an F(2x2, 3x3) layer (``ConvAlgorithm/winograd2``)
+    /// of at most ``transposedPanelsMaxTiles`` tiles (7x7 and 8x8 maps).
     func usesTransposedPanels(h: Int, w: Int) -> Bool {
         guard Conv.transposedPanelsEnabled, group == 1 else { return false }
         switch algorithm(h, w) {
-        case .pointwise:
-            return h * w <= Conv.transposedPanelsMaxPositions
-        case .strided1x1:
-            return ((h - 1) / strides.0 + 1) * ((w - 1) / strides.1 + 1) <= Conv.transposedPanelsMaxPositions
+        case .pointwise, .strided1x1:
+            return pointwisePositions(h: h, w: w) <= Conv.transposedPanelsMaxPositions || weights.transposedAllowed
         case .winograd2:
             return Int(akn_wino2_tiles(Int32(h), Int32(w))) <= Conv.transposedPanelsMaxTiles
         default:
