@@ -742,7 +742,7 @@ final class KernelTests: XCTestCase {
         let partial = try candidates(Model.load(path: path))
         XCTAssertLessThan(partial.filter { $0.conv.weights.transposedAllowed }.count, partial.count)
         XCTAssertTrue(partial.filter { $0.positions == 784 }.allSatisfy { $0.conv.weights.transposedAllowed })
-        // The same gradient bits with and without the panels, and the same predictions.
+        // The same gradient bits and losses with and without the panels.
         let x = randomTensor([3, 3, 28, 28], seed: 8).data.map { abs($0).truncatingRemainder(dividingBy: 1) }
         let labels: [Int64] = [0, 1, 4]
         let withPanels = try Session(model: all).gradient(x, batch: 3, labels: labels, loss: .crossEntropy, domain: 0)

@@ -212,10 +212,7 @@ public final class Model: @unchecked Sendable {
         // (every call made before any layer dropped its panels: ``buildWinograd2(graph:)``)
         var layers: [ObjectIdentifier: (w: ConvWeights, pixels: Int, order: Int)] = [:]
         var elsewhere = Set<ObjectIdentifier>()  // weights some other node uses another way
-        var parameters = 0
         for n in graph.nodes {
-            let (p, o) = parameters.addingReportingOverflow(n.op.parameterCount)
-            parameters = o ? Int.max : p
             guard let c = n.op as? Conv else { continue }
             let id = ObjectIdentifier(c.weights)
             if let s = shapes[n.inputs[0]], s.count == 4, c.algorithm(s[2], s[3]) == .winograd2 {
@@ -225,16 +222,33 @@ public final class Model: @unchecked Sendable {
                 elsewhere.insert(id)
             }
         }
-        let limit = winograd2Budget ?? parameters / 2 * MemoryLayout<Float>.size
+        let limit = winograd2Budget ?? parameterCount(graph) / 2 * MemoryLayout<Float>.size
+        let ranked = layers.sorted(by: { ($0.value.pixels, -$0.value.order) > ($1.value.pixels, -$1.value.order) })
+        let added = ranked.map { max(0, $0.value.w.winograd2Floats - (elsewhere.contains($0.key) ? 0 : $0.value.w.panelFloats)) }
+        for ((id, l), fits) in zip(ranked, fitting(added, limit: limit)) {
+            l.w.winograd2Allowed = fits
+            l.w.winograd2Only = fits && !elsewhere.contains(id)
+        }
+    }
+
+    /// The graph's parameters (``Op/parameterCount``), at most Int.max.
+    static func parameterCount(_ graph: Graph) -> Int {
+        graph.nodes.reduce(0) { total, n in
+            let (sum, o) = total.addingReportingOverflow(n.op.parameterCount)
+            return o ? Int.max : sum
+        }
+    }
+
+    /// Which of the candidates, in order of preference, fit `limit` bytes, given the floats each
+    /// adds: granted in turn while the running total stays within it, any that would pass it skipped.
+    static func fitting(_ floats: [Int], limit: Int) -> [Bool] {
         var extra = 0
-        for (id, l) in layers.sorted(by: { ($0.value.pixels, -$0.value.order) > ($1.value.pixels, -$1.value.order) }) {
-            let floats = max(0, l.w.winograd2Floats - (elsewhere.contains(id) ? 0 : l.w.panelFloats))
-            let (bytes, o1) = floats.multipliedReportingOverflow(by: MemoryLayout<Float>.size)
+        return floats.map { f in
+            let (bytes, o1) = f.multipliedReportingOverflow(by: MemoryLayout<Float>.size)
             let (total, o2) = extra.addingReportingOverflow(bytes)
             let fits = !o1 && !o2 && total <= limit
             if fits { extra = total }
-            l.w.winograd2Allowed = fits
-            l.w.winograd2Only = fits && !elsewhere.contains(id)
+            return fits
         }
     }
 
@@ -251,10 +265,7 @@ public final class Model: @unchecked Sendable {
     /// 14x14 ones, within its PGD memory target. They are built on a layer's first input gradient.
     static func limitTransposedPanels(graph: Graph, shapes: [[Int]?]) {
         var layers: [ObjectIdentifier: (w: ConvWeights, positions: Int, order: Int)] = [:]
-        var parameters = 0
         for n in graph.nodes {
-            let (p, o) = parameters.addingReportingOverflow(n.op.parameterCount)
-            parameters = o ? Int.max : p
             guard let c = n.op as? Conv, c.group == 1, let s = shapes[n.inputs[0]], s.count == 4,
                   [.pointwise, .strided1x1].contains(c.algorithm(s[2], s[3])) else { continue }
             let positions = c.pointwisePositions(h: s[2], w: s[3])
@@ -262,15 +273,9 @@ public final class Model: @unchecked Sendable {
             let id = ObjectIdentifier(c.weights)
             layers[id] = (c.weights, max(layers[id]?.positions ?? 0, positions), layers[id]?.order ?? layers.count)
         }
-        let limit = transposedBudget ?? min(parameters / 2 * MemoryLayout<Float>.size, 96 << 20)
-        var extra = 0
-        for l in layers.values.sorted(by: { ($0.positions, -$0.order) > ($1.positions, -$1.order) }) {
-            let (bytes, o1) = l.w.transposedFloats.multipliedReportingOverflow(by: MemoryLayout<Float>.size)
-            let (total, o2) = extra.addingReportingOverflow(bytes)
-            let fits = !o1 && !o2 && total <= limit
-            if fits { extra = total }
-            l.w.transposedAllowed = fits
-        }
+        let limit = transposedBudget ?? min(parameterCount(graph) / 2 * MemoryLayout<Float>.size, 96 << 20)
+        let ranked = layers.values.sorted(by: { ($0.positions, -$0.order) > ($1.positions, -$1.order) })
+        for (l, fits) in zip(ranked, fitting(ranked.map(\.w.transposedFloats), limit: limit)) { l.w.transposedAllowed = fits }
     }
 
     /// The most bytes W^T's panels of the 1x1 layers on larger maps of the models loaded from now on
